@@ -1,0 +1,321 @@
+//! `tributary`: the command line over the indexer and retriever crates.
+
+mod demo;
+mod progress;
+mod trec;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use tributary_indexer::{
+    Address, BertEmbedder, ChunkerConfig, Datanet, Embedder, IngestOptions, NewDatanet, Store, StoreConfig, Visibility,
+};
+use tributary_retriever::{Fusion, Mode, Query, Retriever, RetrieverConfig};
+
+#[derive(Parser)]
+#[command(name = "tributary", version, about = "Answers that pay their sources")]
+struct Cli {
+    /// Where the catalog (SQLite by default) and the indexes live.
+    #[arg(long, global = true, env = "TRIBUTARY_DATA_DIR", default_value = "./tributary-data")]
+    data_dir: PathBuf,
+    /// Catalog database; default `sqlite:<data-dir>/tributary.db`. `postgres://…` for PostgreSQL.
+    #[arg(long, global = true, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// Directory with the embedding model (config.json, tokenizer.json, model.safetensors).
+    #[arg(long, global = true, env = "TRIBUTARY_EMBED_MODEL")]
+    embed_model: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create and list Datanets.
+    #[command(subcommand)]
+    Datanet(DatanetCommand),
+    /// Chunk, embed and index files into a Datanet.
+    Ingest(IngestArgs),
+    /// Search one or more Datanets; or, with --queries, write a TREC run for evaluation.
+    Search(SearchArgs),
+    /// Check that the catalog and both indexes agree; --repair fixes what does not.
+    Verify {
+        #[arg(long)]
+        datanet: String,
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Ingest the sample Datanet and show a cited search.
+    Demo,
+}
+
+#[derive(Subcommand)]
+enum DatanetCommand {
+    Create {
+        name: String,
+        /// Owner address (0x…); default the zero address.
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long)]
+        private: bool,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct IngestArgs {
+    #[arg(long)]
+    datanet: String,
+    /// The contributor's EVM address, credited for every new chunk.
+    #[arg(long)]
+    contributor: String,
+    /// License of the uploaded documents (SPDX identifier).
+    #[arg(long, default_value = "unspecified")]
+    license: String,
+    /// Chunk length limit in embedder tokens.
+    #[arg(long, default_value_t = ChunkerConfig::default().target_tokens)]
+    chunk_tokens: usize,
+    /// Tokens repeated between consecutive chunks of one paragraph.
+    #[arg(long, default_value_t = ChunkerConfig::default().overlap_tokens)]
+    overlap_tokens: usize,
+    /// New chunks per durable batch (smaller: less work lost to a crash, more commits).
+    #[arg(long, default_value_t = 256)]
+    batch_chunks: usize,
+    #[arg(long)]
+    json: bool,
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct SearchArgs {
+    /// Datanet(s) to search; repeat for several.
+    #[arg(long = "datanet", required = true)]
+    datanets: Vec<String>,
+    /// Only passages credited to these contributors; repeat for several.
+    #[arg(long = "contributor")]
+    contributors: Vec<String>,
+    #[arg(long, default_value = "hybrid")]
+    mode: Mode,
+    #[arg(long, default_value_t = 5)]
+    k: usize,
+    /// `convex` (default) or `rrf`.
+    #[arg(long)]
+    fusion: Option<String>,
+    /// Dense weight for convex fusion.
+    #[arg(long)]
+    alpha: Option<f32>,
+    #[arg(long)]
+    json: bool,
+    /// BEIR queries.jsonl: evaluate instead of answering one query.
+    #[arg(long, requires = "run")]
+    queries: Option<PathBuf>,
+    /// TREC run file to write with --queries.
+    #[arg(long, requires = "queries")]
+    run: Option<PathBuf>,
+    /// The query (omit with --queries).
+    query: Option<String>,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(cli))
+}
+
+pub(crate) struct App {
+    pub store: Arc<Store>,
+    embed_model: Option<PathBuf>,
+}
+
+impl App {
+    pub(crate) async fn open(cli: &Cli) -> Result<Self> {
+        let mut config = StoreConfig::new(&cli.data_dir);
+        config.database_url = cli.database_url.clone();
+        let store = Store::open(config)
+            .await
+            .with_context(|| format!("opening the data directory {}", cli.data_dir.display()))?;
+        Ok(App { store: Arc::new(store), embed_model: cli.embed_model.clone() })
+    }
+
+    pub(crate) fn embedder(&self) -> Result<Arc<dyn Embedder>> {
+        let dir = tributary_indexer::locate_model(self.embed_model.as_deref())?;
+        let embedder = BertEmbedder::load(&dir).with_context(|| format!("loading the model in {}", dir.display()))?;
+        Ok(Arc::new(embedder))
+    }
+
+    pub(crate) async fn datanet(&self, name: &str) -> Result<Datanet> {
+        Ok(self.store.catalog().datanet(name).await?)
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let app = App::open(&cli).await?;
+    let result = match cli.command {
+        Command::Datanet(command) => datanet(&app, command).await,
+        Command::Ingest(args) => ingest(&app, args).await,
+        Command::Search(args) => search(&app, args).await,
+        Command::Verify { datanet, repair } => verify(&app, &datanet, repair).await,
+        Command::Demo => demo::run(&app).await,
+    };
+    app.store.catalog().close().await;
+    result
+}
+
+fn parse_address(s: &str) -> Result<Address> {
+    Ok(s.parse::<Address>()?)
+}
+
+async fn datanet(app: &App, command: DatanetCommand) -> Result<()> {
+    match command {
+        DatanetCommand::Create { name, owner, private, description } => {
+            let owner = owner.as_deref().map(parse_address).transpose()?.unwrap_or(Address::ZERO);
+            let visibility = if private { Visibility::Private } else { Visibility::Public };
+            let datanet =
+                app.store.catalog().create_datanet(&NewDatanet { name, description, owner, visibility }).await?;
+            println!(
+                "created Datanet {} (id {}, owner {}, {})",
+                datanet.name,
+                datanet.id,
+                datanet.owner,
+                visibility.as_str()
+            );
+        }
+        DatanetCommand::List { json } => {
+            let datanets = app.store.catalog().datanets().await?;
+            if json {
+                let rows: Vec<_> = datanets
+                    .iter()
+                    .map(|d| {
+                        serde_json::json!({
+                            "id": d.id, "name": d.name, "description": d.description,
+                            "owner": d.owner.to_checksummed(), "visibility": d.visibility,
+                            "created_at_ms": d.created_at_ms,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                for d in datanets {
+                    println!("{:<24} {:<8} owner {} {}", d.name, d.visibility.as_str(), d.owner, d.description);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn ingest(app: &App, args: IngestArgs) -> Result<()> {
+    let datanet = app.datanet(&args.datanet).await?;
+    let mut options = IngestOptions::new(parse_address(&args.contributor)?);
+    options.license = args.license;
+    options.chunker = ChunkerConfig { target_tokens: args.chunk_tokens, overlap_tokens: args.overlap_tokens };
+    options.chunker.validate()?;
+    options.batch_chunks = args.batch_chunks;
+    let embedder = app.embedder()?;
+    let bar = progress::Bar::new();
+    let report = tributary_indexer::ingest(&app.store, embedder, &datanet, &args.paths, &options, &bar).await?;
+    bar.finish();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "ingested into {}: {} documents ({} stored, {} already present), {} chunks ({} new, {} duplicates credited to their first contributor) in {:.1} s",
+            datanet.name,
+            report.documents,
+            report.documents_stored,
+            report.documents_already_present,
+            report.chunks,
+            report.new_chunks,
+            report.duplicate_chunks,
+            report.seconds
+        );
+    }
+    Ok(())
+}
+
+fn fusion_of(fusion: Option<&str>, alpha: Option<f32>) -> Result<Fusion> {
+    if let Some(alpha) = alpha
+        && !(0.0..=1.0).contains(&alpha)
+    {
+        bail!("--alpha must be between 0 and 1");
+    }
+    match (fusion.unwrap_or("convex"), alpha) {
+        ("convex", Some(alpha)) => Ok(Fusion::Convex { alpha }),
+        ("convex", None) => Ok(Fusion::default()),
+        ("rrf", None) => Ok(Fusion::Rrf { k: 60.0 }),
+        ("rrf", Some(_)) => bail!("--alpha applies to convex fusion only"),
+        (other, _) => bail!("--fusion must be convex or rrf, not {other:?}"),
+    }
+}
+
+async fn search(app: &App, args: SearchArgs) -> Result<()> {
+    let mut datanets = Vec::new();
+    for name in &args.datanets {
+        datanets.push(app.datanet(name).await?);
+    }
+    let contributors = args.contributors.iter().map(|c| parse_address(c)).collect::<Result<Vec<_>>>()?;
+    let config = RetrieverConfig { fusion: fusion_of(args.fusion.as_deref(), args.alpha)?, ..Default::default() };
+    let retriever = Retriever::new(app.store.clone(), app.embedder()?, config);
+    let contributors = (!contributors.is_empty()).then_some(contributors.as_slice());
+
+    if let (Some(queries), Some(run)) = (&args.queries, &args.run) {
+        return trec::write_run(&retriever, &datanets, contributors, args.mode, args.k, queries, run).await;
+    }
+    let Some(text) = args.query.as_deref() else { bail!("give a query, or --queries and --run") };
+    let passages =
+        retriever.search(&Query { text, datanets: &datanets, contributors, k: args.k, mode: args.mode }).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&passages)?);
+    } else {
+        print_passages(&passages);
+    }
+    Ok(())
+}
+
+pub(crate) fn print_passages(passages: &[tributary_retriever::Passage]) {
+    if passages.is_empty() {
+        println!("no passages found");
+    }
+    for (n, p) in passages.iter().enumerate() {
+        println!(
+            "[{}] score {:.3}  {}  bytes {}..{}  datanet {}\n    contributor {}\n    {}\n",
+            n + 1,
+            p.score,
+            p.document,
+            p.start,
+            p.end,
+            p.datanet,
+            p.contributor,
+            p.text.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+    }
+}
+
+async fn verify(app: &App, name: &str, repair: bool) -> Result<()> {
+    let datanet = app.datanet(name).await?;
+    let found = if repair {
+        let embedder = app.embedder()?;
+        app.store.repair(&datanet, embedder.as_ref()).await?
+    } else {
+        app.store.verify(&datanet).await?
+    };
+    println!("{}", serde_json::to_string_pretty(&found)?);
+    if !found.is_consistent() && !repair {
+        bail!("Datanet {name} is inconsistent; run `tributary verify --datanet {name} --repair`");
+    }
+    Ok(())
+}

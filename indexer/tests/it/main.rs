@@ -1,0 +1,31 @@
+//! Integration tests of the indexer: one binary (it links once).
+
+mod backends;
+mod embedding;
+mod ingest;
+mod recall;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tributary_indexer::{BertEmbedder, Embedder};
+
+/// The real MiniLM model, installed by scripts/setup.sh.
+pub fn model_dir() -> PathBuf {
+    let from_env = std::env::var_os("TRIBUTARY_EMBED_MODEL").map(PathBuf::from);
+    let dir = from_env.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/all-MiniLM-L6-v2"));
+    assert!(dir.join("model.safetensors").exists(), "model missing at {}: run scripts/setup.sh", dir.display());
+    dir
+}
+
+pub fn embedder() -> Arc<dyn Embedder> {
+    Arc::new(BertEmbedder::load(&model_dir()).expect("model loads"))
+}
+
+pub fn alice() -> tributary_indexer::Address {
+    "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266".parse().unwrap()
+}
+
+pub fn bob() -> tributary_indexer::Address {
+    "0x70997970C51812dc3A010C7d01b50e0d17dc79C8".parse().unwrap()
+}
