@@ -51,7 +51,8 @@ impl Default for Fusion {
     }
 }
 
-/// Weight of the dense score in the default convex fusion; measured on the SciFact dev set.
+/// Weight of the dense score in the default convex fusion: the best of 0.3..0.7 on the SciFact
+/// dev set (benches/RESULTS.md), and the neutral choice.
 pub const DEFAULT_ALPHA: f32 = 0.5;
 
 #[derive(Debug, Clone, Copy)]

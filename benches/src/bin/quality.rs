@@ -29,6 +29,12 @@ struct Args {
     /// Convex-fusion dense weights to sweep.
     #[arg(long, value_delimiter = ',', default_value = "0.3,0.4,0.5,0.6,0.7")]
     alphas: Vec<f32>,
+    /// Candidates per list before fusion.
+    #[arg(long, default_value_t = 300)]
+    candidates: usize,
+    /// Skip the single-signal and RRF baselines.
+    #[arg(long)]
+    hybrid_only: bool,
     /// `NAME=FILE` TREC runs of peers, evaluated on the same qrels.
     #[arg(long = "peer-run")]
     peer_runs: Vec<String>,
@@ -77,11 +83,12 @@ async fn main() -> Result<()> {
         report.documents, report.documents_stored, report.new_chunks, report.seconds
     );
 
-    let mut configs: Vec<(String, Mode, Fusion)> = vec![
-        ("bm25".into(), Mode::Bm25, Fusion::default()),
-        ("dense".into(), Mode::Dense, Fusion::default()),
-        ("hybrid rrf k=60".into(), Mode::Hybrid, Fusion::Rrf { k: 60.0 }),
-    ];
+    let mut configs: Vec<(String, Mode, Fusion)> = Vec::new();
+    if !args.hybrid_only {
+        configs.push(("bm25".into(), Mode::Bm25, Fusion::default()));
+        configs.push(("dense".into(), Mode::Dense, Fusion::default()));
+        configs.push(("hybrid rrf k=60".into(), Mode::Hybrid, Fusion::Rrf { k: 60.0 }));
+    }
     for alpha in &args.alphas {
         configs.push((format!("hybrid convex a={alpha}"), Mode::Hybrid, Fusion::Convex { alpha: *alpha }));
     }

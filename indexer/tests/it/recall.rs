@@ -63,10 +63,12 @@ fn hnsw_recall_at_10_against_exact_search() {
     let recall = found as f64 / total as f64;
     assert!(recall >= 0.99, "recall@10 {recall}");
 
-    // Contributor filter: must equal brute force over that contributor's points.
+    // Contributor filter: recall@10 against brute force over that contributor's points.
     let who = [contributor(3)];
-    for q in queries.iter().take(10) {
+    let (mut found, mut total) = (0usize, 0usize);
+    for q in queries.iter().take(20) {
         let got: Vec<ChunkId> = index.search(q, 10, Some(&who)).unwrap().iter().map(|h| h.chunk_id).collect();
+        assert_eq!(got.len(), 10, "a filtered search must not come back short");
         let mut brute: Vec<(f32, ChunkId)> = points
             .iter()
             .filter(|p| p.contributor == who[0])
@@ -74,10 +76,11 @@ fn hnsw_recall_at_10_against_exact_search() {
             .collect();
         brute.sort_by(|a, b| b.0.total_cmp(&a.0));
         let expected: Vec<ChunkId> = brute.iter().take(10).map(|x| x.1).collect();
-        let overlap = got.iter().filter(|id| expected.contains(id)).count();
-        assert!(overlap >= 9, "filtered search found {overlap}/10 of the exact answers");
-        assert_eq!(got.len(), 10);
+        found += got.iter().filter(|id| expected.contains(id)).count();
+        total += expected.len();
     }
+    let filtered_recall = found as f64 / total as f64;
+    assert!(filtered_recall >= 0.99, "filtered recall@10 {filtered_recall}");
 
     // Reopening finds everything again.
     drop(index);

@@ -1,0 +1,155 @@
+//! Speed: ingest throughput (chunks/s, end to end) and hybrid search latency (p50/p99, query
+//! embedding included) at a given corpus size, plus peak RSS. The Python peer
+//! (benches/peer_speed.py) measures the same on the same chunk texts; benches/speed.sh runs both
+//! and prints the ratios.
+//!
+//!     cargo run -p tributary-benches --bin speed -- --corpus corpus.jsonl --queries queries.jsonl \
+//!         --chunks 10000 --export target/speed/chunks.jsonl
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use tributary_indexer::{Address, BertEmbedder, Embedder, IngestOptions, NewDatanet, Store, StoreConfig, Visibility};
+use tributary_retriever::{Mode, Query, Retriever, RetrieverConfig, read_queries};
+
+#[derive(Parser)]
+struct Args {
+    /// BEIR corpus whose documents are cycled (with a numbered suffix) up to `--chunks`.
+    #[arg(long)]
+    corpus: PathBuf,
+    #[arg(long)]
+    queries: PathBuf,
+    /// Target number of chunks to ingest.
+    #[arg(long, default_value_t = 10_000)]
+    chunks: usize,
+    /// Queries to time.
+    #[arg(long, default_value_t = 200)]
+    searches: usize,
+    #[arg(long, default_value = "target/bench-data/speed")]
+    data_dir: PathBuf,
+    #[arg(long, env = "TRIBUTARY_EMBED_MODEL", default_value = "models/all-MiniLM-L6-v2")]
+    embed_model: PathBuf,
+    /// Write the ingested chunk texts here (JSONL) for the peer.
+    #[arg(long)]
+    export: Option<PathBuf>,
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn percentile(sorted_ms: &[f64], p: f64) -> f64 {
+    let i = ((sorted_ms.len() as f64 - 1.0) * p).round() as usize;
+    sorted_ms[i.min(sorted_ms.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.data_dir.exists() {
+        std::fs::remove_dir_all(&args.data_dir).with_context(|| format!("clearing {}", args.data_dir.display()))?;
+    }
+    let embedder: Arc<dyn Embedder> = Arc::new(BertEmbedder::load(&args.embed_model)?);
+
+    // Build the upload: corpus documents, cycled with a suffix so every copy is new content.
+    let corpus: Vec<serde_json::Value> = std::fs::read_to_string(&args.corpus)?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    if corpus.is_empty() {
+        bail!("empty corpus");
+    }
+    std::fs::create_dir_all(&args.data_dir)?;
+    let upload = args.data_dir.join("upload.jsonl");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&upload)?);
+    // SciFact averages ~1.3 chunks a document; overshoot slightly, the ingest reports the truth.
+    let documents = args.chunks * 10 / 13 + 1;
+    for i in 0..documents {
+        let doc = &corpus[i % corpus.len()];
+        let round = i / corpus.len();
+        let text = doc["text"].as_str().unwrap_or_default();
+        let text = if round == 0 { text.to_string() } else { format!("{text} (copy {round})") };
+        let record = serde_json::json!({"_id": format!("{}-{round}", doc["_id"].as_str().unwrap_or("x")), "title": doc["title"], "text": text});
+        writeln!(file, "{record}")?;
+    }
+    file.flush()?;
+    drop(file);
+
+    let store = Arc::new(Store::open(StoreConfig::new(args.data_dir.join("data"))).await?);
+    let datanet = store
+        .catalog()
+        .create_datanet(&NewDatanet {
+            name: "speed".into(),
+            description: String::new(),
+            owner: Address::ZERO,
+            visibility: Visibility::Public,
+        })
+        .await?;
+    let started = Instant::now();
+    let report = tributary_indexer::ingest(
+        &store,
+        embedder.clone(),
+        &datanet,
+        &[upload],
+        &IngestOptions::new(Address::ZERO),
+        &tributary_indexer::NoProgress,
+    )
+    .await?;
+    let ingest_s = started.elapsed().as_secs_f64();
+    let chunks_per_s = report.new_chunks as f64 / ingest_s;
+
+    if let Some(path) = &args.export {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let ids = store.catalog().chunk_ids(datanet.id).await?;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+        for batch in ids.chunks(1000) {
+            for record in store.catalog().chunk_records(datanet.id, batch).await? {
+                writeln!(out, "{}", serde_json::json!({"id": record.chunk_id.to_hex(), "text": record.text}))?;
+            }
+        }
+        out.flush()?;
+    }
+
+    let queries = read_queries(&args.queries)?;
+    let retriever = Retriever::new(store.clone(), embedder, RetrieverConfig::default());
+    let datanets = [datanet];
+    let mut latencies = Vec::new();
+    for (i, (_, text)) in queries.iter().cycle().take(args.searches + 10).enumerate() {
+        let t = Instant::now();
+        let passages = retriever
+            .search(&Query { text, datanets: &datanets, contributors: None, k: 10, mode: Mode::Hybrid })
+            .await?;
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        if passages.is_empty() {
+            bail!("no passages for {text:?}");
+        }
+        // The first few warm caches and the page cache.
+        if i >= 10 {
+            latencies.push(ms);
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let result = serde_json::json!({
+        "system": "tributary",
+        "chunks": report.new_chunks,
+        "ingest_seconds": ingest_s,
+        "ingest_chunks_per_s": chunks_per_s,
+        "search_p50_ms": percentile(&latencies, 0.5),
+        "search_p99_ms": percentile(&latencies, 0.99),
+        "peak_rss_mib": peak_rss_mib(),
+    });
+    println!("{result}");
+    Ok(())
+}
