@@ -80,15 +80,7 @@ pub async fn run(app: &App) -> Result<()> {
             &tributary_indexer::NoProgress,
         )
         .await?;
-        println!(
-            "{who} ({address}): {} documents ({} new, {} already present), {} chunks: {} new, {} duplicates (credit stays with the first contributor)",
-            report.documents,
-            report.documents_stored,
-            report.documents_already_present,
-            report.chunks,
-            report.new_chunks,
-            report.duplicate_chunks,
-        );
+        println!("{who} ({address}): {report}");
     }
 
     println!("\n== 3. Search (hybrid: dense + BM25)\nQ: {QUESTION}\n");

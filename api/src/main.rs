@@ -232,17 +232,7 @@ pub(crate) async fn ingest(app: &App, args: IngestArgs) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!(
-            "ingested into {}: {} documents ({} stored, {} already present), {} chunks ({} new, {} duplicates credited to their first contributor) in {:.1} s",
-            datanet.name,
-            report.documents,
-            report.documents_stored,
-            report.documents_already_present,
-            report.chunks,
-            report.new_chunks,
-            report.duplicate_chunks,
-            report.seconds
-        );
+        println!("ingested into {}: {report}", datanet.name);
     }
     Ok(())
 }

@@ -63,6 +63,22 @@ pub struct IngestReport {
     pub seconds: f64,
 }
 
+impl std::fmt::Display for IngestReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} documents ({} new, {} already present), {} chunks ({} new, {} duplicates credited to their first contributor) in {:.1} s",
+            self.documents,
+            self.documents_stored,
+            self.documents_already_present,
+            self.chunks,
+            self.new_chunks,
+            self.duplicate_chunks,
+            self.seconds
+        )
+    }
+}
+
 /// Receives progress, in chunks. The CLI draws a bar with it.
 pub trait Progress: Send + Sync {
     fn start(&self, total_chunks: u64);
