@@ -90,9 +90,18 @@ impl BertEmbedder {
         tokenizer.with_padding(None);
         let device = Device::Cpu;
         let weights = dir.join("model.safetensors");
-        // SAFETY: the file is memory-mapped read-only; it must not be modified while mapped,
-        // which holds for model files we never write.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &device)? };
+        let mut tensors = candle_core::safetensors::load(&weights, &device)?;
+        // candle's Linear multiplies by `weight.t()`. Stored as (out, in) row-major, that is a
+        // column-major operand, which the CPU gemm re-packs element by element on every call: for
+        // a short query that packing costs more than the arithmetic. Store each projection as the
+        // transpose of a row-major (in, out) matrix instead; the values are identical, and
+        // `weight.t()` becomes contiguous.
+        for (name, tensor) in tensors.iter_mut() {
+            if tensor.rank() == 2 && name.ends_with(".weight") && !name.contains("embeddings") {
+                *tensor = tensor.t()?.contiguous()?.t()?;
+            }
+        }
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
         // sentence-transformers checkpoints store BertModel's weights without a prefix.
         let model = BertModel::load(vb, &config)?;
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "bert".into());
