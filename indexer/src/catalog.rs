@@ -465,25 +465,25 @@ impl Catalog {
         Ok(out)
     }
 
-    /// Raw-byte hashes of the documents the records point to, by document id.
-    pub async fn document_hashes(
+    /// Raw-byte hash and text of the documents the records point to, by document id.
+    pub async fn document_sources(
         &self,
         datanet_id: i64,
         records: &[ChunkRecord],
-    ) -> Result<std::collections::HashMap<i64, [u8; 32]>> {
+    ) -> Result<std::collections::HashMap<i64, ([u8; 32], String)>> {
         let mut ids: Vec<i64> = records.iter().map(|r| r.document_id).collect();
         ids.sort_unstable();
         ids.dedup();
         let mut out = std::collections::HashMap::new();
         for batch in ids.chunks(BATCH_ROWS) {
-            let mut query = Statement::new("SELECT id, raw_hash FROM documents WHERE datanet_id = ");
+            let mut query = Statement::new("SELECT id, raw_hash, text FROM documents WHERE datanet_id = ");
             query.bind(datanet_id).push(" AND id IN ").bind_list(batch.iter().copied());
             for row in query.build()?.fetch_all(&self.pool).await? {
                 let mut hash = [0u8; 32];
                 let text: String = row.try_get("raw_hash")?;
                 hex::decode_to_slice(&text, &mut hash)
                     .map_err(|_| Error::Inconsistent(format!("stored document hash {text:?} is not valid")))?;
-                out.insert(row.try_get("id")?, hash);
+                out.insert(row.try_get("id")?, (hash, row.try_get("text")?));
             }
         }
         Ok(out)

@@ -272,6 +272,28 @@ impl<F: Fn(&str) -> usize> Chunker<F> {
     }
 }
 
+/// The document's heading: its first paragraph when that is short and more text follows (a
+/// BEIR title, a Markdown `# heading`, a title line).
+pub fn heading(document: &str) -> Option<&str> {
+    let paragraphs = paragraphs(document);
+    let (_, first) = paragraphs.first()?;
+    let first = first.trim();
+    (paragraphs.len() > 1 && !first.is_empty() && first.len() <= MAX_HEADING_BYTES).then_some(first)
+}
+
+const MAX_HEADING_BYTES: usize = 200;
+
+/// What both indexes see for a chunk (embedded, and tokenized for BM25): the chunk, preceded
+/// by the document's heading when the chunk does not already contain it, so that a title's
+/// meaning and terms reach every part of a long document. The chunk's id, span and cited text
+/// are unaffected: they are the chunk's own text.
+pub fn indexed_text<'a>(document: &str, chunk_start: usize, chunk_text: &'a str) -> std::borrow::Cow<'a, str> {
+    match heading(document) {
+        Some(h) if chunk_start > 0 && !chunk_text.contains(h) => format!("{h}\n{chunk_text}").into(),
+        _ => chunk_text.into(),
+    }
+}
+
 /// Splits at blank lines (two or more newlines with only whitespace between).
 fn paragraphs(text: &str) -> Vec<(usize, &str)> {
     let mut out = Vec::new();
@@ -393,6 +415,18 @@ mod tests {
         let id = ChunkId::of_text("x");
         assert_eq!(id.to_hex().parse::<ChunkId>().unwrap(), id);
         assert!("zz".parse::<ChunkId>().is_err());
+    }
+
+    #[test]
+    fn later_chunks_are_indexed_with_the_heading() {
+        let chunks = chunker(12, 0).chunk(TEXT);
+        assert_eq!(heading(TEXT), Some("# Rivers"));
+        assert_eq!(indexed_text(TEXT, chunks[0].start, &chunks[0].text), chunks[0].text);
+        let last = chunks.last().unwrap();
+        assert_eq!(indexed_text(TEXT, last.start, &last.text), format!("# Rivers\n{}", last.text));
+        // A single paragraph, or a long first paragraph, is no heading.
+        assert_eq!(heading("Just one paragraph."), None);
+        assert_eq!(heading(&format!("{}\n\nrest", "long ".repeat(60))), None);
     }
 
     #[test]

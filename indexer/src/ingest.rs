@@ -175,14 +175,16 @@ async fn write_batch(
     let stored = store.catalog().existing_chunks(datanet.id, &candidate_ids).await?;
 
     let mut new_docs = Vec::with_capacity(docs.len());
-    let mut to_embed: Vec<(ChunkId, String, [u8; 32])> = Vec::new();
+    // (id, document hash, text to index: see `indexed_text`)
+    let mut to_embed: Vec<(ChunkId, [u8; 32], String)> = Vec::new();
     for doc in docs {
         let mut spans = Vec::with_capacity(doc.chunks.len());
         let mut duplicates = 0;
         for chunk in &doc.chunks {
             let new_chunk = !stored.contains(&chunk.id) && introduced.insert(chunk.id);
             if new_chunk {
-                to_embed.push((chunk.id, chunk.text.clone(), doc.source.raw_hash));
+                let indexed = crate::chunk::indexed_text(&doc.source.text, chunk.start, &chunk.text).into_owned();
+                to_embed.push((chunk.id, doc.source.raw_hash, indexed));
             } else {
                 duplicates += 1;
             }
@@ -209,7 +211,7 @@ async fn write_batch(
         });
     }
 
-    let new_ids: Vec<ChunkId> = to_embed.iter().map(|(id, _, _)| *id).collect();
+    let new_ids: Vec<ChunkId> = to_embed.iter().map(|(id, ..)| *id).collect();
     store.catalog().journal_add(datanet.id, &new_ids).await?;
 
     let contributor = options.contributor;
@@ -217,12 +219,12 @@ async fn write_batch(
     let indexes_for_write = indexes.clone();
     let written = to_embed.len();
     tokio::task::spawn_blocking(move || -> Result<()> {
-        let texts: Vec<&str> = to_embed.iter().map(|(_, t, _)| t.as_str()).collect();
+        let texts: Vec<&str> = to_embed.iter().map(|(_, _, t)| t.as_str()).collect();
         let vectors = embedder.embed(&texts)?;
         let points: Vec<VectorPoint> = to_embed
             .iter()
             .zip(vectors)
-            .map(|((chunk_id, _, document_hash), vector)| VectorPoint {
+            .map(|((chunk_id, document_hash, _), vector)| VectorPoint {
                 chunk_id: *chunk_id,
                 vector,
                 contributor,
@@ -231,7 +233,7 @@ async fn write_batch(
             .collect();
         indexes_for_write.vectors.upsert(&points)?;
         let keyword_docs: Vec<KeywordDoc<'_>> =
-            to_embed.iter().map(|(chunk_id, text, _)| KeywordDoc { chunk_id: *chunk_id, contributor, text }).collect();
+            to_embed.iter().map(|(chunk_id, _, text)| KeywordDoc { chunk_id: *chunk_id, contributor, text }).collect();
         indexes_for_write.keywords.upsert(&keyword_docs)?;
         indexes_for_write.commit()
     })

@@ -44,6 +44,11 @@ pub trait KeywordIndex: Send + Sync {
 }
 
 const ANALYZER: &str = "en_stem";
+/// What an index was built with: analyzer and indexed text. An index whose `FORMAT` file says
+/// otherwise is rebuilt from the catalog when the store opens (`Store::open`).
+const FORMAT: &str =
+    "tributary-keywords 2: en_stem (simple tokens, lowercase, English stopwords, Porter2), heading + chunk";
+const FORMAT_FILE: &str = "FORMAT";
 /// Indexing memory budget; tantivy flushes a segment when it fills.
 const WRITER_BUDGET: usize = 64 * 1024 * 1024;
 
@@ -87,9 +92,18 @@ fn poisoned<T>(_: T) -> Error {
 }
 
 impl TantivyKeywordIndex {
+    /// Whether the index at `path` was written in the current format.
+    pub fn format_is_current(path: &Path) -> bool {
+        std::fs::read_to_string(path.join(FORMAT_FILE)).is_ok_and(|f| f == FORMAT)
+    }
+
     /// Opens the index at `path`, creating it when absent.
     pub fn open(path: &Path) -> Result<Self> {
         std::fs::create_dir_all(path).map_err(Error::io(path))?;
+        let format_file = path.join(FORMAT_FILE);
+        if !format_file.exists() {
+            std::fs::write(&format_file, FORMAT).map_err(Error::io(&format_file))?;
+        }
         let (schema, fields) = schema();
         let dir = tantivy::directory::MmapDirectory::open(path).map_err(|e| Error::KeywordIndex(e.to_string()))?;
         let index = Index::open_or_create(dir, schema)?;

@@ -20,7 +20,7 @@ mod vectors;
 
 pub use address::Address;
 pub use catalog::{Backend, Catalog, ChunkRecord, Datanet, Document, NewDatanet, Visibility, validate_datanet_name};
-pub use chunk::{Chunk, ChunkId, Chunker, ChunkerConfig, normalize};
+pub use chunk::{Chunk, ChunkId, Chunker, ChunkerConfig, heading, indexed_text, normalize};
 pub use embed::{BertEmbedder, DEFAULT_MODEL_ID, Embedder, MODEL_DIR_ENV, locate_model};
 pub use error::{Error, Result};
 pub use ingest::{IngestOptions, IngestReport, NoProgress, Progress, ingest};

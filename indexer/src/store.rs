@@ -5,7 +5,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::catalog::{Catalog, Datanet};
+use crate::catalog::{Catalog, ChunkRecord, Datanet};
+use crate::chunk::indexed_text;
 use crate::keywords::{KeywordDoc, KeywordIndex, TantivyKeywordIndex};
 use crate::vectors::{EdgeIndexConfig, EdgeVectorIndex, VectorIndex, VectorPoint};
 use crate::{ChunkId, Embedder, Error, Result};
@@ -83,6 +84,8 @@ impl Store {
         };
         let catalog = Catalog::connect(&url).await?;
         let store = Store { catalog, config, indexes: Mutex::new(HashMap::new()) };
+        // Upgrade first: recovery opens indexes, which stamps them with the current format.
+        store.upgrade_keyword_indexes().await?;
         store.recover().await?;
         Ok(store)
     }
@@ -162,43 +165,86 @@ impl Store {
     }
 
     /// Brings both indexes in line with the catalog: orphans deleted, missing chunks
-    /// re-embedded from the catalog's text. Returns what was found before repairing.
+    /// re-indexed from the catalog's text (vectors re-embedded; keywords need no model).
+    /// Returns what was found before repairing.
     pub async fn repair(&self, datanet: &Datanet, embedder: &dyn Embedder) -> Result<Consistency> {
         let found = self.verify(datanet).await?;
         if found.is_consistent() {
             return Ok(found);
         }
         let indexes = self.indexes(datanet.id)?;
-        let parse = |ids: &[String]| ids.iter().map(|s| s.parse()).collect::<Result<Vec<ChunkId>>>();
-        indexes.vectors.delete(&parse(&found.orphan_vectors)?)?;
-        indexes.keywords.delete(&parse(&found.orphan_keywords)?)?;
-        let mut missing: Vec<ChunkId> = parse(&found.missing_from_vectors)?;
-        missing.extend(parse(&found.missing_from_keywords)?);
-        missing.sort();
-        missing.dedup();
-        for batch in missing.chunks(256) {
+        indexes.vectors.delete(&parse_ids(&found.orphan_vectors)?)?;
+        indexes.keywords.delete(&parse_ids(&found.orphan_keywords)?)?;
+        for batch in parse_ids(&found.missing_from_vectors)?.chunks(256) {
             let records = self.catalog.chunk_records(datanet.id, batch).await?;
-            let texts: Vec<&str> = records.iter().map(|r| r.text.as_str()).collect();
-            let vectors = embedder.embed(&texts)?;
-            let hashes = self.catalog.document_hashes(datanet.id, &records).await?;
+            let sources = self.catalog.document_sources(datanet.id, &records).await?;
+            let texts = indexed_texts(&records, &sources);
+            let texts: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
             let points: Vec<VectorPoint> = records
                 .iter()
-                .zip(vectors)
+                .zip(embedder.embed(&texts)?)
                 .map(|(r, vector)| VectorPoint {
                     chunk_id: r.chunk_id,
                     vector,
                     contributor: r.contributor,
-                    document_hash: hashes.get(&r.document_id).copied().unwrap_or_default(),
+                    document_hash: sources.get(&r.document_id).map(|s| s.0).unwrap_or_default(),
                 })
                 .collect();
             indexes.vectors.upsert(&points)?;
-            let docs: Vec<KeywordDoc<'_>> = records
-                .iter()
-                .map(|r| KeywordDoc { chunk_id: r.chunk_id, contributor: r.contributor, text: &r.text })
-                .collect();
-            indexes.keywords.upsert(&docs)?;
         }
+        self.reindex_keywords(datanet.id, &parse_ids(&found.missing_from_keywords)?).await?;
         indexes.commit()?;
         Ok(found)
     }
+
+    /// Writes keyword entries for `ids` from the catalog (uncommitted).
+    async fn reindex_keywords(&self, datanet_id: i64, ids: &[ChunkId]) -> Result<()> {
+        let indexes = self.indexes(datanet_id)?;
+        for batch in ids.chunks(1024) {
+            let records = self.catalog.chunk_records(datanet_id, batch).await?;
+            let sources = self.catalog.document_sources(datanet_id, &records).await?;
+            let texts = indexed_texts(&records, &sources);
+            let docs: Vec<KeywordDoc<'_>> = records
+                .iter()
+                .zip(&texts)
+                .map(|(r, text)| KeywordDoc { chunk_id: r.chunk_id, contributor: r.contributor, text })
+                .collect();
+            indexes.keywords.upsert(&docs)?;
+        }
+        Ok(())
+    }
+
+    /// Rebuilds keyword indexes written in an older format (another analyzer) from the catalog.
+    async fn upgrade_keyword_indexes(&self) -> Result<()> {
+        for datanet in self.catalog.datanets().await? {
+            let path = self.index_dir(datanet.id).join("keywords");
+            if !path.exists() || TantivyKeywordIndex::format_is_current(&path) {
+                continue;
+            }
+            tracing::info!(datanet = %datanet.name, "rebuilding the keyword index in the current format");
+            std::fs::remove_dir_all(&path).map_err(Error::io(&path))?;
+            let ids = self.catalog.chunk_ids(datanet.id).await?;
+            self.reindex_keywords(datanet.id, &ids).await?;
+            self.indexes(datanet.id)?.keywords.commit()?;
+        }
+        Ok(())
+    }
+}
+
+/// [`indexed_text`] for each record, from its document's text.
+fn indexed_texts<'a>(
+    records: &'a [ChunkRecord],
+    sources: &HashMap<i64, ([u8; 32], String)>,
+) -> Vec<std::borrow::Cow<'a, str>> {
+    records
+        .iter()
+        .map(|r| match sources.get(&r.document_id) {
+            Some((_, document)) => indexed_text(document, r.start, &r.text),
+            None => r.text.as_str().into(),
+        })
+        .collect()
+}
+
+fn parse_ids(ids: &[String]) -> Result<Vec<ChunkId>> {
+    ids.iter().map(|s| s.parse()).collect()
 }

@@ -200,3 +200,27 @@ async fn repair_rebuilds_missing_index_entries_from_the_catalog() {
     assert_eq!(found.missing_from_keywords.len(), ids.len());
     assert!(store.verify(&net).await.unwrap().is_consistent());
 }
+
+/// A keyword index written in another format (say, an older analyzer) is rebuilt from the
+/// catalog when the store opens, without the embedding model.
+#[tokio::test(flavor = "multi_thread")]
+async fn outdated_keyword_index_is_rebuilt_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tributary_indexer::StoreConfig::new(dir.path().join("data"));
+    let store = Store::open(config.clone()).await.unwrap();
+    let net = datanet(&store, "upgrade").await;
+    let file = write(dir.path(), "t.md", TRIBUTARIES);
+    ingest(&store, embedder(), &net, &[file], &IngestOptions::new(alice()), &NoProgress).await.unwrap();
+    let before = store.verify(&net).await.unwrap();
+    drop(store);
+
+    let keywords = dir.path().join("data/datanets").join(net.id.to_string()).join("keywords");
+    std::fs::write(keywords.join("FORMAT"), "tributary-keywords 1").unwrap();
+    let store = Store::open(config).await.unwrap();
+    assert!(tributary_indexer::TantivyKeywordIndex::format_is_current(&keywords));
+    let after = store.verify(&net).await.unwrap();
+    assert!(after.is_consistent(), "{after:?}");
+    assert_eq!(after.keyword_docs, before.keyword_docs);
+    let hits = store.indexes(net.id).unwrap().keywords.search("confluence", 5, None).unwrap();
+    assert!(!hits.is_empty());
+}
