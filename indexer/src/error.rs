@@ -29,6 +29,8 @@ pub enum Error {
     VectorIndex(String),
     #[error("keyword index: {0}")]
     KeywordIndex(String),
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error("the stores disagree: {0}")]
     Inconsistent(String),
     #[error("{path}: {source}")]

@@ -115,9 +115,7 @@ pub async fn ingest(
     let paths = paths.to_vec();
     let chunker_config = options.chunker;
     let embedder_for_chunking = embedder.clone();
-    let sources = tokio::task::spawn_blocking(move || read_sources(&paths))
-        .await
-        .map_err(|e| Error::InvalidArgument(format!("reader task failed: {e}")))??;
+    let sources = tokio::task::spawn_blocking(move || read_sources(&paths)).await.map_err(task_failed)??;
     let mut report = IngestReport { documents: sources.len(), ..Default::default() };
 
     let hashes: Vec<[u8; 32]> = sources.iter().map(|s| s.raw_hash).collect();
@@ -132,11 +130,12 @@ pub async fn ingest(
         Ok(fresh.into_iter().map(|source| Prepared { chunks: chunker.chunk(&source.text), source }).collect())
     })
     .await
-    .map_err(|e| Error::InvalidArgument(format!("chunker task failed: {e}")))??;
+    .map_err(task_failed)??;
     progress.start(prepared.iter().map(|p| p.chunks.len() as u64).sum());
 
     let indexes = store.indexes(datanet.id)?;
-    let mut introduced: HashSet<ChunkId> = HashSet::new();
+    let mut writer =
+        BatchWriter { store, embedder, datanet, indexes: indexes.clone(), options, introduced: HashSet::new(), report };
     let mut batch: Vec<Prepared> = Vec::new();
     let mut batch_new = 0usize;
     let mut pending = prepared.into_iter().peekable();
@@ -147,101 +146,111 @@ pub async fn ingest(
             let docs = std::mem::take(&mut batch);
             batch_new = 0;
             let spans: u64 = docs.iter().map(|d| d.chunks.len() as u64).sum();
-            write_batch(store, &embedder, datanet, &indexes, docs, options, &mut introduced, &mut report).await?;
+            writer.write(docs).await?;
             progress.advance(spans);
         }
     }
     // Build the ANN graph once at the end rather than per batch; a no-op while small.
     let vectors_indexes = indexes.clone();
-    tokio::task::spawn_blocking(move || vectors_indexes.vectors.optimize())
-        .await
-        .map_err(|e| Error::VectorIndex(format!("optimizer task failed: {e}")))??;
+    tokio::task::spawn_blocking(move || vectors_indexes.vectors.optimize()).await.map_err(task_failed)??;
+    let mut report = writer.report;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn write_batch(
-    store: &Store,
-    embedder: &Arc<dyn Embedder>,
-    datanet: &Datanet,
-    indexes: &Arc<crate::store::DatanetIndexes>,
-    docs: Vec<Prepared>,
-    options: &IngestOptions,
-    introduced: &mut HashSet<ChunkId>,
-    report: &mut IngestReport,
-) -> Result<()> {
-    let candidate_ids: Vec<ChunkId> = docs.iter().flat_map(|d| d.chunks.iter().map(|c| c.id)).collect();
-    let stored = store.catalog().existing_chunks(datanet.id, &candidate_ids).await?;
+fn task_failed(e: tokio::task::JoinError) -> Error {
+    Error::Internal(format!("a background task failed: {e}"))
+}
 
-    let mut new_docs = Vec::with_capacity(docs.len());
-    // (id, document hash, text to index: see `indexed_text`)
-    let mut to_embed: Vec<(ChunkId, [u8; 32], String)> = Vec::new();
-    for doc in docs {
-        let mut spans = Vec::with_capacity(doc.chunks.len());
-        let mut duplicates = 0;
-        for chunk in &doc.chunks {
-            let new_chunk = !stored.contains(&chunk.id) && introduced.insert(chunk.id);
-            if new_chunk {
-                let indexed = crate::chunk::indexed_text(&doc.source.text, chunk.start, &chunk.text).into_owned();
-                to_embed.push((chunk.id, doc.source.raw_hash, indexed));
-            } else {
-                duplicates += 1;
+/// Writes batches of documents following the durability protocol (module docs).
+struct BatchWriter<'a> {
+    store: &'a Store,
+    embedder: Arc<dyn Embedder>,
+    datanet: &'a Datanet,
+    indexes: Arc<crate::store::DatanetIndexes>,
+    options: &'a IngestOptions,
+    /// Chunks this ingest introduced, so a repeat within the upload counts as a duplicate.
+    introduced: HashSet<ChunkId>,
+    report: IngestReport,
+}
+
+impl BatchWriter<'_> {
+    async fn write(&mut self, docs: Vec<Prepared>) -> Result<()> {
+        let (store, datanet, options) = (self.store, self.datanet, self.options);
+        let candidate_ids: Vec<ChunkId> = docs.iter().flat_map(|d| d.chunks.iter().map(|c| c.id)).collect();
+        let stored = store.catalog().existing_chunks(datanet.id, &candidate_ids).await?;
+
+        let mut new_docs = Vec::with_capacity(docs.len());
+        // (id, document hash, text to index: see `indexed_text`)
+        let mut to_embed: Vec<(ChunkId, [u8; 32], String)> = Vec::new();
+        for doc in docs {
+            let mut spans = Vec::with_capacity(doc.chunks.len());
+            let mut duplicates = 0;
+            for chunk in &doc.chunks {
+                let new_chunk = !stored.contains(&chunk.id) && self.introduced.insert(chunk.id);
+                if new_chunk {
+                    let indexed = crate::chunk::indexed_text(&doc.source.text, chunk.start, &chunk.text).into_owned();
+                    to_embed.push((chunk.id, doc.source.raw_hash, indexed));
+                } else {
+                    duplicates += 1;
+                }
+                spans.push(Span {
+                    chunk_id: chunk.id,
+                    start: chunk.start,
+                    end: chunk.end,
+                    tokens: chunk.tokens,
+                    new_chunk,
+                });
             }
-            spans.push(Span {
-                chunk_id: chunk.id,
-                start: chunk.start,
-                end: chunk.end,
-                tokens: chunk.tokens,
-                new_chunk,
+            self.report.chunks += spans.len();
+            self.report.duplicate_chunks += duplicates;
+            new_docs.push(NewDocument {
+                contributor: options.contributor,
+                source_name: doc.source.source_name,
+                external_id: doc.source.external_id,
+                license: options.license.clone(),
+                byte_len: doc.source.byte_len,
+                raw_hash: doc.source.raw_hash,
+                text: doc.source.text,
+                spans,
+                duplicate_chunks: duplicates,
             });
         }
-        report.chunks += spans.len();
-        report.duplicate_chunks += duplicates;
-        new_docs.push(NewDocument {
-            contributor: options.contributor,
-            source_name: doc.source.source_name,
-            external_id: doc.source.external_id,
-            license: options.license.clone(),
-            byte_len: doc.source.byte_len,
-            raw_hash: doc.source.raw_hash,
-            text: doc.source.text,
-            spans,
-            duplicate_chunks: duplicates,
-        });
+
+        let new_ids: Vec<ChunkId> = to_embed.iter().map(|(id, ..)| *id).collect();
+        store.catalog().journal_add(datanet.id, &new_ids).await?;
+
+        let contributor = options.contributor;
+        let embedder = self.embedder.clone();
+        let indexes_for_write = self.indexes.clone();
+        let written = to_embed.len();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let texts: Vec<&str> = to_embed.iter().map(|(_, _, t)| t.as_str()).collect();
+            let vectors = embedder.embed(&texts)?;
+            let points: Vec<VectorPoint> = to_embed
+                .iter()
+                .zip(vectors)
+                .map(|((chunk_id, document_hash, _), vector)| VectorPoint {
+                    chunk_id: *chunk_id,
+                    vector,
+                    contributor,
+                    document_hash: *document_hash,
+                })
+                .collect();
+            indexes_for_write.vectors.upsert(&points)?;
+            let keyword_docs: Vec<KeywordDoc<'_>> = to_embed
+                .iter()
+                .map(|(chunk_id, _, text)| KeywordDoc { chunk_id: *chunk_id, contributor, text })
+                .collect();
+            indexes_for_write.keywords.upsert(&keyword_docs)?;
+            indexes_for_write.commit()
+        })
+        .await
+        .map_err(task_failed)??;
+
+        store.catalog().commit_documents(datanet.id, &new_docs).await?;
+        self.report.new_chunks += written;
+        self.report.documents_stored += new_docs.len();
+        Ok(())
     }
-
-    let new_ids: Vec<ChunkId> = to_embed.iter().map(|(id, ..)| *id).collect();
-    store.catalog().journal_add(datanet.id, &new_ids).await?;
-
-    let contributor = options.contributor;
-    let embedder = embedder.clone();
-    let indexes_for_write = indexes.clone();
-    let written = to_embed.len();
-    tokio::task::spawn_blocking(move || -> Result<()> {
-        let texts: Vec<&str> = to_embed.iter().map(|(_, _, t)| t.as_str()).collect();
-        let vectors = embedder.embed(&texts)?;
-        let points: Vec<VectorPoint> = to_embed
-            .iter()
-            .zip(vectors)
-            .map(|((chunk_id, document_hash, _), vector)| VectorPoint {
-                chunk_id: *chunk_id,
-                vector,
-                contributor,
-                document_hash: *document_hash,
-            })
-            .collect();
-        indexes_for_write.vectors.upsert(&points)?;
-        let keyword_docs: Vec<KeywordDoc<'_>> =
-            to_embed.iter().map(|(chunk_id, _, text)| KeywordDoc { chunk_id: *chunk_id, contributor, text }).collect();
-        indexes_for_write.keywords.upsert(&keyword_docs)?;
-        indexes_for_write.commit()
-    })
-    .await
-    .map_err(|e| Error::VectorIndex(format!("index task failed: {e}")))??;
-
-    store.catalog().commit_documents(datanet.id, &new_docs).await?;
-    report.new_chunks += written;
-    report.documents_stored += new_docs.len();
-    Ok(())
 }
