@@ -97,12 +97,18 @@ impl TantivyKeywordIndex {
         std::fs::read_to_string(path.join(FORMAT_FILE)).is_ok_and(|f| f == FORMAT)
     }
 
+    /// Stamps the index at `path` as written in the current format, or (`false`) as not: a
+    /// rebuild marks it incomplete first, so that a crash mid-rebuild is redone at next open.
+    pub fn stamp_format(path: &Path, current: bool) -> Result<()> {
+        let file = path.join(FORMAT_FILE);
+        std::fs::write(&file, if current { FORMAT } else { "rebuilding" }).map_err(Error::io(&file))
+    }
+
     /// Opens the index at `path`, creating it when absent.
     pub fn open(path: &Path) -> Result<Self> {
         std::fs::create_dir_all(path).map_err(Error::io(path))?;
-        let format_file = path.join(FORMAT_FILE);
-        if !format_file.exists() {
-            std::fs::write(&format_file, FORMAT).map_err(Error::io(&format_file))?;
+        if !path.join(FORMAT_FILE).exists() {
+            Self::stamp_format(path, true)?;
         }
         let (schema, fields) = schema();
         let dir = tantivy::directory::MmapDirectory::open(path).map_err(|e| Error::KeywordIndex(e.to_string()))?;

@@ -223,9 +223,12 @@ impl Store {
             }
             tracing::info!(datanet = %datanet.name, "rebuilding the keyword index in the current format");
             std::fs::remove_dir_all(&path).map_err(Error::io(&path))?;
+            let indexes = self.indexes(datanet.id)?;
+            TantivyKeywordIndex::stamp_format(&path, false)?;
             let ids = self.catalog.chunk_ids(datanet.id).await?;
             self.reindex_keywords(datanet.id, &ids).await?;
-            self.indexes(datanet.id)?.keywords.commit()?;
+            indexes.keywords.commit()?;
+            TantivyKeywordIndex::stamp_format(&path, true)?;
         }
         Ok(())
     }
