@@ -274,11 +274,11 @@ impl<F: Fn(&str) -> usize> Chunker<F> {
 
 /// The document's heading: its first paragraph when that is short and more text follows (a
 /// BEIR title, a Markdown `# heading`, a title line).
+/// Reads only up to the first blank line: it runs once per indexed chunk.
 pub fn heading(document: &str) -> Option<&str> {
-    let paragraphs = paragraphs(document);
-    let (_, first) = paragraphs.first()?;
-    let first = first.trim();
-    (paragraphs.len() > 1 && !first.is_empty() && first.len() <= MAX_HEADING_BYTES).then_some(first)
+    let (end, next) = paragraph_break(document, 0)?;
+    let first = document[..end].trim();
+    (next < document.len() && !first.is_empty() && first.len() <= MAX_HEADING_BYTES).then_some(first)
 }
 
 const MAX_HEADING_BYTES: usize = 200;
@@ -298,32 +298,39 @@ pub fn indexed_text<'a>(document: &str, chunk_start: usize, chunk_text: &'a str)
 fn paragraphs(text: &str) -> Vec<(usize, &str)> {
     let mut out = Vec::new();
     let mut start = 0;
+    while let Some((end, next)) = paragraph_break(text, start) {
+        out.push((start, &text[start..end]));
+        start = next;
+    }
+    if start < text.len() {
+        out.push((start, &text[start..]));
+    }
+    out
+}
+
+/// The first blank line at or after `from`: where the paragraph ends and where the next one
+/// starts (past the whitespace).
+fn paragraph_break(text: &str, from: usize) -> Option<(usize, usize)> {
     let bytes = text.as_bytes();
-    let mut i = 0;
+    let mut i = from;
     while i < bytes.len() {
         if bytes[i] == b'\n' {
             // Look ahead over whitespace for a second newline.
             let mut j = i + 1;
             let mut newlines = 1;
-            while j < bytes.len() && (bytes[j] == b' ' || bytes[j] == b'\t' || bytes[j] == b'\r' || bytes[j] == b'\n') {
+            while j < bytes.len() && matches!(bytes[j], b' ' | b'\t' | b'\r' | b'\n') {
                 if bytes[j] == b'\n' {
                     newlines += 1;
                 }
                 j += 1;
             }
             if newlines >= 2 {
-                out.push((start, &text[start..i]));
-                start = j;
-                i = j;
-                continue;
+                return Some((i, j));
             }
         }
         i += 1;
     }
-    if start < text.len() {
-        out.push((start, &text[start..]));
-    }
-    out
+    None
 }
 
 fn trimmed_span(piece: &str, offset: usize) -> Option<(usize, usize)> {

@@ -134,8 +134,7 @@ pub async fn ingest(
     progress.start(prepared.iter().map(|p| p.chunks.len() as u64).sum());
 
     let indexes = store.indexes(datanet.id)?;
-    let mut writer =
-        BatchWriter { store, embedder, datanet, indexes: indexes.clone(), options, introduced: HashSet::new(), report };
+    let mut writer = BatchWriter { store, embedder, datanet, indexes, options, introduced: HashSet::new(), report };
     let mut batch: Vec<Prepared> = Vec::new();
     let mut batch_new = 0usize;
     let mut pending = prepared.into_iter().peekable();
@@ -151,8 +150,8 @@ pub async fn ingest(
         }
     }
     // Build the ANN graph once at the end rather than per batch; a no-op while small.
-    let vectors_indexes = indexes.clone();
-    tokio::task::spawn_blocking(move || vectors_indexes.vectors.optimize()).await.map_err(task_failed)??;
+    let indexes = writer.indexes.clone();
+    tokio::task::spawn_blocking(move || indexes.vectors.optimize()).await.map_err(task_failed)??;
     let mut report = writer.report;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
