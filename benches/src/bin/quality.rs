@@ -11,7 +11,8 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use tributary_benches::{Run, evaluate, read_qrels, read_trec_run};
 use tributary_indexer::{
-    Address, BertEmbedder, Embedder, Error as IndexError, IngestOptions, NewDatanet, Store, StoreConfig, Visibility,
+    Address, EmbedBackend, Error as IndexError, IngestOptions, NewDatanet, Store, StoreConfig, Visibility,
+    load_embedder,
 };
 use tributary_retriever::{Fusion, Mode, Query, Retriever, RetrieverConfig, rank_documents, read_queries};
 
@@ -26,6 +27,9 @@ struct Args {
     data_dir: PathBuf,
     #[arg(long, env = "TRIBUTARY_EMBED_MODEL", default_value = "models/all-MiniLM-L6-v2")]
     embed_model: PathBuf,
+    /// auto (ONNX Runtime when installed), candle or onnx.
+    #[arg(long, env = "TRIBUTARY_EMBED_BACKEND", default_value = "auto")]
+    embed_backend: EmbedBackend,
     /// Convex-fusion dense weights to sweep.
     #[arg(long, value_delimiter = ',', default_value = "0.3,0.4,0.5,0.6,0.7")]
     alphas: Vec<f32>,
@@ -51,9 +55,8 @@ async fn main() -> Result<()> {
         .into_iter()
         .filter(|(id, _)| qrels.contains_key(id))
         .collect();
-    let embedder: Arc<dyn Embedder> = Arc::new(
-        BertEmbedder::load(&args.embed_model).with_context(|| format!("model in {}", args.embed_model.display()))?,
-    );
+    let embedder = load_embedder(&args.embed_model, args.embed_backend)
+        .with_context(|| format!("model in {}", args.embed_model.display()))?;
     let store = Arc::new(Store::open(StoreConfig::new(&args.data_dir)).await?);
     let datanet = match store
         .catalog()

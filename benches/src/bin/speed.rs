@@ -13,7 +13,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use tributary_indexer::{Address, BertEmbedder, Embedder, IngestOptions, NewDatanet, Store, StoreConfig, Visibility};
+use tributary_indexer::{
+    Address, EmbedBackend, IngestOptions, NewDatanet, Store, StoreConfig, Visibility, load_embedder,
+};
 use tributary_retriever::{Mode, Query, Retriever, RetrieverConfig, read_queries};
 
 #[derive(Parser)]
@@ -33,6 +35,9 @@ struct Args {
     data_dir: PathBuf,
     #[arg(long, env = "TRIBUTARY_EMBED_MODEL", default_value = "models/all-MiniLM-L6-v2")]
     embed_model: PathBuf,
+    /// auto (ONNX Runtime when installed), candle or onnx.
+    #[arg(long, env = "TRIBUTARY_EMBED_BACKEND", default_value = "auto")]
+    embed_backend: EmbedBackend,
     /// Write the ingested chunk texts here (JSONL) for the peer.
     #[arg(long)]
     export: Option<PathBuf>,
@@ -58,7 +63,7 @@ async fn main() -> Result<()> {
     if args.data_dir.exists() {
         std::fs::remove_dir_all(&args.data_dir).with_context(|| format!("clearing {}", args.data_dir.display()))?;
     }
-    let embedder: Arc<dyn Embedder> = Arc::new(BertEmbedder::load(&args.embed_model)?);
+    let embedder = load_embedder(&args.embed_model, args.embed_backend)?;
 
     // Build the upload: corpus documents, cycled with a suffix so every copy is new content.
     let corpus: Vec<serde_json::Value> = std::fs::read_to_string(&args.corpus)?

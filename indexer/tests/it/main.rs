@@ -8,7 +8,7 @@ mod recall;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tributary_indexer::{BertEmbedder, Embedder};
+use tributary_indexer::{EmbedBackend, Embedder};
 
 /// The real MiniLM model, installed by scripts/setup.sh.
 pub fn model_dir() -> PathBuf {
@@ -18,8 +18,17 @@ pub fn model_dir() -> PathBuf {
     dir
 }
 
+/// The ONNX Runtime library, installed by scripts/setup.sh.
+pub fn onnxruntime() -> PathBuf {
+    let path = tributary_indexer::locate_onnxruntime()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/onnxruntime/libonnxruntime.so"));
+    assert!(path.exists(), "ONNX Runtime missing at {}: run scripts/setup.sh", path.display());
+    path
+}
+
+/// The default embedder, as the CLI loads it.
 pub fn embedder() -> Arc<dyn Embedder> {
-    Arc::new(BertEmbedder::load(&model_dir()).expect("model loads"))
+    tributary_indexer::load_embedder(&model_dir(), EmbedBackend::Auto).expect("model loads")
 }
 
 pub fn alice() -> tributary_indexer::Address {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tributary_indexer::{
-    Address, BertEmbedder, Datanet, Embedder, IngestOptions, NewDatanet, NoProgress, Store, StoreConfig, Visibility,
+    Address, Datanet, EmbedBackend, Embedder, IngestOptions, NewDatanet, NoProgress, Store, StoreConfig, Visibility,
     ingest,
 };
 use tributary_retriever::{Fusion, Mode, Query, Retriever, RetrieverConfig};
@@ -42,7 +42,7 @@ async fn datanet(store: &Store, name: &str) -> Datanet {
 async fn fixture(config: RetrieverConfig) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(StoreConfig::new(dir.path().join("data"))).await.unwrap());
-    let embedder: Arc<dyn Embedder> = Arc::new(BertEmbedder::load(&model_dir()).unwrap());
+    let embedder: Arc<dyn Embedder> = tributary_indexer::load_embedder(&model_dir(), EmbedBackend::Auto).unwrap();
     let rivers = datanet(&store, "rivers").await;
     let kitchen = datanet(&store, "kitchen").await;
     let write = |name: &str, body: &str| {

@@ -1,0 +1,341 @@
+//! LoRA adapters in PEFT format, applied unmerged: y = W x + Σ w · s · B (A x), per batch row.
+//!
+//! One base model serves many adapters: each row of a batch names its own adapter (or a
+//! weighted mix of several), rows that share one are gathered and computed together (the SGMV
+//! idea, at tensor level), and the base weights are never touched unless one hot adapter is
+//! merged on purpose (`Model::set_projection_weight`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::model::{ModelConfig, Projection};
+use crate::{Error, Result};
+
+/// The parts of PEFT's `adapter_config.json` that decide how an adapter applies.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+pub struct AdapterConfig {
+    #[serde(default)]
+    pub peft_type: Option<String>,
+    #[serde(default)]
+    pub base_model_name_or_path: Option<String>,
+    pub r: usize,
+    pub lora_alpha: f64,
+    #[serde(default, deserialize_with = "modules")]
+    pub target_modules: Vec<String>,
+    #[serde(default)]
+    pub use_rslora: bool,
+    #[serde(default)]
+    pub fan_in_fan_out: bool,
+}
+
+/// `target_modules` is a list, or one string (a regex in PEFT; we accept a plain name).
+fn modules<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Modules {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match <Modules as serde::Deserialize>::deserialize(d)? {
+        Modules::One(s) => vec![s],
+        Modules::Many(v) => v,
+    })
+}
+
+/// The low-rank factors of one projection: A is (rank, in), B is (out, rank).
+#[derive(Debug)]
+struct Factors {
+    a_t: Tensor,
+    b_t: Tensor,
+}
+
+/// A loaded adapter, checked against the model it will run on.
+#[derive(Debug)]
+pub struct Adapter {
+    id: String,
+    config: AdapterConfig,
+    scale: f64,
+    factors: HashMap<(usize, Projection), Factors>,
+    bytes: usize,
+}
+
+impl Adapter {
+    /// Reads `dir/adapter_config.json` and `dir/adapter_model.safetensors` and checks every
+    /// tensor against `model`: names, layers, shapes, rank. Anything that does not fit is an
+    /// [`Error::Adapter`], so a bad upload is refused while the server keeps serving.
+    pub fn load(id: &str, dir: &Path, model: &ModelConfig, device: &Device, dtype: DType) -> Result<Self> {
+        let bad = |why: String| Error::Adapter { id: id.to_string(), reason: why };
+        let config_path = dir.join("adapter_config.json");
+        let raw = std::fs::read(&config_path).map_err(|e| bad(format!("{}: {e}", config_path.display())))?;
+        let config: AdapterConfig =
+            serde_json::from_slice(&raw).map_err(|e| bad(format!("{}: {e}", config_path.display())))?;
+        if let Some(kind) = &config.peft_type
+            && kind != "LORA"
+        {
+            return Err(bad(format!("peft_type {kind} is not LORA")));
+        }
+        if config.r == 0 {
+            return Err(bad("rank r is 0".into()));
+        }
+        if config.fan_in_fan_out {
+            return Err(bad("fan_in_fan_out (Conv1D bases such as GPT-2) does not fit a Llama-family model".into()));
+        }
+        for name in &config.target_modules {
+            if Projection::from_peft_name(name).is_none() {
+                return Err(bad(format!("target module {name:?} is not one of q/k/v/o/gate/up/down_proj")));
+            }
+        }
+        let scale = if config.use_rslora {
+            config.lora_alpha / (config.r as f64).sqrt()
+        } else {
+            config.lora_alpha / config.r as f64
+        };
+        let weights_path = dir.join("adapter_model.safetensors");
+        let tensors = candle_core::safetensors::load(&weights_path, &Device::Cpu)
+            .map_err(|e| bad(format!("{}: {e}", weights_path.display())))?;
+        let mut pairs: BTreeMap<(usize, Projection), (Option<Tensor>, Option<Tensor>)> = BTreeMap::new();
+        for (name, tensor) in tensors {
+            let (layer, projection, which) =
+                parse_name(&name).ok_or_else(|| bad(format!("unexpected tensor {name}")))?;
+            if layer >= model.num_layers {
+                return Err(bad(format!("{name}: layer {layer} but the model has {}", model.num_layers)));
+            }
+            let slot = pairs.entry((layer, projection)).or_default();
+            match which {
+                'A' => slot.0 = Some(tensor),
+                _ => slot.1 = Some(tensor),
+            }
+        }
+        if pairs.is_empty() {
+            return Err(bad("no LoRA tensors".into()));
+        }
+        let mut factors = HashMap::new();
+        let mut bytes = 0;
+        for ((layer, projection), (a, b)) in pairs {
+            let (Some(a), Some(b)) = (a, b) else {
+                return Err(bad(format!(
+                    "layer {layer} {}: lora_A and lora_B must both be present",
+                    projection.peft_name()
+                )));
+            };
+            let (input, output) = projection.shape(model);
+            if a.dims() != [config.r, input] || b.dims() != [output, config.r] {
+                return Err(bad(format!(
+                    "layer {layer} {}: A {:?} and B {:?} do not fit rank {} and the model's ({input} -> {output})",
+                    projection.peft_name(),
+                    a.dims(),
+                    b.dims(),
+                    config.r
+                )));
+            }
+            let a = a.to_dtype(DType::F32)?;
+            let b = b.to_dtype(DType::F32)?;
+            if !all_finite(&a)? || !all_finite(&b)? {
+                return Err(bad(format!("layer {layer} {}: non-finite values", projection.peft_name())));
+            }
+            // GGUF Llama weights have q/k rows permuted for interleaved rotary embeddings;
+            // PEFT adapters are trained on Hugging Face's order: permute B's rows to match.
+            let b = match (model.rope_interleaved, projection) {
+                (true, Projection::Q) => permute_rows(&b, model.num_heads)?,
+                (true, Projection::K) => permute_rows(&b, model.num_kv_heads)?,
+                _ => b,
+            };
+            bytes += (a.elem_count() + b.elem_count()) * dtype.size_in_bytes();
+            factors.insert(
+                (layer, projection),
+                Factors {
+                    a_t: a.t()?.contiguous()?.to_dtype(dtype)?.to_device(device)?,
+                    b_t: b.t()?.contiguous()?.to_dtype(dtype)?.to_device(device)?,
+                },
+            );
+        }
+        Ok(Adapter { id: id.to_string(), config, scale, factors, bytes })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn config(&self) -> &AdapterConfig {
+        &self.config
+    }
+
+    pub fn rank(&self) -> usize {
+        self.config.r
+    }
+
+    /// Memory its factors take on the device.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// s · B A for one projection, as an (out, in) matrix: what merging adds to the weight.
+    pub fn delta_weight(&self, layer: usize, projection: Projection) -> Result<Option<Tensor>> {
+        let Some(f) = self.factors.get(&(layer, projection)) else { return Ok(None) };
+        // (A^T B^T)^T = B A
+        Ok(Some((f.a_t.matmul(&f.b_t)?.t()? * self.scale)?))
+    }
+
+    /// s · B (A x) for input rows `x` [rows, seq, in], or None when this projection has no factors.
+    fn delta(&self, x: &Tensor, layer: usize, projection: Projection) -> Result<Option<Tensor>> {
+        let Some(f) = self.factors.get(&(layer, projection)) else { return Ok(None) };
+        let down = x.broadcast_matmul(&f.a_t)?;
+        Ok(Some((down.broadcast_matmul(&f.b_t)? * self.scale)?))
+    }
+}
+
+fn all_finite(t: &Tensor) -> Result<bool> {
+    let sum = t.abs()?.sum_all()?.to_scalar::<f32>()?;
+    Ok(sum.is_finite())
+}
+
+/// llama.cpp's q/k permutation: (heads, 2, half, cols) -> (heads, half, 2, cols).
+fn permute_rows(b: &Tensor, heads: usize) -> Result<Tensor> {
+    let (out, cols) = b.dims2()?;
+    let half = out / heads / 2;
+    Ok(b.reshape((heads, 2, half, cols))?.transpose(1, 2)?.contiguous()?.reshape((out, cols))?)
+}
+
+/// `base_model.model.model.layers.{i}.{self_attn|mlp}.{proj}.lora_{A|B}[.default].weight`
+fn parse_name(name: &str) -> Option<(usize, Projection, char)> {
+    let rest = &name[name.find("layers.")? + "layers.".len()..];
+    let (layer, rest) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let mut parts = rest.split('.');
+    let _block = parts.next()?;
+    let projection = Projection::from_peft_name(parts.next()?)?;
+    let which = match parts.next()? {
+        "lora_A" => 'A',
+        "lora_B" => 'B',
+        _ => return None,
+    };
+    let tail: Vec<&str> = parts.collect();
+    matches!(tail.as_slice(), ["weight"] | ["default", "weight"]).then_some((layer, projection, which))
+}
+
+/// What each row of a batch runs with: nothing (the base model), one adapter, or a weighted
+/// combination of several.
+pub type AdapterMix = Vec<(Arc<Adapter>, f32)>;
+
+/// Adapters per batch row, grouped so rows that share a mix are computed together.
+#[derive(Debug, Default)]
+pub struct BatchAdapters {
+    rows: usize,
+    /// Each distinct non-empty mix, with the rows that use it.
+    groups: Vec<(AdapterMix, Option<Tensor>)>,
+}
+
+impl BatchAdapters {
+    /// No adapters on any row.
+    pub fn none() -> Self {
+        BatchAdapters::default()
+    }
+
+    /// One mix per row (`mixes.len()` is the batch size).
+    pub fn per_row(mixes: &[AdapterMix], device: &Device) -> Result<Self> {
+        let mut groups: Vec<(AdapterMix, Vec<u32>)> = Vec::new();
+        for (row, mix) in mixes.iter().enumerate() {
+            if mix.is_empty() {
+                continue;
+            }
+            let key = |m: &AdapterMix| m.iter().map(|(a, w)| (Arc::as_ptr(a), w.to_bits())).collect::<Vec<_>>();
+            match groups.iter_mut().find(|(m, _)| key(m) == key(mix)) {
+                Some((_, rows)) => rows.push(row as u32),
+                None => groups.push((mix.clone(), vec![row as u32])),
+            }
+        }
+        let rows = mixes.len();
+        let groups = groups
+            .into_iter()
+            .map(|(mix, members)| {
+                // A group covering every row needs no gather.
+                let index = if members.len() == rows { None } else { Some(Tensor::new(members.as_slice(), device)?) };
+                Ok((mix, index))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(BatchAdapters { rows, groups })
+    }
+
+    /// The same mix on every one of `rows` rows.
+    pub fn uniform(mix: AdapterMix, rows: usize, device: &Device) -> Result<Self> {
+        Self::per_row(&vec![mix; rows], device)
+    }
+
+    pub(crate) fn check_batch(&self, batch: usize) -> Result<()> {
+        if !self.groups.is_empty() && self.rows != batch {
+            return Err(Error::Model(format!("adapters given for {} rows, batch has {batch}", self.rows)));
+        }
+        Ok(())
+    }
+
+    /// `base` [batch, seq, out] plus each row's adapter deltas for this projection.
+    pub(crate) fn add_delta(
+        &self,
+        base: Tensor,
+        input: &Tensor,
+        layer: usize,
+        projection: Projection,
+    ) -> Result<Tensor> {
+        let mut out = base;
+        for (mix, index) in &self.groups {
+            let rows = match index {
+                Some(index) => input.index_select(index, 0)?,
+                None => input.clone(),
+            };
+            let mut delta: Option<Tensor> = None;
+            for (adapter, weight) in mix {
+                if let Some(d) = adapter.delta(&rows, layer, projection)? {
+                    let d = if *weight == 1.0 { d } else { (d * *weight as f64)? };
+                    delta = Some(match delta {
+                        Some(acc) => (acc + d)?,
+                        None => d,
+                    });
+                }
+            }
+            let Some(delta) = delta else { continue };
+            let delta = delta.to_dtype(out.dtype())?;
+            out = match index {
+                Some(index) => out.index_add(index, &delta, 0)?,
+                None => (out + delta)?,
+            };
+        }
+        Ok(out)
+    }
+}
+
+/// Where an adapter comes from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdapterSource {
+    /// A local directory with the PEFT files.
+    Path(PathBuf),
+    /// A Hugging Face hub repository, read from the local hub cache.
+    Hub(String),
+}
+
+impl AdapterSource {
+    /// The directory holding the adapter's files.
+    pub fn resolve(&self) -> Result<PathBuf> {
+        match self {
+            AdapterSource::Path(dir) => Ok(dir.clone()),
+            AdapterSource::Hub(repo) => {
+                let cache = hf_hub::Cache::from_env().model(repo.clone());
+                match (cache.get("adapter_config.json"), cache.get("adapter_model.safetensors")) {
+                    (Some(config), Some(_)) => config.parent().map(Path::to_path_buf).ok_or_else(|| Error::Adapter {
+                        id: repo.clone(),
+                        reason: "hub cache path has no parent".into(),
+                    }),
+                    _ => Err(Error::Adapter {
+                        id: repo.clone(),
+                        reason: format!(
+                            "not in the Hugging Face cache; download it with `huggingface-cli download {repo}`"
+                        ),
+                    }),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,522 @@
+//! A decoder-only transformer of the Llama family (Llama, SmolLM2, Qwen2): weights from GGUF
+//! (quantized, run through candle's quantized matmuls) or from Hugging Face safetensors.
+//!
+//! candle-transformers has both architectures, but its models keep the KV cache inside the
+//! model and offer no hook between a projection and its output. We need both: the cache as a
+//! value (one per request, so one loaded base serves many requests) and LoRA deltas added per
+//! batch row after each projection (one base, many adapters). So the forward pass is written
+//! here, with candle's kernels (quantized matmul, rms_norm, rope, softmax).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::quantized::{QMatMul, QTensor, gguf_file};
+use candle_core::{D, DType, Device, IndexOp, Module, Tensor};
+
+use crate::lora::BatchAdapters;
+use crate::{Error, Result};
+
+/// Which published architecture the weights follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Architecture {
+    Llama,
+    Qwen2,
+}
+
+/// The shapes and constants of a model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    pub architecture: Architecture,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub rope_theta: f32,
+    pub rms_norm_eps: f64,
+    pub max_positions: usize,
+    /// GGUF stores Llama's q/k rows permuted for interleaved rotary embeddings (llama.cpp's
+    /// converter); Hugging Face weights rotate halves. Adapters trained on the latter are
+    /// permuted the same way when applied to the former.
+    pub rope_interleaved: bool,
+}
+
+/// The projections a LoRA adapter may target, by their PEFT names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Projection {
+    Q,
+    K,
+    V,
+    O,
+    Gate,
+    Up,
+    Down,
+}
+
+impl Projection {
+    pub const ALL: [Projection; 7] = [
+        Projection::Q,
+        Projection::K,
+        Projection::V,
+        Projection::O,
+        Projection::Gate,
+        Projection::Up,
+        Projection::Down,
+    ];
+
+    /// The module name PEFT uses (`target_modules`).
+    pub fn peft_name(self) -> &'static str {
+        match self {
+            Projection::Q => "q_proj",
+            Projection::K => "k_proj",
+            Projection::V => "v_proj",
+            Projection::O => "o_proj",
+            Projection::Gate => "gate_proj",
+            Projection::Up => "up_proj",
+            Projection::Down => "down_proj",
+        }
+    }
+
+    pub fn from_peft_name(name: &str) -> Option<Self> {
+        Projection::ALL.into_iter().find(|p| p.peft_name() == name)
+    }
+
+    /// (input, output) features of this projection in a model with `config`.
+    pub fn shape(self, config: &ModelConfig) -> (usize, usize) {
+        let (h, i) = (config.hidden_size, config.intermediate_size);
+        let q = config.num_heads * config.head_dim;
+        let kv = config.num_kv_heads * config.head_dim;
+        match self {
+            Projection::Q => (h, q),
+            Projection::K | Projection::V => (h, kv),
+            Projection::O => (q, h),
+            Projection::Gate | Projection::Up => (h, i),
+            Projection::Down => (i, h),
+        }
+    }
+}
+
+/// A linear map, quantized or dense, with an optional bias (Qwen2's q/k/v).
+#[derive(Debug)]
+struct Linear {
+    weight: QMatMul,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.weight.forward(x)?;
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Layer {
+    attn_norm: Tensor,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    mlp_norm: Tensor,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+/// Attention keys and values of the tokens seen so far: one per request (or batch), owned by
+/// the caller, so the model itself is immutable and shared.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    len: usize,
+}
+
+impl KvCache {
+    /// Tokens already in the cache: the position of the next one.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// A loaded model: weights on one device, immutable.
+#[derive(Debug)]
+pub struct Model {
+    config: ModelConfig,
+    embeddings: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    lm_head: QMatMul,
+    cos: Tensor,
+    sin: Tensor,
+    device: Device,
+}
+
+fn metadata<'a>(content: &'a gguf_file::Content, key: &str) -> Result<&'a gguf_file::Value> {
+    content.metadata.get(key).ok_or_else(|| Error::Model(format!("GGUF metadata has no {key}")))
+}
+
+fn gguf_usize(content: &gguf_file::Content, key: &str) -> Result<usize> {
+    let value = metadata(content, key)?;
+    Ok(value.to_u32().map(|v| v as usize).or_else(|_| value.to_u64().map(|v| v as usize))?)
+}
+
+impl Model {
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Reads a GGUF file (llama or qwen2 architecture), keeping quantized weights quantized.
+    pub fn from_gguf(path: &Path, device: &Device) -> Result<(Self, gguf_file::Content)> {
+        let mut file = std::fs::File::open(path).map_err(|e| Error::Io(path.display().to_string(), e))?;
+        let content = gguf_file::Content::read(&mut file)
+            .map_err(|e| Error::Model(format!("{}: not a readable GGUF file: {e}", path.display())))?;
+        let arch = metadata(&content, "general.architecture")?.to_string()?.clone();
+        let architecture = match arch.as_str() {
+            "llama" => Architecture::Llama,
+            "qwen2" => Architecture::Qwen2,
+            other => return Err(Error::Model(format!("{}: unsupported architecture {other}", path.display()))),
+        };
+        let num_heads = gguf_usize(&content, &format!("{arch}.attention.head_count"))?;
+        let hidden_size = gguf_usize(&content, &format!("{arch}.embedding_length"))?;
+        let head_dim = gguf_usize(&content, &format!("{arch}.rope.dimension_count")).unwrap_or(hidden_size / num_heads);
+        let embeddings_q = content.tensor(&mut file, "token_embd.weight", device)?;
+        let vocab_size = embeddings_q.shape().dims()[0];
+        let config = ModelConfig {
+            architecture,
+            vocab_size,
+            hidden_size,
+            intermediate_size: gguf_usize(&content, &format!("{arch}.feed_forward_length"))?,
+            num_layers: gguf_usize(&content, &format!("{arch}.block_count"))?,
+            num_heads,
+            num_kv_heads: gguf_usize(&content, &format!("{arch}.attention.head_count_kv"))?,
+            head_dim,
+            rope_theta: metadata(&content, &format!("{arch}.rope.freq_base"))
+                .and_then(|v| Ok(v.to_f32()?))
+                .unwrap_or(10_000.0),
+            rms_norm_eps: metadata(&content, &format!("{arch}.attention.layer_norm_rms_epsilon"))?.to_f32()? as f64,
+            max_positions: gguf_usize(&content, &format!("{arch}.context_length")).unwrap_or(4096),
+            rope_interleaved: architecture == Architecture::Llama,
+        };
+        let mut tensor = |name: &str| -> Result<QTensor> {
+            content
+                .tensor(&mut file, name, device)
+                .map_err(|e| Error::Model(format!("{}: tensor {name}: {e}", path.display())))
+        };
+        let qkv_bias = architecture == Architecture::Qwen2;
+        let mut layers = Vec::with_capacity(config.num_layers);
+        for i in 0..config.num_layers {
+            let p = format!("blk.{i}");
+            let mut linear = |name: &str, bias: bool| -> Result<Linear> {
+                let weight = QMatMul::from_qtensor(tensor(&format!("{p}.{name}.weight"))?)?;
+                let bias = if bias { Some(tensor(&format!("{p}.{name}.bias"))?.dequantize(device)?) } else { None };
+                Ok(Linear { weight, bias })
+            };
+            let (q, k, v) = (linear("attn_q", qkv_bias)?, linear("attn_k", qkv_bias)?, linear("attn_v", qkv_bias)?);
+            let (o, gate, up, down) = (
+                linear("attn_output", false)?,
+                linear("ffn_gate", false)?,
+                linear("ffn_up", false)?,
+                linear("ffn_down", false)?,
+            );
+            layers.push(Layer {
+                q,
+                k,
+                v,
+                o,
+                gate,
+                up,
+                down,
+                attn_norm: tensor(&format!("{p}.attn_norm.weight"))?.dequantize(device)?,
+                mlp_norm: tensor(&format!("{p}.ffn_norm.weight"))?.dequantize(device)?,
+            });
+        }
+        let norm = tensor("output_norm.weight")?.dequantize(device)?;
+        let embeddings = embeddings_q.dequantize(device)?;
+        // Tied embeddings (SmolLM2) have no output.weight: the quantized embedding table is the head.
+        let lm_head = match content.tensor_infos.contains_key("output.weight") {
+            true => QMatMul::from_qtensor(tensor("output.weight")?)?,
+            false => QMatMul::from_qtensor(embeddings_q)?,
+        };
+        let model = Self::assemble(config, embeddings, layers, norm, lm_head, device)?;
+        Ok((model, content))
+    }
+
+    /// Reads a Hugging Face checkpoint directory: `config.json` and `model.safetensors` (or
+    /// sharded `model-*.safetensors`), as `dtype`.
+    pub fn from_safetensors(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let config_path = dir.join("config.json");
+        let raw = std::fs::read(&config_path).map_err(|e| Error::Io(config_path.display().to_string(), e))?;
+        let hf: HfConfig =
+            serde_json::from_slice(&raw).map_err(|e| Error::Model(format!("{}: {e}", config_path.display())))?;
+        let architecture = match hf.model_type.as_str() {
+            "llama" => Architecture::Llama,
+            "qwen2" => Architecture::Qwen2,
+            other => return Err(Error::Model(format!("{}: unsupported model_type {other}", config_path.display()))),
+        };
+        let config = ModelConfig {
+            architecture,
+            vocab_size: hf.vocab_size,
+            hidden_size: hf.hidden_size,
+            intermediate_size: hf.intermediate_size,
+            num_layers: hf.num_hidden_layers,
+            num_heads: hf.num_attention_heads,
+            num_kv_heads: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
+            head_dim: hf.head_dim.unwrap_or(hf.hidden_size / hf.num_attention_heads),
+            rope_theta: hf.rope_theta.unwrap_or(10_000.0),
+            rms_norm_eps: hf.rms_norm_eps,
+            max_positions: hf.max_position_embeddings.unwrap_or(4096),
+            rope_interleaved: false,
+        };
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| Error::Io(dir.display().to_string(), e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "safetensors")
+                    && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("model"))
+            })
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(Error::Model(format!("{}: no model*.safetensors", dir.display())));
+        }
+        let mut tensors = HashMap::new();
+        for file in &files {
+            let loaded = candle_core::safetensors::load(file, device)
+                .map_err(|e| Error::Model(format!("{}: {e}", file.display())))?;
+            tensors.extend(loaded);
+        }
+        let has_head = tensors.contains_key("lm_head.weight");
+        let mut take = |name: &str| -> Result<Tensor> {
+            let t = tensors.remove(name).ok_or_else(|| Error::Model(format!("{}: no tensor {name}", dir.display())))?;
+            Ok(t.to_dtype(dtype)?)
+        };
+        let qkv_bias = architecture == Architecture::Qwen2;
+        let mut layers = Vec::with_capacity(config.num_layers);
+        for i in 0..config.num_layers {
+            let p = format!("model.layers.{i}");
+            let mut linear = |name: &str, bias: bool| -> Result<Linear> {
+                let weight = QMatMul::Tensor(take(&format!("{p}.{name}.weight"))?);
+                let bias = if bias { Some(take(&format!("{p}.{name}.bias"))?) } else { None };
+                Ok(Linear { weight, bias })
+            };
+            let q = linear("self_attn.q_proj", qkv_bias)?;
+            let k = linear("self_attn.k_proj", qkv_bias)?;
+            let v = linear("self_attn.v_proj", qkv_bias)?;
+            let o = linear("self_attn.o_proj", false)?;
+            let gate = linear("mlp.gate_proj", false)?;
+            let up = linear("mlp.up_proj", false)?;
+            let down = linear("mlp.down_proj", false)?;
+            layers.push(Layer {
+                q,
+                k,
+                v,
+                o,
+                gate,
+                up,
+                down,
+                attn_norm: take(&format!("{p}.input_layernorm.weight"))?,
+                mlp_norm: take(&format!("{p}.post_attention_layernorm.weight"))?,
+            });
+        }
+        let embeddings = take("model.embed_tokens.weight")?;
+        let norm = take("model.norm.weight")?;
+        // Tied embeddings (tie_word_embeddings, or no lm_head stored): the embedding table is the head.
+        let lm_head = if has_head { take("lm_head.weight")? } else { embeddings.clone() };
+        Self::assemble(config, embeddings, layers, norm, QMatMul::Tensor(lm_head), device)
+    }
+
+    fn assemble(
+        config: ModelConfig,
+        embeddings: Tensor,
+        layers: Vec<Layer>,
+        norm: Tensor,
+        lm_head: QMatMul,
+        device: &Device,
+    ) -> Result<Self> {
+        let dtype = embeddings.dtype();
+        let half = config.head_dim / 2;
+        let inv_freq: Vec<f32> =
+            (0..half).map(|i| 1.0 / config.rope_theta.powf(2.0 * i as f32 / config.head_dim as f32)).collect();
+        let inv_freq = Tensor::from_vec(inv_freq, (1, half), device)?;
+        let positions = Tensor::arange(0u32, config.max_positions as u32, device)?
+            .to_dtype(DType::F32)?
+            .reshape((config.max_positions, 1))?;
+        let angles = positions.matmul(&inv_freq)?;
+        Ok(Model {
+            cos: angles.cos()?.to_dtype(dtype)?,
+            sin: angles.sin()?.to_dtype(dtype)?,
+            config,
+            embeddings,
+            layers,
+            norm,
+            lm_head,
+            device: device.clone(),
+        })
+    }
+
+    /// A fresh, empty cache for this model.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache { layers: vec![None; self.config.num_layers], len: 0 }
+    }
+
+    /// Runs `tokens` ([batch, seq], u32) after what `cache` holds, appends them to it, and
+    /// returns the logits of the last position of each row ([batch, vocab], f32). Row `r`
+    /// uses the adapters `adapters` assigns it (none: the base model).
+    pub fn forward(&self, tokens: &Tensor, cache: &mut KvCache, adapters: &BatchAdapters) -> Result<Tensor> {
+        let (batch, seq) = tokens.dims2()?;
+        let start = cache.len;
+        if start + seq > self.config.max_positions {
+            return Err(Error::ContextOverflow { needed: start + seq, limit: self.config.max_positions });
+        }
+        if cache.layers.len() != self.layers.len() {
+            return Err(Error::Model("KV cache belongs to another model".into()));
+        }
+        adapters.check_batch(batch)?;
+        let mut x =
+            self.embeddings.embedding(&tokens.flatten_all()?)?.reshape((batch, seq, self.config.hidden_size))?;
+        let mask = if seq > 1 { Some(causal_mask(seq, start, &self.device)?) } else { None };
+        let cos = self.cos.narrow(0, start, seq)?;
+        let sin = self.sin.narrow(0, start, seq)?;
+        let eps = self.config.rms_norm_eps as f32;
+        for (index, layer) in self.layers.iter().enumerate() {
+            let apply = |linear: &Linear, projection: Projection, input: &Tensor| -> Result<Tensor> {
+                let base = linear.forward(input)?;
+                adapters.add_delta(base, input, index, projection)
+            };
+            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
+            let (c, hd) = (&self.config, self.config.head_dim);
+            let q = apply(&layer.q, Projection::Q, &h)?.reshape((batch, seq, c.num_heads, hd))?.transpose(1, 2)?;
+            let k = apply(&layer.k, Projection::K, &h)?.reshape((batch, seq, c.num_kv_heads, hd))?.transpose(1, 2)?;
+            let v = apply(&layer.v, Projection::V, &h)?
+                .reshape((batch, seq, c.num_kv_heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let (q, k) = if c.rope_interleaved {
+                let (q, k) = (q.contiguous()?, k.contiguous()?);
+                (candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?, candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?)
+            } else {
+                let (q, k) = (q.contiguous()?, k.contiguous()?);
+                (candle_nn::rotary_emb::rope(&q, &cos, &sin)?, candle_nn::rotary_emb::rope(&k, &cos, &sin)?)
+            };
+            let (k, v) = match &cache.layers[index] {
+                Some((pk, pv)) if start > 0 => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
+                _ => (k, v),
+            };
+            cache.layers[index] = Some((k.clone(), v.clone()));
+            let groups = c.num_heads / c.num_kv_heads;
+            let k = candle_transformers::utils::repeat_kv(k, groups)?;
+            let v = candle_transformers::utils::repeat_kv(v, groups)?.contiguous()?;
+            let mut scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
+            if let Some(mask) = &mask {
+                scores = scores.broadcast_add(&mask.to_dtype(scores.dtype())?)?;
+            }
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            let attended = probs.matmul(&v)?.transpose(1, 2)?.reshape((batch, seq, c.num_heads * hd))?;
+            x = (apply(&layer.o, Projection::O, &attended)? + &x)?;
+            let h = candle_nn::ops::rms_norm(&x, &layer.mlp_norm, eps)?;
+            let gate = candle_nn::ops::silu(&apply(&layer.gate, Projection::Gate, &h)?)?;
+            let up = apply(&layer.up, Projection::Up, &h)?;
+            x = (apply(&layer.down, Projection::Down, &(gate * up)?)? + &x)?;
+        }
+        cache.len = start + seq;
+        let last = x.i((.., seq - 1, ..))?.contiguous()?;
+        let last = candle_nn::ops::rms_norm(&last, &self.norm, eps)?;
+        Ok(self.lm_head.forward(&last)?.to_dtype(DType::F32)?)
+    }
+
+    /// The dense weight of one projection as an (out, in) f32 matrix: to merge an adapter in,
+    /// or to test the unmerged path against a merged one.
+    pub fn projection_weight(&self, layer: usize, projection: Projection) -> Result<Tensor> {
+        let layer = self.layers.get(layer).ok_or_else(|| Error::Model(format!("no layer {layer}")))?;
+        let linear = self.linear(layer, projection);
+        Ok(match &linear.weight {
+            QMatMul::QTensor(q) => q.dequantize(&self.device)?,
+            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.to_dtype(DType::F32)?,
+        })
+    }
+
+    /// Replaces one projection's weight with a dense (out, in) matrix (an adapter merged in).
+    pub fn set_projection_weight(&mut self, layer: usize, projection: Projection, weight: Tensor) -> Result<()> {
+        let dtype = self.embeddings.dtype();
+        let layer = self.layers.get_mut(layer).ok_or_else(|| Error::Model(format!("no layer {layer}")))?;
+        let linear = match projection {
+            Projection::Q => &mut layer.q,
+            Projection::K => &mut layer.k,
+            Projection::V => &mut layer.v,
+            Projection::O => &mut layer.o,
+            Projection::Gate => &mut layer.gate,
+            Projection::Up => &mut layer.up,
+            Projection::Down => &mut layer.down,
+        };
+        linear.weight = QMatMul::Tensor(weight.to_dtype(dtype)?);
+        Ok(())
+    }
+
+    /// Adds `weight` times `adapter`'s deltas into the base weights (they become dense).
+    pub fn merge_adapter(&mut self, adapter: &crate::lora::Adapter, weight: f32) -> Result<()> {
+        for layer in 0..self.config.num_layers {
+            for projection in Projection::ALL {
+                if let Some(delta) = adapter.delta_weight(layer, projection)? {
+                    let merged = (self.projection_weight(layer, projection)? + (delta * weight as f64)?)?;
+                    self.set_projection_weight(layer, projection, merged)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn linear<'a>(&self, layer: &'a Layer, projection: Projection) -> &'a Linear {
+        match projection {
+            Projection::Q => &layer.q,
+            Projection::K => &layer.k,
+            Projection::V => &layer.v,
+            Projection::O => &layer.o,
+            Projection::Gate => &layer.gate,
+            Projection::Up => &layer.up,
+            Projection::Down => &layer.down,
+        }
+    }
+}
+
+/// Additive causal mask [seq, start + seq]: 0 where a query may attend, -inf after it.
+fn causal_mask(seq: usize, start: usize, device: &Device) -> Result<Tensor> {
+    let total = start + seq;
+    let values: Vec<f32> =
+        (0..seq).flat_map(|i| (0..total).map(move |j| if j > start + i { f32::NEG_INFINITY } else { 0.0 })).collect();
+    Ok(Tensor::from_vec(values, (seq, total), device)?)
+}
+
+/// The fields of a Hugging Face `config.json` that the forward pass needs.
+#[derive(Debug, serde::Deserialize)]
+struct HfConfig {
+    model_type: String,
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    rope_theta: Option<f32>,
+    rms_norm_eps: f64,
+    max_position_embeddings: Option<usize>,
+}
+
+/// Greedy argmax of each row of [batch, vocab] logits.
+pub fn argmax_rows(logits: &Tensor) -> Result<Vec<u32>> {
+    Ok(logits.argmax(D::Minus1)?.to_vec1::<u32>()?)
+}

@@ -1,0 +1,84 @@
+//! The real SmolLM2-135M-Instruct GGUF: tokenizer, logits against candle's quantized Llama,
+//! and a greedy answer.
+
+use candle_core::quantized::gguf_file;
+use candle_core::{Device, Tensor};
+use tributary_generator::{BatchAdapters, ChatMessage, GenerationParams, LocalModel, Model, tokenizer_from_gguf};
+
+use crate::tiny::max_diff;
+
+#[derive(serde::Deserialize)]
+struct Fixture {
+    items: Vec<Item>,
+}
+
+#[derive(serde::Deserialize)]
+struct Item {
+    text: String,
+    ids: Vec<u32>,
+}
+
+/// The tokenizer built from GGUF metadata equals transformers' conversion of the same file.
+#[test]
+fn tokenizer_matches_transformers() {
+    let path = crate::smollm2();
+    let content = gguf_file::Content::read(&mut std::fs::File::open(&path).unwrap()).unwrap();
+    let tokenizer = tokenizer_from_gguf(&content).unwrap();
+    let fixture: Fixture = serde_json::from_str(include_str!("../fixtures/smollm2_tokens.json")).unwrap();
+    for item in &fixture.items {
+        let ids = tokenizer.encode(item.text.as_str(), false).unwrap().get_ids().to_vec();
+        assert_eq!(ids, item.ids, "{:?}", item.text);
+        assert_eq!(tokenizer.decode(&ids, false).unwrap(), item.text);
+    }
+}
+
+/// Same logits as candle-transformers' quantized Llama on the same file.
+#[test]
+fn logits_match_candle_quantized_llama() {
+    let path = crate::smollm2();
+    let device = Device::Cpu;
+    let (ours, _) = Model::from_gguf(&path, &device).unwrap();
+    let mut file = std::fs::File::open(&path).unwrap();
+    let content = gguf_file::Content::read(&mut file).unwrap();
+    let mut reference =
+        candle_transformers::models::quantized_llama::ModelWeights::from_gguf(content, &mut file, &device).unwrap();
+    let prompt: Vec<u32> = vec![1, 4093, 198, 1780, 314, 253, 4626, 47, 2, 198, 1, 520, 9531, 198];
+    let mut cache = ours.new_cache();
+    let mut input = Tensor::new(prompt.as_slice(), &device).unwrap().unsqueeze(0).unwrap();
+    let mut position = 0;
+    for step in 0..4 {
+        let got = ours.forward(&input, &mut cache, &BatchAdapters::none()).unwrap();
+        let want = reference.forward(&input, position).unwrap();
+        let diff = max_diff(&got, &want);
+        assert!(diff < 1e-3, "step {step}: max |diff| {diff}");
+        position += input.dim(1).unwrap();
+        let next = tributary_generator::argmax_rows(&got).unwrap()[0];
+        input = Tensor::new(&[next], &device).unwrap().unsqueeze(0).unwrap();
+    }
+}
+
+#[test]
+fn answers_a_simple_question_greedily_with_stops_and_limits() {
+    let model = LocalModel::from_gguf(&crate::smollm2(), &Device::Cpu).unwrap();
+    let question = [ChatMessage::user("What is the capital of France? Answer in one sentence.")];
+    let params = GenerationParams { max_tokens: 32, ..Default::default() };
+    let mut streamed = String::new();
+    let done = model
+        .complete(&question, &params, &Vec::new(), &mut |piece| {
+            streamed.push_str(piece);
+            true
+        })
+        .unwrap();
+    assert!(done.text.contains("Paris"), "{:?}", done.text);
+    assert_eq!(streamed, done.text, "the stream carries exactly the text");
+    assert!(done.completion_tokens <= 32);
+    // A stop sequence ends generation before it and is not returned.
+    let stop = GenerationParams { max_tokens: 32, stop: vec!["Paris".into()], ..Default::default() };
+    let cut = model.complete(&question, &stop, &Vec::new(), &mut |_| true).unwrap();
+    assert!(!cut.text.contains("Paris") && done.text.starts_with(&cut.text), "{:?}", cut.text);
+    // A token limit.
+    let short = GenerationParams { max_tokens: 3, ..Default::default() };
+    let three = model.complete(&question, &short, &Vec::new(), &mut |_| true).unwrap();
+    assert_eq!(three.completion_tokens, 3);
+    assert_eq!(three.finish_reason, tributary_generator::FinishReason::Length);
+}

@@ -1,0 +1,16 @@
+//! Integration tests of the generator: one binary (it links once).
+
+mod gguf;
+mod lora;
+mod tiny;
+
+use std::path::PathBuf;
+
+/// The real SmolLM2 GGUF, installed by scripts/setup.sh.
+pub fn smollm2() -> PathBuf {
+    let path = std::env::var_os("TRIBUTARY_LLM").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models").join(tributary_generator::DEFAULT_MODEL_FILE)
+    });
+    assert!(path.exists(), "model missing at {}: run scripts/setup.sh", path.display());
+    path
+}

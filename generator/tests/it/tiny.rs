@@ -1,0 +1,136 @@
+//! Tiny random-weight models of the real architectures, written as Hugging Face checkpoints,
+//! run by our forward pass and by candle-transformers' own implementations.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use tributary_generator::{Architecture, BatchAdapters, Model};
+
+pub const VOCAB: usize = 96;
+pub const HIDDEN: usize = 32;
+pub const INTERMEDIATE: usize = 48;
+pub const LAYERS: usize = 2;
+pub const HEADS: usize = 4;
+pub const KV_HEADS: usize = 2;
+
+fn random(shape: &[usize], scale: f64) -> Tensor {
+    (Tensor::randn(0f32, 1.0, shape, &Device::Cpu).unwrap() * scale).unwrap()
+}
+
+/// Writes config.json and model.safetensors of a random model into `dir`.
+pub fn write_tiny(dir: &Path, arch: Architecture) {
+    let head_dim = HIDDEN / HEADS;
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    tensors.insert("model.embed_tokens.weight".into(), random(&[VOCAB, HIDDEN], 0.5));
+    tensors.insert("model.norm.weight".into(), (random(&[HIDDEN], 0.1) + 1.0).unwrap());
+    tensors.insert("lm_head.weight".into(), random(&[VOCAB, HIDDEN], 0.2));
+    for i in 0..LAYERS {
+        let p = format!("model.layers.{i}");
+        let mut put = |name: &str, shape: &[usize]| {
+            tensors.insert(format!("{p}.{name}"), random(shape, 0.15));
+        };
+        put("self_attn.q_proj.weight", &[HEADS * head_dim, HIDDEN]);
+        put("self_attn.k_proj.weight", &[KV_HEADS * head_dim, HIDDEN]);
+        put("self_attn.v_proj.weight", &[KV_HEADS * head_dim, HIDDEN]);
+        put("self_attn.o_proj.weight", &[HIDDEN, HEADS * head_dim]);
+        put("mlp.gate_proj.weight", &[INTERMEDIATE, HIDDEN]);
+        put("mlp.up_proj.weight", &[INTERMEDIATE, HIDDEN]);
+        put("mlp.down_proj.weight", &[HIDDEN, INTERMEDIATE]);
+        if arch == Architecture::Qwen2 {
+            put("self_attn.q_proj.bias", &[HEADS * head_dim]);
+            put("self_attn.k_proj.bias", &[KV_HEADS * head_dim]);
+            put("self_attn.v_proj.bias", &[KV_HEADS * head_dim]);
+        }
+        tensors.insert(format!("{p}.input_layernorm.weight"), (random(&[HIDDEN], 0.1) + 1.0).unwrap());
+        tensors.insert(format!("{p}.post_attention_layernorm.weight"), (random(&[HIDDEN], 0.1) + 1.0).unwrap());
+    }
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+    let config = serde_json::json!({
+        "model_type": match arch { Architecture::Llama => "llama", Architecture::Qwen2 => "qwen2" },
+        "vocab_size": VOCAB, "hidden_size": HIDDEN, "intermediate_size": INTERMEDIATE,
+        "num_hidden_layers": LAYERS, "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 64,
+        "tie_word_embeddings": false, "sliding_window": 64, "max_window_layers": LAYERS,
+        "use_sliding_window": false, "hidden_act": "silu"
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+}
+
+pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+pub fn tokens(rows: &[&[u32]]) -> Tensor {
+    Tensor::new(rows.iter().map(|r| r.to_vec()).collect::<Vec<_>>(), &Device::Cpu).unwrap()
+}
+
+/// Our forward pass and candle-transformers' reference agree, over a prompt then decode steps.
+#[test]
+fn matches_candle_reference_llama_and_qwen2() {
+    for arch in [Architecture::Llama, Architecture::Qwen2] {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny(dir.path(), arch);
+        let device = Device::Cpu;
+        let ours = Model::from_safetensors(dir.path(), DType::F32, &device).unwrap();
+        assert_eq!(ours.config().architecture, arch);
+        let vb = unsafe {
+            VarBuilder::from_mmaped_safetensors(&[dir.path().join("model.safetensors")], DType::F32, &device)
+        }
+        .unwrap();
+        let config_json = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
+        let prompt = tokens(&[&[1, 5, 9, 33, 2, 70, 4]]);
+        let steps = [tokens(&[&[11]]), tokens(&[&[95]]), tokens(&[&[0]])];
+        let mut cache = ours.new_cache();
+        let mut got = vec![ours.forward(&prompt, &mut cache, &BatchAdapters::none()).unwrap()];
+        for step in &steps {
+            got.push(ours.forward(step, &mut cache, &BatchAdapters::none()).unwrap());
+        }
+        assert_eq!(cache.len(), 10);
+        let want: Vec<Tensor> = match arch {
+            Architecture::Llama => {
+                use candle_transformers::models::llama::{Cache, Llama, LlamaConfig};
+                let config = serde_json::from_str::<LlamaConfig>(&config_json).unwrap().into_config(false);
+                let reference = Llama::load(vb, &config).unwrap();
+                let mut cache = Cache::new(true, DType::F32, &config, &device).unwrap();
+                let mut out = vec![reference.forward(&prompt, 0, &mut cache).unwrap()];
+                for (i, step) in steps.iter().enumerate() {
+                    out.push(reference.forward(step, 7 + i, &mut cache).unwrap());
+                }
+                out
+            }
+            Architecture::Qwen2 => {
+                use candle_transformers::models::qwen2::{Config, ModelForCausalLM};
+                let config: Config = serde_json::from_str(&config_json).unwrap();
+                let mut reference = ModelForCausalLM::new(&config, vb).unwrap();
+                let mut out = vec![reference.forward(&prompt, 0).unwrap().squeeze(1).unwrap()];
+                for (i, step) in steps.iter().enumerate() {
+                    out.push(reference.forward(step, 7 + i).unwrap().squeeze(1).unwrap());
+                }
+                out
+            }
+        };
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.dims(), w.dims(), "{arch:?} step {i}");
+            let diff = max_diff(g, w);
+            assert!(diff < 1e-4, "{arch:?} step {i}: max |diff| {diff}");
+        }
+    }
+}
+
+#[test]
+fn refuses_what_does_not_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Model::from_safetensors(dir.path(), DType::F32, &Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("config.json"), "{err}");
+    write_tiny(dir.path(), Architecture::Llama);
+    let model = Model::from_safetensors(dir.path(), DType::F32, &Device::Cpu).unwrap();
+    // Past the context limit: an error, not a panic.
+    let mut cache = model.new_cache();
+    let long: Vec<u32> = (0..65).map(|i| i % VOCAB as u32).collect();
+    let err = model.forward(&tokens(&[&long]), &mut cache, &BatchAdapters::none()).unwrap_err().to_string();
+    assert!(err.contains("64"), "{err}");
+    std::fs::write(dir.path().join("config.json"), r#"{"model_type":"gpt2"}"#).unwrap();
+    assert!(Model::from_safetensors(dir.path(), DType::F32, &Device::Cpu).is_err());
+}
