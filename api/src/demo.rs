@@ -1,9 +1,11 @@
 //! `tributary demo`: the sample Datanet end to end. Re-runnable: a second run finds the
 //! documents already present and changes nothing.
 
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use tributary_generator::GenerationParams;
 use tributary_indexer::{Address, Error as IndexError, IngestOptions, NewDatanet, Visibility};
 use tributary_retriever::{Mode, Query, Retriever, RetrieverConfig};
 
@@ -14,6 +16,7 @@ const DATANET: &str = "rivers-demo";
 const ALICE: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
 const BOB: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
 const QUESTION: &str = "What happens to a river's discharge below the confluence with a tributary?";
+const ANSWERED: &str = "Which river is the longest tributary in North America?";
 
 /// The sample documents, compiled in so the binary needs no checkout.
 const FILES: &[(&str, &str)] = &[
@@ -99,5 +102,26 @@ pub async fn run(app: &App) -> Result<()> {
         consistency.vector_points,
         consistency.keyword_docs
     );
+
+    println!("\n== 5. Ask (SmolLM2-135M-Instruct, greedy): a cited answer\nQ: {ANSWERED}\n");
+    let generator = app.generator()?;
+    let mut stdout = std::io::stdout();
+    let mut on_token = |piece: &str| {
+        print!("{piece}");
+        let _ = stdout.flush();
+    };
+    let params = GenerationParams { max_tokens: 96, ..Default::default() };
+    let names = [DATANET.to_string()];
+    let question = crate::ask::Question {
+        text: ANSWERED,
+        datanets: &names,
+        contributors: &[],
+        k: 3,
+        params,
+        adapters: Vec::new(),
+    };
+    let answer = crate::ask::answer(app, generator, question, &mut on_token).await?;
+    println!("\n\nSources:");
+    crate::ask::print_sources(&answer);
     Ok(())
 }

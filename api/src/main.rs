@@ -1,5 +1,6 @@
 //! `tributary`: the command line over the indexer and retriever crates.
 
+mod ask;
 mod demo;
 mod progress;
 mod trec;
@@ -29,6 +30,9 @@ struct Cli {
     /// Embedding engine: auto (ONNX Runtime when installed, else candle), candle or onnx.
     #[arg(long, global = true, env = "TRIBUTARY_EMBED_BACKEND", default_value = "auto")]
     embed_backend: EmbedBackend,
+    /// The generator model: a GGUF file, or a Hugging Face checkpoint directory.
+    #[arg(long, global = true, env = "TRIBUTARY_LLM")]
+    llm: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -49,7 +53,12 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
-    /// Ingest the sample Datanet and show a cited search.
+    /// Answer a question from one or more Datanets, citing the passages used.
+    Ask(ask::AskArgs),
+    /// Register, list and remove LoRA adapters.
+    #[command(subcommand)]
+    Adapter(ask::AdapterCommand),
+    /// Ingest the sample Datanet, search it and answer a cited question.
     Demo,
 }
 
@@ -143,6 +152,7 @@ pub(crate) struct App {
     pub store: Arc<Store>,
     embed_model: Option<PathBuf>,
     embed_backend: EmbedBackend,
+    llm: Option<PathBuf>,
 }
 
 impl App {
@@ -152,13 +162,36 @@ impl App {
         let store = Store::open(config)
             .await
             .with_context(|| format!("opening the data directory {}", cli.data_dir.display()))?;
-        Ok(App { store: Arc::new(store), embed_model: cli.embed_model.clone(), embed_backend: cli.embed_backend })
+        Ok(App {
+            store: Arc::new(store),
+            embed_model: cli.embed_model.clone(),
+            embed_backend: cli.embed_backend,
+            llm: cli.llm.clone(),
+        })
     }
 
     pub(crate) fn embedder(&self) -> Result<Arc<dyn Embedder>> {
         let dir = tributary_indexer::locate_model(self.embed_model.as_deref())?;
         tributary_indexer::load_embedder(&dir, self.embed_backend)
             .with_context(|| format!("loading the model in {}", dir.display()))
+    }
+
+    /// The adapter registry of this data directory.
+    pub(crate) fn adapters(&self) -> Result<Arc<tributary_generator::AdapterRegistry>> {
+        let path = self.store.data_dir().join("adapters.json");
+        Ok(Arc::new(tributary_generator::AdapterRegistry::open(&path)?))
+    }
+
+    /// The generator: the model `--llm` names (default SmolLM2 from scripts/setup.sh).
+    pub(crate) fn generator(&self) -> Result<Arc<tributary_generator::LocalGenerator>> {
+        let path = tributary_generator::locate_model(self.llm.as_deref())?;
+        let model = tributary_generator::LocalModel::load(&path, &tributary_generator::default_device())
+            .with_context(|| format!("loading the generator model {}", path.display()))?;
+        Ok(Arc::new(tributary_generator::LocalGenerator::new(
+            model,
+            self.adapters()?,
+            tributary_generator::DEFAULT_ADAPTER_BUDGET,
+        )))
     }
 
     pub(crate) async fn datanet(&self, name: &str) -> Result<Datanet> {
@@ -173,13 +206,15 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Ingest(args) => ingest(&app, args).await,
         Command::Search(args) => search(&app, args).await,
         Command::Verify { datanet, repair } => verify(&app, &datanet, repair).await,
+        Command::Ask(args) => ask::ask(&app, args).await,
+        Command::Adapter(command) => ask::adapter(&app, command).await,
         Command::Demo => demo::run(&app).await,
     };
     app.store.catalog().close().await;
     result
 }
 
-fn parse_address(s: &str) -> Result<Address> {
+pub(crate) fn parse_address(s: &str) -> Result<Address> {
     Ok(s.parse::<Address>()?)
 }
 

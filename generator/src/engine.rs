@@ -85,6 +85,16 @@ fn load_tokenizer_json(path: &Path) -> Result<Tokenizer> {
 }
 
 impl LocalModel {
+    /// A GGUF file, or a Hugging Face checkpoint directory (f32 on the CPU, bf16 on a GPU).
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        if path.is_dir() {
+            let dtype = if device.is_cpu() { DType::F32 } else { DType::BF16 };
+            Self::from_safetensors(path, dtype, device)
+        } else {
+            Self::from_gguf(path, device)
+        }
+    }
+
     /// A GGUF model. The tokenizer is `tokenizer.json` beside the file when there is one,
     /// otherwise built from the GGUF's own vocabulary; the chat template comes from its metadata.
     pub fn from_gguf(path: &Path, device: &Device) -> Result<Self> {

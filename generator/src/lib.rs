@@ -301,7 +301,7 @@ async fn run_answer(
         }
     }
     let completion = completion.ok_or_else(|| Error::Model("generation ended without a result".into()))?;
-    let (sentences, stats) = attribute(&completion.text, &sources, &request.policy);
+    let (sentences, stats) = attribute(&completion.text, &request.question, &sources, &request.policy);
     let mut cited: Vec<usize> = sentences.iter().flat_map(|s| s.citations.iter().copied()).collect();
     cited.sort_unstable();
     cited.dedup();

@@ -1,5 +1,6 @@
 //! End-to-end tests of the `tributary` binary: real processes, real files.
 
+mod ask;
 mod cli;
 mod crash;
 
@@ -15,11 +16,18 @@ pub fn model_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/all-MiniLM-L6-v2"))
 }
 
+pub fn llm() -> PathBuf {
+    std::env::var_os("TRIBUTARY_LLM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/SmolLM2-135M-Instruct.Q4_1.gguf"))
+}
+
 /// `tributary` with a private data directory and SQLite.
 pub fn tributary(data_dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tributary"));
     cmd.env("TRIBUTARY_DATA_DIR", data_dir)
         .env("TRIBUTARY_EMBED_MODEL", model_dir())
+        .env("TRIBUTARY_LLM", llm())
         .env_remove("DATABASE_URL")
         .env("RUST_LOG", "warn");
     cmd
