@@ -220,12 +220,32 @@ fn parse_name(name: &str) -> Option<(usize, Projection, char)> {
 /// combination of several.
 pub type AdapterMix = Vec<(Arc<Adapter>, f32)>;
 
-/// Adapters per batch row, grouped so rows that share a mix are computed together.
+/// One projection's factors for each row of a batch: row r's adapters side by side (weights
+/// and scales folded into B), zero-padded to the widest row.
+#[derive(Debug)]
+struct RowFactors {
+    /// [rows, in, R]
+    a: Tensor,
+    /// [rows, R, out]
+    b: Tensor,
+}
+
+#[derive(Debug, Default)]
+enum Plan {
+    #[default]
+    Base,
+    /// Every row runs the same mix: its deltas apply to the whole batch.
+    Uniform(AdapterMix),
+    /// Rows differ: each row's factors gathered once per batch, then two batched matmuls
+    /// per projection, as cheap as a shared adapter (the SGMV idea, without a custom kernel).
+    PerRow(HashMap<(usize, Projection), RowFactors>),
+}
+
+/// What each row of a batch runs with: the base model, one adapter, or a weighted mix.
 #[derive(Debug, Default)]
 pub struct BatchAdapters {
     rows: usize,
-    /// Each distinct non-empty mix, with the rows that use it.
-    groups: Vec<(AdapterMix, Option<Tensor>)>,
+    plan: Plan,
 }
 
 impl BatchAdapters {
@@ -236,27 +256,62 @@ impl BatchAdapters {
 
     /// One mix per row (`mixes.len()` is the batch size).
     pub fn per_row(mixes: &[AdapterMix], device: &Device) -> Result<Self> {
-        let mut groups: Vec<(AdapterMix, Vec<u32>)> = Vec::new();
-        for (row, mix) in mixes.iter().enumerate() {
-            if mix.is_empty() {
-                continue;
-            }
-            let key = |m: &AdapterMix| m.iter().map(|(a, w)| (Arc::as_ptr(a), w.to_bits())).collect::<Vec<_>>();
-            match groups.iter_mut().find(|(m, _)| key(m) == key(mix)) {
-                Some((_, rows)) => rows.push(row as u32),
-                None => groups.push((mix.clone(), vec![row as u32])),
-            }
-        }
         let rows = mixes.len();
-        let groups = groups
-            .into_iter()
-            .map(|(mix, members)| {
-                // A group covering every row needs no gather.
-                let index = if members.len() == rows { None } else { Some(Tensor::new(members.as_slice(), device)?) };
-                Ok((mix, index))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(BatchAdapters { rows, groups })
+        let key = |m: &AdapterMix| m.iter().map(|(a, w)| (Arc::as_ptr(a), w.to_bits())).collect::<Vec<_>>();
+        if mixes.iter().all(|m| m.is_empty()) {
+            return Ok(BatchAdapters { rows, plan: Plan::Base });
+        }
+        if mixes.iter().all(|m| key(m) == key(&mixes[0])) {
+            return Ok(BatchAdapters { rows, plan: Plan::Uniform(mixes[0].clone()) });
+        }
+        let mut keys: Vec<(usize, Projection)> =
+            mixes.iter().flatten().flat_map(|(a, _)| a.factors.keys().copied()).collect();
+        keys.sort();
+        keys.dedup();
+        let mut stacks = HashMap::new();
+        for key in keys {
+            let width = mixes
+                .iter()
+                .map(|m| m.iter().filter(|(a, _)| a.factors.contains_key(&key)).map(|(a, _)| a.rank()).sum::<usize>())
+                .max()
+                .unwrap_or(0);
+            let (input, output) = {
+                let f = mixes
+                    .iter()
+                    .flatten()
+                    .find_map(|(a, _)| a.factors.get(&key))
+                    .ok_or_else(|| Error::Model("no factors".into()))?;
+                (f.a_t.dim(0)?, f.b_t.dim(1)?)
+            };
+            let dtype = mixes
+                .iter()
+                .flatten()
+                .find_map(|(a, _)| a.factors.get(&key))
+                .map(|f| f.a_t.dtype())
+                .unwrap_or(DType::F32);
+            let mut a_rows = Vec::with_capacity(rows);
+            let mut b_rows = Vec::with_capacity(rows);
+            for mix in mixes {
+                let mut a_parts = Vec::new();
+                let mut b_parts = Vec::new();
+                let mut used = 0;
+                for (adapter, weight) in mix {
+                    if let Some(f) = adapter.factors.get(&key) {
+                        a_parts.push(f.a_t.clone());
+                        b_parts.push((&f.b_t * (*weight as f64 * adapter.scale))?);
+                        used += adapter.rank();
+                    }
+                }
+                if used < width {
+                    a_parts.push(Tensor::zeros((input, width - used), dtype, device)?);
+                    b_parts.push(Tensor::zeros((width - used, output), dtype, device)?);
+                }
+                a_rows.push(Tensor::cat(&a_parts, 1)?);
+                b_rows.push(Tensor::cat(&b_parts, 0)?);
+            }
+            stacks.insert(key, RowFactors { a: Tensor::stack(&a_rows, 0)?, b: Tensor::stack(&b_rows, 0)? });
+        }
+        Ok(BatchAdapters { rows, plan: Plan::PerRow(stacks) })
     }
 
     /// The same mix on every one of `rows` rows.
@@ -265,7 +320,7 @@ impl BatchAdapters {
     }
 
     pub(crate) fn check_batch(&self, batch: usize) -> Result<()> {
-        if !self.groups.is_empty() && self.rows != batch {
+        if !matches!(self.plan, Plan::Base) && self.rows != batch {
             return Err(Error::Model(format!("adapters given for {} rows, batch has {batch}", self.rows)));
         }
         Ok(())
@@ -279,30 +334,24 @@ impl BatchAdapters {
         layer: usize,
         projection: Projection,
     ) -> Result<Tensor> {
-        let mut out = base;
-        for (mix, index) in &self.groups {
-            let rows = match index {
-                Some(index) => input.index_select(index, 0)?,
-                None => input.clone(),
-            };
-            let mut delta: Option<Tensor> = None;
-            for (adapter, weight) in mix {
-                if let Some(d) = adapter.delta(&rows, layer, projection)? {
-                    let d = if *weight == 1.0 { d } else { (d * *weight as f64)? };
-                    delta = Some(match delta {
-                        Some(acc) => (acc + d)?,
-                        None => d,
-                    });
+        match &self.plan {
+            Plan::Base => Ok(base),
+            Plan::Uniform(mix) => {
+                let mut out = base;
+                for (adapter, weight) in mix {
+                    if let Some(d) = adapter.delta(input, layer, projection)? {
+                        let d = if *weight == 1.0 { d } else { (d * *weight as f64)? };
+                        out = (out + d.to_dtype(input.dtype())?)?;
+                    }
                 }
+                Ok(out)
             }
-            let Some(delta) = delta else { continue };
-            let delta = delta.to_dtype(out.dtype())?;
-            out = match index {
-                Some(index) => out.index_add(index, &delta, 0)?,
-                None => (out + delta)?,
-            };
+            Plan::PerRow(stacks) => {
+                let Some(f) = stacks.get(&(layer, projection)) else { return Ok(base) };
+                let delta = input.matmul(&f.a)?.matmul(&f.b)?.to_dtype(base.dtype())?;
+                Ok((base + delta)?)
+            }
         }
-        Ok(out)
     }
 }
 

@@ -99,6 +99,36 @@ impl Projection {
     }
 }
 
+/// Whether to convert quantized weights when loading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requantize {
+    /// Keep every tensor as stored.
+    Keep,
+    /// Q4_1, Q5_0 and Q5_1 have only scalar dot products in candle's CPU backend (about 3x
+    /// slower than its AVX Q8_0 kernel here): convert them to Q8_0. 8 bits hold a 4/5-bit
+    /// block's values almost exactly; memory grows to 8.5 bits a weight.
+    SlowToQ8_0,
+    /// Every weight to f32: the exact values the file encodes, at four times the memory.
+    Dequantize,
+}
+
+impl Requantize {
+    fn apply(self, tensor: QTensor, device: &Device) -> Result<QTensor> {
+        use candle_core::quantized::GgmlDType;
+        let slow = matches!(tensor.dtype(), GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1);
+        let fits = tensor.shape().dims().last().is_some_and(|d| d % 32 == 0);
+        match self {
+            Requantize::SlowToQ8_0 if slow && fits => {
+                Ok(QTensor::quantize(&tensor.dequantize(device)?, GgmlDType::Q8_0)?)
+            }
+            Requantize::Dequantize if tensor.dtype() != GgmlDType::F32 => {
+                Ok(QTensor::quantize(&tensor.dequantize(device)?, GgmlDType::F32)?)
+            }
+            _ => Ok(tensor),
+        }
+    }
+}
+
 /// A linear map, quantized or dense, with an optional bias (Qwen2's q/k/v).
 #[derive(Debug)]
 struct Linear {
@@ -180,7 +210,15 @@ impl Model {
     }
 
     /// Reads a GGUF file (llama or qwen2 architecture), keeping quantized weights quantized.
+    /// On the CPU, formats candle has no SIMD kernel for are converted to Q8_0 (see
+    /// [`Requantize`]).
     pub fn from_gguf(path: &Path, device: &Device) -> Result<(Self, gguf_file::Content)> {
+        let requantize = if device.is_cpu() { Requantize::SlowToQ8_0 } else { Requantize::Keep };
+        Self::from_gguf_with(path, device, requantize)
+    }
+
+    /// [`Model::from_gguf`] with an explicit choice of weight formats.
+    pub fn from_gguf_with(path: &Path, device: &Device, requantize: Requantize) -> Result<(Self, gguf_file::Content)> {
         let mut file = std::fs::File::open(path).map_err(|e| Error::Io(path.display().to_string(), e))?;
         let content = gguf_file::Content::read(&mut file)
             .map_err(|e| Error::Model(format!("{}: not a readable GGUF file: {e}", path.display())))?;
@@ -193,7 +231,7 @@ impl Model {
         let num_heads = gguf_usize(&content, &format!("{arch}.attention.head_count"))?;
         let hidden_size = gguf_usize(&content, &format!("{arch}.embedding_length"))?;
         let head_dim = gguf_usize(&content, &format!("{arch}.rope.dimension_count")).unwrap_or(hidden_size / num_heads);
-        let embeddings_q = content.tensor(&mut file, "token_embd.weight", device)?;
+        let embeddings_q = requantize.apply(content.tensor(&mut file, "token_embd.weight", device)?, device)?;
         let vocab_size = embeddings_q.shape().dims()[0];
         let config = ModelConfig {
             architecture,
@@ -212,9 +250,10 @@ impl Model {
             rope_interleaved: architecture == Architecture::Llama,
         };
         let mut tensor = |name: &str| -> Result<QTensor> {
-            content
+            let t = content
                 .tensor(&mut file, name, device)
-                .map_err(|e| Error::Model(format!("{}: tensor {name}: {e}", path.display())))
+                .map_err(|e| Error::Model(format!("{}: tensor {name}: {e}", path.display())))?;
+            requantize.apply(t, device)
         };
         let qkv_bias = architecture == Architecture::Qwen2;
         let mut layers = Vec::with_capacity(config.num_layers);

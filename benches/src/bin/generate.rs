@@ -1,0 +1,156 @@
+//! Generator speed on the CPU: decode tokens/s and time to first token on a GGUF model, LoRA
+//! adapter cold-load and hot-switch latency, and the throughput of a batch whose rows use
+//! different adapters relative to one where they share one. Prints one JSON line.
+//!
+//!     cargo run -p tributary-benches --bin generate -- --model models/SmolLM2-135M-Instruct.Q4_1.gguf
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor};
+use clap::Parser;
+use tributary_generator::{
+    Adapter, AdapterCache, AdapterRegistry, AdapterSource, BatchAdapters, ChatMessage, GenerationParams, LocalModel,
+    ModelConfig, Projection,
+};
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, env = "TRIBUTARY_LLM", default_value = "models/SmolLM2-135M-Instruct.Q4_1.gguf")]
+    model: PathBuf,
+    /// Tokens to generate per run.
+    #[arg(long, default_value_t = 128)]
+    tokens: usize,
+    #[arg(long, default_value_t = 16)]
+    rank: usize,
+    /// Rows of the mixed-adapter batch.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    #[arg(long, default_value = "target/bench-data/adapters")]
+    work_dir: PathBuf,
+}
+
+/// A random PEFT adapter of `rank` on every projection of every layer.
+fn write_adapter(dir: &Path, config: &ModelConfig, rank: usize) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut tensors = HashMap::new();
+    for layer in 0..config.num_layers {
+        for p in Projection::ALL {
+            let (input, output) = p.shape(config);
+            let block =
+                if matches!(p, Projection::Gate | Projection::Up | Projection::Down) { "mlp" } else { "self_attn" };
+            let name = format!("base_model.model.model.layers.{layer}.{block}.{}", p.peft_name());
+            tensors.insert(format!("{name}.lora_A.weight"), Tensor::randn(0f32, 0.02, (rank, input), &Device::Cpu)?);
+            tensors.insert(format!("{name}.lora_B.weight"), Tensor::randn(0f32, 0.02, (output, rank), &Device::Cpu)?);
+        }
+    }
+    candle_core::safetensors::save(&tensors, dir.join("adapter_model.safetensors"))?;
+    let modules: Vec<&str> = Projection::ALL.iter().map(|p| p.peft_name()).collect();
+    let config = serde_json::json!({"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "target_modules": modules});
+    std::fs::write(dir.join("adapter_config.json"), config.to_string())?;
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Decode steps/s of a `rows`-row batch whose rows use `mixes`.
+fn batch_rate(model: &LocalModel, mixes: &[tributary_generator::AdapterMix], steps: usize) -> Result<f64> {
+    let m = model.model();
+    let rows = mixes.len();
+    let adapters = BatchAdapters::per_row(mixes, m.device())?;
+    let prompt: Vec<u32> = (0..rows * 32).map(|i| (i % 1000) as u32 + 100).collect();
+    let mut cache = m.new_cache();
+    m.forward(&Tensor::from_vec(prompt, (rows, 32), m.device())?, &mut cache, &adapters)?;
+    let step = Tensor::from_vec(vec![200u32; rows], (rows, 1), m.device())?;
+    let start = Instant::now();
+    for _ in 0..steps {
+        m.forward(&step, &mut cache, &adapters)?;
+    }
+    Ok((steps * rows) as f64 / start.elapsed().as_secs_f64())
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let device = Device::Cpu;
+    let load_start = Instant::now();
+    let model = LocalModel::from_gguf(&args.model, &device)?;
+    let load_s = load_start.elapsed().as_secs_f64();
+    let config = model.model().config().clone();
+
+    // Decode speed: a fixed prompt, greedy, no stop (runs to --tokens unless the model ends).
+    let messages =
+        [ChatMessage::user("Write a long story about a river that flows through a forest and into the sea.")];
+    let params = GenerationParams { max_tokens: args.tokens, ..Default::default() };
+    model.complete(&messages, &GenerationParams { max_tokens: 4, ..Default::default() }, &Vec::new(), &mut |_| true)?;
+    let mut first_token = None;
+    let start = Instant::now();
+    let done = model.complete(&messages, &params, &Vec::new(), &mut |_| {
+        first_token.get_or_insert_with(|| start.elapsed().as_secs_f64());
+        true
+    })?;
+    let total = start.elapsed().as_secs_f64();
+    let ttft = first_token.unwrap_or(total);
+    let decode_tps = (done.completion_tokens.saturating_sub(1)) as f64 / (total - ttft).max(1e-9);
+
+    // Adapters: cold load (files -> checked tensors), hot switch (a cached adapter for the next request).
+    let registry = AdapterRegistry::open(args.work_dir.join("adapters.json"))?;
+    let mut ids = Vec::new();
+    for i in 0..args.batch.max(2) {
+        let id = format!("bench-{i}");
+        let dir = args.work_dir.join(&id);
+        if !dir.join("adapter_model.safetensors").exists() {
+            write_adapter(&dir, &config, args.rank)?;
+        }
+        registry.register(&id, AdapterSource::Path(dir), &config)?;
+        ids.push(id);
+    }
+    let mut cold = Vec::new();
+    for id in &ids {
+        let dir = registry.get(id)?.source.resolve()?;
+        let t = Instant::now();
+        let adapter = Adapter::load(id, &dir, &config, &device, DType::F32)?;
+        cold.push(t.elapsed().as_secs_f64() * 1e3);
+        drop(adapter);
+    }
+    let cache = AdapterCache::new(1 << 30, device.clone(), DType::F32);
+    let loaded: Vec<Arc<Adapter>> = ids.iter().map(|id| cache.get(&registry, id, &config)).collect::<Result<_, _>>()?;
+    let mut hot = Vec::new();
+    for round in 0..200 {
+        let id = &ids[round % ids.len()];
+        let t = Instant::now();
+        let adapter = cache.get(&registry, id, &config)?;
+        let _mix = BatchAdapters::uniform(vec![(adapter, 1.0)], 1, &device)?;
+        hot.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+
+    // Mixed batch: every row its own adapter, against every row the same adapter.
+    let steps = 16;
+    let same: Vec<_> = (0..args.batch).map(|_| vec![(loaded[0].clone(), 1.0)]).collect();
+    let mixed: Vec<_> = (0..args.batch).map(|i| vec![(loaded[i % loaded.len()].clone(), 1.0)]).collect();
+    let base: Vec<_> = (0..args.batch).map(|_| Vec::new()).collect();
+    let same_rate = batch_rate(&model, &same, steps)?;
+    let mixed_rate = batch_rate(&model, &mixed, steps)?;
+    let base_rate = batch_rate(&model, &base, steps)?;
+
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    println!(
+        "{}",
+        serde_json::json!({
+            "model": model.name(), "threads": threads, "load_s": load_s,
+            "prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens,
+            "ttft_ms": ttft * 1e3, "decode_tokens_per_s": decode_tps,
+            "adapter_rank": args.rank, "adapter_cold_load_ms_median": median(cold),
+            "adapter_hot_switch_ms_median": median(hot),
+            "batch_rows": args.batch, "batch_tokens_per_s_base": base_rate,
+            "batch_tokens_per_s_same_adapter": same_rate, "batch_tokens_per_s_mixed_adapters": mixed_rate,
+            "mixed_over_same": mixed_rate / same_rate,
+        })
+    );
+    Ok(())
+}
