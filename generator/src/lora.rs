@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
+use safetensors::tensor::TensorView;
 
 use crate::model::{ModelConfig, Projection};
 use crate::{Error, Result};
@@ -94,10 +95,11 @@ impl Adapter {
             config.lora_alpha / config.r as f64
         };
         let weights_path = dir.join("adapter_model.safetensors");
-        let tensors = candle_core::safetensors::load(&weights_path, &Device::Cpu)
+        let file = std::fs::read(&weights_path).map_err(|e| bad(format!("{}: {e}", weights_path.display())))?;
+        let tensors = safetensors::SafeTensors::deserialize(&file)
             .map_err(|e| bad(format!("{}: {e}", weights_path.display())))?;
-        let mut pairs: BTreeMap<(usize, Projection), (Option<Tensor>, Option<Tensor>)> = BTreeMap::new();
-        for (name, tensor) in tensors {
+        let mut pairs: BTreeMap<(usize, Projection), (Option<TensorView>, Option<TensorView>)> = BTreeMap::new();
+        for (name, view) in tensors.tensors() {
             let (layer, projection, which) =
                 parse_name(&name).ok_or_else(|| bad(format!("unexpected tensor {name}")))?;
             if layer >= model.num_layers {
@@ -105,8 +107,8 @@ impl Adapter {
             }
             let slot = pairs.entry((layer, projection)).or_default();
             match which {
-                'A' => slot.0 = Some(tensor),
-                _ => slot.1 = Some(tensor),
+                'A' => slot.0 = Some(view),
+                _ => slot.1 = Some(view),
             }
         }
         if pairs.is_empty() {
@@ -115,42 +117,43 @@ impl Adapter {
         let mut factors = HashMap::new();
         let mut bytes = 0;
         for ((layer, projection), (a, b)) in pairs {
+            let what = format!("layer {layer} {}", projection.peft_name());
             let (Some(a), Some(b)) = (a, b) else {
-                return Err(bad(format!(
-                    "layer {layer} {}: lora_A and lora_B must both be present",
-                    projection.peft_name()
-                )));
+                return Err(bad(format!("{what}: lora_A and lora_B must both be present")));
             };
             let (input, output) = projection.shape(model);
-            if a.dims() != [config.r, input] || b.dims() != [output, config.r] {
+            if a.shape() != [config.r, input] || b.shape() != [output, config.r] {
                 return Err(bad(format!(
-                    "layer {layer} {}: A {:?} and B {:?} do not fit rank {} and the model's ({input} -> {output})",
-                    projection.peft_name(),
-                    a.dims(),
-                    b.dims(),
+                    "{what}: A {:?} and B {:?} do not fit rank {} and the model's ({input} -> {output})",
+                    a.shape(),
+                    b.shape(),
                     config.r
                 )));
             }
-            let a = a.to_dtype(DType::F32)?;
-            let b = b.to_dtype(DType::F32)?;
-            if !all_finite(&a)? || !all_finite(&b)? {
-                return Err(bad(format!("layer {layer} {}: non-finite values", projection.peft_name())));
-            }
-            // GGUF Llama weights have q/k rows permuted for interleaved rotary embeddings;
-            // PEFT adapters are trained on Hugging Face's order: permute B's rows to match.
-            let b = match (model.rope_interleaved, projection) {
-                (true, Projection::Q) => permute_rows(&b, model.num_heads)?,
-                (true, Projection::K) => permute_rows(&b, model.num_kv_heads)?,
-                _ => b,
+            // GGUF Llama weights have q/k rows permuted for interleaved rotary embeddings
+            // (llama.cpp's converter: (heads, 2, half) -> (heads, half, 2)); PEFT adapters are
+            // trained on Hugging Face's order, so B's rows are read in the permuted order.
+            let heads = match (model.rope_interleaved, projection) {
+                (true, Projection::Q) => Some(model.num_heads),
+                (true, Projection::K) => Some(model.num_kv_heads),
+                _ => None,
             };
-            bytes += (a.elem_count() + b.elem_count()) * dtype.size_in_bytes();
-            factors.insert(
-                (layer, projection),
-                Factors {
-                    a_t: a.t()?.contiguous()?.to_dtype(dtype)?.to_device(device)?,
-                    b_t: b.t()?.contiguous()?.to_dtype(dtype)?.to_device(device)?,
-                },
-            );
+            let half = heads.map(|h| output / h / 2).unwrap_or(1);
+            let b_row = |n: usize| match heads {
+                Some(_) => {
+                    let (h, rem) = (n / (2 * half), n % (2 * half));
+                    h * 2 * half + (rem % 2) * half + rem / 2
+                }
+                None => n,
+            };
+            let a_rows = decode_rows(&a, &|n| n).map_err(|e| bad(format!("{what} lora_A: {e}")))?;
+            let b_rows = decode_rows(&b, &b_row).map_err(|e| bad(format!("{what} lora_B: {e}")))?;
+            bytes += (a_rows.len() + b_rows.len()) * dtype.size_in_bytes();
+            // Kept as stored and used through transposed views: the matmul reads either
+            // layout, and a transposing copy was most of an adapter's load time.
+            let a_t = Tensor::from_vec(a_rows, (config.r, input), device)?.to_dtype(dtype)?.t()?;
+            let b_t = Tensor::from_vec(b_rows, (output, config.r), device)?.to_dtype(dtype)?.t()?;
+            factors.insert((layer, projection), Factors { a_t, b_t });
         }
         Ok(Adapter { id: id.to_string(), config, scale, factors, bytes })
     }
@@ -187,16 +190,38 @@ impl Adapter {
     }
 }
 
-fn all_finite(t: &Tensor) -> Result<bool> {
-    let sum = t.abs()?.sum_all()?.to_scalar::<f32>()?;
-    Ok(sum.is_finite())
-}
-
-/// llama.cpp's q/k permutation: (heads, 2, half, cols) -> (heads, half, 2, cols).
-fn permute_rows(b: &Tensor, heads: usize) -> Result<Tensor> {
-    let (out, cols) = b.dims2()?;
-    let half = out / heads / 2;
-    Ok(b.reshape((heads, 2, half, cols))?.transpose(1, 2)?.contiguous()?.reshape((out, cols))?)
+/// A 2-d tensor's values as f32, row `row_of(n)` of the file as row n, refusing non-finite
+/// values: one pass over the file's bytes.
+fn decode_rows(view: &TensorView, row_of: &dyn Fn(usize) -> usize) -> std::result::Result<Vec<f32>, String> {
+    let (rows, cols) = match view.shape() {
+        [r, c] => (*r, *c),
+        other => return Err(format!("expected 2 dimensions, got {other:?}")),
+    };
+    let data = view.data();
+    let values: Vec<f32> = match view.dtype() {
+        safetensors::Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        safetensors::Dtype::BF16 => {
+            data.chunks_exact(2).map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)).collect()
+        }
+        safetensors::Dtype::F16 => {
+            data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+        }
+        other => return Err(format!("dtype {other:?} is not a float type")),
+    };
+    if values.len() != rows * cols {
+        return Err(format!("{} values for shape [{rows}, {cols}]", values.len()));
+    }
+    if !values.iter().all(|v| v.is_finite()) {
+        return Err("non-finite values".into());
+    }
+    if (0..rows).all(|n| row_of(n) == n) {
+        return Ok(values);
+    }
+    let mut out = Vec::with_capacity(values.len());
+    for n in 0..rows {
+        out.extend_from_slice(&values[row_of(n) * cols..][..cols]);
+    }
+    Ok(out)
 }
 
 /// `base_model.model.model.layers.{i}.{self_attn|mlp}.{proj}.lora_{A|B}[.default].weight`
