@@ -163,7 +163,7 @@ pub(crate) fn print_sources(answer: &Answer) {
 }
 
 pub(crate) async fn ask(app: &App, args: AskArgs) -> Result<()> {
-    let generator = app.generator()?;
+    let generator = app.answer_backend()?;
     let params = GenerationParams {
         max_tokens: args.max_tokens,
         sampling: SamplingParams { temperature: args.temperature, top_p: args.top_p, seed: args.seed },

@@ -33,6 +33,15 @@ struct Cli {
     /// The generator model: a GGUF file, or a Hugging Face checkpoint directory.
     #[arg(long, global = true, env = "TRIBUTARY_LLM")]
     llm: Option<PathBuf>,
+    /// A remote OpenAI-compatible engine instead of the local model (vLLM, LoRAX), e.g.
+    /// `http://gpu-1:8000/v1`; `--llm-model` names the served model. Key: `TRIBUTARY_LLM_API_KEY`.
+    #[arg(long, global = true, env = "TRIBUTARY_LLM_URL")]
+    llm_url: Option<String>,
+    #[arg(long, global = true, env = "TRIBUTARY_LLM_MODEL", default_value = "default")]
+    llm_model: String,
+    /// Context length of the remote model.
+    #[arg(long, global = true, env = "TRIBUTARY_LLM_CONTEXT", default_value_t = 4096)]
+    llm_context: usize,
     #[command(subcommand)]
     command: Command,
 }
@@ -153,6 +162,7 @@ pub(crate) struct App {
     embed_model: Option<PathBuf>,
     embed_backend: EmbedBackend,
     llm: Option<PathBuf>,
+    remote: Option<tributary_generator::RemoteConfig>,
 }
 
 impl App {
@@ -167,6 +177,12 @@ impl App {
             embed_model: cli.embed_model.clone(),
             embed_backend: cli.embed_backend,
             llm: cli.llm.clone(),
+            remote: cli.llm_url.clone().map(|base_url| tributary_generator::RemoteConfig {
+                base_url,
+                model: cli.llm_model.clone(),
+                api_key: std::env::var("TRIBUTARY_LLM_API_KEY").ok(),
+                context_length: cli.llm_context,
+            }),
         })
     }
 
@@ -192,6 +208,14 @@ impl App {
             self.adapters()?,
             tributary_generator::DEFAULT_ADAPTER_BUDGET,
         )))
+    }
+
+    /// The backend answers come from: the remote engine when `--llm-url` is set, else local.
+    pub(crate) fn answer_backend(&self) -> Result<Arc<dyn tributary_generator::Generator>> {
+        Ok(match &self.remote {
+            Some(config) => Arc::new(tributary_generator::RemoteGenerator::new(config.clone())?),
+            None => self.generator()?,
+        })
     }
 
     pub(crate) async fn datanet(&self, name: &str) -> Result<Datanet> {

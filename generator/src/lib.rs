@@ -6,7 +6,8 @@
 //! - [`LocalModel`]: a model with its tokenizer and chat template; greedy or sampled decoding.
 //! - [`Adapter`], [`AdapterRegistry`], [`AdapterCache`]: PEFT adapters, registered, loaded
 //!   just in time and evicted least-recently-used under a memory budget.
-//! - [`Generator`]: the backend trait the API calls; [`LocalGenerator`] implements it.
+//! - [`Generator`]: the backend trait the API calls; [`LocalGenerator`] (candle) and
+//!   [`RemoteGenerator`] (vLLM, LoRAX, any OpenAI-compatible server) implement it.
 //! - [`answer`]: passages in, a streamed answer out, then sentences with checked citations.
 
 mod chat;
@@ -16,6 +17,7 @@ mod error;
 mod lora;
 mod model;
 mod registry;
+mod remote;
 mod tokenizer;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +36,7 @@ pub use error::{Error, Result};
 pub use lora::{Adapter, AdapterConfig, AdapterMix, AdapterSource, BatchAdapters};
 pub use model::{Architecture, KvCache, Model, ModelConfig, Projection, Requantize, argmax_rows};
 pub use registry::{AdapterCache, AdapterEntry, AdapterRegistry, CacheStats, validate_adapter_id};
+pub use remote::{RemoteConfig, RemoteGenerator};
 pub use tokenizer::tokenizer_from_gguf;
 
 /// Environment variable naming the default GGUF model file.
@@ -88,7 +91,7 @@ pub enum StreamEvent {
     Done(Completion),
 }
 
-/// A generation backend: the local model, or (later) a remote OpenAI-compatible engine.
+/// A generation backend: the local model, or a remote OpenAI-compatible engine.
 pub trait Generator: Send + Sync {
     /// The model's name, as reported with each answer.
     fn model_name(&self) -> &str;

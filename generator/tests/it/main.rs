@@ -2,6 +2,7 @@
 
 mod gguf;
 mod lora;
+mod remote;
 mod tiny;
 
 use std::path::PathBuf;

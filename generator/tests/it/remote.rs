@@ -1,0 +1,148 @@
+//! The OpenAI-compatible client against a real HTTP server on 127.0.0.1:0 speaking the
+//! streaming chat-completions protocol (no vLLM here: the server replays what one sends).
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use axum::routing::post;
+use tributary_generator::{
+    AnswerEvent, AnswerRequest, ChatMessage, ChatRequest, CitationPolicy, Error, FinishReason, GenerationParams,
+    Generator, RemoteConfig, RemoteGenerator, Source, StreamEvent,
+};
+
+type Seen = Arc<Mutex<Vec<serde_json::Value>>>;
+
+fn event(content: &str) -> String {
+    format!("data: {}\n\n", serde_json::json!({"choices": [{"delta": {"content": content}, "finish_reason": null}]}))
+}
+
+async fn completions(State(seen): State<Seen>, body: axum::Json<serde_json::Value>) -> Response {
+    seen.lock().unwrap().push(body.0.clone());
+    if body.0["model"] == "broken" {
+        return Response::builder().status(StatusCode::INTERNAL_SERVER_ERROR).body(Body::from("engine down")).unwrap();
+    }
+    let mut text = String::new();
+    for piece in ["The Missouri", " River is the longest", " tributary in North America [1]."] {
+        text.push_str(&event(piece));
+    }
+    text.push_str(&format!(
+        "data: {}\n\n",
+        serde_json::json!({"choices": [{"delta": {}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 42, "completion_tokens": 12}})
+    ));
+    text.push_str("data: [DONE]\n\n");
+    // Delivered in uneven pieces, splitting events, as a network would.
+    let bytes = text.into_bytes();
+    let parts: Vec<Result<Vec<u8>, std::io::Error>> = bytes.chunks(37).map(|c| Ok(c.to_vec())).collect();
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .body(Body::from_stream(futures_util::stream::iter(parts)))
+        .unwrap()
+}
+
+async fn server() -> (String, Seen) {
+    let seen: Seen = Arc::default();
+    let app = Router::new().route("/v1/chat/completions", post(completions)).with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+fn client(url: &str) -> RemoteGenerator {
+    RemoteGenerator::new(RemoteConfig {
+        base_url: url.into(),
+        model: "smollm2".into(),
+        api_key: Some("secret".into()),
+        context_length: 4096,
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn streams_and_answers_through_an_openai_compatible_server() {
+    let (url, seen) = server().await;
+    let remote = client(&url);
+    let request = ChatRequest {
+        messages: vec![ChatMessage::user("hi")],
+        params: GenerationParams { max_tokens: 50, stop: vec!["###".into()], ..Default::default() },
+        adapters: vec![("hydrology".into(), 1.0)],
+    };
+    let mut events = remote.stream(request);
+    let mut text = String::new();
+    let mut done = None;
+    while let Some(event) = events.recv().await {
+        match event.unwrap() {
+            StreamEvent::Token(piece) => text.push_str(&piece),
+            StreamEvent::Done(completion) => done = Some(completion),
+        }
+    }
+    let done = done.unwrap();
+    assert_eq!(done.text, text);
+    assert_eq!(text, "The Missouri River is the longest tributary in North America [1].");
+    assert_eq!((done.prompt_tokens, done.completion_tokens, done.finish_reason), (42, 12, FinishReason::Stop));
+    let body = seen.lock().unwrap()[0].clone();
+    assert_eq!(body["model"], "hydrology", "one adapter is served as a model name");
+    assert_eq!(body["stream"], true);
+    assert_eq!(body["stop"], serde_json::json!(["###"]));
+    assert_eq!(body["max_tokens"], 50);
+
+    // The same backend behind a cited answer.
+    let source = Source {
+        chunk_id: "c1".into(),
+        text: "The Missouri River is the longest tributary in North America.".into(),
+        document: "tributaries.md".into(),
+        contributor: "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266".into(),
+        datanet: "rivers".into(),
+        start: 0,
+        end: 61,
+        relevance: 0.7,
+        score: 1.0,
+    };
+    let request = AnswerRequest {
+        question: "Which river is the longest tributary in North America?".into(),
+        sources: vec![source],
+        params: GenerationParams::default(),
+        adapters: Vec::new(),
+        policy: CitationPolicy::default(),
+    };
+    let mut events = tributary_generator::answer(Arc::new(client(&url)), request);
+    let mut answer = None;
+    while let Some(event) = events.recv().await {
+        if let AnswerEvent::Done(a) = event.unwrap() {
+            answer = Some(a);
+        }
+    }
+    let answer = answer.unwrap();
+    assert_eq!(answer.citations.len(), 1);
+    assert_eq!(answer.citations[0].chunk_id, "c1");
+    assert_eq!(answer.stats.marker, 1);
+}
+
+#[tokio::test]
+async fn engine_errors_are_errors() {
+    let (url, _) = server().await;
+    let remote = client(&url);
+    let broken = ChatRequest { adapters: vec![("broken".into(), 1.0)], ..Default::default() };
+    let mut events = remote.stream(broken);
+    let err = events.recv().await.unwrap().unwrap_err();
+    assert!(matches!(&err, Error::Remote(m) if m.contains("500") && m.contains("engine down")), "{err}");
+    let mix = ChatRequest { adapters: vec![("a".into(), 0.5), ("b".into(), 0.5)], ..Default::default() };
+    let err = remote.stream(mix).recv().await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::InvalidRequest(_)), "{err}");
+    // Nothing listening.
+    let gone = client("http://127.0.0.1:9/v1");
+    assert!(matches!(gone.stream(ChatRequest::default()).recv().await.unwrap(), Err(Error::Remote(_))));
+    assert!(
+        RemoteGenerator::new(RemoteConfig {
+            base_url: "ftp://x".into(),
+            model: "m".into(),
+            api_key: None,
+            context_length: 1
+        })
+        .is_err()
+    );
+}
