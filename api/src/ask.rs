@@ -36,6 +36,9 @@ pub(crate) struct AskArgs {
     top_p: Option<f64>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Divides the logits of tokens the answer already used (1.0: off).
+    #[arg(long, default_value_t = 1.1)]
+    repeat_penalty: f32,
     /// Stop before this text; repeat for several.
     #[arg(long = "stop")]
     stops: Vec<String>,
@@ -168,6 +171,7 @@ pub(crate) async fn ask(app: &App, args: AskArgs) -> Result<()> {
         max_tokens: args.max_tokens,
         sampling: SamplingParams { temperature: args.temperature, top_p: args.top_p, seed: args.seed },
         stop: args.stops.clone(),
+        repeat_penalty: args.repeat_penalty,
     };
     let adapters = parse_adapters(&args.adapters)?;
     let json = args.json;

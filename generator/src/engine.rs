@@ -36,11 +36,27 @@ pub struct GenerationParams {
     pub sampling: SamplingParams,
     /// Generation ends before the first occurrence of any of these; they are not returned.
     pub stop: Vec<String>,
+    /// Divides the logits of tokens the answer already used (over its last 64 tokens);
+    /// 1.0 is off. Small models otherwise loop ("[1] [1] [1] ...").
+    #[serde(default = "default_repeat_penalty")]
+    pub repeat_penalty: f32,
 }
+
+fn default_repeat_penalty() -> f32 {
+    1.1
+}
+
+/// Tokens the repeat penalty looks back over.
+const REPEAT_WINDOW: usize = 64;
 
 impl Default for GenerationParams {
     fn default() -> Self {
-        GenerationParams { max_tokens: 256, sampling: SamplingParams::default(), stop: Vec::new() }
+        GenerationParams {
+            max_tokens: 256,
+            sampling: SamplingParams::default(),
+            stop: Vec::new(),
+            repeat_penalty: default_repeat_penalty(),
+        }
     }
 }
 
@@ -222,12 +238,18 @@ impl LocalModel {
         let hold = params.stop.iter().map(String::len).max().unwrap_or(0);
         let mut input = Tensor::new(prompt_ids.as_slice(), device)?.unsqueeze(0)?;
         let mut generated = 0;
+        let mut answer_ids: Vec<u32> = Vec::new();
         let finish = loop {
             if generated >= params.max_tokens || cache.len() + input.dim(1)? > limit {
                 break FinishReason::Length;
             }
-            let logits = self.model.forward(&input, &mut cache, &batch_adapters)?.squeeze(0)?;
+            let mut logits = self.model.forward(&input, &mut cache, &batch_adapters)?.squeeze(0)?;
+            if params.repeat_penalty != 1.0 && !answer_ids.is_empty() {
+                let recent = &answer_ids[answer_ids.len().saturating_sub(REPEAT_WINDOW)..];
+                logits = candle_transformers::utils::apply_repeat_penalty(&logits, params.repeat_penalty, recent)?;
+            }
             let next = sampler.sample(&logits)?;
+            answer_ids.push(next);
             generated += 1;
             if self.end_tokens.contains(&next) {
                 break FinishReason::Stop;

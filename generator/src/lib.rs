@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 
 pub use chat::{CHATML, ChatMessage, ChatTemplate};
 pub use cite::{
-    CitationKind, CitationPolicy, CitationStats, CitedSentence, NOT_FOUND, SYSTEM_PROMPT, Source, attribute, messages,
+    CitationKind, CitationPolicy, CitationStats, CitedSentence, INSTRUCTION, NOT_FOUND, Source, attribute, messages,
     select_sources,
 };
 pub use engine::{Completion, FinishReason, GenerationParams, LocalModel, SamplingParams};
