@@ -135,12 +135,31 @@ pub fn load_embedder(dir: &Path, backend: EmbedBackend) -> Result<std::sync::Arc
     Ok(std::sync::Arc::new(BertEmbedder::load(dir)?))
 }
 
+/// The model's tokenizer without truncation or padding: the measure of chunk lengths, shared by
+/// both backends.
+#[derive(Clone)]
+pub(crate) struct TokenCounter(pub(crate) Tokenizer);
+
+impl TokenCounter {
+    pub(crate) fn load(path: &Path) -> Result<Self> {
+        let mut tokenizer = Tokenizer::from_file(path).map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
+        tokenizer.with_truncation(None).map_err(|e| Error::Model(e.to_string()))?;
+        tokenizer.with_padding(None);
+        Ok(TokenCounter(tokenizer))
+    }
+
+    /// Tokens without special tokens (a rough estimate if the tokenizer fails).
+    pub(crate) fn count(&self, text: &str) -> usize {
+        self.0.encode_fast(text, false).map(|e| e.get_ids().len()).unwrap_or(text.len() / 4)
+    }
+}
+
 /// A BERT sentence embedder with mean pooling.
 pub struct BertEmbedder {
     model: BertModel,
     tokenizer: Tokenizer,
     /// The same tokenizer without truncation, for measuring chunk lengths.
-    counter: Tokenizer,
+    counter: TokenCounter,
     device: Device,
     dimension: usize,
     max_tokens: usize,
@@ -157,11 +176,8 @@ impl BertEmbedder {
         let config: Config = serde_json::from_slice(&read("config.json")?)
             .map_err(|e| Error::Model(format!("{}: {e}", dir.join("config.json").display())))?;
         let max_tokens = read_max_tokens(dir);
-        let mut counter = Tokenizer::from_file(dir.join("tokenizer.json"))
-            .map_err(|e| Error::Model(format!("{}: {e}", dir.join("tokenizer.json").display())))?;
-        counter.with_truncation(None).map_err(|e| Error::Model(e.to_string()))?;
-        counter.with_padding(None);
-        let mut tokenizer = counter.clone();
+        let counter = TokenCounter::load(&dir.join("tokenizer.json"))?;
+        let mut tokenizer = counter.0.clone();
         tokenizer
             .with_truncation(Some(TruncationParams { max_length: max_tokens, ..Default::default() }))
             .map_err(|e| Error::Model(e.to_string()))?;
@@ -221,7 +237,7 @@ impl Embedder for BertEmbedder {
     }
 
     fn count_tokens(&self, text: &str) -> usize {
-        self.counter.encode_fast(text, false).map(|e| e.get_ids().len()).unwrap_or(text.len() / 4)
+        self.counter.count(text)
     }
 
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {

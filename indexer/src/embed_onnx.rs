@@ -12,9 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use fastembed::{InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel};
-use tokenizers::Tokenizer;
 
-use crate::embed::{BATCH, read_max_tokens};
+use crate::embed::{BATCH, TokenCounter, read_max_tokens};
 use crate::{Embedder, Error, Result};
 
 /// Environment variable naming the ONNX Runtime library (ort's own convention).
@@ -55,7 +54,7 @@ pub struct OnnxEmbedder {
     // fastembed's `embed` takes `&mut self`; one session serves callers in turn, each call
     // using every core.
     session: Mutex<TextEmbedding>,
-    counter: Tokenizer,
+    counter: TokenCounter,
     dimension: usize,
     name: String,
 }
@@ -80,10 +79,7 @@ impl OnnxEmbedder {
             special_tokens_map_file: read(model_dir.join("special_tokens_map.json"))?,
             tokenizer_config_file: read(model_dir.join("tokenizer_config.json"))?,
         };
-        let mut counter = Tokenizer::from_bytes(&files.tokenizer_file)
-            .map_err(|e| Error::Model(format!("{}: {e}", model_dir.join("tokenizer.json").display())))?;
-        counter.with_truncation(None).map_err(|e| Error::Model(e.to_string()))?;
-        counter.with_padding(None);
+        let counter = TokenCounter::load(&model_dir.join("tokenizer.json"))?;
         let model = UserDefinedEmbeddingModel::new(read(onnx)?, files).with_pooling(Pooling::Mean);
         let options = InitOptionsUserDefined::new()
             .with_environment(environment(library)?)
@@ -101,7 +97,7 @@ impl Embedder for OnnxEmbedder {
     }
 
     fn count_tokens(&self, text: &str) -> usize {
-        self.counter.encode_fast(text, false).map(|e| e.get_ids().len()).unwrap_or(text.len() / 4)
+        self.counter.count(text)
     }
 
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
