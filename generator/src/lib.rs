@@ -124,11 +124,6 @@ impl LocalGenerator {
         LocalGenerator { inner: Arc::new(LocalInner { model, registry, cache }) }
     }
 
-    /// Loads a GGUF file on `device`.
-    pub fn from_gguf(path: &Path, device: &Device, registry: Arc<AdapterRegistry>) -> Result<Self> {
-        Ok(Self::new(LocalModel::from_gguf(path, device)?, registry, DEFAULT_ADAPTER_BUDGET))
-    }
-
     pub fn model(&self) -> &LocalModel {
         &self.inner.model
     }
@@ -143,14 +138,20 @@ impl LocalGenerator {
 
     /// Resolves adapter ids to loaded adapters (loading them if needed).
     pub fn resolve(&self, adapters: &[(String, f32)]) -> Result<AdapterMix> {
-        let config = self.inner.model.model().config();
+        self.inner.resolve(adapters)
+    }
+}
+
+impl LocalInner {
+    fn resolve(&self, adapters: &[(String, f32)]) -> Result<AdapterMix> {
+        let config = self.model.model().config();
         adapters
             .iter()
             .map(|(id, weight)| {
                 if !weight.is_finite() {
                     return Err(Error::InvalidRequest(format!("adapter {id}: weight {weight} is not finite")));
                 }
-                Ok((self.inner.cache.get(&self.inner.registry, id, config)?, *weight))
+                Ok((self.cache.get(&self.registry, id, config)?, *weight))
             })
             .collect()
     }
@@ -171,10 +172,10 @@ impl Generator for LocalGenerator {
 
     fn stream(&self, request: ChatRequest) -> mpsc::Receiver<Result<StreamEvent>> {
         let (tx, rx) = mpsc::channel(64);
-        let mix = self.resolve(&request.adapters);
         let inner = self.inner.clone();
+        // Resolving may read adapter files from disk: off the async threads, with generation.
         tokio::task::spawn_blocking(move || {
-            let mix = match mix {
+            let mix = match inner.resolve(&request.adapters) {
                 Ok(mix) => mix,
                 Err(e) => {
                     let _ = tx.blocking_send(Err(e));

@@ -300,20 +300,8 @@ impl BatchAdapters {
                 .map(|m| m.iter().filter(|(a, _)| a.factors.contains_key(&key)).map(|(a, _)| a.rank()).sum::<usize>())
                 .max()
                 .unwrap_or(0);
-            let (input, output) = {
-                let f = mixes
-                    .iter()
-                    .flatten()
-                    .find_map(|(a, _)| a.factors.get(&key))
-                    .ok_or_else(|| Error::Model("no factors".into()))?;
-                (f.a_t.dim(0)?, f.b_t.dim(1)?)
-            };
-            let dtype = mixes
-                .iter()
-                .flatten()
-                .find_map(|(a, _)| a.factors.get(&key))
-                .map(|f| f.a_t.dtype())
-                .unwrap_or(DType::F32);
+            let Some(first) = mixes.iter().flatten().find_map(|(a, _)| a.factors.get(&key)) else { continue };
+            let (input, output, dtype) = (first.a_t.dim(0)?, first.b_t.dim(1)?, first.a_t.dtype());
             let mut a_rows = Vec::with_capacity(rows);
             let mut b_rows = Vec::with_capacity(rows);
             for mix in mixes {

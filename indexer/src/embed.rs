@@ -62,9 +62,6 @@ pub(crate) fn read_max_tokens(dir: &Path) -> usize {
         .unwrap_or(256) as usize
 }
 
-/// Environment variable choosing the embedding backend: `auto` (default), `candle` or `onnx`.
-pub const BACKEND_ENV: &str = "TRIBUTARY_EMBED_BACKEND";
-
 /// Which engine runs the embedding model. Both give the same vectors (tested to cosine
 /// >= 0.999 against the Python reference), so an index written by one is searched by the other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -87,13 +84,6 @@ impl std::str::FromStr for EmbedBackend {
             "onnx" | "ort" => Ok(EmbedBackend::Onnx),
             other => Err(Error::Model(format!("unknown embedding backend {other:?}; expected auto, candle or onnx"))),
         }
-    }
-}
-
-impl EmbedBackend {
-    /// The backend named by `$TRIBUTARY_EMBED_BACKEND`, `Auto` when unset.
-    pub fn from_env() -> Result<Self> {
-        std::env::var(BACKEND_ENV).map(|v| v.parse()).unwrap_or(Ok(EmbedBackend::Auto))
     }
 }
 
@@ -142,7 +132,14 @@ pub(crate) struct TokenCounter(pub(crate) Tokenizer);
 
 impl TokenCounter {
     pub(crate) fn load(path: &Path) -> Result<Self> {
-        let mut tokenizer = Tokenizer::from_file(path).map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
+        let bytes = std::fs::read(path).map_err(Error::io(path))?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// From the bytes of `tokenizer.json` (`path` names it in errors).
+    pub(crate) fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        let mut tokenizer =
+            Tokenizer::from_bytes(bytes).map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
         tokenizer.with_truncation(None).map_err(|e| Error::Model(e.to_string()))?;
         tokenizer.with_padding(None);
         Ok(TokenCounter(tokenizer))
@@ -168,7 +165,7 @@ pub struct BertEmbedder {
 
 /// Sequences per forward pass: large enough to keep both cores busy in the matmuls, small
 /// enough that padding to the batch's longest sequence wastes little after length-sorting.
-pub(crate) const BATCH: usize = 32;
+const BATCH: usize = 32;
 
 impl BertEmbedder {
     pub fn load(dir: &Path) -> Result<Self> {

@@ -62,7 +62,6 @@ pub struct OnnxEmbedder {
     counter: TokenCounter,
     dimension: usize,
     name: String,
-    batch: usize,
 }
 
 impl OnnxEmbedder {
@@ -71,35 +70,30 @@ impl OnnxEmbedder {
         let onnx = onnx_model_path(model_dir).ok_or_else(|| {
             Error::ModelNotFound(format!("{} has no onnx/model.onnx; run scripts/setup.sh", model_dir.display()))
         })?;
-        let read = |path: PathBuf| std::fs::read(&path).map_err(Error::io(path));
-        let config: serde_json::Value = serde_json::from_slice(&read(model_dir.join("config.json"))?)
-            .map_err(|e| Error::Model(format!("{}: {e}", model_dir.join("config.json").display())))?;
+        let read = |path: &Path| std::fs::read(path).map_err(Error::io(path));
+        let (config_path, tokenizer_path) = (model_dir.join("config.json"), model_dir.join("tokenizer.json"));
+        let files = TokenizerFiles {
+            tokenizer_file: read(&tokenizer_path)?,
+            config_file: read(&config_path)?,
+            special_tokens_map_file: read(&model_dir.join("special_tokens_map.json"))?,
+            tokenizer_config_file: read(&model_dir.join("tokenizer_config.json"))?,
+        };
+        let config: serde_json::Value = serde_json::from_slice(&files.config_file)
+            .map_err(|e| Error::Model(format!("{}: {e}", config_path.display())))?;
         let dimension = config
             .get("hidden_size")
             .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| Error::Model(format!("{}: no hidden_size", model_dir.join("config.json").display())))?
+            .ok_or_else(|| Error::Model(format!("{}: no hidden_size", config_path.display())))?
             as usize;
-        let files = TokenizerFiles {
-            tokenizer_file: read(model_dir.join("tokenizer.json"))?,
-            config_file: read(model_dir.join("config.json"))?,
-            special_tokens_map_file: read(model_dir.join("special_tokens_map.json"))?,
-            tokenizer_config_file: read(model_dir.join("tokenizer_config.json"))?,
-        };
-        let counter = TokenCounter::load(&model_dir.join("tokenizer.json"))?;
-        let model = UserDefinedEmbeddingModel::new(read(onnx)?, files).with_pooling(Pooling::Mean);
+        let counter = TokenCounter::from_bytes(&files.tokenizer_file, &tokenizer_path)?;
+        let model = UserDefinedEmbeddingModel::new(read(&onnx)?, files).with_pooling(Pooling::Mean);
         let options = InitOptionsUserDefined::new()
             .with_environment(environment(library)?)
             .with_max_length(read_max_tokens(model_dir));
         let session = TextEmbedding::try_new_from_user_defined(model, options)
             .map_err(|e| Error::Model(format!("{}: {e}", model_dir.display())))?;
         let name = model_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "bert".into());
-        Ok(OnnxEmbedder { session: Mutex::new(session), counter, dimension, name, batch: ONNX_BATCH })
-    }
-
-    /// Sequences per ONNX Runtime call (default [`ONNX_BATCH`]).
-    pub fn with_batch(mut self, batch: usize) -> Self {
-        self.batch = batch.max(1);
-        self
+        Ok(OnnxEmbedder { session: Mutex::new(session), counter, dimension, name })
     }
 }
 
@@ -119,7 +113,7 @@ impl Embedder for OnnxEmbedder {
         let sorted: Vec<&str> = order.iter().map(|&i| texts[i]).collect();
         let vectors = {
             let mut session = self.session.lock().map_err(|_| Error::Model("embedding session poisoned".into()))?;
-            session.embed(&sorted, Some(self.batch)).map_err(|e| Error::Model(e.to_string()))?
+            session.embed(&sorted, Some(ONNX_BATCH)).map_err(|e| Error::Model(e.to_string()))?
         };
         if vectors.len() != texts.len() {
             return Err(Error::Model(format!("{} vectors for {} texts", vectors.len(), texts.len())));

@@ -24,9 +24,7 @@ mod vectors;
 pub use address::Address;
 pub use catalog::{Backend, Catalog, ChunkRecord, Datanet, Document, NewDatanet, Visibility, validate_datanet_name};
 pub use chunk::{Chunk, ChunkId, Chunker, ChunkerConfig, heading, indexed_text, normalize};
-pub use embed::{
-    BACKEND_ENV, BertEmbedder, DEFAULT_MODEL_ID, EmbedBackend, Embedder, MODEL_DIR_ENV, load_embedder, locate_model,
-};
+pub use embed::{BertEmbedder, DEFAULT_MODEL_ID, EmbedBackend, Embedder, MODEL_DIR_ENV, load_embedder, locate_model};
 #[cfg(feature = "onnx")]
 pub use embed_onnx::{ORT_LIBRARY_ENV, OnnxEmbedder, locate_onnxruntime, onnx_model_path};
 pub use error::{Error, Result};
