@@ -15,6 +15,8 @@ const DATANET: &str = "rivers-demo";
 /// Two well-known test addresses (anvil's first two default accounts).
 const ALICE: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
 const BOB: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+/// The protocol's account in the demo (anvil's fourth development account).
+const TREASURY: &str = "0x90F79bf6EB2c4f870365E785982E1f101E93b906";
 const QUESTION: &str = "What happens to a river's discharge below the confluence with a tributary?";
 const ANSWERED: &str = "Which river is the longest tributary in North America?";
 
@@ -46,7 +48,14 @@ pub async fn run(app: &App) -> Result<()> {
     let alice: Address = ALICE.parse()?;
     let bob: Address = BOB.parse()?;
 
-    println!("== 1. Datanet");
+    println!("== 1. Datanet, and who the protocol's share goes to");
+    let ledger = app.ledger();
+    let mut policy = ledger.policy().await?;
+    if policy.protocol_account == Address::ZERO {
+        policy.protocol_account = TREASURY.parse()?;
+        policy.slash_sink = policy.protocol_account;
+        ledger.set_policy(&policy).await?;
+    }
     let catalog = app.store.catalog();
     let datanet = match catalog
         .create_datanet(&NewDatanet {
@@ -120,8 +129,25 @@ pub async fn run(app: &App) -> Result<()> {
         params,
         adapters: Vec::new(),
     };
-    let answer = crate::ask::answer(app, generator, question, &mut on_token).await?;
+    let answered = crate::ask::answer(app, generator, question, &mut on_token).await?;
     println!("\n\nSources:");
-    crate::ask::print_sources(&answer);
+    crate::ask::print_sources(&answered.answer);
+
+    println!("\n== 6. Receipt: the fee, split among the cited contributors, the owner and the protocol");
+    let receipt = crate::ask::record(app, ANSWERED, &answered, false).await?;
+    crate::ledger::print_receipt(&receipt);
+
+    println!("\n== 7. Settle: the epoch's Merkle root over every account's cumulative total");
+    let outcome = ledger.settle().await?;
+    if let Some(epoch) = &outcome.epoch {
+        println!(
+            "epoch {}: {} accounts, total {}, root {}\n  receipts chain head {}",
+            epoch.number, epoch.accounts, epoch.total, epoch.root, epoch.receipts_head
+        );
+    }
+    for (who, address) in [("alice", alice), ("bob", bob)] {
+        let earnings = ledger.earnings(&address).await?;
+        println!("{who}: earned {} in total", earnings.total);
+    }
     Ok(())
 }

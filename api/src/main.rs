@@ -2,6 +2,7 @@
 
 mod ask;
 mod demo;
+mod ledger;
 mod progress;
 mod trec;
 
@@ -67,8 +68,63 @@ enum Command {
     /// Register, list and remove LoRA adapters.
     #[command(subcommand)]
     Adapter(ask::AdapterCommand),
+    /// What an address earned: total, per Datanet, per epoch and per citation.
+    Earnings {
+        address: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One answer's receipt: fee, split and credits.
+    Receipt {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Close the current epoch: cumulative totals, their Merkle root and every proof.
+    Settle {
+        #[arg(long)]
+        json: bool,
+    },
+    /// An address's cumulative total and Merkle proof in an epoch (default: the latest).
+    Proof {
+        address: String,
+        #[arg(long)]
+        epoch: Option<i64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Flag a chunk, document or contributor: it leaves retrieval and its unsettled credits are
+    /// slashed.
+    Flag(ledger::FlagArgs),
+    /// Lift a flag (the target is retrievable again; slashes stay).
+    Unflag {
+        id: i64,
+        #[arg(long)]
+        reason: String,
+        #[arg(long, default_value = "admin")]
+        actor: String,
+    },
+    /// A Datanet's flags, active and lifted.
+    Flags {
+        #[arg(long)]
+        datanet: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prices, shares and influence weighting.
+    #[command(subcommand)]
+    Pricing(ledger::PricingCommand),
+    /// Check the receipts' hash chain against the ledger.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
     /// Ingest the sample Datanet, search it and answer a cited question.
     Demo,
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Re-hash every receipt, follow the links, compare credits with ledger entries.
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -218,6 +274,11 @@ impl App {
         })
     }
 
+    /// The attribution ledger, in the catalog's database.
+    pub(crate) fn ledger(&self) -> tributary_attribution::Ledger {
+        tributary_attribution::Ledger::new(self.store.catalog())
+    }
+
     pub(crate) async fn datanet(&self, name: &str) -> Result<Datanet> {
         Ok(self.store.catalog().datanet(name).await?)
     }
@@ -232,6 +293,15 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Verify { datanet, repair } => verify(&app, &datanet, repair).await,
         Command::Ask(args) => ask::ask(&app, args).await,
         Command::Adapter(command) => ask::adapter(&app, command).await,
+        Command::Earnings { address, json } => ledger::earnings(&app, &address, json).await,
+        Command::Receipt { id, json } => ledger::receipt(&app, &id, json).await,
+        Command::Settle { json } => ledger::settle(&app, json).await,
+        Command::Proof { address, epoch, json } => ledger::proof(&app, &address, epoch, json).await,
+        Command::Flag(args) => ledger::flag(&app, args).await,
+        Command::Unflag { id, reason, actor } => ledger::unflag(&app, id, &reason, &actor).await,
+        Command::Flags { datanet, json } => ledger::flags(&app, &datanet, json).await,
+        Command::Pricing(command) => ledger::pricing(&app, command).await,
+        Command::Ledger(LedgerCommand::Verify) => ledger::verify_chain(&app).await,
         Command::Demo => demo::run(&app).await,
     };
     app.store.catalog().close().await;

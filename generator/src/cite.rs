@@ -120,11 +120,17 @@ pub const INSTRUCTION: &str =
 /// SmolLM2-135M on the sample Datanet (instructions as a system message, passages in the system
 /// message, this one), this one answered most questions from the right passage.
 pub fn messages(question: &str, sources: &[Source]) -> Vec<ChatMessage> {
+    let numbered: Vec<(usize, &Source)> = sources.iter().enumerate().map(|(i, s)| (i + 1, s)).collect();
+    numbered_messages(question, &numbered)
+}
+
+/// [`messages`] with explicit passage numbers (a passage left out keeps its number free).
+pub fn numbered_messages(question: &str, sources: &[(usize, &Source)]) -> Vec<ChatMessage> {
     // Markdown heading marks invite the model to answer in markdown: the words are enough.
     let clean = |t: &str| t.split_whitespace().filter(|w| !w.chars().all(|c| c == '#')).collect::<Vec<_>>().join(" ");
     let mut prompt = String::from("Passages:\n");
-    for (i, source) in sources.iter().enumerate() {
-        prompt.push_str(&format!("[{}] {}\n\n", i + 1, clean(&source.text)));
+    for (n, source) in sources {
+        prompt.push_str(&format!("[{n}] {}\n\n", clean(&source.text)));
     }
     prompt.push_str(&format!("{INSTRUCTION}\nQuestion: {}", question.trim()));
     vec![ChatMessage::user(prompt)]

@@ -202,6 +202,35 @@ impl LocalModel {
         self.model.merge_adapter(adapter, weight)
     }
 
+    /// The log-likelihood of `reply` as the assistant's answer to each of `prompts`, in one
+    /// batched forward pass (no generation): what ablation-based attribution compares.
+    pub fn reply_log_likelihoods(
+        &self,
+        prompts: &[Vec<ChatMessage>],
+        reply: &str,
+        adapters: &AdapterMix,
+    ) -> Result<Vec<f64>> {
+        let encode = |text: &str| -> Result<Vec<u32>> {
+            Ok(self.tokenizer.encode_fast(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?.get_ids().to_vec())
+        };
+        let reply_ids = encode(reply)?;
+        if reply_ids.is_empty() {
+            return Err(Error::InvalidRequest("an empty reply has no likelihood to compare".into()));
+        }
+        let mut rows = Vec::with_capacity(prompts.len());
+        for messages in prompts {
+            let mut ids = encode(&self.prompt(messages)?)?;
+            let prefix = ids.len();
+            ids.extend_from_slice(&reply_ids);
+            if ids.len() > self.context_length() {
+                return Err(Error::ContextOverflow { needed: ids.len(), limit: self.context_length() });
+            }
+            rows.push((ids, prefix));
+        }
+        let batch_adapters = BatchAdapters::uniform(adapters.clone(), rows.len(), self.model.device())?;
+        self.model.continuation_log_likelihoods(&rows, &batch_adapters)
+    }
+
     /// Generates the assistant's reply to `messages`, calling `on_text` with each new piece
     /// of text (it returns false to stop early).
     pub fn complete(

@@ -20,6 +20,9 @@ pub enum Error {
     ContextOverflow { needed: usize, limit: usize },
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The backend cannot do this (a remote engine cannot score text, for example).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
     /// A remote engine refused or failed the request.
     #[error("remote engine: {0}")]
     Remote(String),

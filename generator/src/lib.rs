@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 pub use chat::{CHATML, ChatMessage, ChatTemplate};
 pub use cite::{
     CitationKind, CitationPolicy, CitationStats, CitedSentence, INSTRUCTION, NOT_FOUND, Source, attribute, messages,
-    select_sources,
+    numbered_messages, select_sources,
 };
 pub use engine::{Completion, FinishReason, GenerationParams, LocalModel, SamplingParams};
 pub use error::{Error, Result};
@@ -101,6 +101,18 @@ pub trait Generator: Send + Sync {
     /// Starts generating; events arrive on the receiver, an error ends the stream. Dropping
     /// the receiver cancels generation.
     fn stream(&self, request: ChatRequest) -> mpsc::Receiver<Result<StreamEvent>>;
+    /// The log-likelihood of `reply` as the answer to each prompt, without generating
+    /// (ablation-based attribution). Blocking. Backends that cannot score text (an
+    /// OpenAI-compatible server) say [`Error::Unsupported`].
+    fn reply_log_likelihoods(
+        &self,
+        prompts: &[Vec<ChatMessage>],
+        reply: &str,
+        adapters: &[(String, f32)],
+    ) -> Result<Vec<f64>> {
+        let _ = (prompts, reply, adapters);
+        Err(Error::Unsupported(format!("{} cannot score text", self.model_name())))
+    }
 }
 
 /// The local candle backend: one base model, adapters from the registry.
@@ -188,6 +200,16 @@ impl Generator for LocalGenerator {
         });
         rx
     }
+
+    fn reply_log_likelihoods(
+        &self,
+        prompts: &[Vec<ChatMessage>],
+        reply: &str,
+        adapters: &[(String, f32)],
+    ) -> Result<Vec<f64>> {
+        let mix = self.inner.resolve(adapters)?;
+        self.inner.model.reply_log_likelihoods(prompts, reply, &mix)
+    }
 }
 
 /// A question to answer from passages.
@@ -199,6 +221,17 @@ pub struct AnswerRequest {
     pub params: GenerationParams,
     pub adapters: Vec<(String, f32)>,
     pub policy: CitationPolicy,
+    /// Also measure each cited passage's influence: the drop in the answer's log-likelihood
+    /// when that passage is left out of the prompt (one batched scoring pass, no generation).
+    pub influence: bool,
+}
+
+/// How much the answer depends on one cited passage.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Influence {
+    pub n: usize,
+    /// log p(answer | all passages) - log p(answer | all but this one), in nats.
+    pub log_likelihood_drop: f64,
 }
 
 /// A cited passage in a finished answer.
@@ -232,6 +265,12 @@ pub struct Answer {
     pub finish_reason: FinishReason,
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
+    /// Per cited passage, when the request asked for it and the backend could measure it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub influence: Vec<Influence>,
+    /// Why influence was asked for but not measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub influence_error: Option<String>,
 }
 
 /// What [`answer`] streams.
@@ -284,6 +323,8 @@ async fn run_answer(
             finish_reason: FinishReason::Stop,
             prompt_tokens: 0,
             completion_tokens: 0,
+            influence: Vec::new(),
+            influence_error: None,
         });
     }
     let chat = ChatRequest {
@@ -324,7 +365,17 @@ async fn run_answer(
             }
         })
         .collect::<Vec<_>>();
+    let (influence, influence_error) = if request.influence && !cited.is_empty() {
+        match measure_influence(generator.clone(), &request, &sources, &cited, &completion.text).await {
+            Ok(influence) => (influence, None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        }
+    } else {
+        (Vec::new(), None)
+    };
     Ok(Answer {
+        influence,
+        influence_error,
         answer: completion.text,
         grounded: !citations.is_empty(),
         sentences,
@@ -337,4 +388,31 @@ async fn run_answer(
         prompt_tokens: completion.prompt_tokens,
         completion_tokens: completion.completion_tokens,
     })
+}
+
+/// ContextCite-style ablation: the reply's log-likelihood with every offered passage, and with
+/// each cited passage left out (the others keep their numbers, so markers still read the same).
+async fn measure_influence(
+    generator: Arc<dyn Generator>,
+    request: &AnswerRequest,
+    sources: &[Source],
+    cited: &[usize],
+    reply: &str,
+) -> Result<Vec<Influence>> {
+    let numbered: Vec<(usize, &Source)> = sources.iter().enumerate().map(|(i, s)| (i + 1, s)).collect();
+    let mut prompts = vec![cite::numbered_messages(&request.question, &numbered)];
+    for &n in cited {
+        let without: Vec<(usize, &Source)> = numbered.iter().copied().filter(|(m, _)| *m != n).collect();
+        prompts.push(cite::numbered_messages(&request.question, &without));
+    }
+    let (reply, adapters) = (reply.to_string(), request.adapters.clone());
+    let scores = tokio::task::spawn_blocking(move || generator.reply_log_likelihoods(&prompts, &reply, &adapters))
+        .await
+        .map_err(|e| Error::Model(format!("scoring task failed: {e}")))??;
+    let full = scores.first().copied().ok_or_else(|| Error::Model("no scores".into()))?;
+    Ok(cited
+        .iter()
+        .zip(&scores[1..])
+        .map(|(&n, without)| Influence { n, log_likelihood_drop: full - without })
+        .collect())
 }

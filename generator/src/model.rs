@@ -306,6 +306,14 @@ impl Model {
             "qwen2" => Architecture::Qwen2,
             other => return Err(Error::Model(format!("{}: unsupported model_type {other}", config_path.display()))),
         };
+        // Scaled RoPE (llama3, yarn, ...) changes every position's angles: refuse rather than
+        // answer with a silently different model.
+        for rope in [&hf.rope_parameters, &hf.rope_scaling].into_iter().flatten() {
+            if let Some(kind) = rope.rope_type.as_deref().filter(|k| *k != "default") {
+                return Err(Error::Model(format!("{}: unsupported RoPE type {kind}", config_path.display())));
+            }
+        }
+        let rope_theta = hf.rope_theta.or(hf.rope_parameters.as_ref().and_then(|r| r.rope_theta));
         let config = ModelConfig {
             architecture,
             vocab_size: hf.vocab_size,
@@ -315,7 +323,7 @@ impl Model {
             num_heads: hf.num_attention_heads,
             num_kv_heads: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
             head_dim: hf.head_dim.unwrap_or(hf.hidden_size / hf.num_attention_heads),
-            rope_theta: hf.rope_theta.unwrap_or(10_000.0),
+            rope_theta: rope_theta.unwrap_or(10_000.0),
             rms_norm_eps: hf.rms_norm_eps,
             max_positions: hf.max_position_embeddings.unwrap_or(4096),
             rope_interleaved: false,
@@ -416,6 +424,49 @@ impl Model {
     /// returns the logits of the last position of each row ([batch, vocab], f32). Row `r`
     /// uses the adapters `adapters` assigns it (none: the base model).
     pub fn forward(&self, tokens: &Tensor, cache: &mut KvCache, adapters: &BatchAdapters) -> Result<Tensor> {
+        let x = self.hidden_states(tokens, cache, adapters)?;
+        let seq = x.dim(1)?;
+        self.logits(&x.i((.., seq - 1, ..))?.contiguous()?)
+    }
+
+    /// Logits ([n, vocab], f32) of hidden states ([n, hidden]) from [`Model::hidden_states`].
+    fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let normed = candle_nn::ops::rms_norm(hidden, &self.norm, self.config.rms_norm_eps as f32)?;
+        Ok(self.lm_head.forward(&normed)?.to_dtype(DType::F32)?)
+    }
+
+    /// The total log-probability the model gives each row's continuation: row `(tokens,
+    /// prefix)` scores `tokens[prefix..]` after `tokens[..prefix]`. Rows run as one batch,
+    /// right-padded: causal attention keeps the padding out of every real position.
+    pub fn continuation_log_likelihoods(
+        &self,
+        rows: &[(Vec<u32>, usize)],
+        adapters: &BatchAdapters,
+    ) -> Result<Vec<f64>> {
+        let Some(longest) = rows.iter().map(|(t, _)| t.len()).max() else { return Ok(Vec::new()) };
+        for (tokens, prefix) in rows {
+            if *prefix == 0 || *prefix >= tokens.len() {
+                return Err(Error::Model(format!("a row of {} tokens cannot score after {prefix}", tokens.len())));
+            }
+        }
+        let flat: Vec<u32> =
+            rows.iter().flat_map(|(t, _)| t.iter().copied().chain(std::iter::repeat_n(0, longest - t.len()))).collect();
+        let input = Tensor::from_vec(flat, (rows.len(), longest), &self.device)?;
+        let hidden = self.hidden_states(&input, &mut self.new_cache(), adapters)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (r, (tokens, prefix)) in rows.iter().enumerate() {
+            // Position i predicts token i + 1.
+            let positions = hidden.i((r, prefix - 1..tokens.len() - 1, ..))?.contiguous()?;
+            let log_probs = candle_nn::ops::log_softmax(&self.logits(&positions)?, D::Minus1)?;
+            let targets = Tensor::new(&tokens[*prefix..], &self.device)?.unsqueeze(1)?;
+            let picked = log_probs.gather(&targets, 1)?.to_dtype(DType::F64)?;
+            out.push(picked.sum_all()?.to_scalar::<f64>()?);
+        }
+        Ok(out)
+    }
+
+    /// The residual stream after the last layer ([batch, seq, hidden], before the final norm).
+    fn hidden_states(&self, tokens: &Tensor, cache: &mut KvCache, adapters: &BatchAdapters) -> Result<Tensor> {
         let (batch, seq) = tokens.dims2()?;
         let start = cache.len;
         if start + seq > self.config.max_positions {
@@ -472,9 +523,7 @@ impl Model {
             x = (apply(&layer.down, Projection::Down, &(gate * up)?)? + &x)?;
         }
         cache.len = start + seq;
-        let last = x.i((.., seq - 1, ..))?.contiguous()?;
-        let last = candle_nn::ops::rms_norm(&last, &self.norm, eps)?;
-        Ok(self.lm_head.forward(&last)?.to_dtype(DType::F32)?)
+        Ok(x)
     }
 
     /// The dense weight of one projection as an (out, in) f32 matrix: to merge an adapter in,
@@ -551,8 +600,18 @@ struct HfConfig {
     num_key_value_heads: Option<usize>,
     head_dim: Option<usize>,
     rope_theta: Option<f32>,
+    /// Where transformers 5 writes rope_theta (and the scaling type).
+    rope_parameters: Option<RopeParameters>,
+    /// Where transformers 4 writes the scaling type.
+    rope_scaling: Option<RopeParameters>,
     rms_norm_eps: f64,
     max_position_embeddings: Option<usize>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct RopeParameters {
+    rope_theta: Option<f32>,
+    rope_type: Option<String>,
 }
 
 /// Greedy argmax of each row of [batch, vocab] logits.

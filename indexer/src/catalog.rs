@@ -234,6 +234,11 @@ impl Catalog {
         self.backend
     }
 
+    /// The connection pool, for the ledger tables that share this database.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
@@ -440,6 +445,24 @@ impl Catalog {
 
     /// Chunk records for `ids` (in no particular order; missing ids are skipped).
     pub async fn chunk_records(&self, datanet_id: i64, ids: &[ChunkId]) -> Result<Vec<ChunkRecord>> {
+        self.records(datanet_id, ids, "").await
+    }
+
+    /// [`Catalog::chunk_records`] without the chunks an active flag removes from retrieval: a
+    /// flagged chunk, a chunk a flagged document introduced, a flagged contributor's chunks.
+    pub async fn citable_chunk_records(&self, datanet_id: i64, ids: &[ChunkId]) -> Result<Vec<ChunkRecord>> {
+        self.records(
+            datanet_id,
+            ids,
+            " AND NOT EXISTS (SELECT 1 FROM flags f WHERE f.active = 1 AND f.datanet_id = c.datanet_id AND \
+             ((f.kind = 'chunk' AND f.target = c.chunk_id) \
+             OR (f.kind = 'document' AND f.target = CAST(c.document_id AS TEXT)) \
+             OR (f.kind = 'contributor' AND f.target = c.contributor)))",
+        )
+        .await
+    }
+
+    async fn records(&self, datanet_id: i64, ids: &[ChunkId], filter: &str) -> Result<Vec<ChunkRecord>> {
         let mut out = Vec::with_capacity(ids.len());
         for batch in ids.chunks(BATCH_ROWS) {
             let mut query = Statement::new(
@@ -447,7 +470,11 @@ impl Catalog {
                  c.start_offset, c.end_offset, c.text FROM chunks c JOIN documents d ON d.id = c.document_id \
                  WHERE c.datanet_id = ",
             );
-            query.bind(datanet_id).push(" AND c.chunk_id IN ").bind_list(batch.iter().map(ChunkId::to_hex));
+            query
+                .bind(datanet_id)
+                .push(" AND c.chunk_id IN ")
+                .bind_list(batch.iter().map(ChunkId::to_hex))
+                .push(filter);
             for row in query.build()?.fetch_all(&self.pool).await? {
                 out.push(ChunkRecord {
                     datanet_id: row.try_get("datanet_id")?,

@@ -161,26 +161,34 @@ impl Retriever {
             }
         }
         let scored = fuse(&mut dense, &mut bm25, query.mode, self.config.fusion, depth);
-        let top: Vec<_> = scored.into_iter().take(query.k).collect();
-        self.resolve(query.datanets, top).await
+        // Candidates without a citable catalog row (flagged, or still being ingested) drop out:
+        // resolve further down the list until k passages are found or the list ends.
+        let mut passages = Vec::with_capacity(query.k);
+        let mut rest = scored.as_slice();
+        while passages.len() < query.k && !rest.is_empty() {
+            let (window, tail) = rest.split_at((query.k - passages.len()).min(rest.len()));
+            passages.extend(self.resolve(query.datanets, window).await?);
+            rest = tail;
+        }
+        Ok(passages)
     }
 
-    async fn resolve(&self, datanets: &[Datanet], top: Vec<((i64, ChunkId), f32, Candidate)>) -> Result<Vec<Passage>> {
+    async fn resolve(&self, datanets: &[Datanet], top: &[((i64, ChunkId), f32, Candidate)]) -> Result<Vec<Passage>> {
         let mut by_datanet: HashMap<i64, Vec<ChunkId>> = HashMap::new();
-        for ((datanet_id, chunk_id), _, _) in &top {
+        for ((datanet_id, chunk_id), _, _) in top {
             by_datanet.entry(*datanet_id).or_default().push(*chunk_id);
         }
         let mut records = HashMap::new();
         for (datanet_id, ids) in by_datanet {
-            for record in self.store.catalog().chunk_records(datanet_id, &ids).await? {
+            for record in self.store.catalog().citable_chunk_records(datanet_id, &ids).await? {
                 records.insert((datanet_id, record.chunk_id), record);
             }
         }
         let names: HashMap<i64, &str> = datanets.iter().map(|d| (d.id, d.name.as_str())).collect();
         let mut passages = Vec::with_capacity(top.len());
-        for (key, score, candidate) in top {
-            // An index entry without a catalog row is an ingest still in flight (or an orphan
-            // that recovery will remove): not citable yet, so skip it.
+        for &(key, score, candidate) in top {
+            // An index entry without a citable catalog row is flagged, or an ingest still in
+            // flight (or an orphan that recovery will remove): skip it.
             let Some(record) = records.remove(&key) else { continue };
             passages.push(Passage {
                 chunk_id: record.chunk_id.to_hex(),

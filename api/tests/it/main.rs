@@ -3,6 +3,7 @@
 mod ask;
 mod cli;
 mod crash;
+mod ledger;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -108,6 +108,8 @@ async fn streams_and_answers_through_an_openai_compatible_server() {
         params: GenerationParams::default(),
         adapters: Vec::new(),
         policy: CitationPolicy::default(),
+        // A remote engine cannot score text: the answer says so instead of failing.
+        influence: true,
     };
     let mut events = tributary_generator::answer(Arc::new(client(&url)), request);
     let mut answer = None;
@@ -120,6 +122,12 @@ async fn streams_and_answers_through_an_openai_compatible_server() {
     assert_eq!(answer.citations.len(), 1);
     assert_eq!(answer.citations[0].chunk_id, "c1");
     assert_eq!(answer.stats.marker, 1);
+    assert!(answer.influence.is_empty());
+    assert!(
+        answer.influence_error.as_deref().is_some_and(|e| e.contains("cannot score")),
+        "{:?}",
+        answer.influence_error
+    );
 }
 
 #[tokio::test]

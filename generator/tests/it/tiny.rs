@@ -134,3 +134,57 @@ fn refuses_what_does_not_fit() {
     std::fs::write(dir.path().join("config.json"), r#"{"model_type":"gpt2"}"#).unwrap();
     assert!(Model::from_safetensors(dir.path(), DType::F32, &Device::Cpu).is_err());
 }
+
+/// transformers 5 writes `rope_parameters` instead of `rope_theta`; both read the same, and a
+/// scaled RoPE we do not implement is refused.
+#[test]
+fn reads_transformers5_rope_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny(dir.path(), Architecture::Qwen2);
+    let path = dir.path().join("config.json");
+    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    config["rope_theta"] = 500_000.0.into();
+    std::fs::write(&path, config.to_string()).unwrap();
+    let old = Model::from_safetensors(dir.path(), DType::F32, &Device::Cpu).unwrap();
+    let object = config.as_object_mut().unwrap();
+    object.remove("rope_theta");
+    object.insert("rope_parameters".into(), serde_json::json!({"rope_theta": 500000.0, "rope_type": "default"}));
+    std::fs::write(&path, config.to_string()).unwrap();
+    let new = Model::from_safetensors(dir.path(), DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(new.config().rope_theta, 500_000.0);
+    let prompt = tokens(&[&[3, 1, 4, 1, 5, 9, 2, 6]]);
+    let a = old.forward(&prompt, &mut old.new_cache(), &BatchAdapters::none()).unwrap();
+    let b = new.forward(&prompt, &mut new.new_cache(), &BatchAdapters::none()).unwrap();
+    assert_eq!(max_diff(&a, &b), 0.0);
+    config["rope_parameters"]["rope_type"] = "llama3".into();
+    std::fs::write(&path, config.to_string()).unwrap();
+    let err = Model::from_safetensors(dir.path(), DType::F32, &Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("llama3"), "{err}");
+}
+
+/// Scoring a continuation in one right-padded batch equals scoring each row alone, and equals
+/// the sum of log-softmax values the step-by-step forward gives.
+#[test]
+fn continuation_log_likelihoods_match_step_by_step() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny(dir.path(), Architecture::Llama);
+    let model = Model::from_safetensors(dir.path(), DType::F32, &Device::Cpu).unwrap();
+    let rows = vec![(vec![1u32, 5, 9, 33, 2, 70, 4, 8], 5usize), (vec![7u32, 3, 11, 40], 2), (vec![9u32, 9, 12], 1)];
+    let batched = model.continuation_log_likelihoods(&rows, &BatchAdapters::none()).unwrap();
+    for (row, got) in rows.iter().zip(&batched) {
+        let alone = model.continuation_log_likelihoods(std::slice::from_ref(row), &BatchAdapters::none()).unwrap()[0];
+        assert!((alone - got).abs() < 1e-4, "batched {got} vs alone {alone}");
+        let (ids, prefix) = row;
+        let mut cache = model.new_cache();
+        let mut logits = model.forward(&tokens(&[&ids[..*prefix]]), &mut cache, &BatchAdapters::none()).unwrap();
+        let mut want = 0f64;
+        for &next in &ids[*prefix..] {
+            let log_probs = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1).unwrap();
+            want += log_probs.get(0).unwrap().get(next as usize).unwrap().to_scalar::<f32>().unwrap() as f64;
+            logits = model.forward(&tokens(&[&[next]]), &mut cache, &BatchAdapters::none()).unwrap();
+        }
+        assert!((want - got).abs() < 1e-3, "step by step {want} vs {got}");
+        assert!(*got < 0.0);
+    }
+    assert!(model.continuation_log_likelihoods(&[(vec![1, 2], 2)], &BatchAdapters::none()).is_err());
+}

@@ -1,0 +1,966 @@
+//! The ledger: receipts, append-only entries, flags and epochs in the catalog's database.
+//!
+//! Every write runs in one transaction that first bumps the single `ledger_lock` row, so ledger
+//! writes are serialized on SQLite and PostgreSQL alike: the receipts' hash chain never forks,
+//! a slash cannot race a settlement, and a crash at any point (kill -9) leaves either all of a
+//! write or none of it. Amounts are stored as decimal TEXT (uint256 on chain) and summed here.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
+use tributary_indexer::{Address, Catalog, Datanet};
+
+use crate::merkle::{self, PayoutTree};
+use crate::policy::{self, AdapterPricing, Amount, CitedChunk, DatanetPricing, Policy, Role, Weighting, split_fee};
+use crate::{Error, Result};
+
+/// The `prev_hash` of the first receipt.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Rows per multi-row INSERT: well under SQLite's bound-parameter limit.
+const BATCH_ROWS: usize = 200;
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn parse_address(text: &str) -> Result<Address> {
+    text.parse().map_err(|_| Error::Inconsistent(format!("stored address {text:?} is not valid")))
+}
+
+fn parse_signed(text: &str) -> Result<i128> {
+    text.parse().map_err(|_| Error::Inconsistent(format!("stored amount {text:?} is not an integer")))
+}
+
+fn signed_string<S: serde::Serializer>(value: &i128, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&value.to_string())
+}
+
+/// A retrieved chunk as the receipt records it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RetrievedChunk {
+    pub datanet: String,
+    pub chunk_id: String,
+    pub score: f32,
+}
+
+/// What an answer costs and how its data pools are divided.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Quote {
+    #[serde(with = "crate::amount_string")]
+    pub fee: Amount,
+    pub weighting: Weighting,
+    pub adapter_owners: Vec<String>,
+}
+
+/// An answer about to be recorded.
+#[derive(Debug, Clone)]
+pub struct NewReceipt {
+    pub question: String,
+    /// Keep the question's text (its hash is always kept): false for a private Datanet or when
+    /// the caller opts out.
+    pub keep_question: bool,
+    pub datanets: Vec<String>,
+    pub model: String,
+    pub adapters: Vec<(String, f32)>,
+    pub answer: String,
+    pub retrieved: Vec<RetrievedChunk>,
+    /// Cited chunks with their weights; contributor and Datanet owner are taken from the
+    /// catalog, not from here (a duplicate chunk pays its first contributor only).
+    pub cited: Vec<CitedChunk>,
+    pub quote: Quote,
+}
+
+/// One credit as the receipt lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReceiptCredit {
+    pub account: String,
+    pub role: Role,
+    #[serde(with = "crate::amount_string")]
+    pub amount: Amount,
+    pub datanet: Option<String>,
+    pub chunk_id: Option<String>,
+}
+
+/// The fee's division by group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SplitSummary {
+    #[serde(with = "crate::amount_string")]
+    pub protocol: Amount,
+    #[serde(with = "crate::amount_string")]
+    pub adapter_owners: Amount,
+    #[serde(with = "crate::amount_string")]
+    pub datanet_owners: Amount,
+    #[serde(with = "crate::amount_string")]
+    pub contributors: Amount,
+}
+
+/// A receipt: everything about one answer that the payment depends on. The JSON of this
+/// struct without `hash` is what `hash` covers (blake3), and it names the previous receipt's
+/// hash, so changing any receipt breaks the chain after it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Receipt {
+    pub id: String,
+    pub created_at_ms: i64,
+    pub prev_hash: String,
+    pub question_hash: String,
+    pub question: Option<String>,
+    pub datanets: Vec<String>,
+    pub model: String,
+    pub adapters: Vec<(String, f32)>,
+    pub answer: String,
+    pub retrieved: Vec<RetrievedChunk>,
+    pub cited: Vec<CitedChunk>,
+    pub weighting: Weighting,
+    #[serde(with = "crate::amount_string")]
+    pub fee: Amount,
+    pub split: SplitSummary,
+    pub credits: Vec<ReceiptCredit>,
+    /// Not part of the hashed body.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hash: String,
+}
+
+impl Receipt {
+    fn body_json(&self) -> Result<String> {
+        let mut body = self.clone();
+        body.hash = String::new();
+        serde_json::to_string(&body).map_err(|e| Error::Inconsistent(format!("receipt does not serialize: {e}")))
+    }
+}
+
+/// A ledger entry as stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Entry {
+    pub id: i64,
+    /// credit or slash
+    pub kind: String,
+    pub receipt_id: Option<String>,
+    pub flag_id: Option<i64>,
+    /// The credit a slash offsets.
+    pub offsets: Option<i64>,
+    #[serde(with = "crate::address_string")]
+    pub account: Address,
+    pub role: Role,
+    #[serde(serialize_with = "signed_string")]
+    pub amount: i128,
+    pub datanet_id: Option<i64>,
+    pub datanet: Option<String>,
+    pub chunk_id: Option<String>,
+    pub sentences: Vec<String>,
+    pub epoch: Option<i64>,
+    pub created_at_ms: i64,
+}
+
+/// An account's earnings.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Earnings {
+    #[serde(with = "crate::address_string")]
+    pub account: Address,
+    /// Credits minus slashes, settled or not.
+    #[serde(serialize_with = "signed_string")]
+    pub total: i128,
+    #[serde(serialize_with = "signed_string")]
+    pub settled: i128,
+    #[serde(serialize_with = "signed_string")]
+    pub unsettled: i128,
+    #[serde(serialize_with = "signed_string")]
+    pub slashed: i128,
+    pub by_datanet: Vec<DatanetEarnings>,
+    pub by_epoch: Vec<EpochEarnings>,
+    /// Every entry: which answer, which chunk, which sentences, how much.
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DatanetEarnings {
+    pub datanet: String,
+    #[serde(serialize_with = "signed_string")]
+    pub amount: i128,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EpochEarnings {
+    pub epoch: i64,
+    #[serde(serialize_with = "signed_string")]
+    pub amount: i128,
+}
+
+/// What a flag names, inside one Datanet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlagTarget {
+    Chunk(String),
+    Document(i64),
+    Contributor(Address),
+}
+
+impl FlagTarget {
+    fn kind(&self) -> &'static str {
+        match self {
+            FlagTarget::Chunk(_) => "chunk",
+            FlagTarget::Document(_) => "document",
+            FlagTarget::Contributor(_) => "contributor",
+        }
+    }
+
+    fn value(&self) -> String {
+        match self {
+            FlagTarget::Chunk(id) => id.clone(),
+            FlagTarget::Document(id) => id.to_string(),
+            FlagTarget::Contributor(address) => address.to_lower_hex(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Flag {
+    pub id: i64,
+    pub datanet_id: i64,
+    pub kind: String,
+    pub target: String,
+    pub reason: String,
+    pub actor: String,
+    pub active: bool,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FlagOutcome {
+    pub flag: Flag,
+    /// An active flag on the same target already existed; nothing new was slashed.
+    pub already_flagged: bool,
+    pub slashed_credits: usize,
+    #[serde(with = "crate::amount_string")]
+    pub slashed: Amount,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Epoch {
+    pub number: i64,
+    pub root: String,
+    pub receipts_head: String,
+    #[serde(with = "crate::amount_string")]
+    pub total: Amount,
+    pub accounts: i64,
+    pub entries: i64,
+    pub closed_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SettleOutcome {
+    /// The epoch just closed, or the last one when there was nothing to settle.
+    pub epoch: Option<Epoch>,
+    pub closed_now: bool,
+}
+
+/// An account's leaf and proof in an epoch's payout tree.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AccountProof {
+    pub epoch: i64,
+    #[serde(with = "crate::address_string")]
+    pub account: Address,
+    #[serde(with = "crate::amount_string")]
+    pub cumulative: Amount,
+    pub root: String,
+    pub leaf: String,
+    pub proof: Vec<String>,
+}
+
+/// What [`Ledger::verify_chain`] found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ChainReport {
+    pub receipts: usize,
+    pub head: String,
+    /// The first receipt whose hash, link or credits do not check, with why.
+    pub broken: Option<(String, String)>,
+}
+
+/// Handle to the ledger tables. Cheap to clone.
+#[derive(Clone)]
+pub struct Ledger {
+    pool: AnyPool,
+}
+
+async fn lock(tx: &mut Transaction<'static, Any>) -> Result<()> {
+    sqlx::query("UPDATE ledger_lock SET writes = writes + 1 WHERE id = 1").execute(&mut **tx).await?;
+    Ok(())
+}
+
+async fn head(tx: &mut Transaction<'static, Any>) -> Result<String> {
+    let row = sqlx::query("SELECT hash FROM receipts ORDER BY seq DESC LIMIT 1").fetch_optional(&mut **tx).await?;
+    Ok(match row {
+        Some(row) => row.try_get("hash")?,
+        None => GENESIS.to_string(),
+    })
+}
+
+fn entry_from_row(row: &AnyRow) -> Result<Entry> {
+    let role: String = row.try_get("role")?;
+    let sentences: Option<String> = row.try_get("sentences")?;
+    Ok(Entry {
+        id: row.try_get("id")?,
+        kind: row.try_get("kind")?,
+        receipt_id: row.try_get("receipt_id")?,
+        flag_id: row.try_get("flag_id")?,
+        offsets: row.try_get("offsets")?,
+        account: parse_address(&row.try_get::<String, _>("account")?)?,
+        role: Role::parse(&role).ok_or_else(|| Error::Inconsistent(format!("stored role {role:?}")))?,
+        amount: parse_signed(&row.try_get::<String, _>("amount")?)?,
+        datanet_id: row.try_get("datanet_id")?,
+        datanet: row.try_get("datanet_name")?,
+        chunk_id: row.try_get("chunk_id")?,
+        sentences: match sentences {
+            Some(json) => {
+                serde_json::from_str(&json).map_err(|e| Error::Inconsistent(format!("stored sentences: {e}")))?
+            }
+            None => Vec::new(),
+        },
+        epoch: row.try_get("epoch")?,
+        created_at_ms: row.try_get("created_at")?,
+    })
+}
+
+const ENTRY_COLUMNS: &str = "e.id, e.kind, e.receipt_id, e.flag_id, e.offsets, e.account, e.role, e.amount, \
+     e.datanet_id, d.name AS datanet_name, e.chunk_id, e.sentences, e.epoch, e.created_at \
+     FROM ledger_entries e LEFT JOIN datanets d ON d.id = e.datanet_id";
+
+fn epoch_from_row(row: &AnyRow) -> Result<Epoch> {
+    let total: String = row.try_get("total")?;
+    Ok(Epoch {
+        number: row.try_get("number")?,
+        root: row.try_get("root")?,
+        receipts_head: row.try_get("receipts_head")?,
+        total: total.parse().map_err(|_| Error::Inconsistent(format!("stored epoch total {total:?}")))?,
+        accounts: row.try_get("accounts")?,
+        entries: row.try_get("entries")?,
+        closed_at_ms: row.try_get("closed_at")?,
+    })
+}
+
+fn flag_from_row(row: &AnyRow) -> Result<Flag> {
+    Ok(Flag {
+        id: row.try_get("id")?,
+        datanet_id: row.try_get("datanet_id")?,
+        kind: row.try_get("kind")?,
+        target: row.try_get("target")?,
+        reason: row.try_get("reason")?,
+        actor: row.try_get("actor")?,
+        active: row.try_get::<i64, _>("active")? != 0,
+        created_at_ms: row.try_get("created_at")?,
+    })
+}
+
+impl Ledger {
+    /// The ledger in the catalog's database (its migrations create the tables).
+    pub fn new(catalog: &Catalog) -> Ledger {
+        Ledger { pool: catalog.pool().clone() }
+    }
+
+    async fn setting<T: serde::de::DeserializeOwned>(&self, scope: &str) -> Result<Option<T>> {
+        let row = sqlx::query("SELECT value FROM ledger_settings WHERE scope = $1")
+            .bind(scope)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => {
+                let text: String = row.try_get("value")?;
+                let value = serde_json::from_str(&text)
+                    .map_err(|e| Error::Inconsistent(format!("stored setting {scope}: {e}")))?;
+                Ok(Some(value))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn set_setting<T: serde::Serialize>(&self, scope: &str, value: &T) -> Result<()> {
+        let text = serde_json::to_string(value).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO ledger_settings (scope, value) VALUES ($1, $2) \
+             ON CONFLICT (scope) DO UPDATE SET value = excluded.value",
+        )
+        .bind(scope)
+        .bind(text)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn policy(&self) -> Result<Policy> {
+        Ok(self.setting("policy").await?.unwrap_or_default())
+    }
+
+    pub async fn set_policy(&self, policy: &Policy) -> Result<()> {
+        policy.validate()?;
+        self.set_setting("policy", policy).await
+    }
+
+    pub async fn datanet_pricing(&self, datanet_id: i64) -> Result<DatanetPricing> {
+        Ok(self.setting(&format!("datanet:{datanet_id}")).await?.unwrap_or_default())
+    }
+
+    pub async fn set_datanet_pricing(&self, datanet_id: i64, pricing: &DatanetPricing) -> Result<()> {
+        if let Some(fee) = pricing.fee {
+            policy::check_price(fee)?;
+        }
+        self.set_setting(&format!("datanet:{datanet_id}"), pricing).await
+    }
+
+    pub async fn adapter_pricing(&self, adapter: &str) -> Result<AdapterPricing> {
+        Ok(self.setting(&format!("adapter:{adapter}")).await?.unwrap_or_default())
+    }
+
+    pub async fn set_adapter_pricing(&self, adapter: &str, pricing: &AdapterPricing) -> Result<()> {
+        policy::check_price(pricing.fee)?;
+        self.set_setting(&format!("adapter:{adapter}"), pricing).await
+    }
+
+    /// The fee of a question over `datanets` with `adapters`: each Datanet's price (or the
+    /// default) plus each adapter's surcharge. Ablation weighting when any of the Datanets asks
+    /// for it, since it is the finer measure.
+    pub async fn quote(&self, datanets: &[Datanet], adapters: &[String]) -> Result<Quote> {
+        let policy = self.policy().await?;
+        let mut fee: Amount = 0;
+        let mut weighting = Weighting::Citation;
+        for datanet in datanets {
+            let pricing = self.datanet_pricing(datanet.id).await?;
+            fee += pricing.fee.unwrap_or(policy.default_fee);
+            if pricing.weighting.unwrap_or(policy.default_weighting) == Weighting::Ablation {
+                weighting = Weighting::Ablation;
+            }
+        }
+        let mut adapter_owners = Vec::new();
+        for adapter in adapters {
+            let pricing = self.adapter_pricing(adapter).await?;
+            fee += pricing.fee;
+            if let Some(owner) = pricing.owner {
+                adapter_owners.push(owner.to_checksummed());
+            }
+        }
+        Ok(Quote { fee, weighting, adapter_owners })
+    }
+
+    /// Writes the receipt and its credits in one transaction, linked to the chain's head.
+    pub async fn record(&self, new: NewReceipt) -> Result<Receipt> {
+        let policy = self.policy().await?;
+        let adapter_owners: Vec<Address> = new
+            .quote
+            .adapter_owners
+            .iter()
+            .map(|a| a.parse().map_err(|_| Error::InvalidArgument(format!("adapter owner {a:?} is not an address"))))
+            .collect::<Result<_>>()?;
+        for chunk in &new.cited {
+            if !new.retrieved.iter().any(|r| r.chunk_id == chunk.chunk_id && r.datanet == chunk.datanet) {
+                return Err(Error::InvalidArgument(format!("cited chunk {} was not retrieved", chunk.chunk_id)));
+            }
+        }
+        let mut tx = self.pool.begin().await?;
+        lock(&mut tx).await?;
+        // The catalog decides who a chunk pays: its first contributor and its Datanet's owner.
+        let mut cited = new.cited.clone();
+        for chunk in &mut cited {
+            let row = sqlx::query(
+                "SELECT c.contributor, d.owner FROM chunks c JOIN datanets d ON d.id = c.datanet_id \
+                 WHERE c.datanet_id = $1 AND c.chunk_id = $2",
+            )
+            .bind(chunk.datanet_id)
+            .bind(&chunk.chunk_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("chunk {} in Datanet {}", chunk.chunk_id, chunk.datanet)))?;
+            chunk.contributor = parse_address(&row.try_get::<String, _>("contributor")?)?;
+            chunk.datanet_owner = parse_address(&row.try_get::<String, _>("owner")?)?;
+        }
+        let splits = split_fee(new.quote.fee, &policy.shares, policy.protocol_account, &adapter_owners, &cited);
+        let names: BTreeMap<i64, String> = cited.iter().map(|c| (c.datanet_id, c.datanet.clone())).collect();
+        let mut split = SplitSummary::default();
+        for s in &splits {
+            let group = match s.role {
+                Role::Protocol | Role::Sink => &mut split.protocol,
+                Role::AdapterOwner => &mut split.adapter_owners,
+                Role::DatanetOwner => &mut split.datanet_owners,
+                Role::Contributor => &mut split.contributors,
+            };
+            *group += s.amount;
+        }
+        let prev_hash = head(&mut tx).await?;
+        let created_at_ms = now_ms();
+        let question_hash = blake3::hash(new.question.as_bytes()).to_hex().to_string();
+        let id_seed = format!("{prev_hash}:{created_at_ms}:{question_hash}:{}", new.answer.len());
+        let id = blake3::hash(id_seed.as_bytes()).to_hex()[..32].to_string();
+        let mut receipt = Receipt {
+            id,
+            created_at_ms,
+            prev_hash,
+            question_hash,
+            question: new.keep_question.then(|| new.question.clone()),
+            datanets: new.datanets.clone(),
+            model: new.model.clone(),
+            adapters: new.adapters.clone(),
+            answer: new.answer.clone(),
+            retrieved: new.retrieved.clone(),
+            cited,
+            weighting: new.quote.weighting,
+            fee: new.quote.fee,
+            split,
+            credits: splits
+                .iter()
+                .map(|s| ReceiptCredit {
+                    account: s.account.to_checksummed(),
+                    role: s.role,
+                    amount: s.amount,
+                    datanet: s.datanet_id.and_then(|d| names.get(&d).cloned()),
+                    chunk_id: s.chunk_id.clone(),
+                })
+                .collect(),
+            hash: String::new(),
+        };
+        let body = receipt.body_json()?;
+        receipt.hash = blake3::hash(body.as_bytes()).to_hex().to_string();
+        sqlx::query(
+            "INSERT INTO receipts (id, created_at, fee, prev_hash, hash, body) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&receipt.id)
+        .bind(created_at_ms)
+        .bind(receipt.fee.to_string())
+        .bind(&receipt.prev_hash)
+        .bind(&receipt.hash)
+        .bind(&body)
+        .execute(&mut *tx)
+        .await?;
+        for s in &splits {
+            let sentences =
+                (!s.sentences.is_empty()).then(|| serde_json::to_string(&s.sentences).unwrap_or_else(|_| "[]".into()));
+            sqlx::query(
+                "INSERT INTO ledger_entries (kind, receipt_id, account, role, amount, datanet_id, chunk_id, \
+                 sentences, created_at) VALUES ('credit', $1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&receipt.id)
+            .bind(s.account.to_lower_hex())
+            .bind(s.role.as_str())
+            .bind(s.amount.to_string())
+            .bind(s.datanet_id)
+            .bind(s.chunk_id.clone())
+            .bind(sentences)
+            .bind(created_at_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(receipt)
+    }
+
+    pub async fn receipt(&self, id: &str) -> Result<Receipt> {
+        let row = sqlx::query("SELECT body, hash FROM receipts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("receipt {id}")))?;
+        let body: String = row.try_get("body")?;
+        let mut receipt: Receipt =
+            serde_json::from_str(&body).map_err(|e| Error::Inconsistent(format!("receipt {id}: {e}")))?;
+        receipt.hash = row.try_get("hash")?;
+        Ok(receipt)
+    }
+
+    /// Entries of one receipt (its credits), in order.
+    pub async fn receipt_entries(&self, id: &str) -> Result<Vec<Entry>> {
+        let rows = sqlx::query(AssertSqlSafe(format!("SELECT {ENTRY_COLUMNS} WHERE e.receipt_id = $1 ORDER BY e.id")))
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    /// Re-hashes every receipt, follows the links, and compares each receipt's credits with the
+    /// ledger's entries.
+    pub async fn verify_chain(&self) -> Result<ChainReport> {
+        let rows =
+            sqlx::query("SELECT id, prev_hash, hash, body FROM receipts ORDER BY seq").fetch_all(&self.pool).await?;
+        let mut expected_prev = GENESIS.to_string();
+        let mut broken = None;
+        for row in &rows {
+            let id: String = row.try_get("id")?;
+            let prev: String = row.try_get("prev_hash")?;
+            let hash: String = row.try_get("hash")?;
+            let body: String = row.try_get("body")?;
+            let problem = if prev != expected_prev {
+                Some("its prev_hash is not the previous receipt's hash".to_string())
+            } else if blake3::hash(body.as_bytes()).to_hex().as_str() != hash {
+                Some("its body does not hash to its hash".to_string())
+            } else {
+                match serde_json::from_str::<Receipt>(&body) {
+                    Err(e) => Some(format!("its body does not parse: {e}")),
+                    Ok(r) if r.id != id || r.prev_hash != prev => Some("its body names another id or link".into()),
+                    Ok(r) => {
+                        let entries = self.receipt_entries(&id).await?;
+                        let stored: Vec<(String, Role, i128)> =
+                            entries.iter().map(|e| (e.account.to_checksummed(), e.role, e.amount)).collect();
+                        let listed: Vec<(String, Role, i128)> =
+                            r.credits.iter().map(|c| (c.account.clone(), c.role, c.amount as i128)).collect();
+                        (stored != listed).then(|| "its ledger entries differ from its credits".to_string())
+                    }
+                }
+            };
+            if let Some(problem) = problem {
+                broken = Some((id, problem));
+                break;
+            }
+            expected_prev = hash;
+        }
+        Ok(ChainReport { receipts: rows.len(), head: expected_prev, broken })
+    }
+
+    pub async fn earnings(&self, account: &Address) -> Result<Earnings> {
+        let rows = sqlx::query(AssertSqlSafe(format!("SELECT {ENTRY_COLUMNS} WHERE e.account = $1 ORDER BY e.id")))
+            .bind(account.to_lower_hex())
+            .fetch_all(&self.pool)
+            .await?;
+        let entries: Vec<Entry> = rows.iter().map(entry_from_row).collect::<Result<_>>()?;
+        let mut by_datanet: BTreeMap<String, i128> = BTreeMap::new();
+        let mut by_epoch: BTreeMap<i64, i128> = BTreeMap::new();
+        let (mut total, mut settled, mut slashed) = (0i128, 0i128, 0i128);
+        for e in &entries {
+            total += e.amount;
+            if let Some(epoch) = e.epoch {
+                settled += e.amount;
+                *by_epoch.entry(epoch).or_default() += e.amount;
+            }
+            if let Some(name) = &e.datanet {
+                *by_datanet.entry(name.clone()).or_default() += e.amount;
+            }
+            if e.kind == "slash" && e.amount < 0 {
+                slashed -= e.amount;
+            }
+        }
+        Ok(Earnings {
+            account: *account,
+            total,
+            settled,
+            unsettled: total - settled,
+            slashed,
+            by_datanet: by_datanet.into_iter().map(|(datanet, amount)| DatanetEarnings { datanet, amount }).collect(),
+            by_epoch: by_epoch.into_iter().map(|(epoch, amount)| EpochEarnings { epoch, amount }).collect(),
+            entries,
+        })
+    }
+
+    /// Flags a chunk, document or contributor of a Datanet: retrieval leaves it out from now
+    /// on (the catalog reads `flags`), and its unsettled contributor credits are slashed to the
+    /// policy's slash sink. Flagging an already-flagged target changes nothing.
+    pub async fn flag(&self, datanet_id: i64, target: &FlagTarget, reason: &str, actor: &str) -> Result<FlagOutcome> {
+        if reason.trim().is_empty() {
+            return Err(Error::InvalidArgument("a flag needs a reason".into()));
+        }
+        let policy = self.policy().await?;
+        let (kind, value) = (target.kind(), target.value());
+        let mut tx = self.pool.begin().await?;
+        lock(&mut tx).await?;
+        let exists = match target {
+            FlagTarget::Chunk(id) => sqlx::query("SELECT 1 AS x FROM chunks WHERE datanet_id = $1 AND chunk_id = $2")
+                .bind(datanet_id)
+                .bind(id),
+            FlagTarget::Document(id) => {
+                sqlx::query("SELECT 1 AS x FROM documents WHERE datanet_id = $1 AND id = $2").bind(datanet_id).bind(*id)
+            }
+            FlagTarget::Contributor(a) => {
+                sqlx::query("SELECT 1 AS x FROM documents WHERE datanet_id = $1 AND contributor = $2")
+                    .bind(datanet_id)
+                    .bind(a.to_lower_hex())
+            }
+        }
+        .fetch_optional(&mut *tx)
+        .await?;
+        if exists.is_none() {
+            return Err(Error::NotFound(format!("{kind} {value} in this Datanet")));
+        }
+        let active = sqlx::query(
+            "SELECT id, datanet_id, kind, target, reason, actor, active, created_at FROM flags \
+             WHERE datanet_id = $1 AND kind = $2 AND target = $3 AND active = 1",
+        )
+        .bind(datanet_id)
+        .bind(kind)
+        .bind(&value)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = active {
+            let flag = flag_from_row(&row)?;
+            tx.rollback().await?;
+            return Ok(FlagOutcome { flag, already_flagged: true, slashed_credits: 0, slashed: 0 });
+        }
+        let now = now_ms();
+        let row = sqlx::query(
+            "INSERT INTO flags (datanet_id, kind, target, reason, actor, active, created_at) \
+             VALUES ($1, $2, $3, $4, $5, 1, $6) RETURNING id",
+        )
+        .bind(datanet_id)
+        .bind(kind)
+        .bind(&value)
+        .bind(reason)
+        .bind(actor)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let flag_id: i64 = row.try_get("id")?;
+        sqlx::query(
+            "INSERT INTO flag_events (flag_id, action, actor, reason, created_at) VALUES ($1, 'flag', $2, $3, $4)",
+        )
+        .bind(flag_id)
+        .bind(actor)
+        .bind(reason)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let matching = match target {
+            FlagTarget::Chunk(_) => "e.chunk_id = $2",
+            FlagTarget::Contributor(_) => "e.account = $2",
+            FlagTarget::Document(_) => {
+                "e.chunk_id IN (SELECT c.chunk_id FROM chunks c WHERE c.datanet_id = $1 \
+                 AND CAST(c.document_id AS TEXT) = $2)"
+            }
+        };
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT e.id, e.account, e.amount, e.chunk_id FROM ledger_entries e \
+             WHERE e.kind = 'credit' AND e.role = 'contributor' AND e.epoch IS NULL AND e.datanet_id = $1 \
+             AND {matching} AND NOT EXISTS (SELECT 1 FROM ledger_entries s WHERE s.kind = 'slash' AND s.offsets = e.id) \
+             ORDER BY e.id"
+        )))
+        .bind(datanet_id)
+        .bind(&value)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut slashed: Amount = 0;
+        for row in &rows {
+            let credit_id: i64 = row.try_get("id")?;
+            let account: String = row.try_get("account")?;
+            let amount = parse_signed(&row.try_get::<String, _>("amount")?)?;
+            let chunk_id: Option<String> = row.try_get("chunk_id")?;
+            for (who, role, signed) in
+                [(account.clone(), Role::Contributor, -amount), (policy.slash_sink.to_lower_hex(), Role::Sink, amount)]
+            {
+                sqlx::query(
+                    "INSERT INTO ledger_entries (kind, flag_id, offsets, account, role, amount, datanet_id, chunk_id, \
+                     created_at) VALUES ('slash', $1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(flag_id)
+                .bind(credit_id)
+                .bind(who)
+                .bind(role.as_str())
+                .bind(signed.to_string())
+                .bind(datanet_id)
+                .bind(chunk_id.clone())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            slashed += amount.max(0) as Amount;
+        }
+        tx.commit().await?;
+        let flag = Flag {
+            id: flag_id,
+            datanet_id,
+            kind: kind.into(),
+            target: value,
+            reason: reason.into(),
+            actor: actor.into(),
+            active: true,
+            created_at_ms: now,
+        };
+        Ok(FlagOutcome { flag, already_flagged: false, slashed_credits: rows.len(), slashed })
+    }
+
+    /// Lifts a flag: the target returns to retrieval. Slashes stay (they are final).
+    pub async fn unflag(&self, flag_id: i64, reason: &str, actor: &str) -> Result<Flag> {
+        let mut tx = self.pool.begin().await?;
+        lock(&mut tx).await?;
+        let row = sqlx::query(
+            "SELECT id, datanet_id, kind, target, reason, actor, active, created_at FROM flags WHERE id = $1",
+        )
+        .bind(flag_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("flag {flag_id}")))?;
+        let mut flag = flag_from_row(&row)?;
+        if flag.active {
+            sqlx::query("UPDATE flags SET active = 0 WHERE id = $1").bind(flag_id).execute(&mut *tx).await?;
+            sqlx::query(
+                "INSERT INTO flag_events (flag_id, action, actor, reason, created_at) VALUES ($1, 'unflag', $2, $3, $4)",
+            )
+            .bind(flag_id)
+            .bind(actor)
+            .bind(reason)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+            flag.active = false;
+        }
+        tx.commit().await?;
+        Ok(flag)
+    }
+
+    pub async fn flags(&self, datanet_id: i64) -> Result<Vec<Flag>> {
+        let rows = sqlx::query(
+            "SELECT id, datanet_id, kind, target, reason, actor, active, created_at FROM flags \
+             WHERE datanet_id = $1 ORDER BY id",
+        )
+        .bind(datanet_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(flag_from_row).collect()
+    }
+
+    /// Closes the next epoch: every unsettled entry joins it, each account's cumulative total
+    /// (all its entries up to this epoch) becomes a leaf, and the root, the proofs and the
+    /// receipts' chain head are stored with it, all in one transaction. With nothing unsettled,
+    /// nothing changes and the last epoch is returned: running it twice closes one epoch.
+    pub async fn settle(&self) -> Result<SettleOutcome> {
+        let mut tx = self.pool.begin().await?;
+        lock(&mut tx).await?;
+        let last: Option<i64> =
+            sqlx::query("SELECT MAX(number) AS n FROM epochs").fetch_one(&mut *tx).await?.try_get("n")?;
+        let number = last.unwrap_or(0) + 1;
+        let moved = sqlx::query("UPDATE ledger_entries SET epoch = $1 WHERE epoch IS NULL")
+            .bind(number)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if moved == 0 {
+            tx.rollback().await?;
+            let epoch = match last {
+                Some(n) => Some(self.epoch(n).await?),
+                None => None,
+            };
+            return Ok(SettleOutcome { epoch, closed_now: false });
+        }
+        let mut cumulative: BTreeMap<String, i128> = BTreeMap::new();
+        if let Some(previous) = last {
+            let rows = sqlx::query("SELECT account, cumulative FROM epoch_accounts WHERE epoch = $1")
+                .bind(previous)
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in rows {
+                cumulative.insert(row.try_get("account")?, parse_signed(&row.try_get::<String, _>("cumulative")?)?);
+            }
+        }
+        let previous = cumulative.clone();
+        let rows = sqlx::query("SELECT account, amount FROM ledger_entries WHERE epoch = $1")
+            .bind(number)
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in rows {
+            *cumulative.entry(row.try_get("account")?).or_default() +=
+                parse_signed(&row.try_get::<String, _>("amount")?)?;
+        }
+        let mut leaves = Vec::with_capacity(cumulative.len());
+        for (account, total) in &cumulative {
+            // Slashes take only unsettled credits, so a cumulative total never falls: the
+            // payout contract pays the difference with what was already paid.
+            if *total < previous.get(account).copied().unwrap_or(0) || *total < 0 {
+                return Err(Error::Inconsistent(format!("{account}'s cumulative total would fall to {total}")));
+            }
+            if *total > 0 {
+                leaves.push((parse_address(account)?, *total as Amount));
+            }
+        }
+        let tree = PayoutTree::new(&leaves);
+        let root = tree.as_ref().map(|t| merkle::to_hex(&t.root())).unwrap_or_else(|| format!("0x{GENESIS}"));
+        let receipts_head = head(&mut tx).await?;
+        let total: Amount = leaves.iter().map(|(_, v)| *v).sum();
+        let closed_at_ms = now_ms();
+        sqlx::query(
+            "INSERT INTO epochs (number, root, receipts_head, total, accounts, entries, closed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(number)
+        .bind(&root)
+        .bind(&receipts_head)
+        .bind(total.to_string())
+        .bind(leaves.len() as i64)
+        .bind(moved as i64)
+        .bind(closed_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        let proofs = tree.map(|t| t.proofs()).unwrap_or_default();
+        for batch in proofs.chunks(BATCH_ROWS) {
+            let mut sql = String::from("INSERT INTO epoch_accounts (epoch, account, cumulative, proof) VALUES ");
+            for i in 0..batch.len() {
+                let p = 4 * i;
+                sql.push_str(&format!(
+                    "{}(${}, ${}, ${}, ${})",
+                    if i > 0 { ", " } else { "" },
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4
+                ));
+            }
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (account, value, proof) in batch {
+                let proof: Vec<String> = proof.iter().map(merkle::to_hex).collect();
+                let proof = serde_json::to_string(&proof).map_err(|e| Error::Inconsistent(e.to_string()))?;
+                query = query.bind(number).bind(account.to_lower_hex()).bind(value.to_string()).bind(proof);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        // Test hook: a crash with everything written but nothing committed.
+        if std::env::var("TRIBUTARY_FAILPOINT").is_ok_and(|v| v == "settle-before-commit") {
+            std::process::abort();
+        }
+        tx.commit().await?;
+        tracing::info!(epoch = number, entries = moved, accounts = leaves.len(), root = %root, "epoch closed");
+        Ok(SettleOutcome { epoch: Some(self.epoch(number).await?), closed_now: true })
+    }
+
+    pub async fn epoch(&self, number: i64) -> Result<Epoch> {
+        let row = sqlx::query(
+            "SELECT number, root, receipts_head, total, accounts, entries, closed_at FROM epochs WHERE number = $1",
+        )
+        .bind(number)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("epoch {number}")))?;
+        epoch_from_row(&row)
+    }
+
+    pub async fn epochs(&self) -> Result<Vec<Epoch>> {
+        let rows = sqlx::query(
+            "SELECT number, root, receipts_head, total, accounts, entries, closed_at FROM epochs ORDER BY number",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(epoch_from_row).collect()
+    }
+
+    /// `account`'s leaf and proof in `epoch` (default: the latest).
+    pub async fn proof(&self, account: &Address, epoch: Option<i64>) -> Result<AccountProof> {
+        let number = match epoch {
+            Some(n) => n,
+            None => sqlx::query("SELECT MAX(number) AS n FROM epochs")
+                .fetch_one(&self.pool)
+                .await?
+                .try_get::<Option<i64>, _>("n")?
+                .ok_or_else(|| Error::NotFound("a settled epoch".into()))?,
+        };
+        let epoch = self.epoch(number).await?;
+        let row = sqlx::query("SELECT cumulative, proof FROM epoch_accounts WHERE epoch = $1 AND account = $2")
+            .bind(number)
+            .bind(account.to_lower_hex())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("{} in epoch {number}", account.to_checksummed())))?;
+        let cumulative: String = row.try_get("cumulative")?;
+        let cumulative: Amount =
+            cumulative.parse().map_err(|_| Error::Inconsistent(format!("stored cumulative {cumulative:?}")))?;
+        let proof: Vec<String> = serde_json::from_str(&row.try_get::<String, _>("proof")?)
+            .map_err(|e| Error::Inconsistent(format!("stored proof: {e}")))?;
+        Ok(AccountProof {
+            epoch: number,
+            account: *account,
+            cumulative,
+            root: epoch.root,
+            leaf: merkle::to_hex(&merkle::leaf_hash(account, cumulative)),
+            proof,
+        })
+    }
+}
