@@ -56,11 +56,13 @@ enum Command {
     Ingest(IngestArgs),
     /// Search one or more Datanets; or, with --queries, write a TREC run for evaluation.
     Search(SearchArgs),
-    /// Check that the catalog and both indexes agree; --repair fixes what does not.
+    /// Without --datanet: recompute the receipts' hash chain, every answer's split and every
+    /// epoch's root from the ledger (exit code 1 on any mismatch). With --datanet: check that
+    /// its catalog and both indexes agree; --repair fixes what does not.
     Verify {
         #[arg(long)]
-        datanet: String,
-        #[arg(long)]
+        datanet: Option<String>,
+        #[arg(long, requires = "datanet")]
         repair: bool,
     },
     /// Answer a question from one or more Datanets, citing the passages used.
@@ -114,17 +116,8 @@ enum Command {
     /// Prices, shares and influence weighting.
     #[command(subcommand)]
     Pricing(ledger::PricingCommand),
-    /// Check the receipts' hash chain against the ledger.
-    #[command(subcommand)]
-    Ledger(LedgerCommand),
     /// Ingest the sample Datanet, search it and answer a cited question.
     Demo,
-}
-
-#[derive(Subcommand)]
-enum LedgerCommand {
-    /// Re-hash every receipt, follow the links, compare credits with ledger entries.
-    Verify,
 }
 
 #[derive(Subcommand)]
@@ -290,7 +283,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Datanet(command) => datanet(&app, command).await,
         Command::Ingest(args) => ingest(&app, args).await,
         Command::Search(args) => search(&app, args).await,
-        Command::Verify { datanet, repair } => verify(&app, &datanet, repair).await,
+        Command::Verify { datanet: Some(datanet), repair } => verify(&app, &datanet, repair).await,
+        Command::Verify { datanet: None, .. } => ledger::verify(&app).await,
         Command::Ask(args) => ask::ask(&app, args).await,
         Command::Adapter(command) => ask::adapter(&app, command).await,
         Command::Earnings { address, json } => ledger::earnings(&app, &address, json).await,
@@ -301,7 +295,6 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Unflag { id, reason, actor } => ledger::unflag(&app, id, &reason, &actor).await,
         Command::Flags { datanet, json } => ledger::flags(&app, &datanet, json).await,
         Command::Pricing(command) => ledger::pricing(&app, command).await,
-        Command::Ledger(LedgerCommand::Verify) => ledger::verify_chain(&app).await,
         Command::Demo => demo::run(&app).await,
     };
     app.store.catalog().close().await;

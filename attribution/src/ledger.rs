@@ -13,7 +13,9 @@ use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
 use tributary_indexer::{Address, Catalog, Datanet};
 
 use crate::merkle::{self, PayoutTree};
-use crate::policy::{self, AdapterPricing, Amount, CitedChunk, DatanetPricing, Policy, Role, Weighting, split_fee};
+use crate::policy::{
+    self, AdapterPricing, Amount, CitedChunk, DatanetPricing, Policy, Role, Shares, Weighting, split_fee,
+};
 use crate::{Error, Result};
 
 /// The `prev_hash` of the first receipt.
@@ -116,6 +118,11 @@ pub struct Receipt {
     pub weighting: Weighting,
     #[serde(with = "crate::amount_string")]
     pub fee: Amount,
+    /// The split's inputs as they were when the answer was recorded, so anyone can recompute
+    /// it: the shares, the protocol account and the adapter owners.
+    pub shares: Shares,
+    pub protocol_account: String,
+    pub adapter_owners: Vec<String>,
     pub split: SplitSummary,
     pub credits: Vec<ReceiptCredit>,
     /// Not part of the hashed body.
@@ -129,6 +136,33 @@ impl Receipt {
         body.hash = String::new();
         serde_json::to_string(&body).map_err(|e| Error::Inconsistent(format!("receipt does not serialize: {e}")))
     }
+}
+
+/// Recomputes a receipt's split from the inputs it records; `Some(why)` when it differs.
+fn check_split(receipt: &Receipt) -> Option<String> {
+    let protocol: Address = receipt.protocol_account.parse().ok()?;
+    let owners: Vec<Address> = receipt.adapter_owners.iter().filter_map(|a| a.parse().ok()).collect();
+    if owners.len() != receipt.adapter_owners.len() {
+        return Some("an adapter owner is not an address".into());
+    }
+    let splits = split_fee(receipt.fee, &receipt.shares, protocol, &owners, &receipt.cited);
+    (receipt_credits(&splits, &receipt.cited) != receipt.credits)
+        .then(|| "its credits are not the split of its fee".into())
+}
+
+/// The receipt's view of a split: accounts by their checksummed address, Datanets by name.
+fn receipt_credits(splits: &[crate::policy::Split], cited: &[CitedChunk]) -> Vec<ReceiptCredit> {
+    let names: BTreeMap<i64, &str> = cited.iter().map(|c| (c.datanet_id, c.datanet.as_str())).collect();
+    splits
+        .iter()
+        .map(|s| ReceiptCredit {
+            account: s.account.to_checksummed(),
+            role: s.role,
+            amount: s.amount,
+            datanet: s.datanet_id.and_then(|d| names.get(&d).map(|n| n.to_string())),
+            chunk_id: s.chunk_id.clone(),
+        })
+        .collect()
 }
 
 /// A ledger entry as stored.
@@ -268,13 +302,21 @@ pub struct AccountProof {
     pub proof: Vec<String>,
 }
 
-/// What [`Ledger::verify_chain`] found.
+/// What [`Ledger::verify`] found.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ChainReport {
+pub struct VerifyReport {
     pub receipts: usize,
+    pub epochs: usize,
+    /// The hash of the last receipt whose chain checks.
     pub head: String,
-    /// The first receipt whose hash, link or credits do not check, with why.
-    pub broken: Option<(String, String)>,
+    /// Every mismatch, each naming the receipt or epoch: empty when the ledger checks.
+    pub problems: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
 }
 
 /// Handle to the ledger tables. Cheap to clone.
@@ -473,7 +515,6 @@ impl Ledger {
             chunk.datanet_owner = parse_address(&row.try_get::<String, _>("owner")?)?;
         }
         let splits = split_fee(new.quote.fee, &policy.shares, policy.protocol_account, &adapter_owners, &cited);
-        let names: BTreeMap<i64, String> = cited.iter().map(|c| (c.datanet_id, c.datanet.clone())).collect();
         let mut split = SplitSummary::default();
         for s in &splits {
             let group = match s.role {
@@ -489,6 +530,7 @@ impl Ledger {
         let question_hash = blake3::hash(new.question.as_bytes()).to_hex().to_string();
         let id_seed = format!("{prev_hash}:{created_at_ms}:{question_hash}:{}", new.answer.len());
         let id = blake3::hash(id_seed.as_bytes()).to_hex()[..32].to_string();
+        let credits = receipt_credits(&splits, &cited);
         let mut receipt = Receipt {
             id,
             created_at_ms,
@@ -503,17 +545,11 @@ impl Ledger {
             cited,
             weighting: new.quote.weighting,
             fee: new.quote.fee,
+            shares: policy.shares,
+            protocol_account: policy.protocol_account.to_checksummed(),
+            adapter_owners: adapter_owners.iter().map(Address::to_checksummed).collect(),
             split,
-            credits: splits
-                .iter()
-                .map(|s| ReceiptCredit {
-                    account: s.account.to_checksummed(),
-                    role: s.role,
-                    amount: s.amount,
-                    datanet: s.datanet_id.and_then(|d| names.get(&d).cloned()),
-                    chunk_id: s.chunk_id.clone(),
-                })
-                .collect(),
+            credits,
             hash: String::new(),
         };
         let body = receipt.body_json()?;
@@ -573,43 +609,133 @@ impl Ledger {
         rows.iter().map(entry_from_row).collect()
     }
 
-    /// Re-hashes every receipt, follows the links, and compares each receipt's credits with the
-    /// ledger's entries.
-    pub async fn verify_chain(&self) -> Result<ChainReport> {
+    /// Checks the operator from the data alone: re-hashes every receipt and follows the chain,
+    /// recomputes every answer's split from the inputs its receipt records and compares it with
+    /// the receipt's credits and the ledger's entries, and rebuilds every epoch (cumulative
+    /// totals from the entries, the tree, the root, each stored proof).
+    pub async fn verify(&self) -> Result<VerifyReport> {
         let rows =
             sqlx::query("SELECT id, prev_hash, hash, body FROM receipts ORDER BY seq").fetch_all(&self.pool).await?;
+        let mut entries_by_receipt: BTreeMap<String, Vec<(String, Role, i128)>> = BTreeMap::new();
+        let credit_rows = sqlx::query(
+            "SELECT receipt_id, account, role, amount FROM ledger_entries WHERE kind = 'credit' ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for row in &credit_rows {
+            let role: String = row.try_get("role")?;
+            let role = Role::parse(&role).ok_or_else(|| Error::Inconsistent(format!("stored role {role:?}")))?;
+            let account = parse_address(&row.try_get::<String, _>("account")?)?.to_checksummed();
+            let amount = parse_signed(&row.try_get::<String, _>("amount")?)?;
+            entries_by_receipt.entry(row.try_get("receipt_id")?).or_default().push((account, role, amount));
+        }
+        let mut problems = Vec::new();
         let mut expected_prev = GENESIS.to_string();
-        let mut broken = None;
+        let mut head = GENESIS.to_string();
+        let mut chain_intact = true;
         for row in &rows {
             let id: String = row.try_get("id")?;
             let prev: String = row.try_get("prev_hash")?;
             let hash: String = row.try_get("hash")?;
             let body: String = row.try_get("body")?;
-            let problem = if prev != expected_prev {
-                Some("its prev_hash is not the previous receipt's hash".to_string())
-            } else if blake3::hash(body.as_bytes()).to_hex().as_str() != hash {
-                Some("its body does not hash to its hash".to_string())
-            } else {
-                match serde_json::from_str::<Receipt>(&body) {
-                    Err(e) => Some(format!("its body does not parse: {e}")),
-                    Ok(r) if r.id != id || r.prev_hash != prev => Some("its body names another id or link".into()),
-                    Ok(r) => {
-                        let entries = self.receipt_entries(&id).await?;
-                        let stored: Vec<(String, Role, i128)> =
-                            entries.iter().map(|e| (e.account.to_checksummed(), e.role, e.amount)).collect();
-                        let listed: Vec<(String, Role, i128)> =
-                            r.credits.iter().map(|c| (c.account.clone(), c.role, c.amount as i128)).collect();
-                        (stored != listed).then(|| "its ledger entries differ from its credits".to_string())
-                    }
-                }
-            };
-            if let Some(problem) = problem {
-                broken = Some((id, problem));
-                break;
+            if prev != expected_prev {
+                problems.push(format!("receipt {id}: its prev_hash is not the previous receipt's hash"));
+                chain_intact = false;
+            }
+            if blake3::hash(body.as_bytes()).to_hex().as_str() != hash {
+                problems.push(format!("receipt {id}: its body does not hash to its hash"));
+                chain_intact = false;
+            }
+            if chain_intact {
+                head = hash.clone();
             }
             expected_prev = hash;
+            let receipt: Receipt = match serde_json::from_str(&body) {
+                Ok(r) => r,
+                Err(e) => {
+                    problems.push(format!("receipt {id}: its body does not parse: {e}"));
+                    continue;
+                }
+            };
+            if receipt.id != id || receipt.prev_hash != prev {
+                problems.push(format!("receipt {id}: its body names another id or link"));
+            }
+            if let Some(problem) = check_split(&receipt) {
+                problems.push(format!("receipt {id}: {problem}"));
+            }
+            let listed: Vec<(String, Role, i128)> =
+                receipt.credits.iter().map(|c| (c.account.clone(), c.role, c.amount as i128)).collect();
+            if entries_by_receipt.remove(&id).unwrap_or_default() != listed {
+                problems.push(format!("receipt {id}: its ledger entries differ from its credits"));
+            }
         }
-        Ok(ChainReport { receipts: rows.len(), head: expected_prev, broken })
+        for id in entries_by_receipt.keys() {
+            problems.push(format!("credits name receipt {id}, which does not exist"));
+        }
+        let epochs = self.verify_epochs(&mut problems).await?;
+        Ok(VerifyReport { receipts: rows.len(), epochs, head, problems })
+    }
+
+    async fn verify_epochs(&self, problems: &mut Vec<String>) -> Result<usize> {
+        let epochs = self.epochs().await?;
+        let last = epochs.last().map(|e| e.number).unwrap_or(0);
+        let stray: i64 = sqlx::query("SELECT COUNT(*) AS n FROM ledger_entries WHERE epoch > $1")
+            .bind(last)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+        if stray > 0 {
+            problems.push(format!("{stray} entries name an epoch after the last one, {last}"));
+        }
+        let mut cumulative: BTreeMap<String, i128> = BTreeMap::new();
+        for (i, epoch) in epochs.iter().enumerate() {
+            let n = epoch.number;
+            if n != i as i64 + 1 {
+                problems.push(format!("epoch {n}: epochs are not numbered 1, 2, 3, ..."));
+            }
+            let rows = sqlx::query("SELECT account, amount FROM ledger_entries WHERE epoch = $1")
+                .bind(n)
+                .fetch_all(&self.pool)
+                .await?;
+            if rows.len() as i64 != epoch.entries {
+                problems.push(format!("epoch {n}: {} entries, the epoch says {}", rows.len(), epoch.entries));
+            }
+            for row in rows {
+                *cumulative.entry(row.try_get("account")?).or_default() +=
+                    parse_signed(&row.try_get::<String, _>("amount")?)?;
+            }
+            let leaves: Vec<(Address, Amount)> = cumulative
+                .iter()
+                .filter(|(_, v)| **v > 0)
+                .map(|(a, v)| Ok((parse_address(a)?, *v as Amount)))
+                .collect::<Result<_>>()?;
+            let tree = PayoutTree::new(&leaves);
+            let root = tree.as_ref().map(|t| merkle::to_hex(&t.root())).unwrap_or_else(|| format!("0x{GENESIS}"));
+            if root != epoch.root {
+                problems.push(format!("epoch {n}: the entries give root {root}, the epoch says {}", epoch.root));
+            }
+            let stored = sqlx::query("SELECT account, cumulative, proof FROM epoch_accounts WHERE epoch = $1")
+                .bind(n)
+                .fetch_all(&self.pool)
+                .await?;
+            let mut stored_by_account = BTreeMap::new();
+            for row in stored {
+                let account: String = row.try_get("account")?;
+                stored_by_account
+                    .insert(account, (row.try_get::<String, _>("cumulative")?, row.try_get::<String, _>("proof")?));
+            }
+            for (account, value, proof) in tree.map(|t| t.proofs()).unwrap_or_default() {
+                let proof: Vec<String> = proof.iter().map(merkle::to_hex).collect();
+                let want = (value.to_string(), serde_json::to_string(&proof).unwrap_or_default());
+                if stored_by_account.remove(&account.to_lower_hex()).as_ref() != Some(&want) {
+                    problems.push(format!("epoch {n}: {}'s stored total or proof differs", account.to_checksummed()));
+                }
+            }
+            for account in stored_by_account.keys() {
+                problems.push(format!("epoch {n}: stores {account}, which has no cumulative total"));
+            }
+        }
+        Ok(epochs.len())
     }
 
     pub async fn earnings(&self, account: &Address) -> Result<Earnings> {

@@ -17,8 +17,8 @@ pub mod policy;
 
 pub use error::{Error, Result};
 pub use ledger::{
-    AccountProof, ChainReport, DatanetEarnings, Earnings, Entry, Epoch, EpochEarnings, Flag, FlagOutcome, FlagTarget,
-    GENESIS, Ledger, NewReceipt, Quote, Receipt, ReceiptCredit, RetrievedChunk, SettleOutcome, SplitSummary,
+    AccountProof, DatanetEarnings, Earnings, Entry, Epoch, EpochEarnings, Flag, FlagOutcome, FlagTarget, GENESIS,
+    Ledger, NewReceipt, Quote, Receipt, ReceiptCredit, RetrievedChunk, SettleOutcome, SplitSummary, VerifyReport,
 };
 pub use policy::{
     AdapterPricing, Amount, CitedChunk, DatanetPricing, Policy, Role, Shares, Weighting, ablation_weights,

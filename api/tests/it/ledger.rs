@@ -69,7 +69,7 @@ fn answers_pay_their_sources_and_epochs_settle_once() {
     let total = amount(&earnings["total"]);
     assert!(total > 0);
     assert!(earnings["entries"].as_array().unwrap().iter().any(|e| e["receipt_id"] == id.as_str()));
-    run_ok(tributary(&data).args(["ledger", "verify"]));
+    run_ok(tributary(&data).arg("verify"));
 
     // kill -9 in the middle of settling (a failpoint aborts just before the commit), then again.
     let copy = dir.path().join("copy");
@@ -128,6 +128,14 @@ fn answers_pay_their_sources_and_epochs_settle_once() {
     let found = json(&run_ok(tributary(&data).args(["search", "--json", "--datanet", "rivers-demo", question])));
     assert!(found.as_array().unwrap().iter().any(|p| p["document"] == cited_doc.as_str()));
 
+    // Whoever holds a copy of the data can check the operator: a receipt altered after the
+    // fact (here, the model it names) makes `verify` fail.
+    tamper(&data, &id);
+    let out = tributary(&data).arg("verify").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains(&id) && stdout.contains("hash"), "{stdout}");
+
     // Bad input is refused with a clear error.
     let out = tributary(&data).args(["receipt", "nope"]).output().unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not found"));
@@ -146,4 +154,21 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(entry.path(), target).unwrap();
         }
     }
+}
+
+fn tamper(data: &std::path::Path, receipt: &str) {
+    let url = format!("sqlite:{}", data.join("tributary.db").display());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+        let done =
+            sqlx::query("UPDATE receipts SET body = REPLACE(body, '\"model\":\"', '\"model\":\"other ') WHERE id = $1")
+                .bind(receipt)
+                .execute(&pool)
+                .await
+                .unwrap();
+        assert_eq!(done.rows_affected(), 1);
+        pool.close().await;
+    });
 }

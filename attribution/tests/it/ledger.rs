@@ -94,8 +94,8 @@ async fn receipts_form_a_chain_and_credits_conserve_the_fee() {
         assert_eq!(alice_total.entries.len(), 6, "{backend:?}");
         assert_eq!(ledger.earnings(&owner()).await.unwrap().by_datanet[0].datanet, "rivers");
 
-        let report = ledger.verify_chain().await.unwrap();
-        assert_eq!((report.receipts, report.broken.clone()), (3, None), "{backend:?}");
+        let report = ledger.verify().await.unwrap();
+        assert_eq!((report.receipts, report.ok()), (3, true), "{backend:?}: {:?}", report.problems);
 
         // Tampering with a receipt's body, or with a credit, is detected.
         let pool = fx.store.catalog().pool();
@@ -104,15 +104,16 @@ async fn receipts_form_a_chain_and_credits_conserve_the_fee() {
             .execute(pool)
             .await
             .unwrap();
-        let report = ledger.verify_chain().await.unwrap();
-        assert_eq!(report.broken.map(|b| b.0), Some(ids[2].clone()), "{backend:?}");
+        let report = ledger.verify().await.unwrap();
+        assert_eq!(report.problems.len(), 1, "{backend:?}: {:?}", report.problems);
+        assert!(report.problems[0].contains(&ids[2]) && report.problems[0].contains("entries"));
         sqlx::query("UPDATE receipts SET body = REPLACE(body, 'The Missouri.', 'The Ohio.') WHERE id = $1")
             .bind(&ids[1])
             .execute(pool)
             .await
             .unwrap();
-        let report = ledger.verify_chain().await.unwrap();
-        assert_eq!(report.broken.map(|b| b.0), Some(ids[1].clone()), "{backend:?}");
+        let report = ledger.verify().await.unwrap();
+        assert!(report.problems.iter().any(|p| p.contains(&ids[1]) && p.contains("hash")), "{:?}", report.problems);
     }
 }
 
@@ -141,7 +142,7 @@ async fn a_duplicate_chunk_pays_its_first_contributor_and_bad_citations_are_refu
         new.retrieved[0].chunk_id = fake;
         assert!(ledger.record(new).await.unwrap_err().to_string().contains("not found"));
         // Neither left anything behind.
-        assert_eq!(ledger.verify_chain().await.unwrap().receipts, 1, "{backend:?}");
+        assert_eq!(ledger.verify().await.unwrap().receipts, 1, "{backend:?}");
         // Bad policy.
         let bad = Policy { shares: Shares { protocol_bps: 1, ..Shares::default() }, ..Policy::default() };
         assert!(ledger.set_policy(&bad).await.is_err());
@@ -165,7 +166,7 @@ async fn epochs_settle_once_and_proofs_verify() {
         assert!(first.closed_now);
         let epoch1 = first.epoch.clone().unwrap();
         assert_eq!((epoch1.number, epoch1.total), (1, fees), "{backend:?}");
-        assert_eq!(epoch1.receipts_head, ledger.verify_chain().await.unwrap().head);
+        assert_eq!(epoch1.receipts_head, ledger.verify().await.unwrap().head);
         // Idempotent: nothing new, nothing closes.
         let again = ledger.settle().await.unwrap();
         assert!(!again.closed_now);
@@ -199,6 +200,18 @@ async fn epochs_settle_once_and_proofs_verify() {
         assert_eq!(by_epoch[&1] as u128, fees);
         assert_eq!(by_epoch[&2], 500);
         assert_eq!(ledger.epochs().await.unwrap().len(), 2);
+        let report = ledger.verify().await.unwrap();
+        assert!(report.ok() && report.epochs == 2, "{backend:?}: {:?}", report.problems);
+
+        // An operator who pays someone more than the entries say is caught.
+        sqlx::query("UPDATE epoch_accounts SET cumulative = '999999' WHERE epoch = 1 AND account = $1")
+            .bind(alice().to_lower_hex())
+            .execute(fx.store.catalog().pool())
+            .await
+            .unwrap();
+        let report = ledger.verify().await.unwrap();
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+        assert!(report.problems[0].starts_with("epoch 1:"), "{:?}", report.problems);
     }
 }
 
@@ -266,5 +279,7 @@ async fn flags_slash_unsettled_credits_and_leave_retrieval() {
         assert_eq!(epoch.total, 20_000, "{backend:?}: slashes move value, never create or destroy it");
         assert_eq!(ledger.proof(&alice(), None).await.unwrap().cumulative, 10_500);
         assert_eq!(ledger.flags(fx.datanet.id).await.unwrap().len(), 3);
+        let report = ledger.verify().await.unwrap();
+        assert!(report.ok(), "{backend:?}: {:?}", report.problems);
     }
 }

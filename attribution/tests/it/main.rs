@@ -1,6 +1,7 @@
 //! Integration tests of the ledger on SQLite and PostgreSQL: one binary (it links once).
 
 mod ledger;
+mod properties;
 
 use std::path::PathBuf;
 use std::sync::Arc;
