@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
-use tributary_indexer::{Address, Catalog, Datanet};
+use tributary_indexer::{Address, Backend, Catalog, Datanet};
 
 use crate::merkle::{self, PayoutTree};
 use crate::policy::{
@@ -273,6 +273,8 @@ pub struct FlagOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Epoch {
     pub number: i64,
+    /// The epoch holds the ledger entries after the previous epoch's `last_entry`, up to this.
+    pub last_entry: i64,
     pub root: String,
     pub receipts_head: String,
     #[serde(with = "crate::amount_string")]
@@ -323,6 +325,7 @@ impl VerifyReport {
 #[derive(Clone)]
 pub struct Ledger {
     pool: AnyPool,
+    backend: Backend,
 }
 
 async fn lock(tx: &mut Transaction<'static, Any>) -> Result<()> {
@@ -336,6 +339,87 @@ async fn head(tx: &mut Transaction<'static, Any>) -> Result<String> {
         Some(row) => row.try_get("hash")?,
         None => GENESIS.to_string(),
     })
+}
+
+/// The epoch holding entry `id`, from the epochs in order; `None` while unsettled.
+fn epoch_of(epochs: &[Epoch], id: i64) -> Option<i64> {
+    let i = epochs.partition_point(|e| e.last_entry < id);
+    epochs.get(i).map(|e| e.number)
+}
+
+/// Who each of `chunks` pays: its first contributor and its Datanet's owner, in a few queries.
+async fn payees(
+    tx: &mut Transaction<'static, Any>,
+    mut chunks: Vec<(i64, String)>,
+) -> Result<BTreeMap<(i64, String), (Address, Address)>> {
+    chunks.sort();
+    chunks.dedup();
+    let mut out = BTreeMap::new();
+    for batch in chunks.chunks(200) {
+        let mut sql = String::from(
+            "SELECT c.datanet_id, c.chunk_id, c.contributor, d.owner FROM chunks c \
+             JOIN datanets d ON d.id = c.datanet_id WHERE ",
+        );
+        for i in 0..batch.len() {
+            let or = if i > 0 { " OR " } else { "" };
+            sql.push_str(&format!("{or}(c.datanet_id = ${} AND c.chunk_id = ${})", 2 * i + 1, 2 * i + 2));
+        }
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (datanet_id, chunk_id) in batch {
+            query = query.bind(*datanet_id).bind(chunk_id.clone());
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            let key: (i64, String) = (row.try_get("datanet_id")?, row.try_get("chunk_id")?);
+            let contributor = parse_address(&row.try_get::<String, _>("contributor")?)?;
+            out.insert(key, (contributor, parse_address(&row.try_get::<String, _>("owner")?)?));
+        }
+    }
+    Ok(out)
+}
+
+/// The last settled entry id (0 before the first epoch).
+async fn settled_upto(tx: &mut Transaction<'static, Any>) -> Result<i64> {
+    let row = sqlx::query("SELECT MAX(last_entry) AS n FROM epochs").fetch_one(&mut **tx).await?;
+    Ok(row.try_get::<Option<i64>, _>("n")?.unwrap_or(0))
+}
+
+/// A value bound into a multi-row INSERT.
+enum Param {
+    Int(Option<i64>),
+    Text(Option<String>),
+}
+
+/// `head` followed by `rows` as multi-row VALUES lists, a few hundred parameters a statement.
+async fn insert_rows(tx: &mut Transaction<'static, Any>, head: &str, rows: Vec<Vec<Param>>) -> Result<()> {
+    let Some(width) = rows.first().map(Vec::len) else { return Ok(()) };
+    for batch in rows.chunks((900 / width).max(1)) {
+        let mut sql = String::from(head);
+        for i in 0..batch.len() {
+            let values: Vec<String> = (1..=width).map(|c| format!("${}", i * width + c)).collect();
+            sql.push_str(&format!("{}({})", if i > 0 { ", " } else { " " }, values.join(", ")));
+        }
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for row in batch {
+            for value in row {
+                query = match value {
+                    Param::Int(v) => query.bind(*v),
+                    Param::Text(v) => query.bind(v.clone()),
+                };
+            }
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// The policy as this transaction sees it.
+async fn policy_in(tx: &mut Transaction<'static, Any>) -> Result<Policy> {
+    let row = sqlx::query("SELECT value FROM ledger_settings WHERE scope = 'policy'").fetch_optional(&mut **tx).await?;
+    match row {
+        Some(row) => serde_json::from_str(&row.try_get::<String, _>("value")?)
+            .map_err(|e| Error::Inconsistent(format!("stored policy: {e}"))),
+        None => Ok(Policy::default()),
+    }
 }
 
 fn entry_from_row(row: &AnyRow) -> Result<Entry> {
@@ -359,19 +443,20 @@ fn entry_from_row(row: &AnyRow) -> Result<Entry> {
             }
             None => Vec::new(),
         },
-        epoch: row.try_get("epoch")?,
+        epoch: None,
         created_at_ms: row.try_get("created_at")?,
     })
 }
 
 const ENTRY_COLUMNS: &str = "e.id, e.kind, e.receipt_id, e.flag_id, e.offsets, e.account, e.role, e.amount, \
-     e.datanet_id, d.name AS datanet_name, e.chunk_id, e.sentences, e.epoch, e.created_at \
+     e.datanet_id, d.name AS datanet_name, e.chunk_id, e.sentences, e.created_at \
      FROM ledger_entries e LEFT JOIN datanets d ON d.id = e.datanet_id";
 
 fn epoch_from_row(row: &AnyRow) -> Result<Epoch> {
     let total: String = row.try_get("total")?;
     Ok(Epoch {
         number: row.try_get("number")?,
+        last_entry: row.try_get("last_entry")?,
         root: row.try_get("root")?,
         receipts_head: row.try_get("receipts_head")?,
         total: total.parse().map_err(|_| Error::Inconsistent(format!("stored epoch total {total:?}")))?,
@@ -397,7 +482,7 @@ fn flag_from_row(row: &AnyRow) -> Result<Flag> {
 impl Ledger {
     /// The ledger in the catalog's database (its migrations create the tables).
     pub fn new(catalog: &Catalog) -> Ledger {
-        Ledger { pool: catalog.pool().clone() }
+        Ledger { pool: catalog.pool().clone(), backend: catalog.backend() }
     }
 
     async fn setting<T: serde::de::DeserializeOwned>(&self, scope: &str) -> Result<Option<T>> {
@@ -485,106 +570,126 @@ impl Ledger {
 
     /// Writes the receipt and its credits in one transaction, linked to the chain's head.
     pub async fn record(&self, new: NewReceipt) -> Result<Receipt> {
-        let policy = self.policy().await?;
-        let adapter_owners: Vec<Address> = new
-            .quote
-            .adapter_owners
-            .iter()
-            .map(|a| a.parse().map_err(|_| Error::InvalidArgument(format!("adapter owner {a:?} is not an address"))))
-            .collect::<Result<_>>()?;
-        for chunk in &new.cited {
-            if !new.retrieved.iter().any(|r| r.chunk_id == chunk.chunk_id && r.datanet == chunk.datanet) {
-                return Err(Error::InvalidArgument(format!("cited chunk {} was not retrieved", chunk.chunk_id)));
+        let mut receipts = self.record_many(vec![new]).await?;
+        receipts.pop().ok_or_else(|| Error::Inconsistent("a recorded batch of one came back empty".into()))
+    }
+
+    /// Writes several answers' receipts and credits in one transaction (group commit: what a
+    /// server under load does with answers finishing together), chained in order. All or none.
+    pub async fn record_many(&self, batch: Vec<NewReceipt>) -> Result<Vec<Receipt>> {
+        let mut owners_of = Vec::with_capacity(batch.len());
+        for new in &batch {
+            let adapter_owners: Vec<Address> = new
+                .quote
+                .adapter_owners
+                .iter()
+                .map(|a| {
+                    a.parse().map_err(|_| Error::InvalidArgument(format!("adapter owner {a:?} is not an address")))
+                })
+                .collect::<Result<_>>()?;
+            for chunk in &new.cited {
+                if !new.retrieved.iter().any(|r| r.chunk_id == chunk.chunk_id && r.datanet == chunk.datanet) {
+                    return Err(Error::InvalidArgument(format!("cited chunk {} was not retrieved", chunk.chunk_id)));
+                }
             }
+            owners_of.push(adapter_owners);
         }
         let mut tx = self.pool.begin().await?;
         lock(&mut tx).await?;
-        // The catalog decides who a chunk pays: its first contributor and its Datanet's owner.
-        let mut cited = new.cited.clone();
-        for chunk in &mut cited {
-            let row = sqlx::query(
-                "SELECT c.contributor, d.owner FROM chunks c JOIN datanets d ON d.id = c.datanet_id \
-                 WHERE c.datanet_id = $1 AND c.chunk_id = $2",
-            )
-            .bind(chunk.datanet_id)
-            .bind(&chunk.chunk_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("chunk {} in Datanet {}", chunk.chunk_id, chunk.datanet)))?;
-            chunk.contributor = parse_address(&row.try_get::<String, _>("contributor")?)?;
-            chunk.datanet_owner = parse_address(&row.try_get::<String, _>("owner")?)?;
-        }
-        let splits = split_fee(new.quote.fee, &policy.shares, policy.protocol_account, &adapter_owners, &cited);
-        let mut split = SplitSummary::default();
-        for s in &splits {
-            let group = match s.role {
-                Role::Protocol | Role::Sink => &mut split.protocol,
-                Role::AdapterOwner => &mut split.adapter_owners,
-                Role::DatanetOwner => &mut split.datanet_owners,
-                Role::Contributor => &mut split.contributors,
+        let policy = policy_in(&mut tx).await?;
+        let mut prev = head(&mut tx).await?;
+        let wanted: Vec<(i64, String)> =
+            batch.iter().flat_map(|n| n.cited.iter().map(|c| (c.datanet_id, c.chunk_id.clone()))).collect();
+        let payees = payees(&mut tx, wanted).await?;
+        let mut out = Vec::with_capacity(batch.len());
+        let (mut receipt_rows, mut entry_rows) = (Vec::new(), Vec::new());
+        for (new, adapter_owners) in batch.into_iter().zip(owners_of) {
+            // The catalog decides who a chunk pays: its first contributor and its Datanet's owner.
+            let mut cited = new.cited.clone();
+            for chunk in &mut cited {
+                let Some((contributor, owner)) = payees.get(&(chunk.datanet_id, chunk.chunk_id.clone())) else {
+                    return Err(Error::NotFound(format!("chunk {} in Datanet {}", chunk.chunk_id, chunk.datanet)));
+                };
+                (chunk.contributor, chunk.datanet_owner) = (*contributor, *owner);
+            }
+            let splits = split_fee(new.quote.fee, &policy.shares, policy.protocol_account, &adapter_owners, &cited);
+            let mut split = SplitSummary::default();
+            for s in &splits {
+                let group = match s.role {
+                    Role::Protocol | Role::Sink => &mut split.protocol,
+                    Role::AdapterOwner => &mut split.adapter_owners,
+                    Role::DatanetOwner => &mut split.datanet_owners,
+                    Role::Contributor => &mut split.contributors,
+                };
+                *group += s.amount;
+            }
+            let prev_hash = prev.clone();
+            let created_at_ms = now_ms();
+            let question_hash = blake3::hash(new.question.as_bytes()).to_hex().to_string();
+            let id_seed = format!("{prev_hash}:{created_at_ms}:{question_hash}:{}", new.answer.len());
+            let id = blake3::hash(id_seed.as_bytes()).to_hex()[..32].to_string();
+            let credits = receipt_credits(&splits, &cited);
+            let mut receipt = Receipt {
+                id,
+                created_at_ms,
+                prev_hash,
+                question_hash,
+                question: new.keep_question.then(|| new.question.clone()),
+                datanets: new.datanets.clone(),
+                model: new.model.clone(),
+                adapters: new.adapters.clone(),
+                answer: new.answer.clone(),
+                retrieved: new.retrieved.clone(),
+                cited,
+                weighting: new.quote.weighting,
+                fee: new.quote.fee,
+                shares: policy.shares,
+                protocol_account: policy.protocol_account.to_checksummed(),
+                adapter_owners: adapter_owners.iter().map(Address::to_checksummed).collect(),
+                split,
+                credits,
+                hash: String::new(),
             };
-            *group += s.amount;
+            let body = receipt.body_json()?;
+            receipt.hash = blake3::hash(body.as_bytes()).to_hex().to_string();
+            receipt_rows.push(vec![
+                Param::Text(Some(receipt.id.clone())),
+                Param::Int(Some(created_at_ms)),
+                Param::Text(Some(receipt.fee.to_string())),
+                Param::Text(Some(receipt.prev_hash.clone())),
+                Param::Text(Some(receipt.hash.clone())),
+                Param::Text(Some(body)),
+            ]);
+            for s in &splits {
+                let sentences = (!s.sentences.is_empty())
+                    .then(|| serde_json::to_string(&s.sentences).unwrap_or_else(|_| "[]".into()));
+                entry_rows.push(vec![
+                    Param::Text(Some("credit".into())),
+                    Param::Text(Some(receipt.id.clone())),
+                    Param::Text(Some(s.account.to_lower_hex())),
+                    Param::Text(Some(s.role.as_str().into())),
+                    Param::Text(Some(s.amount.to_string())),
+                    Param::Int(s.datanet_id),
+                    Param::Text(s.chunk_id.clone()),
+                    Param::Text(sentences),
+                    Param::Int(Some(created_at_ms)),
+                ]);
+            }
+            prev = receipt.hash.clone();
+            out.push(receipt);
         }
-        let prev_hash = head(&mut tx).await?;
-        let created_at_ms = now_ms();
-        let question_hash = blake3::hash(new.question.as_bytes()).to_hex().to_string();
-        let id_seed = format!("{prev_hash}:{created_at_ms}:{question_hash}:{}", new.answer.len());
-        let id = blake3::hash(id_seed.as_bytes()).to_hex()[..32].to_string();
-        let credits = receipt_credits(&splits, &cited);
-        let mut receipt = Receipt {
-            id,
-            created_at_ms,
-            prev_hash,
-            question_hash,
-            question: new.keep_question.then(|| new.question.clone()),
-            datanets: new.datanets.clone(),
-            model: new.model.clone(),
-            adapters: new.adapters.clone(),
-            answer: new.answer.clone(),
-            retrieved: new.retrieved.clone(),
-            cited,
-            weighting: new.quote.weighting,
-            fee: new.quote.fee,
-            shares: policy.shares,
-            protocol_account: policy.protocol_account.to_checksummed(),
-            adapter_owners: adapter_owners.iter().map(Address::to_checksummed).collect(),
-            split,
-            credits,
-            hash: String::new(),
-        };
-        let body = receipt.body_json()?;
-        receipt.hash = blake3::hash(body.as_bytes()).to_hex().to_string();
-        sqlx::query(
-            "INSERT INTO receipts (id, created_at, fee, prev_hash, hash, body) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&receipt.id)
-        .bind(created_at_ms)
-        .bind(receipt.fee.to_string())
-        .bind(&receipt.prev_hash)
-        .bind(&receipt.hash)
-        .bind(&body)
-        .execute(&mut *tx)
-        .await?;
-        for s in &splits {
-            let sentences =
-                (!s.sentences.is_empty()).then(|| serde_json::to_string(&s.sentences).unwrap_or_else(|_| "[]".into()));
-            sqlx::query(
-                "INSERT INTO ledger_entries (kind, receipt_id, account, role, amount, datanet_id, chunk_id, \
-                 sentences, created_at) VALUES ('credit', $1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(&receipt.id)
-            .bind(s.account.to_lower_hex())
-            .bind(s.role.as_str())
-            .bind(s.amount.to_string())
-            .bind(s.datanet_id)
-            .bind(s.chunk_id.clone())
-            .bind(sentences)
-            .bind(created_at_ms)
-            .execute(&mut *tx)
+        // Receipts first: every credit's foreign key names one.
+        insert_rows(&mut tx, "INSERT INTO receipts (id, created_at, fee, prev_hash, hash, body) VALUES", receipt_rows)
             .await?;
-        }
+        insert_rows(
+            &mut tx,
+            "INSERT INTO ledger_entries (kind, receipt_id, account, role, amount, datanet_id, chunk_id, sentences, \
+             created_at) VALUES",
+            entry_rows,
+        )
+        .await?;
         tx.commit().await?;
-        Ok(receipt)
+        Ok(out)
     }
 
     pub async fn receipt(&self, id: &str) -> Result<Receipt> {
@@ -606,7 +711,12 @@ impl Ledger {
             .bind(id)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(entry_from_row).collect()
+        let epochs = self.epochs().await?;
+        let mut entries: Vec<Entry> = rows.iter().map(entry_from_row).collect::<Result<_>>()?;
+        for e in &mut entries {
+            e.epoch = epoch_of(&epochs, e.id);
+        }
+        Ok(entries)
     }
 
     /// Checks the operator from the data alone: re-hashes every receipt and follows the chain,
@@ -678,23 +788,19 @@ impl Ledger {
 
     async fn verify_epochs(&self, problems: &mut Vec<String>) -> Result<usize> {
         let epochs = self.epochs().await?;
-        let last = epochs.last().map(|e| e.number).unwrap_or(0);
-        let stray: i64 = sqlx::query("SELECT COUNT(*) AS n FROM ledger_entries WHERE epoch > $1")
-            .bind(last)
-            .fetch_one(&self.pool)
-            .await?
-            .try_get("n")?;
-        if stray > 0 {
-            problems.push(format!("{stray} entries name an epoch after the last one, {last}"));
-        }
         let mut cumulative: BTreeMap<String, i128> = BTreeMap::new();
         for (i, epoch) in epochs.iter().enumerate() {
             let n = epoch.number;
             if n != i as i64 + 1 {
                 problems.push(format!("epoch {n}: epochs are not numbered 1, 2, 3, ..."));
             }
-            let rows = sqlx::query("SELECT account, amount FROM ledger_entries WHERE epoch = $1")
-                .bind(n)
+            let after = if i == 0 { 0 } else { epochs[i - 1].last_entry };
+            if epoch.last_entry < after {
+                problems.push(format!("epoch {n}: its entries end before the previous epoch's"));
+            }
+            let rows = sqlx::query("SELECT account, amount FROM ledger_entries WHERE id > $1 AND id <= $2")
+                .bind(after)
+                .bind(epoch.last_entry)
                 .fetch_all(&self.pool)
                 .await?;
             if rows.len() as i64 != epoch.entries {
@@ -743,7 +849,11 @@ impl Ledger {
             .bind(account.to_lower_hex())
             .fetch_all(&self.pool)
             .await?;
-        let entries: Vec<Entry> = rows.iter().map(entry_from_row).collect::<Result<_>>()?;
+        let epochs = self.epochs().await?;
+        let mut entries: Vec<Entry> = rows.iter().map(entry_from_row).collect::<Result<_>>()?;
+        for e in &mut entries {
+            e.epoch = epoch_of(&epochs, e.id);
+        }
         let mut by_datanet: BTreeMap<String, i128> = BTreeMap::new();
         let mut by_epoch: BTreeMap<i64, i128> = BTreeMap::new();
         let (mut total, mut settled, mut slashed) = (0i128, 0i128, 0i128);
@@ -848,12 +958,13 @@ impl Ledger {
         };
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT e.id, e.account, e.amount, e.chunk_id FROM ledger_entries e \
-             WHERE e.kind = 'credit' AND e.role = 'contributor' AND e.epoch IS NULL AND e.datanet_id = $1 \
+             WHERE e.kind = 'credit' AND e.role = 'contributor' AND e.id > $3 AND e.datanet_id = $1 \
              AND {matching} AND NOT EXISTS (SELECT 1 FROM ledger_entries s WHERE s.kind = 'slash' AND s.offsets = e.id) \
              ORDER BY e.id"
         )))
         .bind(datanet_id)
         .bind(&value)
+        .bind(settled_upto(&mut tx).await?)
         .fetch_all(&mut *tx)
         .await?;
         let mut slashed: Amount = 0;
@@ -946,12 +1057,14 @@ impl Ledger {
         let last: Option<i64> =
             sqlx::query("SELECT MAX(number) AS n FROM epochs").fetch_one(&mut *tx).await?.try_get("n")?;
         let number = last.unwrap_or(0) + 1;
-        let moved = sqlx::query("UPDATE ledger_entries SET epoch = $1 WHERE epoch IS NULL")
-            .bind(number)
-            .execute(&mut *tx)
+        // The epoch is the id range after the last settled entry: no row is rewritten.
+        let after = settled_upto(&mut tx).await?;
+        let upto: i64 = sqlx::query("SELECT MAX(id) AS n FROM ledger_entries")
+            .fetch_one(&mut *tx)
             .await?
-            .rows_affected();
-        if moved == 0 {
+            .try_get::<Option<i64>, _>("n")?
+            .unwrap_or(0);
+        if upto <= after {
             tx.rollback().await?;
             let epoch = match last {
                 Some(n) => Some(self.epoch(n).await?),
@@ -959,6 +1072,12 @@ impl Ledger {
             };
             return Ok(SettleOutcome { epoch, closed_now: false });
         }
+        let moved: i64 = sqlx::query("SELECT COUNT(*) AS n FROM ledger_entries WHERE id > $1 AND id <= $2")
+            .bind(after)
+            .bind(upto)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
         let mut cumulative: BTreeMap<String, i128> = BTreeMap::new();
         if let Some(previous) = last {
             let rows = sqlx::query("SELECT account, cumulative FROM epoch_accounts WHERE epoch = $1")
@@ -970,13 +1089,8 @@ impl Ledger {
             }
         }
         let previous = cumulative.clone();
-        let rows = sqlx::query("SELECT account, amount FROM ledger_entries WHERE epoch = $1")
-            .bind(number)
-            .fetch_all(&mut *tx)
-            .await?;
-        for row in rows {
-            *cumulative.entry(row.try_get("account")?).or_default() +=
-                parse_signed(&row.try_get::<String, _>("amount")?)?;
+        for (account, amount) in self.epoch_sums(&mut tx, after, upto).await? {
+            *cumulative.entry(account).or_default() += amount;
         }
         let mut leaves = Vec::with_capacity(cumulative.len());
         for (account, total) in &cumulative {
@@ -995,15 +1109,16 @@ impl Ledger {
         let total: Amount = leaves.iter().map(|(_, v)| *v).sum();
         let closed_at_ms = now_ms();
         sqlx::query(
-            "INSERT INTO epochs (number, root, receipts_head, total, accounts, entries, closed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO epochs (number, last_entry, root, receipts_head, total, accounts, entries, closed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(number)
+        .bind(upto)
         .bind(&root)
         .bind(&receipts_head)
         .bind(total.to_string())
         .bind(leaves.len() as i64)
-        .bind(moved as i64)
+        .bind(moved)
         .bind(closed_at_ms)
         .execute(&mut *tx)
         .await?;
@@ -1038,9 +1153,52 @@ impl Ledger {
         Ok(SettleOutcome { epoch: Some(self.epoch(number).await?), closed_now: true })
     }
 
+    /// Each account's sum over one epoch's entries, summed by the database where that is exact:
+    /// PostgreSQL's NUMERIC always is; SQLite's 64-bit SUM is for amounts of at most 18 digits
+    /// (it raises an error rather than overflow, and then the rows are summed here).
+    async fn epoch_sums(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        after: i64,
+        upto: i64,
+    ) -> Result<Vec<(String, i128)>> {
+        let (grouped, rest) = match self.backend {
+            Backend::Postgres => (
+                "SELECT account, CAST(SUM(CAST(amount AS NUMERIC)) AS TEXT) AS total FROM ledger_entries \
+                 WHERE id > $1 AND id <= $2 GROUP BY account",
+                None,
+            ),
+            Backend::Sqlite => (
+                "SELECT account, CAST(SUM(CAST(amount AS INTEGER)) AS TEXT) AS total FROM ledger_entries \
+                 WHERE id > $1 AND id <= $2 AND length(amount) <= 18 GROUP BY account",
+                Some(
+                    "SELECT account, amount AS total FROM ledger_entries WHERE id > $1 AND id <= $2 \
+                     AND length(amount) > 18",
+                ),
+            ),
+        };
+        let all = "SELECT account, amount AS total FROM ledger_entries WHERE id > $1 AND id <= $2";
+        let rows = match sqlx::query(grouped).bind(after).bind(upto).fetch_all(&mut **tx).await {
+            Ok(mut rows) => {
+                if let Some(rest) = rest {
+                    rows.extend(sqlx::query(rest).bind(after).bind(upto).fetch_all(&mut **tx).await?);
+                }
+                rows
+            }
+            // SQLite's integer overflow: sum row by row instead.
+            Err(_) if self.backend == Backend::Sqlite => {
+                sqlx::query(all).bind(after).bind(upto).fetch_all(&mut **tx).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        rows.iter()
+            .map(|row| Ok((row.try_get("account")?, parse_signed(&row.try_get::<String, _>("total")?)?)))
+            .collect()
+    }
+
     pub async fn epoch(&self, number: i64) -> Result<Epoch> {
         let row = sqlx::query(
-            "SELECT number, root, receipts_head, total, accounts, entries, closed_at FROM epochs WHERE number = $1",
+            "SELECT number, last_entry, root, receipts_head, total, accounts, entries, closed_at FROM epochs WHERE number = $1",
         )
         .bind(number)
         .fetch_optional(&self.pool)
@@ -1051,7 +1209,7 @@ impl Ledger {
 
     pub async fn epochs(&self) -> Result<Vec<Epoch>> {
         let rows = sqlx::query(
-            "SELECT number, root, receipts_head, total, accounts, entries, closed_at FROM epochs ORDER BY number",
+            "SELECT number, last_entry, root, receipts_head, total, accounts, entries, closed_at FROM epochs ORDER BY number",
         )
         .fetch_all(&self.pool)
         .await?;

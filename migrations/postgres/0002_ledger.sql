@@ -27,9 +27,9 @@ CREATE TABLE receipts (
     body       TEXT    NOT NULL
 );
 
--- Append-only. A credit names its receipt; a slash names the flag that caused it and the credit
--- it offsets (a slash is final: un-flagging does not restore it). `epoch` is set once, when the
--- entry is settled.
+-- Append-only, never updated. A credit names its receipt; a slash names the flag that caused it
+-- and the credit it offsets (a slash is final: un-flagging does not restore it). Epochs are id
+-- ranges (see epochs.last_entry): ledger writes are serialized, so ids grow in commit order.
 CREATE TABLE ledger_entries (
     id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     kind       TEXT    NOT NULL CHECK (kind IN ('credit', 'slash')),
@@ -42,7 +42,6 @@ CREATE TABLE ledger_entries (
     datanet_id BIGINT,
     chunk_id   TEXT,
     sentences  TEXT,
-    epoch      BIGINT,
     created_at BIGINT  NOT NULL,
     CHECK ((kind = 'credit') = (receipt_id IS NOT NULL)),
     CHECK ((kind = 'credit') = (flag_id IS NULL)),
@@ -50,7 +49,7 @@ CREATE TABLE ledger_entries (
 );
 CREATE INDEX ledger_entries_account ON ledger_entries (account);
 CREATE INDEX ledger_entries_receipt ON ledger_entries (receipt_id);
-CREATE INDEX ledger_entries_unsettled ON ledger_entries (epoch, datanet_id, chunk_id);
+CREATE INDEX ledger_entries_chunk ON ledger_entries (datanet_id, chunk_id);
 
 -- Flags on a chunk, a document or a contributor of one Datanet. `active` is the current state
 -- (1 or 0), read by retrieval; flag_events is the append-only history.
@@ -76,8 +75,10 @@ CREATE TABLE flag_events (
 );
 
 -- A closed epoch: the Merkle root over every account's cumulative total, the receipts' chain head.
+-- It holds the ledger entries with ids after the previous epoch's last_entry up to its own.
 CREATE TABLE epochs (
     number        BIGINT  PRIMARY KEY,
+    last_entry    BIGINT  NOT NULL,
     root          TEXT    NOT NULL,
     receipts_head TEXT    NOT NULL,
     total         TEXT    NOT NULL,
