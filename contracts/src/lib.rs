@@ -1,4 +1,54 @@
-//! On-chain Proof of Attribution: the Datanet registry, epoch roots, claims and batched payouts
-//! (Solidity, compiled with solc-js; deployed to a local anvil or an OP Stack RPC).
+//! On-chain Proof of Attribution: the Datanet registry, epoch roots, claims and batched payouts.
 //!
-//! Not built yet: issue #6. Invariant: an epoch is paid at most once.
+//! The Solidity sources live in `contracts/src/*.sol`; `contracts/scripts/compile.mjs` compiles
+//! them with solc-js (pinned in `package.json`) into `contracts/artifacts/*.json`, which are
+//! committed and embedded here. A test fails when a fresh compile differs from them.
+//!
+//! Not built yet (issue #6): bindings with alloy's `sol!`, deployment to anvil or an OP Stack
+//! RPC, posting epochs, claims. Invariant: an epoch is paid at most once (the payout contract
+//! refuses an epoch number that is not greater than the last).
+
+/// A compiled contract: its ABI and bytecode, as solc-js wrote them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Artifact {
+    pub contract_name: String,
+    pub abi: serde_json::Value,
+    /// Creation code, 0x-hex.
+    pub bytecode: String,
+    /// Runtime code, 0x-hex.
+    pub deployed_bytecode: String,
+}
+
+/// The committed artifact JSON of each contract.
+pub const ARTIFACTS: [(&str, &str); 3] = [
+    ("AttributionPayouts", include_str!("../artifacts/AttributionPayouts.json")),
+    ("DatanetRegistry", include_str!("../artifacts/DatanetRegistry.json")),
+    ("TributaryTestToken", include_str!("../artifacts/TributaryTestToken.json")),
+];
+
+/// The artifact of `name`, parsed.
+pub fn artifact(name: &str) -> Option<Artifact> {
+    let (_, json) = ARTIFACTS.iter().find(|(n, _)| *n == name)?;
+    serde_json::from_str(json).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifacts_parse_and_carry_the_functions_the_ledger_calls() {
+        let payouts = artifact("AttributionPayouts").expect("payouts artifact");
+        let names: Vec<&str> = payouts.abi.as_array().unwrap().iter().filter_map(|f| f["name"].as_str()).collect();
+        for wanted in ["postEpoch", "claim", "pushBatch", "pause", "unpause", "paid", "latestEpoch", "EpochPosted"] {
+            assert!(names.contains(&wanted), "{wanted} missing from {names:?}");
+        }
+        for (name, _) in ARTIFACTS {
+            let a = artifact(name).unwrap();
+            assert_eq!(a.contract_name, name);
+            assert!(a.bytecode.len() > 2 && a.bytecode.starts_with("0x"));
+        }
+        assert!(artifact("Nope").is_none());
+    }
+}
