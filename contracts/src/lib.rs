@@ -4,9 +4,27 @@
 //! them with solc-js (pinned in `package.json`) into `contracts/artifacts/*.json`, which are
 //! committed and embedded here. A test fails when a fresh compile differs from them.
 //!
-//! Not built yet (issue #6): bindings with alloy's `sol!`, deployment to anvil or an OP Stack
-//! RPC, posting epochs, claims. Invariant: an epoch is paid at most once (the payout contract
-//! refuses an epoch number that is not greater than the last).
+//! [`chain`]: bindings generated from those artifacts by alloy's `sol!`, a local [`chain::Anvil`]
+//! (the npm `@foundry-rs/anvil` binary, started on a free port), and [`chain::Chain`] (a signer on
+//! any JSON-RPC endpoint: deploy, post epochs). Invariant: an epoch is paid at most once (the
+//! payout contract refuses an epoch number that is not greater than the last, and pays each
+//! account only the difference between its proven cumulative total and what it was paid).
+
+pub mod chain;
+
+/// What talking to a chain can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("chain: {0}")]
+    Chain(String),
+    /// The contract refused, with its reason (a custom error such as `NothingToClaim`).
+    #[error("transaction reverted: {0}")]
+    Reverted(String),
+    #[error("the signer key is not a 32-byte hex private key")]
+    InvalidKey,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A compiled contract: its ABI and bytecode, as solc-js wrote them.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]

@@ -1,0 +1,211 @@
+//! An EVM chain and the Tributary contracts on it: a local anvil for tests and the demo, or any
+//! JSON-RPC endpoint (an OP Stack chain is plain EVM JSON-RPC).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use alloy::network::EthereumWallet;
+use alloy::primitives::{Address, B256, U256};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol;
+
+use crate::{Error, Result};
+
+sol!(
+    #[sol(rpc, all_derives)]
+    AttributionPayouts,
+    "artifacts/AttributionPayouts.json"
+);
+sol!(
+    #[sol(rpc, all_derives)]
+    DatanetRegistry,
+    "artifacts/DatanetRegistry.json"
+);
+sol!(
+    #[sol(rpc, all_derives)]
+    TributaryTestToken,
+    "artifacts/TributaryTestToken.json"
+);
+
+/// anvil's well-known development keys (mnemonic "test test ... junk"): for local chains only.
+pub const ANVIL_KEYS: [&str; 4] = [
+    "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+    "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+    "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
+    "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
+];
+
+/// Where the anvil binary is: `$TRIBUTARY_ANVIL`, else the npm package `scripts/setup.sh`
+/// installs under `contracts/node_modules` (found from the working directory or this crate).
+pub fn locate_anvil() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("TRIBUTARY_ANVIL") {
+        return Some(PathBuf::from(path));
+    }
+    let relative = Path::new("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
+    [Path::new("contracts").join(relative), Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)]
+        .into_iter()
+        .find(|p| p.is_file())
+}
+
+/// A local anvil on 127.0.0.1 and a free port, stopped when dropped.
+pub struct Anvil {
+    child: Child,
+    url: String,
+}
+
+impl Anvil {
+    /// Starts anvil and waits until it answers JSON-RPC (it starts offline in well under a
+    /// second).
+    pub async fn start() -> Result<Anvil> {
+        let binary = locate_anvil().ok_or_else(|| Error::Chain("anvil not found: run scripts/setup.sh".into()))?;
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| Error::Chain(format!("no free port: {e}")))?
+            .port();
+        let child = Command::new(&binary)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--chain-id", "31337"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| Error::Chain(format!("starting {}: {e}", binary.display())))?;
+        let anvil = Anvil { child, url: format!("http://127.0.0.1:{port}") };
+        let provider =
+            ProviderBuilder::new().connect_http(anvil.url.parse().map_err(|e| Error::Chain(format!("{e}")))?);
+        let started = Instant::now();
+        loop {
+            if provider.get_chain_id().await.is_ok() {
+                return Ok(anvil);
+            }
+            if started.elapsed() > Duration::from_secs(15) {
+                return Err(Error::Chain("anvil did not answer within 15 s".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for Anvil {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Addresses of a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Deployment {
+    pub registry: Address,
+    pub payouts: Address,
+    pub token: Address,
+}
+
+/// How long to wait for a transaction to be mined before reporting it pending.
+pub const RECEIPT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A signer connected to a chain.
+#[derive(Clone)]
+pub struct Chain {
+    provider: DynProvider,
+    signer: Address,
+}
+
+impl std::fmt::Debug for Chain {
+    // The key never appears: only the address it signs for.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chain").field("signer", &self.signer).finish()
+    }
+}
+
+fn chain_err(e: impl std::fmt::Display) -> Error {
+    Error::Chain(e.to_string())
+}
+
+impl Chain {
+    /// Connects to `rpc_url`, signing with `key` (0x-hex private key).
+    pub fn connect(rpc_url: &str, key: &str) -> Result<Chain> {
+        let signer: PrivateKeySigner = key.parse().map_err(|_| Error::InvalidKey)?;
+        let address = signer.address();
+        let url = rpc_url.parse().map_err(|e| Error::Chain(format!("RPC URL {rpc_url:?}: {e}")))?;
+        // The nonce comes from the chain (pending count) for every transaction: alloy's cached
+        // nonce counts one up even when the transaction is never sent (a revert at gas
+        // estimation), which would leave a gap that stalls every later transaction; the chain's
+        // count is also right after a restart.
+        let provider = ProviderBuilder::new()
+            .disable_recommended_fillers()
+            .with_gas_estimation()
+            .with_simple_nonce_management()
+            .fetch_chain_id()
+            .wallet(EthereumWallet::from(signer))
+            .connect_http(url)
+            .erased();
+        Ok(Chain { provider, signer: address })
+    }
+
+    pub fn signer(&self) -> Address {
+        self.signer
+    }
+
+    pub fn provider(&self) -> &DynProvider {
+        &self.provider
+    }
+
+    /// Deploys the registry, a test token (all of `supply` to the signer) unless `token` is
+    /// given, and the payout contract (the signer is admin and settler).
+    pub async fn deploy(&self, token: Option<Address>, supply: U256) -> Result<Deployment> {
+        let registry = *DatanetRegistry::deploy(&self.provider).await.map_err(chain_err)?.address();
+        let token = match token {
+            Some(t) => t,
+            None => {
+                *TributaryTestToken::deploy(&self.provider, "Tributary Test".into(), "TRIB".into(), self.signer, supply)
+                    .await
+                    .map_err(chain_err)?
+                    .address()
+            }
+        };
+        let payouts = *AttributionPayouts::deploy(&self.provider, token, self.signer, self.signer)
+            .await
+            .map_err(chain_err)?
+            .address();
+        Ok(Deployment { registry, payouts, token })
+    }
+
+    pub fn payouts(&self, address: Address) -> AttributionPayouts::AttributionPayoutsInstance<DynProvider> {
+        AttributionPayouts::new(address, self.provider.clone())
+    }
+
+    pub fn registry(&self, address: Address) -> DatanetRegistry::DatanetRegistryInstance<DynProvider> {
+        DatanetRegistry::new(address, self.provider.clone())
+    }
+
+    pub fn token(&self, address: Address) -> TributaryTestToken::TributaryTestTokenInstance<DynProvider> {
+        TributaryTestToken::new(address, self.provider.clone())
+    }
+
+    /// Posts an epoch's payout root and receipts head; waits for the receipt.
+    pub async fn post_epoch(&self, payouts: Address, epoch: u64, root: B256, head: B256) -> Result<B256> {
+        let pending = self.payouts(payouts).postEpoch(epoch, root, head).send().await.map_err(revert)?;
+        let receipt = pending.with_timeout(Some(RECEIPT_TIMEOUT)).get_receipt().await.map_err(chain_err)?;
+        if !receipt.status() {
+            return Err(Error::Reverted("postEpoch".into()));
+        }
+        Ok(receipt.transaction_hash)
+    }
+}
+
+/// A contract call's error, with the contract's own revert reason when it gave one.
+pub fn revert(e: alloy::contract::Error) -> Error {
+    if let Some(decoded) = e.as_decoded_interface_error::<AttributionPayouts::AttributionPayoutsErrors>() {
+        return Error::Reverted(format!("{decoded:?}"));
+    }
+    if let Some(decoded) = e.as_decoded_interface_error::<DatanetRegistry::DatanetRegistryErrors>() {
+        return Error::Reverted(format!("{decoded:?}"));
+    }
+    Error::Chain(e.to_string())
+}
