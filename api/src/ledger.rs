@@ -128,9 +128,19 @@ pub(crate) async fn receipt(app: &App, id: &str, json: bool) -> Result<()> {
 
 pub(crate) async fn settle(app: &App, json: bool) -> Result<()> {
     let outcome = app.ledger().settle().await?;
+    // The epoch is closed whatever happens next; posting is retried by the next settle.
+    let posted = crate::chain::post_pending(app).await.map_err(|e| {
+        e.context("the ledger closed the epoch, but posting to the chain failed: it stays pending on chain, and the next `tributary settle` posts it")
+    });
     if json {
-        return print_json(&outcome);
+        let mut value = serde_json::to_value(&outcome)?;
+        if let Ok(Some(posted)) = &posted {
+            value["posted_on_chain"] = serde_json::json!(posted);
+        }
+        print_json(&value)?;
+        return posted.map(|_| ());
     }
+
     match (&outcome.epoch, outcome.closed_now) {
         (Some(e), true) => println!(
             "closed epoch {}: {} entries, {} accounts, total {}\n  root {}\n  receipts head {}",
@@ -138,6 +148,11 @@ pub(crate) async fn settle(app: &App, json: bool) -> Result<()> {
         ),
         (Some(e), false) => println!("nothing new to settle; epoch {} (root {}) is the latest", e.number, e.root),
         (None, _) => println!("nothing to settle"),
+    }
+    match posted? {
+        Some(posted) if !posted.is_empty() => println!("posted on chain: epochs {posted:?}"),
+        Some(_) => println!("the chain has every closed epoch"),
+        None => {}
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `tributary`: the command line over the indexer and retriever crates.
 
 mod ask;
+mod chain;
 mod demo;
 mod ledger;
 mod progress;
@@ -43,6 +44,10 @@ struct Cli {
     /// Context length of the remote model.
     #[arg(long, global = true, env = "TRIBUTARY_LLM_CONTEXT", default_value_t = 4096)]
     llm_context: usize,
+    /// EVM JSON-RPC endpoint for settlement (anvil, an OP Stack chain, any EVM chain); else the
+    /// one in <data-dir>/chain.toml. The signer key comes from TRIBUTARY_SIGNER_KEY only.
+    #[arg(long, global = true, env = "TRIBUTARY_RPC_URL")]
+    rpc_url: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -82,7 +87,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Close the current epoch: cumulative totals, their Merkle root and every proof.
+    /// Close the current epoch (cumulative totals, their Merkle root and every proof), then post
+    /// every closed epoch the chain lacks when contracts are deployed.
     Settle {
         #[arg(long)]
         json: bool,
@@ -113,6 +119,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Pay an address what its proven cumulative total exceeds what it was paid (anyone may
+    /// submit it; the tokens go to the address).
+    Claim {
+        address: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deploy the contracts; compare the chain's epochs with the ledger's.
+    #[command(subcommand)]
+    Chain(chain::ChainCommand),
     /// Prices, shares and influence weighting.
     #[command(subcommand)]
     Pricing(ledger::PricingCommand),
@@ -212,6 +228,7 @@ pub(crate) struct App {
     embed_backend: EmbedBackend,
     llm: Option<PathBuf>,
     remote: Option<tributary_generator::RemoteConfig>,
+    pub rpc_url: Option<String>,
 }
 
 impl App {
@@ -232,6 +249,7 @@ impl App {
                 api_key: std::env::var("TRIBUTARY_LLM_API_KEY").ok(),
                 context_length: cli.llm_context,
             }),
+            rpc_url: cli.rpc_url.clone(),
         })
     }
 
@@ -295,6 +313,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Unflag { id, reason, actor } => ledger::unflag(&app, id, &reason, &actor).await,
         Command::Flags { datanet, json } => ledger::flags(&app, &datanet, json).await,
         Command::Pricing(command) => ledger::pricing(&app, command).await,
+        Command::Claim { address, json } => chain::claim(&app, &address, json).await,
+        Command::Chain(command) => chain::command(&app, command).await,
         Command::Demo => demo::run(&app).await,
     };
     app.store.catalog().close().await;

@@ -1,0 +1,214 @@
+//! `tributary chain deploy|status`, `claim`, and posting closed epochs at `settle`.
+//!
+//! Configuration: `<data-dir>/chain.toml` (RPC URL, chain id, contract addresses), the RPC URL
+//! also from `--rpc-url` / `TRIBUTARY_RPC_URL`, the signer key from `TRIBUTARY_SIGNER_KEY` only
+//! (never written, never logged). What is posted is read back from the chain itself
+//! (`latestEpoch`), so a crash after sending cannot post an epoch twice (the contract refuses a
+//! number that is not greater than the last) and a failed posting is simply retried: an epoch
+//! the ledger closed but the chain lacks is "pending on chain".
+
+use std::path::{Path, PathBuf};
+
+use alloy::primitives::{Address as EvmAddress, B256, U256};
+use alloy::providers::Provider;
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use tributary_contracts::chain::{Chain, Deployment, revert};
+
+use crate::App;
+
+pub(crate) const KEY_ENV: &str = "TRIBUTARY_SIGNER_KEY";
+
+#[derive(Subcommand)]
+pub(crate) enum ChainCommand {
+    /// Deploy the registry, a test token (unless --token names one) and the payout contract,
+    /// and write their addresses to <data-dir>/chain.toml.
+    Deploy {
+        /// An existing ERC-20 to pay in (then fund the payout contract yourself).
+        #[arg(long)]
+        token: Option<String>,
+        /// Test token supply, all of it sent to the payout contract.
+        #[arg(long, default_value = "1000000000000000000000000")]
+        supply: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The chain's latest epoch against the ledger's, and what is pending.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `<data-dir>/chain.toml`.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ChainConfig {
+    pub rpc_url: Option<String>,
+    pub chain_id: Option<u64>,
+    pub registry: Option<String>,
+    pub payouts: Option<String>,
+    pub token: Option<String>,
+}
+
+fn config_path(app: &App) -> PathBuf {
+    app.store.data_dir().join("chain.toml")
+}
+
+pub(crate) fn load_config(path: &Path) -> Result<ChainConfig> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => toml::from_str(&text).with_context(|| format!("{} is not a valid chain config", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ChainConfig::default()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn save_config(path: &Path, config: &ChainConfig) -> Result<()> {
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, toml::to_string(config)?).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+    Ok(())
+}
+
+fn parse_evm(text: &str, what: &str) -> Result<EvmAddress> {
+    text.parse().with_context(|| format!("{what} {text:?} is not an address"))
+}
+
+/// The signer on the configured chain.
+fn connect(app: &App, config: &ChainConfig) -> Result<Chain> {
+    let url = app
+        .rpc_url
+        .clone()
+        .or_else(|| config.rpc_url.clone())
+        .context("no chain configured: set --rpc-url or TRIBUTARY_RPC_URL (an OP Stack chain's RPC works as is)")?;
+    let key = std::env::var(KEY_ENV).with_context(|| format!("set {KEY_ENV} to the signer's private key (hex)"))?;
+    Ok(Chain::connect(&url, &key)?)
+}
+
+fn payouts_address(config: &ChainConfig) -> Result<EvmAddress> {
+    let text = config.payouts.as_deref().context("no contracts deployed: run `tributary chain deploy`")?;
+    parse_evm(text, "payout contract")
+}
+
+pub(crate) async fn command(app: &App, command: ChainCommand) -> Result<()> {
+    let path = config_path(app);
+    let mut config = load_config(&path)?;
+    match command {
+        ChainCommand::Deploy { token, supply, json } => {
+            let chain = connect(app, &config)?;
+            let supply: U256 = supply.parse().context("--supply is not an integer")?;
+            let token = token.as_deref().map(|t| parse_evm(t, "--token")).transpose()?;
+            let deployment: Deployment = chain.deploy(token, supply).await?;
+            if token.is_none() {
+                // The test token's supply funds the payouts.
+                let test_token = chain.token(deployment.token);
+                let transfer = test_token.transfer(deployment.payouts, supply).send().await.map_err(revert)?;
+                transfer.get_receipt().await.context("funding the payout contract")?;
+            }
+            config.rpc_url = app.rpc_url.clone().or(config.rpc_url);
+            config.chain_id = Some(chain.provider().get_chain_id().await.context("reading the chain id")?);
+            config.registry = Some(deployment.registry.to_string());
+            config.payouts = Some(deployment.payouts.to_string());
+            config.token = Some(deployment.token.to_string());
+            save_config(&path, &config)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&deployment)?);
+            } else {
+                println!(
+                    "deployed: registry {}, payouts {}, token {} (written to {})",
+                    deployment.registry,
+                    deployment.payouts,
+                    deployment.token,
+                    path.display()
+                );
+            }
+        }
+        ChainCommand::Status { json } => {
+            let chain = connect(app, &config)?;
+            let payouts = payouts_address(&config)?;
+            let on_chain = chain.payouts(payouts).latestEpoch().call().await.map_err(revert)?;
+            let epochs = app.ledger().epochs().await?;
+            let pending: Vec<i64> = epochs.iter().map(|e| e.number).filter(|n| *n > on_chain as i64).collect();
+            let value = serde_json::json!({
+                "chain_id": config.chain_id, "registry": config.registry, "payouts": config.payouts,
+                "token": config.token, "chain_latest_epoch": on_chain,
+                "ledger_latest_epoch": epochs.last().map(|e| e.number), "pending_on_chain": pending,
+            });
+            if json {
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                println!(
+                    "payouts {payouts}: chain at epoch {on_chain}, ledger at {:?}",
+                    epochs.last().map(|e| e.number)
+                );
+                if !pending.is_empty() {
+                    println!("pending on chain: {pending:?} (posted by the next `tributary settle`)");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Posts every closed epoch the chain lacks, oldest first; `None` when no chain is configured.
+pub(crate) async fn post_pending(app: &App) -> Result<Option<Vec<i64>>> {
+    let config = load_config(&config_path(app))?;
+    if config.payouts.is_none() {
+        return Ok(None);
+    }
+    let chain = connect(app, &config)?;
+    let payouts = payouts_address(&config)?;
+    let on_chain = chain.payouts(payouts).latestEpoch().call().await.map_err(revert)?;
+    let mut posted = Vec::new();
+    for epoch in app.ledger().epochs().await?.into_iter().filter(|e| e.number > on_chain as i64) {
+        let root: B256 = epoch.root.parse().context("stored epoch root")?;
+        let head: B256 = format!("0x{}", epoch.receipts_head).parse().context("stored receipts head")?;
+        chain
+            .post_epoch(payouts, epoch.number as u64, root, head)
+            .await
+            .with_context(|| format!("posting epoch {} (it stays pending on chain)", epoch.number))?;
+        posted.push(epoch.number);
+    }
+    Ok(Some(posted))
+}
+
+/// `tributary claim ADDR`: the account's proof in the latest epoch, submitted by the signer.
+pub(crate) async fn claim(app: &App, address: &str, json: bool) -> Result<()> {
+    let account = crate::parse_address(address)?;
+    let config = load_config(&config_path(app))?;
+    let chain = connect(app, &config)?;
+    let payouts = payouts_address(&config)?;
+    let proof = app.ledger().proof(&account, None).await?;
+    let on_chain = chain.payouts(payouts).latestEpoch().call().await.map_err(revert)?;
+    if (on_chain as i64) < proof.epoch {
+        bail!("epoch {} is not on chain yet (the chain has {on_chain}): run `tributary settle`", proof.epoch);
+    }
+    let evm_account = parse_evm(&account.to_checksummed(), "account")?;
+    let path: Vec<B256> = proof.proof.iter().map(|p| p.parse()).collect::<Result<_, _>>().context("stored proof")?;
+    let cumulative = U256::from(proof.cumulative);
+    let contract = chain.payouts(payouts);
+    let before = contract.paid(evm_account).call().await.map_err(revert)?;
+    let receipt = contract
+        .claim(evm_account, cumulative, path)
+        .send()
+        .await
+        .map_err(revert)?
+        .get_receipt()
+        .await
+        .context("waiting for the claim")?;
+    let paid = cumulative - before;
+    if json {
+        let value = serde_json::json!({
+            "account": account.to_checksummed(), "epoch": proof.epoch, "paid": paid.to_string(),
+            "cumulative": proof.cumulative.to_string(), "transaction": receipt.transaction_hash.to_string(),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!(
+            "paid {paid} to {} (cumulative {}, epoch {})",
+            account.to_checksummed(),
+            proof.cumulative,
+            proof.epoch
+        );
+    }
+    Ok(())
+}

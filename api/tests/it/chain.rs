@@ -1,0 +1,73 @@
+//! Settlement on a real anvil through the CLI: deploy, post the demo's epoch at settle (after a
+//! failed attempt with the RPC down), claim, and balances that match the ledger to the wei.
+
+use alloy::primitives::{Address, U256};
+use tributary_contracts::chain::{ANVIL_KEYS, Anvil, Chain};
+
+use crate::{ALICE, run_ok, tributary};
+
+fn json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[tokio::test]
+async fn epochs_post_on_chain_once_and_claims_pay_the_ledger_amount() {
+    let anvil = Anvil::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let on_chain = |cmd: &mut std::process::Command| {
+        cmd.env("TRIBUTARY_RPC_URL", anvil.url()).env("TRIBUTARY_SIGNER_KEY", ANVIL_KEYS[0]);
+    };
+    run_ok(tributary(&data).arg("demo"));
+
+    let mut deploy = tributary(&data);
+    on_chain(deploy.args(["chain", "deploy", "--json"]));
+    let deployment = json(&run_ok(&mut deploy));
+    let payouts: Address = deployment["payouts"].as_str().unwrap().parse().unwrap();
+    let token: Address = deployment["token"].as_str().unwrap().parse().unwrap();
+
+    // The RPC is down: the epoch stays closed in the ledger and pending on chain.
+    let mut down = tributary(&data);
+    down.args(["settle", "--json"])
+        .env("TRIBUTARY_RPC_URL", "http://127.0.0.1:9")
+        .env("TRIBUTARY_SIGNER_KEY", ANVIL_KEYS[0]);
+    let out = down.output().unwrap();
+    assert!(!out.status.success(), "posting to a dead RPC fails");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pending on chain"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut status = tributary(&data);
+    on_chain(status.args(["chain", "status", "--json"]));
+    let state = json(&run_ok(&mut status));
+    assert_eq!(
+        (state["chain_latest_epoch"].clone(), state["pending_on_chain"].clone()),
+        (0.into(), serde_json::json!([1]))
+    );
+
+    // Settling again posts it, once; a third run has nothing to post.
+    let mut settle = tributary(&data);
+    on_chain(settle.args(["settle", "--json"]));
+    assert_eq!(json(&run_ok(&mut settle))["posted_on_chain"], serde_json::json!([1]));
+    let mut again = tributary(&data);
+    on_chain(again.args(["settle", "--json"]));
+    assert_eq!(json(&run_ok(&mut again))["posted_on_chain"], serde_json::json!([]));
+
+    // alice's claim pays her cumulative total; a second claim is refused.
+    let proof = json(&run_ok(tributary(&data).args(["proof", ALICE, "--json"])));
+    let cumulative: u128 = proof["cumulative"].as_str().unwrap().parse().unwrap();
+    let mut claim = tributary(&data);
+    on_chain(claim.args(["claim", ALICE, "--json"]));
+    let paid = json(&run_ok(&mut claim));
+    assert_eq!(paid["paid"], cumulative.to_string());
+    let mut twice = tributary(&data);
+    on_chain(twice.args(["claim", ALICE]));
+    let out = twice.output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NothingToClaim"));
+
+    let reader = Chain::connect(anvil.url(), ANVIL_KEYS[3]).unwrap();
+    let alice: Address = ALICE.parse().unwrap();
+    assert_eq!(reader.token(token).balanceOf(alice).call().await.unwrap(), U256::from(cumulative));
+    assert_eq!(reader.payouts(payouts).latestEpoch().call().await.unwrap(), 1);
+}
