@@ -166,10 +166,12 @@ impl Retriever {
         let mut passages = Vec::with_capacity(query.k);
         let mut rest = scored.as_slice();
         while passages.len() < query.k && !rest.is_empty() {
-            let (window, tail) = rest.split_at((query.k - passages.len()).min(rest.len()));
+            // A window of k each time: one query when nothing is skipped, few when much is.
+            let (window, tail) = rest.split_at(query.k.min(rest.len()));
             passages.extend(self.resolve(query.datanets, window).await?);
             rest = tail;
         }
+        passages.truncate(query.k);
         Ok(passages)
     }
 
