@@ -19,6 +19,9 @@ use crate::App;
 
 pub(crate) const KEY_ENV: &str = "TRIBUTARY_SIGNER_KEY";
 
+/// Tries per epoch within one `settle` (1 s, 2 s between them); later runs try again.
+const POST_ATTEMPTS: u32 = 3;
+
 #[derive(Subcommand)]
 pub(crate) enum ChainCommand {
     /// Deploy the registry, a test token (unless --token names one) and the payout contract,
@@ -48,6 +51,8 @@ pub(crate) struct ChainConfig {
     pub registry: Option<String>,
     pub payouts: Option<String>,
     pub token: Option<String>,
+    /// Blocks to wait for after posting an epoch (default 1).
+    pub confirmations: Option<u64>,
 }
 
 fn config_path(app: &App) -> PathBuf {
@@ -159,13 +164,33 @@ pub(crate) async fn post_pending(app: &App) -> Result<Option<Vec<i64>>> {
     let payouts = payouts_address(&config)?;
     let on_chain = chain.payouts(payouts).latestEpoch().call().await.map_err(revert)?;
     let mut posted = Vec::new();
+    let confirmations = config.confirmations.unwrap_or(1);
     for epoch in app.ledger().epochs().await?.into_iter().filter(|e| e.number > on_chain as i64) {
         let root: B256 = epoch.root.parse().context("stored epoch root")?;
         let head: B256 = format!("0x{}", epoch.receipts_head).parse().context("stored receipts head")?;
-        chain
-            .post_epoch(payouts, epoch.number as u64, root, head)
-            .await
-            .with_context(|| format!("posting epoch {} (it stays pending on chain)", epoch.number))?;
+        // A few tries with backoff; between tries the chain is asked whether the epoch landed
+        // after all (a send that timed out may have been mined): never posted twice.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match chain.post_epoch_confirmed(payouts, epoch.number as u64, root, head, confirmations).await {
+                Ok(_) => break,
+                Err(e) if attempt >= POST_ATTEMPTS => {
+                    return Err(anyhow::Error::from(e)).with_context(|| {
+                        format!("posting epoch {} after {attempt} tries (it stays pending on chain)", epoch.number)
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(epoch = epoch.number, attempt, error = %e, "posting an epoch failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(500 << attempt)).await;
+                    let landed =
+                        chain.payouts(payouts).latestEpoch().call().await.is_ok_and(|n| n as i64 >= epoch.number);
+                    if landed {
+                        break;
+                    }
+                }
+            }
+        }
         posted.push(epoch.number);
     }
     Ok(Some(posted))

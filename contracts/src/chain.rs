@@ -190,8 +190,27 @@ impl Chain {
 
     /// Posts an epoch's payout root and receipts head; waits for the receipt.
     pub async fn post_epoch(&self, payouts: Address, epoch: u64, root: B256, head: B256) -> Result<B256> {
+        self.post_epoch_confirmed(payouts, epoch, root, head, 1).await
+    }
+
+    /// [`Chain::post_epoch`], waiting for `confirmations` blocks (1: the block that includes it).
+    /// On an OP Stack chain, more confirmations wait for more L2 blocks; finality on L1 comes later
+    /// and a reorg of unsafe L2 blocks is what they guard against.
+    pub async fn post_epoch_confirmed(
+        &self,
+        payouts: Address,
+        epoch: u64,
+        root: B256,
+        head: B256,
+        confirmations: u64,
+    ) -> Result<B256> {
         let pending = self.payouts(payouts).postEpoch(epoch, root, head).send().await.map_err(revert)?;
-        let receipt = pending.with_timeout(Some(RECEIPT_TIMEOUT)).get_receipt().await.map_err(chain_err)?;
+        let receipt = pending
+            .with_required_confirmations(confirmations.max(1))
+            .with_timeout(Some(RECEIPT_TIMEOUT))
+            .get_receipt()
+            .await
+            .map_err(chain_err)?;
         if !receipt.status() {
             return Err(Error::Reverted("postEpoch".into()));
         }

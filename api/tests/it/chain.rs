@@ -46,6 +46,16 @@ async fn epochs_post_on_chain_once_and_claims_pay_the_ledger_amount() {
         (0.into(), serde_json::json!([1]))
     );
 
+    // A reverting posting (the contract is paused) is retried with backoff, then left pending.
+    let admin = Chain::connect(anvil.url(), ANVIL_KEYS[0]).unwrap();
+    admin.payouts(payouts).pause().send().await.unwrap().get_receipt().await.unwrap();
+    let mut paused = tributary(&data);
+    on_chain(paused.args(["settle"]));
+    let out = paused.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("after 3 tries") && stderr.contains("EnforcedPause"), "{stderr}");
+    admin.payouts(payouts).unpause().send().await.unwrap().get_receipt().await.unwrap();
+
     // Settling again posts it, once; a third run has nothing to post.
     let mut settle = tributary(&data);
     on_chain(settle.args(["settle", "--json"]));
