@@ -9,10 +9,11 @@
 
 use std::path::{Path, PathBuf};
 
-use alloy::primitives::{Address as EvmAddress, B256, U256};
+use alloy::primitives::{Address as EvmAddress, B256, U256, keccak256};
 use alloy::providers::Provider;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
+use tributary_attribution::merkle::{MerkleTree, contribution_leaf};
 use tributary_contracts::chain::{Chain, Deployment, revert};
 
 use crate::App;
@@ -33,6 +34,23 @@ pub(crate) enum ChainCommand {
         /// Test token supply, all of it sent to the payout contract.
         #[arg(long, default_value = "1000000000000000000000000")]
         supply: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Commit a Datanet's contribution root (every chunk id with its first contributor) as its
+    /// next version on the registry, registering the Datanet first if the chain lacks it.
+    Register {
+        #[arg(long)]
+        datanet: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prove on chain that a chunk was contributed by its contributor at the latest version.
+    Prove {
+        #[arg(long)]
+        datanet: String,
+        #[arg(long)]
+        chunk: String,
         #[arg(long)]
         json: bool,
     },
@@ -89,6 +107,36 @@ fn connect(app: &App, config: &ChainConfig) -> Result<Chain> {
     Ok(Chain::connect(&url, &key)?)
 }
 
+fn registry_address(config: &ChainConfig) -> Result<EvmAddress> {
+    let text = config.registry.as_deref().context("no contracts deployed: run `tributary chain deploy`")?;
+    parse_evm(text, "registry contract")
+}
+
+fn print(value: &serde_json::Value, json: bool, line: impl FnOnce() -> String) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        println!("{}", line());
+    }
+    Ok(())
+}
+
+/// The contribution tree of a Datanet: every chunk with its first contributor, and where each
+/// leaf sits.
+async fn contribution_tree(
+    app: &App,
+    datanet: &tributary_indexer::Datanet,
+) -> Result<(MerkleTree, Vec<(tributary_indexer::ChunkId, tributary_indexer::Address, usize)>)> {
+    let catalog = app.store.catalog();
+    let ids = catalog.chunk_ids(datanet.id).await?;
+    let records = catalog.chunk_records(datanet.id, &ids).await?;
+    let hashes: Vec<_> = records.iter().map(|r| contribution_leaf(r.chunk_id.as_bytes(), &r.contributor)).collect();
+    let (tree, positions) =
+        MerkleTree::new(&hashes).with_context(|| format!("Datanet {} has no chunks to commit", datanet.name))?;
+    let leaves = records.iter().zip(positions).map(|(r, p)| (r.chunk_id, r.contributor, p)).collect();
+    Ok((tree, leaves))
+}
+
 fn payouts_address(config: &ChainConfig) -> Result<EvmAddress> {
     let text = config.payouts.as_deref().context("no contracts deployed: run `tributary chain deploy`")?;
     parse_evm(text, "payout contract")
@@ -126,6 +174,60 @@ pub(crate) async fn command(app: &App, command: ChainCommand) -> Result<()> {
                     path.display()
                 );
             }
+        }
+        ChainCommand::Register { datanet, json } => {
+            let chain = connect(app, &config)?;
+            let registry = chain.registry(registry_address(&config)?);
+            let datanet = app.datanet(&datanet).await?;
+            let (tree, _) = contribution_tree(app, &datanet).await?;
+            let id = keccak256(datanet.name.as_bytes());
+            if registry.ownerOf(id).call().await.is_err() {
+                let sent = registry.register(datanet.name.clone()).send().await.map_err(revert)?;
+                sent.get_receipt().await.context("registering the Datanet")?;
+            }
+            let root = B256::from(tree.root());
+            let sent = registry.commitRoot(id, root).send().await.map_err(revert)?;
+            sent.get_receipt().await.context("committing the contribution root")?;
+            let version = registry.versions(id).call().await.map_err(revert)?;
+            let value = serde_json::json!({
+                "datanet": datanet.name, "id": id.to_string(), "version": version, "root": root.to_string(),
+            });
+            print(&value, json, || format!("{} version {version}: root {root}", datanet.name))?;
+        }
+        ChainCommand::Prove { datanet, chunk, json } => {
+            let chain = connect(app, &config)?;
+            let registry = chain.registry(registry_address(&config)?);
+            let datanet = app.datanet(&datanet).await?;
+            let chunk: tributary_indexer::ChunkId = chunk.parse()?;
+            let (tree, leaves) = contribution_tree(app, &datanet).await?;
+            let Some((contributor, position)) =
+                leaves.iter().find(|(id, _, _)| *id == chunk).map(|(_, who, position)| (*who, *position))
+            else {
+                bail!("Datanet {} has no chunk {}", datanet.name, chunk.to_hex());
+            };
+            let id = keccak256(datanet.name.as_bytes());
+            let version = registry.versions(id).call().await.map_err(revert)?;
+            let on_chain = registry.contributionRoot(id, version).call().await.map_err(revert)?;
+            if on_chain != B256::from(tree.root()) {
+                bail!("the Datanet changed since version {version}: run `tributary chain register` first");
+            }
+            let proof: Vec<B256> = tree.proof(position).into_iter().map(B256::from).collect();
+            let who = parse_evm(&contributor.to_checksummed(), "contributor")?;
+            let chunk_word = B256::from(*chunk.as_bytes());
+            let verified =
+                registry.proveContribution(id, version, chunk_word, who, proof.clone()).call().await.map_err(revert)?;
+            let value = serde_json::json!({
+                "datanet": datanet.name, "chunk_id": chunk.to_hex(), "contributor": contributor.to_checksummed(),
+                "version": version, "verified": verified,
+                "proof": proof.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            });
+            print(&value, json, || {
+                format!(
+                    "chunk {} by {}: verified {verified} at version {version}",
+                    chunk.to_hex(),
+                    contributor.to_checksummed()
+                )
+            })?;
         }
         ChainCommand::Status { json } => {
             let chain = connect(app, &config)?;

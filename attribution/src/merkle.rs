@@ -33,55 +33,88 @@ fn node_hash(a: &Hash32, b: &Hash32) -> Hash32 {
 }
 
 /// A Merkle tree over `(account, cumulative)` leaves.
+/// A StandardMerkleTree over already-hashed leaves.
 #[derive(Debug, Clone)]
-pub struct PayoutTree {
-    /// nodes[0] is the root; node i's children are 2i+1 and 2i+2; the leaves fill the end.
+pub struct MerkleTree {
+    /// nodes[0] is the root; node i's children are 2i+1 and 2i+2; the leaves fill the end,
+    /// sorted by hash.
     nodes: Vec<Hash32>,
-    /// (account, cumulative, index of its leaf in `nodes`)
-    leaves: Vec<(Address, u128, usize)>,
 }
 
-impl PayoutTree {
-    /// Builds the tree; `None` for no leaves (an epoch always has at least one account).
-    pub fn new(entries: &[(Address, u128)]) -> Option<PayoutTree> {
-        if entries.is_empty() {
+impl MerkleTree {
+    /// The tree of `leaves`, and where each of them sits in it (`None` for no leaves).
+    pub fn new(leaves: &[Hash32]) -> Option<(MerkleTree, Vec<usize>)> {
+        if leaves.is_empty() {
             return None;
         }
-        let mut hashed: Vec<(Hash32, Address, u128)> =
-            entries.iter().map(|(a, v)| (leaf_hash(a, *v), *a, *v)).collect();
-        hashed.sort_by_key(|x| x.0);
-        let n = hashed.len();
+        let n = leaves.len();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&i| leaves[i]);
         let mut nodes = vec![[0u8; 32]; 2 * n - 1];
-        let mut leaves = Vec::with_capacity(n);
-        for (i, (hash, account, value)) in hashed.into_iter().enumerate() {
-            let index = nodes.len() - 1 - i;
-            nodes[index] = hash;
-            leaves.push((account, value, index));
+        let mut position = vec![0; n];
+        for (rank, &i) in order.iter().enumerate() {
+            let index = nodes.len() - 1 - rank;
+            nodes[index] = leaves[i];
+            position[i] = index;
         }
         for i in (0..nodes.len() - n).rev() {
             nodes[i] = node_hash(&nodes[2 * i + 1], &nodes[2 * i + 2]);
         }
-        Some(PayoutTree { nodes, leaves })
+        Some((MerkleTree { nodes }, position))
     }
 
     pub fn root(&self) -> Hash32 {
         self.nodes[0]
     }
 
-    /// Every leaf with its proof (sibling hashes from the leaf up), in leaf order.
-    pub fn proofs(&self) -> Vec<(Address, u128, Vec<Hash32>)> {
-        self.leaves.iter().map(|(account, value, index)| (*account, *value, self.proof_at(*index))).collect()
-    }
-
-    fn proof_at(&self, mut index: usize) -> Vec<Hash32> {
+    /// The sibling hashes from the leaf at `index` (a position [`MerkleTree::new`] gave) up.
+    pub fn proof(&self, mut index: usize) -> Vec<Hash32> {
         let mut proof = Vec::new();
-        while index > 0 {
+        while index > 0 && index < self.nodes.len() {
             let sibling = if index % 2 == 1 { index + 1 } else { index - 1 };
             proof.push(self.nodes[sibling]);
             index = (index - 1) / 2;
         }
         proof
     }
+}
+
+/// The payout tree over `(account, cumulative)` leaves.
+#[derive(Debug, Clone)]
+pub struct PayoutTree {
+    tree: MerkleTree,
+    /// (account, cumulative, position of its leaf), in leaf order.
+    leaves: Vec<(Address, u128, usize)>,
+}
+
+impl PayoutTree {
+    /// Builds the tree; `None` for no leaves (an epoch always has at least one account).
+    pub fn new(entries: &[(Address, u128)]) -> Option<PayoutTree> {
+        let hashes: Vec<Hash32> = entries.iter().map(|(a, v)| leaf_hash(a, *v)).collect();
+        let (tree, positions) = MerkleTree::new(&hashes)?;
+        let mut leaves: Vec<(Address, u128, usize)> =
+            entries.iter().zip(positions).map(|((a, v), p)| (*a, *v, p)).collect();
+        leaves.sort_by_key(|l| std::cmp::Reverse(l.2));
+        Some(PayoutTree { tree, leaves })
+    }
+
+    pub fn root(&self) -> Hash32 {
+        self.tree.root()
+    }
+
+    /// Every leaf with its proof (sibling hashes from the leaf up), in leaf order.
+    pub fn proofs(&self) -> Vec<(Address, u128, Vec<Hash32>)> {
+        self.leaves.iter().map(|(account, value, index)| (*account, *value, self.tree.proof(*index))).collect()
+    }
+}
+
+/// The registry's leaf of `(chunk id, contributor)`: keccak256(bytes.concat(keccak256(
+/// abi.encode(bytes32 chunkId, address contributor)))), as `DatanetRegistry` checks it.
+pub fn contribution_leaf(chunk_id: &Hash32, contributor: &Address) -> Hash32 {
+    let mut encoded = [0u8; 64];
+    encoded[..32].copy_from_slice(chunk_id);
+    encoded[44..64].copy_from_slice(contributor.as_bytes());
+    keccak(&[&keccak(&[&encoded])])
 }
 
 /// `MerkleProof.verify(proof, root, leaf)`.

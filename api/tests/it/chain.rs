@@ -26,6 +26,17 @@ async fn epochs_post_on_chain_once_and_claims_pay_the_ledger_amount() {
     let payouts: Address = deployment["payouts"].as_str().unwrap().parse().unwrap();
     let token: Address = deployment["token"].as_str().unwrap().parse().unwrap();
 
+    // The registry: the Datanet's contribution root, and a chunk proven against it on chain.
+    let mut register = tributary(&data);
+    on_chain(register.args(["chain", "register", "--json", "--datanet", "rivers-demo"]));
+    assert_eq!(json(&run_ok(&mut register))["version"], 1);
+    let found = json(&run_ok(tributary(&data).args(["search", "--json", "--datanet", "rivers-demo", "Missouri"])));
+    let (chunk, contributor) = (found[0]["chunk_id"].as_str().unwrap(), found[0]["contributor"].as_str().unwrap());
+    let mut prove = tributary(&data);
+    on_chain(prove.args(["chain", "prove", "--json", "--datanet", "rivers-demo", "--chunk", chunk]));
+    let proven = json(&run_ok(&mut prove));
+    assert_eq!((proven["verified"].clone(), proven["contributor"].as_str()), (true.into(), Some(contributor)));
+
     // The RPC is down: the epoch stays closed in the ledger and pending on chain.
     let mut down = tributary(&data);
     down.args(["settle", "--json"])
