@@ -21,7 +21,7 @@ use crate::{Error, Result};
 /// The `prev_hash` of the first receipt.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Rows per multi-row INSERT: well under SQLite's bound-parameter limit.
+/// Chunks looked up per query (two parameters each): well under SQLite's bound-parameter limit.
 const BATCH_ROWS: usize = 200;
 
 fn now_ms() -> i64 {
@@ -355,7 +355,7 @@ async fn payees(
     chunks.sort();
     chunks.dedup();
     let mut out = BTreeMap::new();
-    for batch in chunks.chunks(200) {
+    for batch in chunks.chunks(BATCH_ROWS) {
         let mut sql = String::from(
             "SELECT c.datanet_id, c.chunk_id, c.contributor, d.owner FROM chunks c \
              JOIN datanets d ON d.id = c.datanet_id WHERE ",
@@ -412,14 +412,49 @@ async fn insert_rows(tx: &mut Transaction<'static, Any>, head: &str, rows: Vec<V
     Ok(())
 }
 
-/// The policy as this transaction sees it.
-async fn policy_in(tx: &mut Transaction<'static, Any>) -> Result<Policy> {
-    let row = sqlx::query("SELECT value FROM ledger_settings WHERE scope = 'policy'").fetch_optional(&mut **tx).await?;
+/// One JSON setting, read through the pool or inside a transaction.
+async fn read_setting<'e, T, E>(executor: E, scope: &str) -> Result<Option<T>>
+where
+    T: serde::de::DeserializeOwned,
+    E: sqlx::Executor<'e, Database = Any>,
+{
+    let row =
+        sqlx::query("SELECT value FROM ledger_settings WHERE scope = $1").bind(scope).fetch_optional(executor).await?;
     match row {
-        Some(row) => serde_json::from_str(&row.try_get::<String, _>("value")?)
-            .map_err(|e| Error::Inconsistent(format!("stored policy: {e}"))),
-        None => Ok(Policy::default()),
+        Some(row) => {
+            let text: String = row.try_get("value")?;
+            let value =
+                serde_json::from_str(&text).map_err(|e| Error::Inconsistent(format!("stored setting {scope}: {e}")))?;
+            Ok(Some(value))
+        }
+        None => Ok(None),
     }
+}
+
+/// An epoch's payout tree: its leaves, the tree (none without leaves) and the root as stored.
+struct EpochTree {
+    leaves: Vec<(Address, Amount)>,
+    tree: Option<PayoutTree>,
+    root: String,
+}
+
+/// The tree of an epoch whose accounts hold `cumulative` totals (accounts at zero have no leaf;
+/// no leaf at all gives the zero root). What `settle` stores and `verify` recomputes.
+fn epoch_tree(cumulative: &BTreeMap<String, i128>) -> Result<EpochTree> {
+    let leaves: Vec<(Address, Amount)> = cumulative
+        .iter()
+        .filter(|(_, v)| **v > 0)
+        .map(|(a, v)| Ok((parse_address(a)?, *v as Amount)))
+        .collect::<Result<_>>()?;
+    let tree = PayoutTree::new(&leaves);
+    let root = tree.as_ref().map(|t| merkle::to_hex(&t.root())).unwrap_or_else(|| format!("0x{GENESIS}"));
+    Ok(EpochTree { leaves, tree, root })
+}
+
+/// A proof as `epoch_accounts.proof` stores it: a JSON list of 0x-hex hashes.
+fn proof_json(proof: &[merkle::Hash32]) -> String {
+    let hexes: Vec<String> = proof.iter().map(merkle::to_hex).collect();
+    serde_json::Value::from(hexes).to_string()
 }
 
 fn entry_from_row(row: &AnyRow) -> Result<Entry> {
@@ -486,19 +521,7 @@ impl Ledger {
     }
 
     async fn setting<T: serde::de::DeserializeOwned>(&self, scope: &str) -> Result<Option<T>> {
-        let row = sqlx::query("SELECT value FROM ledger_settings WHERE scope = $1")
-            .bind(scope)
-            .fetch_optional(&self.pool)
-            .await?;
-        match row {
-            Some(row) => {
-                let text: String = row.try_get("value")?;
-                let value = serde_json::from_str(&text)
-                    .map_err(|e| Error::Inconsistent(format!("stored setting {scope}: {e}")))?;
-                Ok(Some(value))
-            }
-            None => Ok(None),
-        }
+        read_setting(&self.pool, scope).await
     }
 
     async fn set_setting<T: serde::Serialize>(&self, scope: &str, value: &T) -> Result<()> {
@@ -596,7 +619,7 @@ impl Ledger {
         }
         let mut tx = self.pool.begin().await?;
         lock(&mut tx).await?;
-        let policy = policy_in(&mut tx).await?;
+        let policy: Policy = read_setting(&mut *tx, "policy").await?.unwrap_or_default();
         let mut prev = head(&mut tx).await?;
         let wanted: Vec<(i64, String)> =
             batch.iter().flat_map(|n| n.cited.iter().map(|c| (c.datanet_id, c.chunk_id.clone()))).collect();
@@ -707,8 +730,13 @@ impl Ledger {
 
     /// Entries of one receipt (its credits), in order.
     pub async fn receipt_entries(&self, id: &str) -> Result<Vec<Entry>> {
-        let rows = sqlx::query(AssertSqlSafe(format!("SELECT {ENTRY_COLUMNS} WHERE e.receipt_id = $1 ORDER BY e.id")))
-            .bind(id)
+        self.entries_where("e.receipt_id", id.to_string()).await
+    }
+
+    /// The entries whose `column` equals `value`, in order, with the epoch each landed in.
+    async fn entries_where(&self, column: &str, value: String) -> Result<Vec<Entry>> {
+        let rows = sqlx::query(AssertSqlSafe(format!("SELECT {ENTRY_COLUMNS} WHERE {column} = $1 ORDER BY e.id")))
+            .bind(value)
             .fetch_all(&self.pool)
             .await?;
         let epochs = self.epochs().await?;
@@ -810,13 +838,7 @@ impl Ledger {
                 *cumulative.entry(row.try_get("account")?).or_default() +=
                     parse_signed(&row.try_get::<String, _>("amount")?)?;
             }
-            let leaves: Vec<(Address, Amount)> = cumulative
-                .iter()
-                .filter(|(_, v)| **v > 0)
-                .map(|(a, v)| Ok((parse_address(a)?, *v as Amount)))
-                .collect::<Result<_>>()?;
-            let tree = PayoutTree::new(&leaves);
-            let root = tree.as_ref().map(|t| merkle::to_hex(&t.root())).unwrap_or_else(|| format!("0x{GENESIS}"));
+            let EpochTree { tree, root, .. } = epoch_tree(&cumulative)?;
             if root != epoch.root {
                 problems.push(format!("epoch {n}: the entries give root {root}, the epoch says {}", epoch.root));
             }
@@ -831,8 +853,7 @@ impl Ledger {
                     .insert(account, (row.try_get::<String, _>("cumulative")?, row.try_get::<String, _>("proof")?));
             }
             for (account, value, proof) in tree.map(|t| t.proofs()).unwrap_or_default() {
-                let proof: Vec<String> = proof.iter().map(merkle::to_hex).collect();
-                let want = (value.to_string(), serde_json::to_string(&proof).unwrap_or_default());
+                let want = (value.to_string(), proof_json(&proof));
                 if stored_by_account.remove(&account.to_lower_hex()).as_ref() != Some(&want) {
                     problems.push(format!("epoch {n}: {}'s stored total or proof differs", account.to_checksummed()));
                 }
@@ -845,15 +866,7 @@ impl Ledger {
     }
 
     pub async fn earnings(&self, account: &Address) -> Result<Earnings> {
-        let rows = sqlx::query(AssertSqlSafe(format!("SELECT {ENTRY_COLUMNS} WHERE e.account = $1 ORDER BY e.id")))
-            .bind(account.to_lower_hex())
-            .fetch_all(&self.pool)
-            .await?;
-        let epochs = self.epochs().await?;
-        let mut entries: Vec<Entry> = rows.iter().map(entry_from_row).collect::<Result<_>>()?;
-        for e in &mut entries {
-            e.epoch = epoch_of(&epochs, e.id);
-        }
+        let entries = self.entries_where("e.account", account.to_lower_hex()).await?;
         let mut by_datanet: BTreeMap<String, i128> = BTreeMap::new();
         let mut by_epoch: BTreeMap<i64, i128> = BTreeMap::new();
         let (mut total, mut settled, mut slashed) = (0i128, 0i128, 0i128);
@@ -1092,19 +1105,14 @@ impl Ledger {
         for (account, amount) in self.epoch_sums(&mut tx, after, upto).await? {
             *cumulative.entry(account).or_default() += amount;
         }
-        let mut leaves = Vec::with_capacity(cumulative.len());
         for (account, total) in &cumulative {
             // Slashes take only unsettled credits, so a cumulative total never falls: the
             // payout contract pays the difference with what was already paid.
             if *total < previous.get(account).copied().unwrap_or(0) || *total < 0 {
                 return Err(Error::Inconsistent(format!("{account}'s cumulative total would fall to {total}")));
             }
-            if *total > 0 {
-                leaves.push((parse_address(account)?, *total as Amount));
-            }
         }
-        let tree = PayoutTree::new(&leaves);
-        let root = tree.as_ref().map(|t| merkle::to_hex(&t.root())).unwrap_or_else(|| format!("0x{GENESIS}"));
+        let EpochTree { leaves, tree, root } = epoch_tree(&cumulative)?;
         let receipts_head = head(&mut tx).await?;
         let total: Amount = leaves.iter().map(|(_, v)| *v).sum();
         let closed_at_ms = now_ms();
@@ -1122,28 +1130,20 @@ impl Ledger {
         .bind(closed_at_ms)
         .execute(&mut *tx)
         .await?;
-        let proofs = tree.map(|t| t.proofs()).unwrap_or_default();
-        for batch in proofs.chunks(BATCH_ROWS) {
-            let mut sql = String::from("INSERT INTO epoch_accounts (epoch, account, cumulative, proof) VALUES ");
-            for i in 0..batch.len() {
-                let p = 4 * i;
-                sql.push_str(&format!(
-                    "{}(${}, ${}, ${}, ${})",
-                    if i > 0 { ", " } else { "" },
-                    p + 1,
-                    p + 2,
-                    p + 3,
-                    p + 4
-                ));
-            }
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for (account, value, proof) in batch {
-                let proof: Vec<String> = proof.iter().map(merkle::to_hex).collect();
-                let proof = serde_json::to_string(&proof).map_err(|e| Error::Inconsistent(e.to_string()))?;
-                query = query.bind(number).bind(account.to_lower_hex()).bind(value.to_string()).bind(proof);
-            }
-            query.execute(&mut *tx).await?;
-        }
+        let rows = tree
+            .map(|t| t.proofs())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(account, value, proof)| {
+                vec![
+                    Param::Int(Some(number)),
+                    Param::Text(Some(account.to_lower_hex())),
+                    Param::Text(Some(value.to_string())),
+                    Param::Text(Some(proof_json(&proof))),
+                ]
+            })
+            .collect();
+        insert_rows(&mut tx, "INSERT INTO epoch_accounts (epoch, account, cumulative, proof) VALUES", rows).await?;
         // Test hook: a crash with everything written but nothing committed.
         if std::env::var("TRIBUTARY_FAILPOINT").is_ok_and(|v| v == "settle-before-commit") {
             std::process::abort();
