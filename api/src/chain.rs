@@ -13,6 +13,7 @@ use alloy::primitives::{Address as EvmAddress, B256, U256, keccak256};
 use alloy::providers::Provider;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
+use tributary_attribution::AccountProof;
 use tributary_attribution::merkle::{MerkleTree, contribution_leaf};
 use tributary_contracts::chain::{Chain, Deployment, revert};
 
@@ -137,6 +138,33 @@ async fn contribution_tree(
     Ok((tree, leaves))
 }
 
+/// Deploys the contracts; when it deploys the test token too, its whole supply funds the payouts.
+pub(crate) async fn deploy_funded(chain: &Chain, token: Option<EvmAddress>, supply: U256) -> Result<Deployment> {
+    let deployment = chain.deploy(token, supply).await?;
+    if token.is_none() {
+        let test_token = chain.token(deployment.token);
+        let transfer = test_token.transfer(deployment.payouts, supply).send().await.map_err(revert)?;
+        transfer.get_receipt().await.context("funding the payout contract")?;
+    }
+    Ok(deployment)
+}
+
+/// A closed epoch's root and receipts head as the payout contract takes them.
+pub(crate) fn epoch_words(epoch: &tributary_attribution::Epoch) -> Result<(B256, B256)> {
+    let root = epoch.root.parse().context("stored epoch root")?;
+    let head = format!("0x{}", epoch.receipts_head).parse().context("stored receipts head")?;
+    Ok((root, head))
+}
+
+/// Submits `proof` as a claim for its account and waits for it; the transaction hash.
+pub(crate) async fn submit_claim(chain: &Chain, payouts: EvmAddress, proof: &AccountProof) -> Result<B256> {
+    let account = parse_evm(&proof.account.to_checksummed(), "account")?;
+    let path: Vec<B256> = proof.proof.iter().map(|p| p.parse()).collect::<Result<_, _>>().context("stored proof")?;
+    let sent =
+        chain.payouts(payouts).claim(account, U256::from(proof.cumulative), path).send().await.map_err(revert)?;
+    Ok(sent.get_receipt().await.context("waiting for the claim")?.transaction_hash)
+}
+
 fn payouts_address(config: &ChainConfig) -> Result<EvmAddress> {
     let text = config.payouts.as_deref().context("no contracts deployed: run `tributary chain deploy`")?;
     parse_evm(text, "payout contract")
@@ -150,13 +178,7 @@ pub(crate) async fn command(app: &App, command: ChainCommand) -> Result<()> {
             let chain = connect(app, &config)?;
             let supply: U256 = supply.parse().context("--supply is not an integer")?;
             let token = token.as_deref().map(|t| parse_evm(t, "--token")).transpose()?;
-            let deployment: Deployment = chain.deploy(token, supply).await?;
-            if token.is_none() {
-                // The test token's supply funds the payouts.
-                let test_token = chain.token(deployment.token);
-                let transfer = test_token.transfer(deployment.payouts, supply).send().await.map_err(revert)?;
-                transfer.get_receipt().await.context("funding the payout contract")?;
-            }
+            let deployment = deploy_funded(&chain, token, supply).await?;
             config.rpc_url = app.rpc_url.clone().or(config.rpc_url);
             config.chain_id = Some(chain.provider().get_chain_id().await.context("reading the chain id")?);
             config.registry = Some(deployment.registry.to_string());
@@ -268,8 +290,7 @@ pub(crate) async fn post_pending(app: &App) -> Result<Option<Vec<i64>>> {
     let mut posted = Vec::new();
     let confirmations = config.confirmations.unwrap_or(1);
     for epoch in app.ledger().epochs().await?.into_iter().filter(|e| e.number > on_chain as i64) {
-        let root: B256 = epoch.root.parse().context("stored epoch root")?;
-        let head: B256 = format!("0x{}", epoch.receipts_head).parse().context("stored receipts head")?;
+        let (root, head) = epoch_words(&epoch)?;
         // A few tries with backoff; between tries the chain is asked whether the epoch landed
         // after all (a send that timed out may have been mined): never posted twice.
         let mut attempt = 0;
@@ -310,23 +331,13 @@ pub(crate) async fn claim(app: &App, address: &str, json: bool) -> Result<()> {
         bail!("epoch {} is not on chain yet (the chain has {on_chain}): run `tributary settle`", proof.epoch);
     }
     let evm_account = parse_evm(&account.to_checksummed(), "account")?;
-    let path: Vec<B256> = proof.proof.iter().map(|p| p.parse()).collect::<Result<_, _>>().context("stored proof")?;
-    let cumulative = U256::from(proof.cumulative);
-    let contract = chain.payouts(payouts);
-    let before = contract.paid(evm_account).call().await.map_err(revert)?;
-    let receipt = contract
-        .claim(evm_account, cumulative, path)
-        .send()
-        .await
-        .map_err(revert)?
-        .get_receipt()
-        .await
-        .context("waiting for the claim")?;
-    let paid = cumulative - before;
+    let before = chain.payouts(payouts).paid(evm_account).call().await.map_err(revert)?;
+    let transaction = submit_claim(&chain, payouts, &proof).await?;
+    let paid = U256::from(proof.cumulative) - before;
     if json {
         let value = serde_json::json!({
             "account": account.to_checksummed(), "epoch": proof.epoch, "paid": paid.to_string(),
-            "cumulative": proof.cumulative.to_string(), "transaction": receipt.transaction_hash.to_string(),
+            "cumulative": proof.cumulative.to_string(), "transaction": transaction.to_string(),
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {

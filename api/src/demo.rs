@@ -161,25 +161,19 @@ pub async fn run(app: &App) -> Result<()> {
 
 /// Deploys to `anvil`, posts every closed epoch, and claims alice's earnings for her.
 async fn on_chain(app: &App, anvil: &Anvil, alice: Address) -> Result<()> {
-    use alloy::primitives::{B256, U256};
+    use crate::chain::{deploy_funded, epoch_words, submit_claim};
     let chain = Chain::connect(anvil.url(), ANVIL_KEYS[0])?;
-    let supply = U256::from(10u128.pow(24));
-    let deployment = chain.deploy(None, supply).await?;
-    let token = chain.token(deployment.token);
-    token.transfer(deployment.payouts, supply).send().await.map_err(revert)?.get_receipt().await?;
+    let deployment = deploy_funded(&chain, None, alloy::primitives::U256::from(10u128.pow(24))).await?;
     println!("deployed at {}: payouts {}, token {}", anvil.url(), deployment.payouts, deployment.token);
     for epoch in app.ledger().epochs().await? {
-        let root: B256 = epoch.root.parse()?;
-        let head: B256 = format!("0x{}", epoch.receipts_head).parse()?;
+        let (root, head) = epoch_words(&epoch)?;
         let tx = chain.post_epoch(deployment.payouts, epoch.number as u64, root, head).await?;
         println!("posted epoch {} (root {}) in {tx}", epoch.number, epoch.root);
     }
     let proof = app.ledger().proof(&alice, None).await?;
+    submit_claim(&chain, deployment.payouts, &proof).await?;
     let account: alloy::primitives::Address = alice.to_checksummed().parse()?;
-    let path: Vec<B256> = proof.proof.iter().map(|p| p.parse()).collect::<Result<_, _>>()?;
-    let payouts = chain.payouts(deployment.payouts);
-    payouts.claim(account, U256::from(proof.cumulative), path).send().await.map_err(revert)?.get_receipt().await?;
-    let balance = token.balanceOf(account).call().await.map_err(revert)?;
+    let balance = chain.token(deployment.token).balanceOf(account).call().await.map_err(revert)?;
     println!("alice claimed her cumulative {}: her token balance is now {balance}", proof.cumulative);
     Ok(())
 }
