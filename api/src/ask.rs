@@ -106,6 +106,11 @@ pub(crate) fn source_of(p: &Passage) -> Source {
     }
 }
 
+/// The consumer of an answer stream went away before the end.
+#[derive(Debug, thiserror::Error)]
+#[error("the answer was cancelled: its consumer went away")]
+pub(crate) struct Cancelled;
+
 /// One question, where to look and how to generate.
 pub(crate) struct Question<'a> {
     pub text: &'a str,
@@ -126,12 +131,13 @@ pub(crate) struct Answered {
     pub quote: Quote,
 }
 
-/// Retrieves, generates and returns the checked answer; `on_token` sees the stream.
+/// Retrieves, generates and returns the checked answer; `on_token` sees the stream and returns
+/// false to stop it (the consumer went away): generation is cancelled and nothing is recorded.
 pub(crate) async fn answer(
     app: &App,
     generator: Arc<dyn Generator>,
     question: Question<'_>,
-    on_token: &mut dyn FnMut(&str),
+    on_token: &mut (dyn FnMut(&str) -> bool + Send),
 ) -> Result<Answered> {
     let Question { text: question, datanets: datanet_names, contributors, k, params, adapters } = question;
     let mut datanets = Vec::new();
@@ -156,7 +162,12 @@ pub(crate) async fn answer(
     let mut events = tributary_generator::answer(generator, request);
     while let Some(event) = events.recv().await {
         match event? {
-            AnswerEvent::Token(piece) => on_token(&piece),
+            AnswerEvent::Token(piece) => {
+                if !on_token(&piece) {
+                    // Dropping the stream cancels generation.
+                    bail!(Cancelled);
+                }
+            }
             AnswerEvent::Done(answer) => {
                 return Ok(Answered { answer: *answer, passages, datanets, adapters, quote });
             }
@@ -270,6 +281,7 @@ pub(crate) async fn ask(app: &App, args: AskArgs) -> Result<()> {
             print!("{piece}");
             let _ = stdout.flush();
         }
+        true
     };
     let question = Question {
         text: &args.question,

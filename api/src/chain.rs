@@ -319,33 +319,66 @@ pub(crate) async fn post_pending(app: &App) -> Result<Option<Vec<i64>>> {
     Ok(Some(posted))
 }
 
-/// `tributary claim ADDR`: the account's proof in the latest epoch, submitted by the signer.
-pub(crate) async fn claim(app: &App, address: &str, json: bool) -> Result<()> {
-    let account = crate::parse_address(address)?;
+/// What a claim paid.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct ClaimOutcome {
+    pub account: String,
+    pub epoch: i64,
+    pub paid: String,
+    pub cumulative: String,
+    pub transaction: String,
+}
+
+/// Why a claim cannot be made now (as opposed to a chain or RPC failure).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClaimRefused {
+    #[error("no contracts deployed: run `tributary chain deploy`")]
+    NotConfigured,
+    #[error("epoch {epoch} is not on chain yet (the chain has {on_chain}): run `tributary settle`")]
+    NotPosted { epoch: i64, on_chain: u64 },
+    #[error("nothing to claim: {0} was already paid its cumulative total")]
+    NothingToClaim(String),
+}
+
+/// The account's proof in the latest epoch, submitted by the signer.
+pub(crate) async fn claim_for(app: &App, account: &tributary_indexer::Address) -> Result<ClaimOutcome> {
     let config = load_config(&config_path(app))?;
+    if config.payouts.is_none() {
+        return Err(ClaimRefused::NotConfigured.into());
+    }
     let chain = connect(app, &config)?;
     let payouts = payouts_address(&config)?;
-    let proof = app.ledger().proof(&account, None).await?;
+    let proof = app.ledger().proof(account, None).await?;
     let on_chain = chain.payouts(payouts).latestEpoch().call().await.map_err(revert)?;
     if (on_chain as i64) < proof.epoch {
-        bail!("epoch {} is not on chain yet (the chain has {on_chain}): run `tributary settle`", proof.epoch);
+        return Err(ClaimRefused::NotPosted { epoch: proof.epoch, on_chain }.into());
     }
     let evm_account = parse_evm(&account.to_checksummed(), "account")?;
     let before = chain.payouts(payouts).paid(evm_account).call().await.map_err(revert)?;
+    if before >= U256::from(proof.cumulative) {
+        return Err(ClaimRefused::NothingToClaim(account.to_checksummed()).into());
+    }
     let transaction = submit_claim(&chain, payouts, &proof).await?;
     let paid = U256::from(proof.cumulative) - before;
+    Ok(ClaimOutcome {
+        account: account.to_checksummed(),
+        epoch: proof.epoch,
+        paid: paid.to_string(),
+        cumulative: proof.cumulative.to_string(),
+        transaction: transaction.to_string(),
+    })
+}
+
+/// `tributary claim ADDR`.
+pub(crate) async fn claim(app: &App, address: &str, json: bool) -> Result<()> {
+    let account = crate::parse_address(address)?;
+    let outcome = claim_for(app, &account).await?;
     if json {
-        let value = serde_json::json!({
-            "account": account.to_checksummed(), "epoch": proof.epoch, "paid": paid.to_string(),
-            "cumulative": proof.cumulative.to_string(), "transaction": transaction.to_string(),
-        });
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
     } else {
         println!(
-            "paid {paid} to {} (cumulative {}, epoch {})",
-            account.to_checksummed(),
-            proof.cumulative,
-            proof.epoch
+            "paid {} to {} (cumulative {}, epoch {})",
+            outcome.paid, outcome.account, outcome.cumulative, outcome.epoch
         );
     }
     Ok(())

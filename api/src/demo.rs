@@ -119,6 +119,7 @@ pub async fn run(app: &App) -> Result<()> {
     let mut on_token = |piece: &str| {
         print!("{piece}");
         let _ = stdout.flush();
+        true
     };
     let params = GenerationParams { max_tokens: 96, ..Default::default() };
     let names = [DATANET.to_string()];

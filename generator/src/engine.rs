@@ -255,6 +255,9 @@ impl LocalModel {
         let batch_adapters = BatchAdapters::uniform(adapters.clone(), 1, device)?;
         let sampling = match (params.sampling.temperature, params.sampling.top_p) {
             (t, _) if t <= 0.0 => Sampling::ArgMax,
+            // A nucleus so small it rounds to zero in f32 (candle's precision) keeps only the
+            // most likely token; candle would keep none and fail.
+            (_, Some(p)) if p as f32 <= 0.0 => Sampling::ArgMax,
             (temperature, Some(p)) if p < 1.0 => Sampling::TopP { p, temperature },
             (temperature, _) => Sampling::All { temperature },
         };

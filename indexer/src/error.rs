@@ -29,6 +29,11 @@ pub enum Error {
     VectorIndex(String),
     #[error("keyword index: {0}")]
     KeywordIndex(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The request clashes with the current state (already pending, already decided).
+    #[error("{0}")]
+    Conflict(String),
     #[error("internal error: {0}")]
     Internal(String),
     #[error("the stores disagree: {0}")]

@@ -107,15 +107,27 @@ pub async fn ingest(
     options: &IngestOptions,
     progress: &dyn Progress,
 ) -> Result<IngestReport> {
+    // Parse everything before writing anything: a bad file fails the whole upload.
+    let paths = paths.to_vec();
+    let sources = tokio::task::spawn_blocking(move || read_sources(&paths)).await.map_err(task_failed)??;
+    ingest_documents(store, embedder, datanet, sources, options, progress).await
+}
+
+/// Ingests documents already read (an HTTP upload, [`crate::read_upload`]).
+pub async fn ingest_documents(
+    store: &Store,
+    embedder: Arc<dyn Embedder>,
+    datanet: &Datanet,
+    sources: Vec<SourceDocument>,
+    options: &IngestOptions,
+    progress: &dyn Progress,
+) -> Result<IngestReport> {
     let started = Instant::now();
     if options.batch_chunks == 0 {
         return Err(Error::InvalidArgument("batch size must be at least 1".into()));
     }
-    // Parse and chunk everything before writing anything: a bad file fails the whole upload.
-    let paths = paths.to_vec();
     let chunker_config = options.chunker;
     let embedder_for_chunking = embedder.clone();
-    let sources = tokio::task::spawn_blocking(move || read_sources(&paths)).await.map_err(task_failed)??;
     let mut report = IngestReport { documents: sources.len(), ..Default::default() };
 
     let hashes: Vec<[u8; 32]> = sources.iter().map(|s| s.raw_hash).collect();

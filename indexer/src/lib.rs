@@ -8,6 +8,7 @@
 //!
 //! Invariant: a chunk's id is the blake3 of its [`normalize`]d text ([`ChunkId::of_text`]).
 
+mod access;
 mod address;
 mod catalog;
 mod chunk;
@@ -21,6 +22,7 @@ mod source;
 mod store;
 mod vectors;
 
+pub use access::{AccessRequest, AccessStatus, DatanetUpdate, Member};
 pub use address::Address;
 pub use catalog::{Backend, Catalog, ChunkRecord, Datanet, Document, NewDatanet, Visibility, validate_datanet_name};
 pub use chunk::{Chunk, ChunkId, Chunker, ChunkerConfig, heading, indexed_text, normalize};
@@ -28,8 +30,8 @@ pub use embed::{BertEmbedder, DEFAULT_MODEL_ID, EmbedBackend, Embedder, MODEL_DI
 #[cfg(feature = "onnx")]
 pub use embed_onnx::{ORT_LIBRARY_ENV, OnnxEmbedder, locate_onnxruntime, onnx_model_path};
 pub use error::{Error, Result};
-pub use ingest::{IngestOptions, IngestReport, NoProgress, Progress, ingest};
+pub use ingest::{IngestOptions, IngestReport, NoProgress, Progress, ingest, ingest_documents};
 pub use keywords::{KeywordDoc, KeywordHit, KeywordIndex, TantivyKeywordIndex};
-pub use source::{SourceDocument, read_file, read_sources};
+pub use source::{SourceDocument, read_file, read_sources, read_upload};
 pub use store::{Consistency, DatanetIndexes, Store, StoreConfig};
 pub use vectors::{EdgeIndexConfig, EdgeVectorIndex, VectorHit, VectorIndex, VectorPoint};

@@ -89,6 +89,18 @@ fn kind_of(path: &Path) -> Option<Kind> {
 pub fn read_file(path: &Path) -> Result<Vec<SourceDocument>> {
     let kind = kind_of(path).ok_or_else(|| Error::UnsupportedInput { path: path.to_path_buf() })?;
     let bytes = std::fs::read(path).map_err(Error::io(path))?;
+    parse(path, kind, bytes)
+}
+
+/// Reads an upload that arrived as bytes (an HTTP request): `name` picks the format by its
+/// extension, as a file name would, and names the document.
+pub fn read_upload(name: &str, bytes: Vec<u8>) -> Result<Vec<SourceDocument>> {
+    let path = Path::new(name);
+    let kind = kind_of(path).ok_or_else(|| Error::UnsupportedInput { path: path.to_path_buf() })?;
+    parse(path, kind, bytes)
+}
+
+fn parse(path: &Path, kind: Kind, bytes: Vec<u8>) -> Result<Vec<SourceDocument>> {
     let malformed = |line, reason: String| Error::MalformedInput { path: path.to_path_buf(), line, reason };
     let text = String::from_utf8(bytes)
         .map_err(|e| malformed(None, format!("not valid UTF-8 (byte {})", e.utf8_error().valid_up_to())))?;

@@ -85,7 +85,7 @@ async fn epochs_post_on_chain_once_and_claims_pay_the_ledger_amount() {
     let mut twice = tributary(&data);
     on_chain(twice.args(["claim", ALICE]));
     let out = twice.output().unwrap();
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NothingToClaim"));
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("nothing to claim"));
 
     let reader = Chain::connect(anvil.url(), ANVIL_KEYS[3]).unwrap();
     let alice: Address = ALICE.parse().unwrap();

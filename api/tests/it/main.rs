@@ -4,7 +4,9 @@ mod ask;
 mod chain;
 mod cli;
 mod crash;
+mod http;
 mod ledger;
+mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,255 @@
+//! `/v1/answers`: retrieve, generate, cite, record the receipt; JSON or server-sent events.
+//! The same run serves `/v1/chat/completions` (`openai.rs`).
+
+use std::convert::Infallible;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tributary_generator::{GenerationParams, SamplingParams};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::auth::Caller;
+use super::datanets::readable;
+use super::error::{ApiError, ApiResult, Errors};
+use super::extract::Json;
+use super::wire;
+use crate::ask::{Cancelled, Question, answer, record};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create_answer))
+}
+
+/// A checked question, ready to run.
+pub(crate) struct AnswerSpec {
+    pub question: String,
+    pub datanets: Vec<String>,
+    pub contributors: Vec<String>,
+    pub adapters: Vec<(String, f32)>,
+    pub k: usize,
+    pub params: GenerationParams,
+    pub private_question: bool,
+}
+
+impl AnswerSpec {
+    pub fn from_request(body: wire::AnswerRequest) -> ApiResult<Self> {
+        let k = body.k.unwrap_or(3);
+        if !(1..=20).contains(&k) {
+            return Err(ApiError::bad_request("k must be between 1 and 20"));
+        }
+        let params = generation_params(body.max_tokens, body.temperature, body.top_p, body.seed, body.stop)?;
+        let mut params = params;
+        if let Some(penalty) = body.repeat_penalty {
+            if !(penalty.is_finite() && (0.1..=10.0).contains(&penalty)) {
+                return Err(ApiError::bad_request("repeat_penalty must be between 0.1 and 10"));
+            }
+            params.repeat_penalty = penalty;
+        }
+        let mut adapters = Vec::new();
+        for choice in body.adapters {
+            tributary_generator::validate_adapter_id(&choice.id)?;
+            let weight = choice.weight.unwrap_or(1.0);
+            if !weight.is_finite() {
+                return Err(ApiError::invalid("adapter weights must be finite"));
+            }
+            adapters.push((choice.id, weight));
+        }
+        Ok(AnswerSpec {
+            question: body.question,
+            datanets: body.datanets,
+            contributors: body.contributors,
+            adapters,
+            k,
+            params,
+            private_question: body.private_question,
+        })
+    }
+}
+
+/// Sampling settings as both answer endpoints take them.
+pub(crate) fn generation_params(
+    max_tokens: Option<usize>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    seed: Option<i64>,
+    stop: Vec<String>,
+) -> ApiResult<GenerationParams> {
+    let max_tokens = max_tokens.unwrap_or(256);
+    if !(1..=2048).contains(&max_tokens) {
+        return Err(ApiError::bad_request("max_tokens must be between 1 and 2048"));
+    }
+    let temperature = temperature.unwrap_or(0.0);
+    if !(temperature.is_finite() && (0.0..=2.0).contains(&temperature)) {
+        return Err(ApiError::bad_request("temperature must be between 0 and 2"));
+    }
+    if let Some(p) = top_p
+        && !(p.is_finite() && p > 0.0 && p <= 1.0)
+    {
+        return Err(ApiError::bad_request("top_p must be in (0, 1]"));
+    }
+    if stop.len() > 8 {
+        return Err(ApiError::bad_request("at most 8 stop sequences"));
+    }
+    if stop.iter().any(|s| s.is_empty() || s.len() > 64) {
+        return Err(ApiError::invalid("stop sequences are 1 to 64 bytes"));
+    }
+    Ok(GenerationParams {
+        max_tokens,
+        sampling: SamplingParams { temperature, top_p, seed: seed.unwrap_or(0).max(0) as u64 },
+        stop,
+        ..Default::default()
+    })
+}
+
+/// What a running answer reports.
+pub(crate) enum Progress {
+    Token(String),
+    Finished { answer: Box<wire::Answer>, receipt: Box<wire::Receipt> },
+    Failed(ApiError),
+}
+
+/// Checks access, takes a generation slot (503 at once when none is free) and starts the
+/// answer in the background; the receiver sees its tokens, then the answer and its receipt.
+pub(crate) async fn start(
+    state: &AppState,
+    caller: &Caller,
+    mut spec: AnswerSpec,
+) -> ApiResult<mpsc::UnboundedReceiver<Progress>> {
+    spec.params.max_tokens = spec.params.max_tokens.min(state.config().max_answer_tokens.max(1));
+    if spec.question.trim().is_empty() {
+        return Err(ApiError::invalid("the question is empty"));
+    }
+    if spec.datanets.is_empty() {
+        return Err(ApiError::invalid("name at least one Datanet"));
+    }
+    for name in &spec.datanets {
+        readable(state, caller, name).await?;
+    }
+    for c in &spec.contributors {
+        super::datanets::parse_address(c)?;
+    }
+    let permit = state.generation_slot()?;
+    let generator = state.generator().await?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task_state = state.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let app = task_state.app().clone();
+        let question = Question {
+            text: &spec.question,
+            datanets: &spec.datanets,
+            contributors: &spec.contributors,
+            k: spec.k,
+            params: spec.params.clone(),
+            adapters: spec.adapters.clone(),
+        };
+        let token_tx = tx.clone();
+        let mut tokens = 0u64;
+        let mut on_token = |piece: &str| {
+            tokens += 1;
+            // Unbounded, but never more than max_tokens pieces; a closed channel means the
+            // client went away: stop generating.
+            token_tx.send(Progress::Token(piece.to_string())).is_ok()
+        };
+        let outcome = async {
+            let answered = answer(&app, generator, question, &mut on_token).await?;
+            let receipt = record(&app, &spec.question, &answered, spec.private_question).await?;
+            Ok::<_, anyhow::Error>((answered, receipt))
+        }
+        .await;
+        let metrics = task_state.metrics();
+        metrics.answer_tokens.inc_by(tokens);
+        let message = match outcome {
+            Ok((answered, receipt)) => {
+                metrics.answers.inc();
+                metrics.receipts.inc();
+                match (wire::view(&answered.answer), wire::view(&receipt)) {
+                    (Ok(answer), Ok(receipt)) => {
+                        Progress::Finished { answer: Box::new(answer), receipt: Box::new(receipt) }
+                    }
+                    (Err(e), _) | (_, Err(e)) => Progress::Failed(e),
+                }
+            }
+            Err(e) if e.is::<Cancelled>() => {
+                tracing::debug!("answer cancelled: the client went away");
+                return;
+            }
+            Err(e) => Progress::Failed(ApiError::from(e)),
+        };
+        let _ = tx.send(message);
+    });
+    Ok(rx)
+}
+
+/// Drains a run to its end.
+pub(crate) async fn finish(mut rx: mpsc::UnboundedReceiver<Progress>) -> ApiResult<(wire::Answer, wire::Receipt)> {
+    while let Some(progress) = rx.recv().await {
+        match progress {
+            Progress::Token(_) => {}
+            Progress::Finished { answer, receipt } => return Ok((*answer, *receipt)),
+            Progress::Failed(e) => return Err(e),
+        }
+    }
+    Err(ApiError::internal("the answer task ended without a result"))
+}
+
+pub(crate) fn wants_stream(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| accept.contains("text/event-stream"))
+}
+
+fn json_event(name: &str, value: &impl serde::Serialize) -> Event {
+    Event::default().event(name).json_data(value).unwrap_or_else(|_| Event::default().event(name))
+}
+
+/// `token` events (`{"text": ...}`), then `answer` (an `Answer`), then `receipt` (a
+/// `Receipt`); or `error` (a `Problem`).
+fn answer_events(rx: mpsc::UnboundedReceiver<Progress>) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures_util::stream::unfold(Some(rx), |rx| async move {
+        let mut rx = rx?;
+        let events = match rx.recv().await? {
+            Progress::Token(text) => {
+                return Some((vec![json_event("token", &serde_json::json!({ "text": text }))], Some(rx)));
+            }
+            Progress::Finished { answer, receipt } => {
+                vec![json_event("answer", &answer), json_event("receipt", &receipt)]
+            }
+            Progress::Failed(e) => vec![json_event("error", &e.problem())],
+        };
+        Some((events, None))
+    })
+    .flat_map(|events| futures_util::stream::iter(events.into_iter().map(Ok)))
+}
+
+/// Answers a question from Datanets the caller may read, citing the passages used, and records
+/// the receipt that pays their contributors. With `Accept: text/event-stream` the answer
+/// streams as server-sent events: `token` (`{"text"}`) as generated, then `answer`, then
+/// `receipt`; a failure after the stream began is an `error` event holding a `Problem`.
+#[utoipa::path(
+    post, path = "/v1/answers", tag = "answers", request_body = wire::AnswerRequest,
+    responses(
+        (status = 200, description = "The answer and its receipt", content(
+            (wire::AnswerResponse = "application/json"),
+            (wire::SseEvent = "text/event-stream")
+        )),
+        Errors
+    )
+)]
+async fn create_answer(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Json(body): Json<wire::AnswerRequest>,
+) -> ApiResult<Response> {
+    let spec = AnswerSpec::from_request(body)?;
+    let rx = start(&state, &caller, spec).await?;
+    if wants_stream(&headers) {
+        return Ok(Sse::new(answer_events(rx)).keep_alive(KeepAlive::default()).into_response());
+    }
+    let (answer, receipt) = finish(rx).await?;
+    Ok(Json(wire::AnswerResponse { answer, receipt }).into_response())
+}

@@ -1,0 +1,505 @@
+//! `/v1/datanets`: Datanets, members, access requests, uploads, documents; and `/v1/search`.
+
+use axum::extract::{Multipart, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use tributary_indexer::{Address, ChunkerConfig, DatanetUpdate, IngestOptions, NewDatanet, NoProgress};
+use tributary_retriever::{Query as RetrievalQuery, Retriever, RetrieverConfig};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::auth::{Caller, Role};
+use super::error::{ApiError, ApiResult, Errors};
+use super::extract::{Json, Path, Query, paginate};
+use super::wire::{self, PageParams};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_datanets, create_datanet))
+        .routes(routes!(get_datanet, update_datanet))
+        .routes(routes!(list_members, add_member))
+        .routes(routes!(remove_member))
+        .routes(routes!(list_access_requests, request_access))
+        .routes(routes!(decide_access_request))
+        .routes(routes!(list_documents, upload))
+        .routes(routes!(search))
+}
+
+pub(crate) fn parse_address(text: &str) -> ApiResult<Address> {
+    Ok(text.parse::<Address>()?)
+}
+
+/// The Datanet if the caller may read it; otherwise the same 404 as a Datanet that does not
+/// exist, so a private one never shows.
+pub(crate) async fn readable(state: &AppState, caller: &Caller, name: &str) -> ApiResult<tributary_indexer::Datanet> {
+    let datanet = state.catalog().datanet(name).await?;
+    if caller.can_read(state, &datanet).await? { Ok(datanet) } else { Err(ApiError::datanet_not_found(name)) }
+}
+
+/// The Datanet if the caller governs it (its owner's key, or an admin); others read 404 or 403.
+async fn governed(state: &AppState, caller: &Caller, name: &str) -> ApiResult<tributary_indexer::Datanet> {
+    caller.require(&[Role::Owner])?;
+    let datanet = readable(state, caller, name).await?;
+    if caller.governs(&datanet) {
+        Ok(datanet)
+    } else {
+        Err(ApiError::forbidden("only the Datanet's owner or an admin may do this"))
+    }
+}
+
+/// Datanets the caller may read, by name.
+#[utoipa::path(
+    get, path = "/v1/datanets", tag = "datanets", params(PageParams),
+    responses((status = 200, body = wire::DatanetPage), Errors)
+)]
+async fn list_datanets(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(page): Query<PageParams>,
+) -> ApiResult<Json<wire::DatanetPage>> {
+    let mut visible = Vec::new();
+    for d in state.catalog().datanets().await? {
+        if caller.can_read(&state, &d).await? {
+            visible.push(d);
+        }
+    }
+    let (items, next_cursor) = paginate(visible, |d| d.name.clone(), page.cursor.as_deref(), page.limit)?;
+    Ok(Json(wire::DatanetPage { items: items.iter().map(wire::Datanet::from).collect(), next_cursor }))
+}
+
+/// Creates a Datanet. Owner keys own what they create; admins name the owner.
+#[utoipa::path(
+    post, path = "/v1/datanets", tag = "datanets", request_body = wire::CreateDatanet,
+    security(("api_key" = [])),
+    responses((status = 201, body = wire::Datanet), Errors)
+)]
+async fn create_datanet(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<wire::CreateDatanet>,
+) -> ApiResult<impl IntoResponse> {
+    caller.require(&[Role::Owner])?;
+    let requested = body.owner.as_deref().map(parse_address).transpose()?;
+    let owner = if caller.is_admin() {
+        requested.unwrap_or(Address::ZERO)
+    } else {
+        let own = *caller.address().ok_or_else(|| ApiError::forbidden("this key has no address"))?;
+        if requested.is_some_and(|r| r != own) {
+            return Err(ApiError::forbidden("an owner key creates Datanets owned by its own address"));
+        }
+        own
+    };
+    let visibility = body.visibility.unwrap_or(wire::Visibility::Public).into();
+    let datanet = state
+        .catalog()
+        .create_datanet(&NewDatanet { name: body.name, description: body.description, owner, visibility })
+        .await?;
+    Ok((StatusCode::CREATED, Json(wire::Datanet::from(&datanet))))
+}
+
+#[utoipa::path(
+    get, path = "/v1/datanets/{name}", tag = "datanets", params(("name" = String, Path)),
+    responses((status = 200, body = wire::Datanet), Errors)
+)]
+async fn get_datanet(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<wire::Datanet>> {
+    Ok(Json(wire::Datanet::from(&readable(&state, &caller, &name).await?)))
+}
+
+/// Changes the description or visibility (owner or admin).
+#[utoipa::path(
+    patch, path = "/v1/datanets/{name}", tag = "datanets", params(("name" = String, Path)),
+    request_body = wire::UpdateDatanet, security(("api_key" = [])),
+    responses((status = 200, body = wire::Datanet), Errors)
+)]
+async fn update_datanet(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(body): Json<wire::UpdateDatanet>,
+) -> ApiResult<Json<wire::Datanet>> {
+    let datanet = governed(&state, &caller, &name).await?;
+    let update = DatanetUpdate { description: body.description, visibility: body.visibility.map(Into::into) };
+    Ok(Json(wire::Datanet::from(&state.catalog().update_datanet(&datanet.name, &update).await?)))
+}
+
+/// Addresses let into a private Datanet (owner or admin).
+#[utoipa::path(
+    get, path = "/v1/datanets/{name}/members", tag = "datanets", params(("name" = String, Path), PageParams),
+    security(("api_key" = [])),
+    responses((status = 200, body = wire::MemberPage), Errors)
+)]
+async fn list_members(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(page): Query<PageParams>,
+) -> ApiResult<Json<wire::MemberPage>> {
+    let datanet = governed(&state, &caller, &name).await?;
+    let members = state.catalog().members(datanet.id).await?;
+    let (items, next_cursor) = paginate(members, |m| m.address.to_lower_hex(), page.cursor.as_deref(), page.limit)?;
+    let items = items
+        .iter()
+        .map(|m| wire::Member { address: m.address.to_checksummed(), added_at_ms: m.added_at_ms })
+        .collect();
+    Ok(Json(wire::MemberPage { items, next_cursor }))
+}
+
+#[utoipa::path(
+    post, path = "/v1/datanets/{name}/members", tag = "datanets", params(("name" = String, Path)),
+    request_body = wire::AddMember, security(("api_key" = [])),
+    responses((status = 201, body = wire::Member), (status = 200, body = wire::Member, description = "Already a member"), Errors)
+)]
+async fn add_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(body): Json<wire::AddMember>,
+) -> ApiResult<impl IntoResponse> {
+    let datanet = governed(&state, &caller, &name).await?;
+    let address = parse_address(&body.address)?;
+    let added = state.catalog().add_member(datanet.id, &address).await?;
+    let member = state
+        .catalog()
+        .members(datanet.id)
+        .await?
+        .into_iter()
+        .find(|m| m.address == address)
+        .ok_or_else(|| ApiError::internal("a member just added is missing"))?;
+    let status = if added { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(wire::Member { address: member.address.to_checksummed(), added_at_ms: member.added_at_ms })))
+}
+
+#[utoipa::path(
+    delete, path = "/v1/datanets/{name}/members/{address}", tag = "datanets",
+    params(("name" = String, Path), ("address" = String, Path, pattern = "^0x[0-9a-fA-F]{40}$")), security(("api_key" = [])),
+    responses((status = 204, description = "Removed"), Errors)
+)]
+async fn remove_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, address)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let datanet = governed(&state, &caller, &name).await?;
+    let address = parse_address(&address)?;
+    if state.catalog().remove_member(datanet.id, &address).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("{} is not a member", address.to_checksummed())))
+    }
+}
+
+/// Asks to be let into a private Datanet as the key's address. The answer is the same whether
+/// or not such a private Datanet exists (its existence is not revealed); once approved, the
+/// Datanet becomes readable with this key.
+#[utoipa::path(
+    post, path = "/v1/datanets/{name}/access-requests", tag = "datanets", params(("name" = String, Path)),
+    request_body = wire::NewAccessRequest, security(("api_key" = [])),
+    responses((status = 202, description = "Submitted"), Errors)
+)]
+async fn request_access(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(body): Json<wire::NewAccessRequest>,
+) -> ApiResult<StatusCode> {
+    caller.require(&[Role::Owner, Role::Contributor, Role::Reader])?;
+    let address = *caller.address().ok_or_else(|| ApiError::forbidden("this key has no address to let in"))?;
+    match state.catalog().datanet(&name).await {
+        Ok(datanet) if datanet.visibility == tributary_indexer::Visibility::Public => {
+            Err(ApiError::conflict(format!("Datanet {name:?} is public: everyone may read it")))
+        }
+        Ok(datanet) => match state.catalog().request_access(&datanet, &address, &body.message).await {
+            // Already in, or already asked: nothing new to file.
+            Ok(_) | Err(tributary_indexer::Error::Conflict(_)) => Ok(StatusCode::ACCEPTED),
+            Err(e) => Err(e.into()),
+        },
+        Err(tributary_indexer::Error::DatanetNotFound(_)) => Ok(StatusCode::ACCEPTED),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Requests to join, oldest first (owner or admin).
+#[utoipa::path(
+    get, path = "/v1/datanets/{name}/access-requests", tag = "datanets", params(("name" = String, Path), PageParams),
+    security(("api_key" = [])),
+    responses((status = 200, body = wire::AccessRequestPage), Errors)
+)]
+async fn list_access_requests(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(page): Query<PageParams>,
+) -> ApiResult<Json<wire::AccessRequestPage>> {
+    let datanet = governed(&state, &caller, &name).await?;
+    let requests = state.catalog().access_requests(datanet.id).await?;
+    let (items, next_cursor) = paginate(requests, |r| r.id, page.cursor.as_deref(), page.limit)?;
+    let items = items.iter().map(|r| wire::AccessRequest::of(r, &datanet.name)).collect();
+    Ok(Json(wire::AccessRequestPage { items, next_cursor }))
+}
+
+/// Approves (the address becomes a member) or rejects a pending request, once.
+#[utoipa::path(
+    post, path = "/v1/datanets/{name}/access-requests/{id}", tag = "datanets",
+    params(("name" = String, Path), ("id" = i64, Path)), request_body = wire::AccessDecision,
+    security(("api_key" = [])),
+    responses((status = 200, body = wire::AccessRequest), Errors)
+)]
+async fn decide_access_request(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, id)): Path<(String, i64)>,
+    Json(body): Json<wire::AccessDecision>,
+) -> ApiResult<Json<wire::AccessRequest>> {
+    let datanet = governed(&state, &caller, &name).await?;
+    let by = caller.address().map(|a| a.to_checksummed()).unwrap_or_else(|| "admin".into());
+    let request = state.catalog().decide_access_request(datanet.id, id, body.approve, &by).await?;
+    Ok(Json(wire::AccessRequest::of(&request, &datanet.name)))
+}
+
+/// The Datanet's documents, by id.
+#[utoipa::path(
+    get, path = "/v1/datanets/{name}/documents", tag = "datanets", params(("name" = String, Path), PageParams),
+    responses((status = 200, body = wire::DocumentPage), Errors)
+)]
+async fn list_documents(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(page): Query<PageParams>,
+) -> ApiResult<Json<wire::DocumentPage>> {
+    let datanet = readable(&state, &caller, &name).await?;
+    let documents = state.catalog().documents(datanet.id).await?;
+    let (items, next_cursor) = paginate(documents, |d| d.id, page.cursor.as_deref(), page.limit)?;
+    let items = items
+        .into_iter()
+        .map(|d| wire::Document {
+            id: d.id,
+            external_id: d.external_id,
+            source_name: d.source_name,
+            contributor: d.contributor.to_checksummed(),
+            license: d.license,
+            byte_len: d.byte_len,
+            raw_hash: d.raw_hash,
+            chunk_count: d.chunk_count,
+            duplicate_chunks: d.duplicate_chunks,
+        })
+        .collect();
+    Ok(Json(wire::DocumentPage { items, next_cursor }))
+}
+
+/// The hash a contributor signs: blake3 over blake3(name) || blake3(text) of each document.
+pub fn content_hash(documents: &[wire::UploadDocument]) -> String {
+    let mut hasher = blake3::Hasher::new();
+    for d in documents {
+        hasher.update(blake3::hash(d.name.as_bytes()).as_bytes());
+        hasher.update(blake3::hash(d.text.as_bytes()).as_bytes());
+    }
+    hasher.finalize().to_hex().to_string()
+}
+
+/// The text an uploader signs (EIP-191 `personal_sign`).
+pub fn upload_message(datanet: &str, content_hash: &str) -> String {
+    format!("Tributary upload to {datanet}: {content_hash}")
+}
+
+/// Who an upload is credited to: the key's address, or the signer.
+fn contributor_of(caller: &Caller, upload: &wire::Upload, datanet: &str, hash: &str) -> ApiResult<Address> {
+    let named = upload.contributor.as_deref().map(parse_address).transpose()?;
+    match caller {
+        Caller::Key(key) if key.role == Role::Admin => {
+            named.ok_or_else(|| ApiError::invalid("an admin upload names its `contributor`"))
+        }
+        Caller::Key(key) if matches!(key.role, Role::Contributor | Role::Owner) => {
+            let own = key.address.ok_or_else(|| ApiError::forbidden("this key has no address"))?;
+            if named.is_some_and(|n| n != own) {
+                return Err(ApiError::forbidden("a contributor key uploads as its own address"));
+            }
+            Ok(own)
+        }
+        Caller::Key(_) => Err(ApiError::forbidden("a reader key may not upload")),
+        Caller::Anonymous => {
+            let (Some(named), Some(signature)) = (named, upload.signature.as_deref()) else {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "missing_api_key",
+                    "upload with a contributor key, or sign it: `contributor` and `signature`",
+                ));
+            };
+            let invalid = |detail: &str| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", detail);
+            let signature: alloy::primitives::Signature =
+                signature.parse().map_err(|_| invalid("the signature is not 65 bytes of 0x-hex"))?;
+            let signer = signature
+                .recover_address_from_msg(upload_message(datanet, hash).as_bytes())
+                .map_err(|_| invalid("the signature does not recover an address"))?;
+            if signer.as_slice() != named.as_bytes() {
+                return Err(invalid("the signature is not the contributor's over this upload"));
+            }
+            Ok(named)
+        }
+    }
+}
+
+/// Uploads documents: JSON (`Upload`), or `multipart/form-data` with one or more `file` parts
+/// (their file names pick the format) and optional `contributor`, `signature`, `license`,
+/// `chunk_tokens`, `overlap_tokens` fields. Nothing of a bad upload is stored; the same
+/// upload again stores nothing new.
+#[utoipa::path(
+    post, path = "/v1/datanets/{name}/documents", tag = "datanets", params(("name" = String, Path)),
+    request_body(content(
+        (wire::Upload = "application/json"),
+        (wire::MultipartUpload = "multipart/form-data")
+    )),
+    responses((status = 200, body = wire::UploadResult), Errors)
+)]
+async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    request: Request,
+) -> ApiResult<Json<wire::UploadResult>> {
+    let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let upload = if content_type.starts_with("multipart/form-data") {
+        use axum::extract::FromRequest;
+        let multipart = Multipart::from_request(request, &state)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("multipart body: {}", e.body_text())))?;
+        read_multipart(multipart).await?
+    } else {
+        use axum::extract::FromRequest;
+        Json::<wire::Upload>::from_request(request, &state).await?.0
+    };
+    let datanet = readable(&state, &caller, &name).await?;
+    if upload.documents.is_empty() {
+        return Err(ApiError::invalid("the upload has no documents"));
+    }
+    let hash = content_hash(&upload.documents);
+    let contributor = contributor_of(&caller, &upload, &datanet.name, &hash)?;
+    // A signed upload to a private Datanet needs the signer to be let in, as a key would.
+    if !caller.is_admin() && !state.catalog().can_read(&datanet, Some(&contributor)).await? {
+        return Err(ApiError::datanet_not_found(&name));
+    }
+    let mut options = IngestOptions::new(contributor);
+    if let Some(license) = &upload.license {
+        options.license = license.clone();
+    }
+    let defaults = ChunkerConfig::default();
+    options.chunker = ChunkerConfig {
+        target_tokens: upload.chunk_tokens.unwrap_or(defaults.target_tokens),
+        overlap_tokens: upload.overlap_tokens.unwrap_or(defaults.overlap_tokens),
+    };
+    if options.chunker.target_tokens > 100_000 || options.chunker.overlap_tokens > 100_000 {
+        return Err(ApiError::bad_request("chunk_tokens and overlap_tokens are at most 100000"));
+    }
+    options.chunker.validate()?;
+    let documents = upload.documents.clone();
+    let sources = tokio::task::spawn_blocking(move || {
+        let mut sources = Vec::new();
+        for d in documents {
+            sources.extend(tributary_indexer::read_upload(&d.name, d.text.into_bytes())?);
+        }
+        Ok::<_, tributary_indexer::Error>(sources)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let embedder = state.embedder().await?;
+    // One writer per Datanet (the ingest protocol's assumption); other Datanets proceed.
+    let lock = state.writer_lock(datanet.id);
+    let _writing = lock.lock().await;
+    let report =
+        tributary_indexer::ingest_documents(&state.app().store, embedder, &datanet, sources, &options, &NoProgress)
+            .await?;
+    let metrics = state.metrics();
+    metrics.ingested_documents.inc_by(report.documents_stored as u64);
+    metrics.ingested_chunks.inc_by(report.new_chunks as u64);
+    metrics.duplicate_chunks.inc_by(report.duplicate_chunks as u64);
+    Ok(Json(wire::UploadResult {
+        datanet: datanet.name,
+        contributor: contributor.to_checksummed(),
+        content_hash: hash,
+        report: wire::view(&report)?,
+    }))
+}
+
+async fn read_multipart(mut multipart: Multipart) -> ApiResult<wire::Upload> {
+    let mut upload = wire::Upload {
+        documents: Vec::new(),
+        contributor: None,
+        signature: None,
+        license: None,
+        chunk_tokens: None,
+        overlap_tokens: None,
+    };
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        ApiError::bad_request(format!("multipart body: {}", e.body_text()))
+    };
+    while let Some(field) = multipart.next_field().await.map_err(bad)? {
+        let field_name = field.name().unwrap_or_default().to_string();
+        let file_name = field.file_name().map(str::to_string);
+        let text = field.text().await.map_err(bad)?;
+        let number = |text: &str| {
+            text.trim().parse::<usize>().map_err(|_| ApiError::invalid(format!("{field_name} must be a number")))
+        };
+        match field_name.as_str() {
+            "file" => {
+                let name = file_name.ok_or_else(|| ApiError::invalid("a `file` part needs a file name"))?;
+                upload.documents.push(wire::UploadDocument { name, text });
+            }
+            "contributor" => upload.contributor = Some(text),
+            "signature" => upload.signature = Some(text),
+            "license" => upload.license = Some(text),
+            "chunk_tokens" => upload.chunk_tokens = Some(number(&text)?),
+            "overlap_tokens" => upload.overlap_tokens = Some(number(&text)?),
+            other => return Err(ApiError::invalid(format!("unknown multipart field {other:?}"))),
+        }
+    }
+    Ok(upload)
+}
+
+/// Hybrid (or dense, or BM25) search over Datanets the caller may read.
+#[utoipa::path(
+    post, path = "/v1/search", tag = "search", request_body = wire::SearchRequest,
+    responses((status = 200, body = wire::SearchResults), Errors)
+)]
+async fn search(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<wire::SearchRequest>,
+) -> ApiResult<Json<wire::SearchResults>> {
+    let k = body.k.unwrap_or(5);
+    if !(1..=100).contains(&k) {
+        return Err(ApiError::bad_request("k must be between 1 and 100"));
+    }
+    let fusion = crate::fusion_of(
+        body.fusion.map(|f| match f {
+            wire::Fusion::Convex => "convex",
+            wire::Fusion::Rrf => "rrf",
+        }),
+        body.alpha,
+    )
+    .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let mut datanets = Vec::new();
+    for name in &body.datanets {
+        datanets.push(readable(&state, &caller, name).await?);
+    }
+    let contributors = body.contributors.iter().map(|c| parse_address(c)).collect::<ApiResult<Vec<_>>>()?;
+    let contributors = (!contributors.is_empty()).then_some(contributors.as_slice());
+    let mode = match body.mode {
+        wire::Mode::Hybrid => tributary_retriever::Mode::Hybrid,
+        wire::Mode::Dense => tributary_retriever::Mode::Dense,
+        wire::Mode::Bm25 => tributary_retriever::Mode::Bm25,
+    };
+    let retriever = Retriever::new(
+        state.app().store.clone(),
+        state.embedder().await?,
+        RetrieverConfig { fusion, ..Default::default() },
+    );
+    let passages =
+        retriever.search(&RetrievalQuery { text: &body.query, datanets: &datanets, contributors, k, mode }).await?;
+    state.metrics().searches.inc();
+    Ok(Json(wire::SearchResults { passages: passages.iter().map(wire::view).collect::<ApiResult<_>>()? }))
+}

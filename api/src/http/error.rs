@@ -1,0 +1,289 @@
+//! Every error the API returns: `application/problem+json` (RFC 9457) with a stable `code`.
+//!
+//! Library errors map to a status and a code in one exhaustive place ([`ApiError::from`] for
+//! each crate's error). A 500 logs its cause and answers a fixed text: internal error text never
+//! reaches the client.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The body of every error response.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
+pub struct Problem {
+    /// Always `about:blank`: `code` is the machine-readable kind.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// A short, fixed summary of the kind.
+    pub title: String,
+    pub status: u16,
+    /// What went wrong with this request, for a person.
+    pub detail: String,
+    /// Stable machine-readable code; the list is in the `Problem` schema description of
+    /// `openapi/openapi.json` and in `api/src/http/error.rs`.
+    pub code: String,
+}
+
+/// An error on its way to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: String,
+    /// Seconds, for 429 and 503.
+    pub retry_after: Option<u64>,
+}
+
+/// Every `code` the API answers with, and its status.
+pub const CODES: &[(&str, u16)] = &[
+    ("invalid_request", 400),
+    ("invalid_json", 400),
+    ("invalid_address", 422),
+    ("invalid_datanet_name", 422),
+    ("malformed_input", 422),
+    ("unsupported_input", 422),
+    ("invalid_value", 422),
+    ("invalid_signature", 401),
+    ("missing_api_key", 401),
+    ("invalid_api_key", 401),
+    ("forbidden", 403),
+    ("not_found", 404),
+    ("datanet_not_found", 404),
+    ("receipt_not_found", 404),
+    ("adapter_not_found", 404),
+    ("method_not_allowed", 405),
+    ("not_acceptable", 406),
+    ("conflict", 409),
+    ("datanet_exists", 409),
+    ("payload_too_large", 413),
+    ("unsupported_media_type", 415),
+    ("invalid_adapter", 422),
+    ("context_overflow", 422),
+    ("rate_limited", 429),
+    ("internal", 500),
+    ("generator_failed", 502),
+    ("chain_failed", 502),
+    ("overloaded", 503),
+    ("generator_unavailable", 503),
+    ("chain_not_configured", 503),
+    ("timeout", 504),
+];
+
+fn title_of(code: &str) -> &'static str {
+    match code {
+        "invalid_request" | "invalid_json" => "Invalid request",
+        "invalid_value" => "Invalid value",
+        "invalid_address" => "Invalid address",
+        "invalid_datanet_name" => "Invalid Datanet name",
+        "malformed_input" | "unsupported_input" => "Unusable upload",
+        "invalid_signature" => "Invalid signature",
+        "missing_api_key" => "API key required",
+        "invalid_api_key" => "Invalid API key",
+        "forbidden" => "Forbidden",
+        "not_found" | "datanet_not_found" | "receipt_not_found" | "adapter_not_found" => "Not found",
+        "method_not_allowed" => "Method not allowed",
+        "not_acceptable" => "Not acceptable",
+        "conflict" | "datanet_exists" => "Conflict",
+        "payload_too_large" => "Payload too large",
+        "unsupported_media_type" => "Unsupported media type",
+        "invalid_adapter" => "Invalid adapter",
+        "context_overflow" => "Context overflow",
+        "rate_limited" => "Too many requests",
+        "generator_failed" => "Generator failed",
+        "chain_failed" => "Chain request failed",
+        "overloaded" => "Overloaded",
+        "generator_unavailable" => "Generator unavailable",
+        "chain_not_configured" => "Chain not configured",
+        "timeout" => "Timeout",
+        _ => "Internal error",
+    }
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        ApiError { status, code, detail: detail.into(), retry_after: None }
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", detail)
+    }
+
+    /// Well-formed (the schema allows it) but unusable: 422.
+    pub fn invalid(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_value", detail)
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", detail)
+    }
+
+    /// The same answer for "does not exist" and "exists, but not for you": a private Datanet
+    /// never shows through an error.
+    pub fn datanet_not_found(name: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "datanet_not_found", format!("Datanet {name:?} does not exist"))
+    }
+
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", detail)
+    }
+
+    pub fn overloaded(detail: impl Into<String>, retry_after: u64) -> Self {
+        ApiError { retry_after: Some(retry_after), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", detail) }
+    }
+
+    /// A failure the client cannot fix: logged here with its cause, answered with a fixed text.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the server failed; the failure is logged")
+    }
+
+    pub fn problem(&self) -> Problem {
+        Problem {
+            type_: "about:blank".into(),
+            title: title_of(self.code).into(),
+            status: self.status.as_u16(),
+            detail: self.detail.clone(),
+            code: self.code.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
+        let mut response = (self.status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<tributary_indexer::Error> for ApiError {
+    fn from(e: tributary_indexer::Error) -> Self {
+        use tributary_indexer::Error as E;
+        let text = e.to_string();
+        match e {
+            E::InvalidAddress { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_address", text),
+            E::InvalidDatanetName(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_datanet_name", text),
+            E::DatanetNotFound(name) => ApiError::datanet_not_found(&name),
+            E::DatanetExists(_) => ApiError::new(StatusCode::CONFLICT, "datanet_exists", text),
+            E::MalformedInput { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "malformed_input", text),
+            E::UnsupportedInput { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unsupported_input", text),
+            E::InvalidArgument(detail) => ApiError::invalid(detail),
+            E::NotFound(_) => ApiError::not_found(text),
+            E::Conflict(detail) => ApiError::conflict(detail),
+            E::ModelNotFound(_)
+            | E::Model(_)
+            | E::Database(_)
+            | E::Migration(_)
+            | E::VectorIndex(_)
+            | E::KeywordIndex(_)
+            | E::Internal(_)
+            | E::Inconsistent(_)
+            | E::Io { .. } => ApiError::internal(text),
+        }
+    }
+}
+
+impl From<tributary_attribution::Error> for ApiError {
+    fn from(e: tributary_attribution::Error) -> Self {
+        use tributary_attribution::Error as E;
+        match e {
+            E::InvalidArgument(detail) => ApiError::invalid(detail),
+            E::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            E::Catalog(e) => e.into(),
+            e @ (E::Inconsistent(_) | E::Database(_)) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<tributary_generator::Error> for ApiError {
+    fn from(e: tributary_generator::Error) -> Self {
+        use tributary_generator::Error as E;
+        let text = e.to_string();
+        match e {
+            E::UnknownAdapter(_) => ApiError::new(StatusCode::NOT_FOUND, "adapter_not_found", text),
+            E::Adapter { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_adapter", text),
+            E::ContextOverflow { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "context_overflow", text),
+            E::InvalidRequest(detail) => ApiError::invalid(detail),
+            E::Unsupported(detail) => ApiError::invalid(detail),
+            E::Remote(_) => {
+                tracing::warn!(error = %text, "remote generator failed");
+                ApiError::new(StatusCode::BAD_GATEWAY, "generator_failed", "the generation engine failed")
+            }
+            E::Io(..) | E::Model(_) | E::Tokenizer(_) | E::Template(_) | E::Candle(_) => ApiError::internal(text),
+        }
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    /// Errors from the command layer (shared with the CLI): the typed cause decides.
+    fn from(e: anyhow::Error) -> Self {
+        let e = match e.downcast::<tributary_indexer::Error>() {
+            Ok(e) => return e.into(),
+            Err(e) => e,
+        };
+        let e = match e.downcast::<tributary_attribution::Error>() {
+            Ok(e) => return e.into(),
+            Err(e) => e,
+        };
+        match e.downcast::<tributary_generator::Error>() {
+            Ok(e) => e.into(),
+            Err(e) => ApiError::internal(format!("{e:#}")),
+        }
+    }
+}
+
+/// The error responses every `/v1` operation may give (documented on each in the spec).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // only its OpenAPI description is used
+pub enum Errors {
+    /// The request does not match the schema (bad JSON, parameters, types, ranges).
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(Problem),
+    /// An API key is needed, or the one sent is unknown, revoked or malformed.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// The key's role may not do this.
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
+    /// Not found, or not visible to this caller (private Datanets do not show).
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(Problem),
+    /// Conflicts with the current state.
+    #[response(status = 409, content_type = "application/problem+json")]
+    Conflict(Problem),
+    /// The body is larger than the server accepts.
+    #[response(status = 413, content_type = "application/problem+json")]
+    TooLarge(Problem),
+    /// The body is not JSON (or multipart where accepted).
+    #[response(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Problem),
+    /// Matches the schema but is unusable: an address with a bad checksum, a malformed upload,
+    /// shares that do not sum to 10,000, an adapter that does not fit, a context overflow.
+    #[response(status = 422, content_type = "application/problem+json")]
+    Unprocessable(Problem),
+    /// Over the rate limit: see `Retry-After`.
+    #[response(status = 429, content_type = "application/problem+json")]
+    RateLimited(Problem),
+    #[response(status = 500, content_type = "application/problem+json")]
+    Internal(Problem),
+    /// A remote engine or the chain failed.
+    #[response(status = 502, content_type = "application/problem+json")]
+    BadGateway(Problem),
+    /// Busy (see `Retry-After`), or a needed component is not configured.
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
+    #[response(status = 504, content_type = "application/problem+json")]
+    Timeout(Problem),
+}

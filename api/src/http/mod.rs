@@ -1,0 +1,369 @@
+//! The HTTP API: `tributary serve`.
+//!
+//! [`app`] builds the whole router from an [`AppState`]; the binary and the tests share it.
+//! Each area (`datanets`, `answers`, `ledger`, `openai`) has its own router, merged here under
+//! `/v1`, with its OpenAPI description generated from the same handlers (utoipa), so the spec at
+//! `/openapi.json` (committed as `openapi/openapi.json`) cannot describe routes that do not exist.
+//!
+//! Layers, outside in: request tracing; metrics by route; a concurrency limit that answers 503
+//! at once when full (load shedding, never an unbounded queue); a request timeout (504; a
+//! stream's body is not cut); authentication and rate limits (per key, or per IP for anonymous
+//! callers); body size limits.
+
+mod answers;
+pub mod auth;
+mod datanets;
+pub mod error;
+mod extract;
+mod ledger;
+mod metrics;
+mod openai;
+pub mod wire;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use tokio::sync::Semaphore;
+use tower::ServiceBuilder;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::App;
+pub use auth::{ApiKey, Caller, KeyStore, NewKey, Role};
+pub use datanets::{content_hash, upload_message};
+use error::ApiError;
+
+/// `tributary serve` flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    #[arg(long, env = "TRIBUTARY_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    #[command(flatten)]
+    pub config: ServeConfig,
+}
+
+/// Limits of the server.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeConfig {
+    /// Seconds before a request without a response head is answered 504.
+    #[arg(long, default_value_t = 120)]
+    pub request_timeout_secs: u64,
+    /// Requests in flight at once; more are refused with 503 at once.
+    #[arg(long, default_value_t = 256)]
+    pub max_in_flight: usize,
+    /// Answers generated at once (each takes a core); more are refused with 503.
+    #[arg(long, default_value_t = 2)]
+    pub max_generating: usize,
+    /// Tokens an answer may generate at most, whatever a request asks for.
+    #[arg(long, default_value_t = 2048)]
+    pub max_answer_tokens: usize,
+    /// Largest request body in bytes (uploads included).
+    #[arg(long, default_value_t = 32 << 20)]
+    pub max_body_bytes: usize,
+    /// Requests per minute per API key without its own rate.
+    #[arg(long, default_value_t = 6000)]
+    pub key_rate_per_minute: u32,
+    /// Requests per minute per client IP without a key.
+    #[arg(long, default_value_t = 600)]
+    pub anonymous_rate_per_minute: u32,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            request_timeout_secs: 120,
+            max_in_flight: 256,
+            max_generating: 2,
+            max_answer_tokens: 2048,
+            max_body_bytes: 32 << 20,
+            key_rate_per_minute: 6000,
+            anonymous_rate_per_minute: 600,
+        }
+    }
+}
+
+/// What every handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<StateInner>,
+}
+
+struct StateInner {
+    app: Arc<App>,
+    keys: KeyStore,
+    limiter: auth::RateLimiter,
+    metrics: metrics::Metrics,
+    config: ServeConfig,
+    generating: Arc<Semaphore>,
+    /// One upload at a time per Datanet (the ingest protocol's single-writer assumption).
+    writers: std::sync::Mutex<std::collections::HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl AppState {
+    pub fn new(app: Arc<App>, config: ServeConfig) -> Self {
+        let keys = KeyStore::new(app.store.catalog().pool().clone());
+        let generating = Arc::new(Semaphore::new(config.max_generating.max(1)));
+        AppState {
+            inner: Arc::new(StateInner {
+                app,
+                keys,
+                limiter: auth::RateLimiter::new(),
+                metrics: metrics::Metrics::new(),
+                config,
+                generating,
+                writers: Default::default(),
+            }),
+        }
+    }
+
+    pub fn app(&self) -> &Arc<App> {
+        &self.inner.app
+    }
+
+    pub fn catalog(&self) -> &tributary_indexer::Catalog {
+        self.inner.app.store.catalog()
+    }
+
+    pub fn keys(&self) -> &KeyStore {
+        &self.inner.keys
+    }
+
+    fn limiter(&self) -> &auth::RateLimiter {
+        &self.inner.limiter
+    }
+
+    fn metrics(&self) -> &metrics::Metrics {
+        &self.inner.metrics
+    }
+
+    fn config(&self) -> &ServeConfig {
+        &self.inner.config
+    }
+
+    /// A generation slot, or 503 at once when all are taken.
+    fn generation_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.inner.generating.clone().try_acquire_owned().map_err(|_| {
+            self.metrics().overloaded.inc();
+            ApiError::overloaded("every generation slot is busy; retry shortly", 1)
+        })
+    }
+
+    fn writer_lock(&self, datanet_id: i64) -> Arc<tokio::sync::Mutex<()>> {
+        let mut writers = self.inner.writers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        writers.entry(datanet_id).or_default().clone()
+    }
+
+    /// The embedding model (loaded at start by `serve`; on first use in tests).
+    async fn embedder(&self) -> Result<Arc<dyn tributary_indexer::Embedder>, ApiError> {
+        let app = self.app().clone();
+        tokio::task::spawn_blocking(move || app.embedder()).await.map_err(ApiError::internal)?.map_err(|e| {
+            tracing::error!(error = %format!("{e:#}"), "no embedding model");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the embedding model is not available")
+        })
+    }
+
+    /// The answer backend, loaded on first use.
+    async fn generator(&self) -> Result<Arc<dyn tributary_generator::Generator>, ApiError> {
+        let app = self.app().clone();
+        tokio::task::spawn_blocking(move || app.answer_backend()).await.map_err(ApiError::internal)?.map_err(|e| {
+            tracing::error!(error = %format!("{e:#}"), "no generator");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "generator_unavailable",
+                "the generator model is not available",
+            )
+        })
+    }
+}
+
+/// The API's description: info, security scheme, tags. Paths come from the routers.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Tributary",
+        description = "Answers that pay their sources: Datanets, hybrid search, cited answers, receipts, \
+                       credits and on-chain settlement. Errors are `application/problem+json` with a stable \
+                       `code` (see the `Problem` schema).",
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
+    ),
+    modifiers(&Security),
+    components(schemas(error::Problem)),
+    tags(
+        (name = "datanets", description = "Datanets, their members and access requests, and contributions"),
+        (name = "search", description = "Hybrid retrieval"),
+        (name = "answers", description = "Cited answers, JSON or server-sent events"),
+        (name = "ledger", description = "Receipts, earnings, epochs, proofs, flags, settlement, pricing"),
+        (name = "adapters", description = "LoRA adapters"),
+        (name = "openai", description = "OpenAI-compatible endpoints"),
+        (name = "operations", description = "Health and metrics")
+    )
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        use utoipa::openapi::{RefOr, Schema};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("api_key", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        // The codes are data (`error::CODES`); the spec lists them as the `code` enum.
+        if let Some(RefOr::T(Schema::Object(problem))) = components.schemas.get_mut("Problem")
+            && let Some(RefOr::T(Schema::Object(code))) = problem.properties.get_mut("code")
+        {
+            code.enum_values = Some(error::CODES.iter().map(|(code, _)| (*code).into()).collect());
+            let list: Vec<String> = error::CODES.iter().map(|(code, status)| format!("`{code}` ({status})")).collect();
+            code.description = Some(format!("Stable machine-readable code: {}.", list.join(", ")));
+        }
+    }
+}
+
+fn routers() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(datanets::router())
+        .merge(answers::router())
+        .merge(ledger::router())
+        .merge(openai::router())
+        .merge(operations_router())
+}
+
+/// The OpenAPI document, as served at `/openapi.json` and committed at `openapi/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, api) = routers().split_for_parts();
+    api
+}
+
+pub fn openapi_json() -> anyhow::Result<String> {
+    Ok(openapi().to_pretty_json()? + "\n")
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    let (api_routes, api) = routers().split_for_parts();
+    let config = state.config().clone();
+    let api_routes = api_routes
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes));
+    let api = Arc::new(api);
+    let docs = utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", (*api).clone());
+    Router::new()
+        .merge(api_routes)
+        .merge(docs)
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+        })
+        .layer(
+            ServiceBuilder::new()
+                .layer(TraceLayer::new_for_http())
+                .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+                .layer(HandleErrorLayer::new(overload_or_timeout))
+                .load_shed()
+                .concurrency_limit(config.max_in_flight.max(1))
+                .timeout(Duration::from_secs(config.request_timeout_secs.max(1))),
+        )
+        .with_state(state)
+}
+
+async fn overload_or_timeout(error: tower::BoxError) -> ApiError {
+    if error.is::<tower::timeout::error::Elapsed>() {
+        ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", "the request took too long")
+    } else if error.is::<tower::load_shed::error::Overloaded>() {
+        ApiError::overloaded("the server is at its limit of requests in flight; retry shortly", 1)
+    } else {
+        ApiError::internal(error)
+    }
+}
+
+fn operations_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(healthz))
+        .routes(utoipa_axum::routes!(readyz))
+        .routes(utoipa_axum::routes!(metrics_text))
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive", body = String)))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// The catalog answers and the embedding model is loaded: searches and uploads will work.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = String),
+        (status = 503, description = "Not ready", body = error::Problem, content_type = "application/problem+json")
+    )
+)]
+async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    sqlx::query("SELECT 1").execute(state.catalog().pool()).await.map_err(|e| {
+        tracing::warn!(error = %e, "readiness: the catalog does not answer");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the catalog database does not answer")
+    })?;
+    let app = state.app().clone();
+    tokio::task::spawn_blocking(move || app.embedder()).await.map_err(ApiError::internal)?.map_err(|e| {
+        tracing::warn!(error = %format!("{e:#}"), "readiness: no embedding model");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the embedding model is not loaded")
+    })?;
+    Ok("ready")
+}
+
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Metrics", body = String, content_type = "text/plain")))]
+async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+    let text = state.metrics().render(state.app().adapter_cache_stats());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+}
+
+/// Binds, serves until SIGTERM or Ctrl-C, then lets requests in flight finish.
+pub async fn serve(app: Arc<App>, args: ServeArgs) -> anyhow::Result<()> {
+    let state = AppState::new(app.clone(), args.config);
+    // Load the embedding model before taking traffic: the first search should not pay for it.
+    let loader = app.clone();
+    tokio::task::spawn_blocking(move || loader.embedder()).await??;
+    let listener = tokio::net::TcpListener::bind(args.bind).await.with_context(|| format!("binding {}", args.bind))?;
+    let local = listener.local_addr()?;
+    // Tests and scripts read this line to find a port chosen by the OS (`--bind 127.0.0.1:0`).
+    println!("listening on http://{local}");
+    tracing::info!(%local, "serving");
+    axum::serve(listener, app_router_with_ip(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    app.store.catalog().close().await;
+    Ok(())
+}
+
+fn app_router_with_ip(
+    state: AppState,
+) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Router, SocketAddr> {
+    app(state).into_make_service_with_connect_info::<SocketAddr>()
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,833 @@
+//! The API's wire types: what requests carry and responses hold, with their OpenAPI schemas.
+//!
+//! The domain crates know nothing of HTTP or OpenAPI. Responses that mirror a domain type are
+//! made by [`view`]: the domain value's JSON read back into the mirror, which refuses unknown
+//! fields, so a mirror that drifts from its domain type fails loudly (in the tests) instead of
+//! documenting a shape the API does not send.
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::{ApiError, ApiResult};
+
+/// The mirror of a domain value.
+pub fn view<T: Serialize, V: DeserializeOwned>(value: &T) -> ApiResult<V> {
+    let json = serde_json::to_value(value).map_err(ApiError::internal)?;
+    serde_json::from_value(json)
+        .map_err(|e| ApiError::internal(format!("a wire type drifted from its domain type: {e}")))
+}
+
+/// `?cursor=&limit=` of every list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Items per page, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<usize>,
+}
+
+/// Declares `$page` as `{ items: [$item], next_cursor }`.
+macro_rules! page {
+    ($page:ident, $item:ty) => {
+        #[derive(Debug, Serialize, Deserialize, ToSchema)]
+        pub struct $page {
+            pub items: Vec<$item>,
+            /// Give it as `cursor` for the next page; absent on the last page.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub next_cursor: Option<String>,
+        }
+    };
+}
+
+// ---- Datanets -----------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    Public,
+    Private,
+}
+
+impl From<Visibility> for tributary_indexer::Visibility {
+    fn from(v: Visibility) -> Self {
+        match v {
+            Visibility::Public => tributary_indexer::Visibility::Public,
+            Visibility::Private => tributary_indexer::Visibility::Private,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Datanet {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    /// EIP-55 address.
+    pub owner: String,
+    pub visibility: Visibility,
+    pub created_at_ms: i64,
+}
+
+impl From<&tributary_indexer::Datanet> for Datanet {
+    fn from(d: &tributary_indexer::Datanet) -> Self {
+        Datanet {
+            id: d.id,
+            name: d.name.clone(),
+            description: d.description.clone(),
+            owner: d.owner.to_checksummed(),
+            visibility: match d.visibility {
+                tributary_indexer::Visibility::Public => Visibility::Public,
+                tributary_indexer::Visibility::Private => Visibility::Private,
+            },
+            created_at_ms: d.created_at_ms,
+        }
+    }
+}
+
+page!(DatanetPage, Datanet);
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDatanet {
+    /// 1-64 characters of a-z, 0-9, '-' and '_'.
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Owner address; an owner key's own address when omitted (the zero address for admins).
+    #[schema(pattern = "^0x[0-9a-fA-F]{40}$")]
+    pub owner: Option<String>,
+    /// Default public.
+    pub visibility: Option<Visibility>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateDatanet {
+    pub description: Option<String>,
+    pub visibility: Option<Visibility>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Member {
+    pub address: String,
+    pub added_at_ms: i64,
+}
+
+page!(MemberPage, Member);
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddMember {
+    #[schema(pattern = "^0x[0-9a-fA-F]{40}$")]
+    pub address: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessStatus {
+    Pending,
+    Approved,
+    Rejected,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AccessRequest {
+    pub id: i64,
+    pub datanet: String,
+    pub address: String,
+    pub message: String,
+    pub status: AccessStatus,
+    pub created_at_ms: i64,
+    pub decided_at_ms: Option<i64>,
+    pub decided_by: Option<String>,
+}
+
+impl AccessRequest {
+    pub fn of(r: &tributary_indexer::AccessRequest, datanet: &str) -> Self {
+        AccessRequest {
+            id: r.id,
+            datanet: datanet.to_string(),
+            address: r.address.to_checksummed(),
+            message: r.message.clone(),
+            status: match r.status {
+                tributary_indexer::AccessStatus::Pending => AccessStatus::Pending,
+                tributary_indexer::AccessStatus::Approved => AccessStatus::Approved,
+                tributary_indexer::AccessStatus::Rejected => AccessStatus::Rejected,
+            },
+            created_at_ms: r.created_at_ms,
+            decided_at_ms: r.decided_at_ms,
+            decided_by: r.decided_by.clone(),
+        }
+    }
+}
+
+page!(AccessRequestPage, AccessRequest);
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAccessRequest {
+    #[serde(default)]
+    pub message: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessDecision {
+    /// true: the address becomes a member; false: rejected.
+    pub approve: bool,
+}
+
+// ---- Contributions ------------------------------------------------------------------------
+
+/// One uploaded document: its name decides the format (`.txt`, `.md`, or `.jsonl` in the BEIR
+/// layout, one document a line).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadDocument {
+    pub name: String,
+    pub text: String,
+}
+
+/// An upload. Made with a contributor (or owner) key, it is credited to the key's address;
+/// without a key, `contributor` and `signature` are required: an EIP-191 `personal_sign` by
+/// `contributor` of the text `Tributary upload to <datanet>: <content hash>`, where the content
+/// hash is the hex blake3 of, for each document in order, blake3(name) followed by
+/// blake3(text) (32 bytes each). Admin keys name any `contributor`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "documents": [{"name": "delta.md", "text": "# Deltas\n\nA river delta forms where a river meets slower water."}],
+    "contributor": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+    "license": "CC-BY-4.0"
+}))]
+pub struct Upload {
+    #[schema(min_items = 1)]
+    pub documents: Vec<UploadDocument>,
+    #[schema(pattern = "^0x[0-9a-fA-F]{40}$")]
+    pub contributor: Option<String>,
+    /// 0x-hex 65-byte signature.
+    pub signature: Option<String>,
+    /// SPDX identifier (default "unspecified").
+    pub license: Option<String>,
+    /// Chunk length limit in embedder tokens (default 254).
+    #[serde(default, deserialize_with = "super::extract::integer::option")]
+    #[schema(minimum = 1, maximum = 100000)]
+    pub chunk_tokens: Option<usize>,
+    /// Tokens repeated between consecutive chunks of one paragraph.
+    #[serde(default, deserialize_with = "super::extract::integer::option")]
+    #[schema(minimum = 0, maximum = 100000)]
+    pub overlap_tokens: Option<usize>,
+}
+
+/// An upload as `multipart/form-data` (documented only; read part by part).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct MultipartUpload {
+    /// One part per document; its file name picks the format (.txt, .md, .jsonl).
+    #[schema(value_type = Vec<String>, format = Binary, min_items = 1)]
+    pub file: Vec<String>,
+    #[schema(pattern = "^0x[0-9a-fA-F]{40}$")]
+    pub contributor: Option<String>,
+    pub signature: Option<String>,
+    pub license: Option<String>,
+    #[schema(minimum = 1, maximum = 100000)]
+    pub chunk_tokens: Option<usize>,
+    #[schema(minimum = 0, maximum = 100000)]
+    pub overlap_tokens: Option<usize>,
+}
+
+/// What an upload did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IngestReport {
+    pub documents: usize,
+    pub documents_stored: usize,
+    /// Documents whose exact bytes the Datanet already had.
+    pub documents_already_present: usize,
+    pub chunks: usize,
+    /// Chunks embedded and indexed by this upload.
+    pub new_chunks: usize,
+    /// Chunks the Datanet already had: their credit stays with the first contributor.
+    pub duplicate_chunks: usize,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UploadResult {
+    pub datanet: String,
+    /// Who the new chunks are credited to.
+    pub contributor: String,
+    pub content_hash: String,
+    pub report: IngestReport,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Document {
+    pub id: i64,
+    pub external_id: String,
+    pub source_name: String,
+    pub contributor: String,
+    pub license: String,
+    pub byte_len: usize,
+    pub raw_hash: String,
+    pub chunk_count: usize,
+    pub duplicate_chunks: usize,
+}
+
+page!(DocumentPage, Document);
+
+// ---- Search -------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Hybrid,
+    Dense,
+    Bm25,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Fusion {
+    Convex,
+    Rrf,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"query": "longest river in North America", "datanets": ["rivers"], "k": 3}))]
+pub struct SearchRequest {
+    pub query: String,
+    /// Datanet names (at least one).
+    pub datanets: Vec<String>,
+    /// Only passages credited to these addresses.
+    #[serde(default)]
+    pub contributors: Vec<String>,
+    /// Passages to return, 1 to 100 (default 5).
+    #[schema(minimum = 1, maximum = 100)]
+    #[serde(default, deserialize_with = "super::extract::integer::option")]
+    pub k: Option<usize>,
+    #[serde(default)]
+    pub mode: Mode,
+    /// Default convex.
+    pub fusion: Option<Fusion>,
+    /// Dense weight of convex fusion, 0 to 1.
+    #[schema(minimum = 0, maximum = 1)]
+    pub alpha: Option<f32>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Passage {
+    /// blake3 of the chunk's normalized text.
+    pub chunk_id: String,
+    pub text: String,
+    /// Byte offsets into the document's text.
+    pub start: usize,
+    pub end: usize,
+    pub document_id: i64,
+    pub document: String,
+    pub source: String,
+    pub contributor: String,
+    pub datanet: String,
+    pub score: f32,
+    pub dense_score: Option<f32>,
+    pub bm25_score: Option<f32>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SearchResults {
+    pub passages: Vec<Passage>,
+}
+
+// ---- Answers ------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdapterChoice {
+    pub id: String,
+    /// Weight in an ensemble (default 1).
+    pub weight: Option<f32>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"question": "What is the longest river in North America?", "datanets": ["rivers"], "max_tokens": 32}))]
+pub struct AnswerRequest {
+    pub question: String,
+    pub datanets: Vec<String>,
+    #[serde(default)]
+    pub contributors: Vec<String>,
+    /// LoRA adapters; several make a weighted ensemble.
+    #[serde(default)]
+    pub adapters: Vec<AdapterChoice>,
+    /// Passages retrieved, 1 to 20 (default 3).
+    #[schema(minimum = 1, maximum = 20)]
+    #[serde(default, deserialize_with = "super::extract::integer::option")]
+    pub k: Option<usize>,
+    /// 1 to 2048 (default 256).
+    #[schema(minimum = 1, maximum = 2048)]
+    #[serde(default, deserialize_with = "super::extract::integer::option")]
+    pub max_tokens: Option<usize>,
+    /// 0 (default) is greedy.
+    #[schema(minimum = 0, maximum = 2)]
+    pub temperature: Option<f64>,
+    #[schema(exclusive_minimum = 0, maximum = 1)]
+    pub top_p: Option<f64>,
+    /// 0 to 2^63-1.
+    #[serde(default, deserialize_with = "super::extract::integer::option")]
+    #[schema(minimum = 0, maximum = 9223372036854775807_i64)]
+    pub seed: Option<i64>,
+    /// Up to 8 sequences of 1 to 64 bytes.
+    #[serde(default)]
+    #[schema(max_items = 8)]
+    pub stop: Vec<String>,
+    #[schema(minimum = 0.1, maximum = 10)]
+    pub repeat_penalty: Option<f32>,
+    /// Keep only the question's hash in the receipt.
+    #[serde(default)]
+    pub private_question: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CitationKind {
+    Marker,
+    PostHoc,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CitedSentence {
+    pub text: String,
+    /// Numbers of the passages it cites.
+    pub citations: Vec<usize>,
+    pub kind: Option<CitationKind>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Citation {
+    pub n: usize,
+    pub chunk_id: String,
+    pub document: String,
+    pub contributor: String,
+    pub datanet: String,
+    pub start: usize,
+    pub end: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CitationStats {
+    pub sentences: usize,
+    pub marker: usize,
+    pub post_hoc: usize,
+    pub unsupported: usize,
+    pub dropped_out_of_range: usize,
+    pub dropped_unsupported: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Influence {
+    pub n: usize,
+    pub log_likelihood_drop: f64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    Stop,
+    Length,
+    Cancelled,
+}
+
+/// The generator's answer (mirror of `tributary_generator::Answer`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Answer {
+    pub answer: String,
+    pub sentences: Vec<CitedSentence>,
+    pub citations: Vec<Citation>,
+    pub sources_offered: usize,
+    pub model: String,
+    pub adapter: Option<String>,
+    pub grounded: bool,
+    pub stats: CitationStats,
+    pub finish_reason: FinishReason,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub influence: Vec<Influence>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub influence_error: Option<String>,
+}
+
+/// One server-sent event, as a stream's schema describes each event.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SseEvent {
+    /// The event name (absent: `message`).
+    pub event: Option<String>,
+    /// JSON text.
+    pub data: String,
+    pub id: Option<String>,
+    pub retry: Option<u64>,
+}
+
+/// An answer with its receipt.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AnswerResponse {
+    pub answer: Answer,
+    pub receipt: Receipt,
+}
+
+// ---- Ledger -------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Weighting {
+    Citation,
+    Ablation,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CreditRole {
+    Protocol,
+    AdapterOwner,
+    DatanetOwner,
+    Contributor,
+    Sink,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetrievedChunk {
+    pub datanet: String,
+    pub chunk_id: String,
+    pub score: f32,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CitedChunk {
+    pub datanet: String,
+    pub datanet_id: i64,
+    pub datanet_owner: String,
+    pub chunk_id: String,
+    pub contributor: String,
+    pub sentences: Vec<String>,
+    pub score: f32,
+    /// Integer influence weight.
+    pub weight: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Shares {
+    #[serde(deserialize_with = "super::extract::integer::required")]
+    #[schema(maximum = 10000)]
+    pub protocol_bps: u32,
+    #[serde(deserialize_with = "super::extract::integer::required")]
+    #[schema(maximum = 10000)]
+    pub adapter_bps: u32,
+    #[serde(deserialize_with = "super::extract::integer::required")]
+    #[schema(maximum = 10000)]
+    pub datanet_bps: u32,
+    #[serde(deserialize_with = "super::extract::integer::required")]
+    #[schema(maximum = 10000)]
+    pub contributors_bps: u32,
+}
+
+/// Amounts are decimal strings of the token's smallest unit (they overflow JSON numbers).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Split {
+    #[schema(pattern = "^[0-9]+$")]
+    pub protocol: String,
+    #[schema(pattern = "^[0-9]+$")]
+    pub adapter_owners: String,
+    #[schema(pattern = "^[0-9]+$")]
+    pub datanet_owners: String,
+    #[schema(pattern = "^[0-9]+$")]
+    pub contributors: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Credit {
+    pub account: String,
+    pub role: CreditRole,
+    #[schema(pattern = "^[0-9]+$")]
+    pub amount: String,
+    pub datanet: Option<String>,
+    pub chunk_id: Option<String>,
+}
+
+/// One answer's receipt: what was asked, retrieved and cited, the fee and its split. `hash`
+/// is the blake3 of the receipt's JSON without `hash`; `prev_hash` chains the receipts.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Receipt {
+    pub id: String,
+    pub created_at_ms: i64,
+    pub prev_hash: String,
+    pub question_hash: String,
+    pub question: Option<String>,
+    pub datanets: Vec<String>,
+    pub model: String,
+    /// `[adapter id, weight]` pairs.
+    pub adapters: Vec<(String, f32)>,
+    pub answer: String,
+    pub retrieved: Vec<RetrievedChunk>,
+    pub cited: Vec<CitedChunk>,
+    pub weighting: Weighting,
+    #[schema(pattern = "^[0-9]+$")]
+    pub fee: String,
+    pub shares: Shares,
+    pub protocol_account: String,
+    pub adapter_owners: Vec<String>,
+    pub split: Split,
+    pub credits: Vec<Credit>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hash: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub id: i64,
+    /// credit or slash
+    pub kind: String,
+    pub receipt_id: Option<String>,
+    pub flag_id: Option<i64>,
+    pub offsets: Option<i64>,
+    pub account: String,
+    pub role: CreditRole,
+    #[schema(pattern = "^-?[0-9]+$")]
+    pub amount: String,
+    pub datanet_id: Option<i64>,
+    pub datanet: Option<String>,
+    pub chunk_id: Option<String>,
+    pub sentences: Vec<String>,
+    pub epoch: Option<i64>,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DatanetEarnings {
+    pub datanet: String,
+    #[schema(pattern = "^-?[0-9]+$")]
+    pub amount: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EpochEarnings {
+    pub epoch: i64,
+    #[schema(pattern = "^-?[0-9]+$")]
+    pub amount: String,
+}
+
+/// What an address earned: totals, per Datanet, per epoch and per citation (`entries`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Earnings {
+    pub account: String,
+    #[schema(pattern = "^-?[0-9]+$")]
+    pub total: String,
+    #[schema(pattern = "^-?[0-9]+$")]
+    pub settled: String,
+    #[schema(pattern = "^-?[0-9]+$")]
+    pub unsettled: String,
+    #[schema(pattern = "^-?[0-9]+$")]
+    pub slashed: String,
+    pub by_datanet: Vec<DatanetEarnings>,
+    pub by_epoch: Vec<EpochEarnings>,
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Epoch {
+    pub number: i64,
+    pub last_entry: i64,
+    /// 0x-hex Merkle root of the payout tree.
+    pub root: String,
+    pub receipts_head: String,
+    #[schema(pattern = "^[0-9]+$")]
+    pub total: String,
+    pub accounts: i64,
+    pub entries: i64,
+    pub closed_at_ms: i64,
+}
+
+page!(EpochPage, Epoch);
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccountProof {
+    pub epoch: i64,
+    pub account: String,
+    #[schema(pattern = "^[0-9]+$")]
+    pub cumulative: String,
+    pub root: String,
+    pub leaf: String,
+    pub proof: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ProofParams {
+    /// Default: the latest epoch.
+    pub epoch: Option<i64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SettleResult {
+    /// The epoch just closed, or the latest one when there was nothing to settle.
+    pub epoch: Option<Epoch>,
+    pub closed_now: bool,
+    /// Epochs posted on chain by this call (absent without deployed contracts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub posted_on_chain: Option<Vec<i64>>,
+    /// Why posting failed: the epoch stays pending on chain and the next settle posts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_error: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Flag {
+    pub id: i64,
+    pub datanet_id: i64,
+    /// chunk, document or contributor
+    pub kind: String,
+    pub target: String,
+    pub reason: String,
+    pub actor: String,
+    pub active: bool,
+    pub created_at_ms: i64,
+}
+
+page!(FlagPage, Flag);
+
+/// Name exactly one target.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewFlag {
+    /// A chunk id (64 hex digits).
+    pub chunk: Option<String>,
+    /// A document id, or the name it was uploaded as.
+    pub document: Option<String>,
+    /// A contributor address: every chunk it contributed.
+    pub contributor: Option<String>,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlagOutcome {
+    pub flag: Flag,
+    pub already_flagged: bool,
+    pub slashed_credits: usize,
+    #[schema(pattern = "^[0-9]+$")]
+    pub slashed: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LiftFlag {
+    pub reason: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRequest {
+    #[schema(pattern = "^0x[0-9a-fA-F]{40}$")]
+    pub address: String,
+}
+
+// ---- Adapters -----------------------------------------------------------------------------
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Adapter {
+    pub id: String,
+    /// `{"path": "..."}` or `{"hub": "owner/name"}`.
+    #[schema(value_type = Object)]
+    pub source: serde_json::Value,
+    pub rank: usize,
+    pub target_modules: Vec<String>,
+    pub base_model: Option<String>,
+    /// Seconds since the Unix epoch.
+    pub added_at: u64,
+}
+
+page!(AdapterPage, Adapter);
+
+/// A PEFT adapter directory on the server, or a hub repository in the server's hub cache.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterAdapter {
+    #[schema(pattern = "^[A-Za-z0-9_-][A-Za-z0-9_./-]{0,127}$")]
+    pub id: String,
+    pub path: Option<String>,
+    pub hub: Option<String>,
+}
+
+// ---- Pricing and claims -------------------------------------------------------------------
+
+/// The ledger-wide policy.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Fee of one answer per Datanet searched, unless the Datanet sets its own.
+    #[schema(pattern = "^[0-9]+$")]
+    pub default_fee: String,
+    pub shares: Shares,
+    /// Receives the protocol share, rounding dust and unclaimable pools.
+    #[schema(pattern = "^0x[0-9a-fA-F]{40}$")]
+    pub protocol_account: String,
+    /// Receives slashed credits.
+    #[schema(pattern = "^0x[0-9a-fA-F]{40}$")]
+    pub slash_sink: String,
+    pub default_weighting: Weighting,
+}
+
+/// A Datanet's own price and weighting; null leaves it to the policy.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DatanetPricing {
+    #[schema(pattern = "^[0-9]+$")]
+    pub fee: Option<String>,
+    pub weighting: Option<Weighting>,
+}
+
+/// An adapter's surcharge and who its share pays.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdapterPricing {
+    #[schema(pattern = "^[0-9]+$")]
+    pub fee: String,
+    #[schema(pattern = "^0x[0-9a-fA-F]{40}$")]
+    pub owner: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ClaimResult {
+    pub account: String,
+    pub epoch: i64,
+    /// What this claim paid (the cumulative total minus what was paid before).
+    #[schema(pattern = "^[0-9]+$")]
+    pub paid: String,
+    #[schema(pattern = "^[0-9]+$")]
+    pub cumulative: String,
+    pub transaction: String,
+}

@@ -1,0 +1,784 @@
+//! The HTTP API in process (`http::app(state).oneshot(request)`), and over a real socket for
+//! streams: auth and privacy matrix, problem documents, uploads, answers, receipts, the spec.
+
+use std::sync::Arc;
+
+use alloy::signers::SignerSync;
+use alloy::signers::local::PrivateKeySigner;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use tributary::http::{self, AppState, NewKey, Role, ServeConfig};
+use tributary::{App, Settings};
+
+use crate::{ALICE, BOB, llm, model_dir};
+
+const CAROL: &str = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC";
+const DAVE: &str = "0x90F79bf6EB2c4f870365E785982E1f101E93b906";
+/// Anvil's first key: ALICE.
+const ALICE_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+
+pub struct Server {
+    pub state: AppState,
+    router: axum::Router,
+    _dir: tempfile::TempDir,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Value,
+}
+
+pub async fn fresh_pg_url() -> String {
+    let base = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&base).await.expect("PostgreSQL reachable at TEST_DATABASE_URL");
+    let schema = format!(
+        "h_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&pool).await.unwrap();
+    pool.close().await;
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options=-c%20search_path%3D{schema}")
+}
+
+impl Server {
+    pub async fn start(config: ServeConfig, database_url: Option<String>) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings {
+            data_dir: dir.path().to_path_buf(),
+            database_url,
+            embed_model: Some(model_dir()),
+            llm: Some(llm()),
+            ..Default::default()
+        };
+        let app = Arc::new(App::open(&settings).await.unwrap());
+        let state = AppState::new(app, config);
+        let router = http::app(state.clone());
+        Server { state, router, _dir: dir }
+    }
+
+    pub async fn key(&self, role: Role, address: Option<&str>, rate: Option<u32>) -> String {
+        let new =
+            NewKey { role, address: address.map(|a| a.parse().unwrap()), label: String::new(), rate_per_minute: rate };
+        self.state.keys().create(&new).await.unwrap().0
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> Reply {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        let body =
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        if status.is_client_error() || status.is_server_error() {
+            let content_type = headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap().to_string());
+            assert_eq!(content_type.as_deref(), Some("application/problem+json"), "{status} {body}");
+            assert_eq!(body["status"], status.as_u16(), "{body}");
+            assert!(body["code"].is_string(), "{body}");
+        }
+        Reply { status, headers, body }
+    }
+
+    pub async fn call(&self, method: &str, uri: &str, key: Option<&str>, body: Option<Value>) -> Reply {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(key) = key {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
+        }
+        let request = match body {
+            Some(body) => request.header(header::CONTENT_TYPE, "application/json").body(Body::from(body.to_string())),
+            None => request.body(Body::empty()),
+        };
+        self.send(request.unwrap()).await
+    }
+}
+
+fn doc(name: &str, text: &str) -> Value {
+    json!({"name": name, "text": text})
+}
+
+const RIVERS: &str = "The Missouri River is the longest river in North America. It flows 3,767 km from the \
+Rocky Mountains to the Mississippi River near St. Louis.\n\nThe Mississippi River drains most of \
+the continental United States.";
+
+fn signed_upload(datanet: &str, documents: Value) -> Value {
+    let parsed: Vec<tributary::http::wire::UploadDocument> = serde_json::from_value(documents.clone()).unwrap();
+    let hash = http::content_hash(&parsed);
+    let signer: PrivateKeySigner = ALICE_KEY.parse().unwrap();
+    let signature = signer.sign_message_sync(http::upload_message(datanet, &hash).as_bytes()).unwrap();
+    json!({"documents": documents, "contributor": ALICE, "signature": alloy::hex::encode_prefixed(signature.as_bytes())})
+}
+
+/// Who may do what, and what a private Datanet shows to whom (nothing, to outsiders).
+async fn access_matrix(database_url: Option<String>) {
+    let s = Server::start(ServeConfig::default(), database_url).await;
+    let admin = s.key(Role::Admin, None, None).await;
+    let alice = s.key(Role::Owner, Some(ALICE), None).await;
+    let bob = s.key(Role::Owner, Some(BOB), None).await;
+    let carol = s.key(Role::Contributor, Some(CAROL), None).await;
+    let reader = s.key(Role::Reader, None, None).await;
+    let dave = s.key(Role::Reader, Some(DAVE), None).await;
+
+    // Creating Datanets: owners (as themselves) and admins.
+    let create =
+        |name: &str, private: bool| json!({"name": name, "visibility": if private { "private" } else { "public" }});
+    assert_eq!(s.call("POST", "/v1/datanets", None, Some(create("x", false))).await.body["code"], "missing_api_key");
+    assert_eq!(
+        s.call("POST", "/v1/datanets", Some(&reader), Some(create("x", false))).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        s.call("POST", "/v1/datanets", Some(&carol), Some(create("x", false))).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let as_bob = json!({"name": "x", "owner": BOB});
+    assert_eq!(s.call("POST", "/v1/datanets", Some(&alice), Some(as_bob)).await.status, StatusCode::FORBIDDEN);
+    let public = s.call("POST", "/v1/datanets", Some(&alice), Some(create("rivers", false))).await;
+    assert_eq!(public.status, StatusCode::CREATED, "{}", public.body);
+    assert_eq!(public.body["owner"], ALICE);
+    assert_eq!(
+        s.call("POST", "/v1/datanets", Some(&alice), Some(create("secret", true))).await.status,
+        StatusCode::CREATED
+    );
+    let again = s.call("POST", "/v1/datanets", Some(&admin), Some(create("rivers", false))).await;
+    assert_eq!((again.status, again.body["code"].as_str()), (StatusCode::CONFLICT, Some("datanet_exists")));
+    let bad_name = s.call("POST", "/v1/datanets", Some(&admin), Some(create("Bad Name", false))).await;
+    assert_eq!(bad_name.body["code"], "invalid_datanet_name");
+
+    // A private Datanet answers outsiders exactly as a missing one does.
+    for key in [None, Some(&reader), Some(&carol), Some(&bob), Some(&dave)] {
+        let hidden = s.call("GET", "/v1/datanets/secret", key.map(|k| k.as_str()), None).await;
+        let missing = s.call("GET", "/v1/datanets/nosuch", key.map(|k| k.as_str()), None).await;
+        assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+        assert_eq!(hidden.body["code"], missing.body["code"]);
+        assert_eq!(hidden.body["detail"].as_str().unwrap().replace("secret", "nosuch"), missing.body["detail"]);
+        let list = s.call("GET", "/v1/datanets", key.map(|k| k.as_str()), None).await;
+        let names: Vec<&str> =
+            list.body["items"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["rivers"]);
+        let search = json!({"query": "river", "datanets": ["secret"]});
+        assert_eq!(
+            s.call("POST", "/v1/search", key.map(|k| k.as_str()), Some(search)).await.status,
+            StatusCode::NOT_FOUND
+        );
+        let upload = json!({"documents": [doc("a.txt", "Some text.")]});
+        let up = s.call("POST", "/v1/datanets/secret/documents", key.map(|k| k.as_str()), Some(upload)).await;
+        assert_eq!(up.status, StatusCode::NOT_FOUND, "{}", up.body);
+        assert_eq!(
+            s.call("GET", "/v1/datanets/secret/flags", key.map(|k| k.as_str()), None).await.status,
+            StatusCode::NOT_FOUND
+        );
+    }
+    for key in [&alice, &admin] {
+        assert_eq!(s.call("GET", "/v1/datanets/secret", Some(key), None).await.status, StatusCode::OK);
+        let list = s.call("GET", "/v1/datanets", Some(key), None).await;
+        assert_eq!(list.body["items"].as_array().unwrap().len(), 2);
+    }
+
+    // Governing: the owner and admins; another owner may not.
+    let patch = json!({"description": "Rivers of North America"});
+    assert_eq!(
+        s.call("PATCH", "/v1/datanets/rivers", None, Some(patch.clone())).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    for key in [&reader, &carol, &bob] {
+        assert_eq!(
+            s.call("PATCH", "/v1/datanets/rivers", Some(key), Some(patch.clone())).await.status,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(s.call("GET", "/v1/datanets/rivers/members", Some(key), None).await.status, StatusCode::FORBIDDEN);
+        let flag = json!({"contributor": CAROL, "reason": "spam"});
+        assert_eq!(
+            s.call("POST", "/v1/datanets/rivers/flags", Some(key), Some(flag)).await.status,
+            StatusCode::FORBIDDEN
+        );
+    }
+    let patched = s.call("PATCH", "/v1/datanets/rivers", Some(&alice), Some(patch)).await;
+    assert_eq!(patched.body["description"], "Rivers of North America");
+
+    // Uploads: contributor keys as themselves, signed uploads without a key, never readers.
+    let documents = json!([doc("missouri.txt", RIVERS)]);
+    let up =
+        s.call("POST", "/v1/datanets/rivers/documents", Some(&reader), Some(json!({"documents": documents}))).await;
+    assert_eq!(up.status, StatusCode::FORBIDDEN);
+    let unsigned = s
+        .call(
+            "POST",
+            "/v1/datanets/rivers/documents",
+            None,
+            Some(json!({"documents": documents, "contributor": ALICE})),
+        )
+        .await;
+    assert_eq!(unsigned.body["code"], "missing_api_key");
+    let mut forged = signed_upload("rivers", documents.clone());
+    forged["contributor"] = json!(BOB);
+    assert_eq!(
+        s.call("POST", "/v1/datanets/rivers/documents", None, Some(forged)).await.body["code"],
+        "invalid_signature"
+    );
+    let other_datanet = signed_upload("secret", documents.clone());
+    let replayed = s.call("POST", "/v1/datanets/rivers/documents", None, Some(other_datanet)).await;
+    assert_eq!(replayed.body["code"], "invalid_signature");
+    let signed =
+        s.call("POST", "/v1/datanets/rivers/documents", None, Some(signed_upload("rivers", documents.clone()))).await;
+    assert_eq!(signed.status, StatusCode::OK, "{}", signed.body);
+    assert_eq!(signed.body["contributor"], ALICE);
+    assert!(signed.body["report"]["new_chunks"].as_u64().unwrap() >= 1);
+    let as_bob = json!({"documents": [doc("b.txt", "Glaciers carve valleys.")], "contributor": BOB});
+    assert_eq!(
+        s.call("POST", "/v1/datanets/rivers/documents", Some(&carol), Some(as_bob)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let carols = json!({"documents": [doc("glacier.md", "# Glaciers\n\nGlaciers carve U-shaped valleys."), doc("copy.txt", &format!("{RIVERS}\n"))]});
+    let up = s.call("POST", "/v1/datanets/rivers/documents", Some(&carol), Some(carols)).await;
+    assert_eq!(up.status, StatusCode::OK, "{}", up.body);
+    assert_eq!(up.body["contributor"], CAROL);
+    assert!(up.body["report"]["duplicate_chunks"].as_u64().unwrap() >= 1, "{}", up.body);
+
+    // Members of the private Datanet: the owner lets Carol in; then she may upload and read.
+    let add = json!({"address": CAROL});
+    assert_eq!(
+        s.call("POST", "/v1/datanets/secret/members", Some(&bob), Some(add.clone())).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        s.call("POST", "/v1/datanets/secret/members", Some(&alice), Some(add.clone())).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(s.call("POST", "/v1/datanets/secret/members", Some(&alice), Some(add)).await.status, StatusCode::OK);
+    let secret_doc = json!({"documents": [doc("plan.txt", "The confidential delta survey starts in spring.")]});
+    assert_eq!(
+        s.call("POST", "/v1/datanets/secret/documents", Some(&carol), Some(secret_doc)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(s.call("GET", "/v1/datanets/secret", Some(&carol), None).await.status, StatusCode::OK);
+    let members = s.call("GET", "/v1/datanets/secret/members", Some(&alice), None).await;
+    assert_eq!(members.body["items"][0]["address"], CAROL);
+
+    // Access requests: the same answer whether the private Datanet exists or not; approval
+    // lets the address in.
+    let ask = json!({"message": "survey team"});
+    assert_eq!(
+        s.call("POST", "/v1/datanets/secret/access-requests", None, Some(ask.clone())).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        s.call("POST", "/v1/datanets/secret/access-requests", Some(&reader), Some(ask.clone())).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        s.call("POST", "/v1/datanets/secret/access-requests", Some(&dave), Some(ask.clone())).await.status,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        s.call("POST", "/v1/datanets/nosuch/access-requests", Some(&dave), Some(ask.clone())).await.status,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        s.call("GET", "/v1/datanets/secret/access-requests", Some(&dave), None).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let requests = s.call("GET", "/v1/datanets/secret/access-requests", Some(&alice), None).await;
+    let request = &requests.body["items"][0];
+    assert_eq!((request["address"].as_str(), request["status"].as_str()), (Some(DAVE), Some("pending")));
+    let uri = format!("/v1/datanets/secret/access-requests/{}", request["id"]);
+    assert_eq!(s.call("POST", &uri, Some(&bob), Some(json!({"approve": true}))).await.status, StatusCode::NOT_FOUND);
+    let approved = s.call("POST", &uri, Some(&alice), Some(json!({"approve": true}))).await;
+    assert_eq!(approved.body["status"], "approved");
+    assert_eq!(s.call("POST", &uri, Some(&alice), Some(json!({"approve": false}))).await.status, StatusCode::CONFLICT);
+    assert_eq!(s.call("GET", "/v1/datanets/secret", Some(&dave), None).await.status, StatusCode::OK);
+    let search = json!({"query": "delta survey", "datanets": ["secret"], "k": 1});
+    let found = s.call("POST", "/v1/search", Some(&dave), Some(search)).await;
+    assert_eq!(found.body["passages"][0]["contributor"], CAROL, "{}", found.body);
+
+    // Ledger: earnings are their address's own; settling is for admins.
+    assert_eq!(s.call("GET", &format!("/v1/earnings/{CAROL}"), None, None).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(s.call("GET", &format!("/v1/earnings/{CAROL}"), Some(&alice), None).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(s.call("GET", &format!("/v1/earnings/{CAROL}"), Some(&carol), None).await.status, StatusCode::OK);
+    assert_eq!(s.call("GET", &format!("/v1/earnings/{CAROL}"), Some(&admin), None).await.status, StatusCode::OK);
+    assert_eq!(s.call("POST", "/v1/admin/settle", Some(&alice), None).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(s.call("POST", "/v1/admin/settle", None, None).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(s.call("POST", "/v1/admin/settle", Some(&admin), None).await.status, StatusCode::OK);
+    let policy = s.call("GET", "/v1/pricing", None, None).await.body;
+    assert_eq!(s.call("PUT", "/v1/pricing", Some(&alice), Some(policy.clone())).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(s.call("PUT", "/v1/pricing", Some(&admin), Some(policy)).await.status, StatusCode::OK);
+    let price = json!({"fee": "5", "weighting": null});
+    assert_eq!(
+        s.call("PUT", "/v1/datanets/rivers/pricing", Some(&bob), Some(price.clone())).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(s.call("PUT", "/v1/datanets/rivers/pricing", Some(&alice), Some(price)).await.body["fee"], "5");
+    let adapter = json!({"id": "a", "path": "/nonexistent"});
+    assert_eq!(s.call("POST", "/v1/adapters", Some(&alice), Some(adapter)).await.status, StatusCode::FORBIDDEN);
+    let claim = json!({"address": CAROL});
+    assert_eq!(s.call("POST", "/v1/claims", Some(&alice), Some(claim.clone())).await.status, StatusCode::FORBIDDEN);
+    let unconfigured = s.call("POST", "/v1/claims", Some(&carol), Some(claim)).await;
+    assert_eq!(unconfigured.body["code"], "chain_not_configured");
+
+    // Flags: the owner flags Carol's chunks out of retrieval.
+    let flag = s
+        .call("POST", "/v1/datanets/rivers/flags", Some(&alice), Some(json!({"contributor": CAROL, "reason": "spam"})))
+        .await;
+    assert_eq!(flag.status, StatusCode::CREATED, "{}", flag.body);
+    let id = flag.body["flag"]["id"].as_i64().unwrap();
+    let glaciers = json!({"query": "glaciers valleys", "datanets": ["rivers"], "contributors": [CAROL]});
+    assert_eq!(s.call("POST", "/v1/search", None, Some(glaciers.clone())).await.body["passages"], json!([]));
+    let lift = format!("/v1/datanets/rivers/flags/{id}/lift");
+    assert_eq!(s.call("POST", &lift, Some(&bob), Some(json!({"reason": "x"}))).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(s.call("POST", &lift, Some(&alice), Some(json!({"reason": "appeal"}))).await.body["active"], false);
+    assert_eq!(
+        s.call("POST", &lift, Some(&alice), Some(json!({"reason": "appeal"}))).await.status,
+        StatusCode::CONFLICT
+    );
+    assert!(!s.call("POST", "/v1/search", None, Some(glaciers)).await.body["passages"].as_array().unwrap().is_empty());
+
+    // Keys: unknown, malformed and revoked keys are 401, never anonymous.
+    let unknown = format!("trb_{}", "0".repeat(64));
+    assert_eq!(s.call("GET", "/v1/datanets", Some(&unknown), None).await.body["code"], "invalid_api_key");
+    assert_eq!(s.call("GET", "/v1/datanets", Some("not-a-key"), None).await.body["code"], "invalid_api_key");
+    let basic = Request::get("/v1/datanets").header(header::AUTHORIZATION, "Basic abc").body(Body::empty()).unwrap();
+    assert_eq!(s.send(basic).await.status, StatusCode::UNAUTHORIZED);
+    let listed = s.state.keys().list().await.unwrap();
+    let carol_id = listed.iter().find(|k| k.address.map(|a| a.to_checksummed()).as_deref() == Some(CAROL)).unwrap().id;
+    assert!(s.state.keys().revoke(carol_id).await.unwrap());
+    assert_eq!(s.call("GET", "/v1/datanets", Some(&carol), None).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn access_matrix_sqlite() {
+    access_matrix(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn access_matrix_postgres() {
+    access_matrix(Some(fresh_pg_url().await)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_are_problems() {
+    let config = ServeConfig { max_body_bytes: 4096, ..Default::default() };
+    let s = Server::start(config, None).await;
+    let admin = s.key(Role::Admin, None, None).await;
+    let raw = |method: &str, uri: &str, content_type: &str, body: &str| {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {admin}"))
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    assert_eq!(
+        s.send(raw("POST", "/v1/datanets", "application/json", "{\"name\":")).await.body["code"],
+        "invalid_json"
+    );
+    assert_eq!(
+        s.send(raw("POST", "/v1/datanets", "application/json", "{\"nme\":\"x\"}")).await.body["code"],
+        "invalid_json"
+    );
+    assert_eq!(s.send(raw("POST", "/v1/datanets", "text/plain", "{}")).await.body["code"], "unsupported_media_type");
+    let big = format!("{{\"name\":\"{}\"}}", "a".repeat(10_000));
+    assert_eq!(
+        s.send(raw("POST", "/v1/datanets", "application/json", &big)).await.status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    assert_eq!(s.call("GET", "/v1/nothing-here", None, None).await.body["code"], "not_found");
+    assert_eq!(s.call("DELETE", "/v1/datanets", None, None).await.body["code"], "method_not_allowed");
+    assert_eq!(s.call("GET", "/v1/datanets?limit=0", None, None).await.body["code"], "invalid_request");
+    assert_eq!(s.call("GET", "/v1/datanets?limit=x", None, None).await.body["code"], "invalid_request");
+    assert_eq!(s.call("GET", "/v1/epochs/notanumber", None, None).await.body["code"], "invalid_request");
+    assert_eq!(s.call("GET", "/v1/earnings/0x123", Some(&admin), None).await.body["code"], "invalid_address");
+    assert_eq!(s.call("GET", "/v1/receipts/nope", None, None).await.body["code"], "receipt_not_found");
+    assert_eq!(s.call("GET", "/v1/epochs/7", None, None).await.status, StatusCode::NOT_FOUND);
+    s.call("POST", "/v1/datanets", Some(&admin), Some(json!({"name": "d"}))).await;
+    let search = |k: usize| json!({"query": "x", "datanets": ["d"], "k": k});
+    assert_eq!(s.call("POST", "/v1/search", None, Some(search(0))).await.body["code"], "invalid_request");
+    let bad_jsonl = json!({"documents": [doc("c.jsonl", "{\"_id\":\"1\",\"text\":\"ok\"}\n{\"_id\":2,\"text\":")], "contributor": ALICE});
+    let refused = s.call("POST", "/v1/datanets/d/documents", Some(&admin), Some(bad_jsonl)).await;
+    assert_eq!(refused.body["code"], "malformed_input");
+    assert!(refused.body["detail"].as_str().unwrap().contains("c.jsonl:2"), "{}", refused.body);
+    let pdf = json!({"documents": [doc("x.pdf", "%PDF")], "contributor": ALICE});
+    assert_eq!(
+        s.call("POST", "/v1/datanets/d/documents", Some(&admin), Some(pdf)).await.body["code"],
+        "unsupported_input"
+    );
+    let documents = s.call("GET", "/v1/datanets/d/documents", None, None).await;
+    assert_eq!(documents.body["items"], json!([]), "nothing of a refused upload is stored");
+
+    // Multipart: `file` parts named by their file names, fields beside them.
+    let boundary = "tributary-test-boundary";
+    let part = |disposition: &str, body: &str| {
+        format!("--{boundary}\r\nContent-Disposition: form-data; {disposition}\r\n\r\n{body}\r\n")
+    };
+    let multipart = [
+        part("name=\"contributor\"", ALICE),
+        part("name=\"license\"", "CC0-1.0"),
+        part("name=\"file\"; filename=\"notes.md\"", "# Notes\n\nDeltas form where rivers slow down."),
+        part("name=\"file\"; filename=\"more.txt\"", "Estuaries mix fresh and salt water."),
+    ]
+    .concat()
+        + &format!("--{boundary}--\r\n");
+    let upload = Request::post("/v1/datanets/d/documents")
+        .header(header::AUTHORIZATION, format!("Bearer {admin}"))
+        .header(header::CONTENT_TYPE, format!("multipart/form-data; boundary={boundary}"))
+        .body(Body::from(multipart))
+        .unwrap();
+    let stored = s.send(upload).await;
+    assert_eq!(stored.status, StatusCode::OK, "{}", stored.body);
+    assert_eq!(
+        (stored.body["contributor"].as_str(), stored.body["report"]["documents_stored"].as_u64()),
+        (Some(ALICE), Some(2))
+    );
+    let listed = s.call("GET", "/v1/datanets/d/documents?limit=1", None, None).await.body;
+    assert_eq!(listed["items"][0]["license"], "CC0-1.0");
+    let next = format!("/v1/datanets/d/documents?limit=1&cursor={}", listed["next_cursor"].as_str().unwrap());
+    let second = s.call("GET", &next, None, None).await.body;
+    assert_eq!((second["items"].as_array().unwrap().len(), second.get("next_cursor")), (1, None));
+    assert_ne!(second["items"][0]["id"], listed["items"][0]["id"]);
+
+    // Rate limit: a burst of 10, then 429 with Retry-After.
+    let slow = s.key(Role::Reader, None, Some(1)).await;
+    let mut statuses = Vec::new();
+    for _ in 0..11 {
+        statuses.push(s.call("GET", "/v1/epochs", Some(&slow), None).await);
+    }
+    assert!(statuses[..10].iter().all(|r| r.status == StatusCode::OK));
+    let limited = &statuses[10];
+    assert_eq!(limited.body["code"], "rate_limited");
+    assert!(limited.headers.get(header::RETRY_AFTER).unwrap().to_str().unwrap().parse::<u64>().unwrap() >= 1);
+
+    // Operations.
+    assert_eq!(s.call("GET", "/healthz", None, None).await.status, StatusCode::OK);
+    assert_eq!(s.call("GET", "/readyz", None, None).await.status, StatusCode::OK);
+    let metrics = s.call("GET", "/metrics", None, None).await.body;
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        metrics.contains("tributary_http_requests_total{method=\"GET\",route=\"/v1/epochs\",status=\"429\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("tributary_rate_limited_total 1"), "{metrics}");
+    let docs = s.call("GET", "/docs/", None, None).await;
+    assert_eq!(docs.status, StatusCode::OK);
+    let spec = s.call("GET", "/openapi.json", None, None).await;
+    assert_eq!(spec.body["info"]["title"], "Tributary");
+}
+
+/// The committed spec is what the code generates.
+#[test]
+fn openapi_spec_is_committed() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi/openapi.json");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    let generated = http::openapi_json().unwrap();
+    assert!(
+        committed == generated,
+        "openapi/openapi.json is stale: run `cargo run -p tributary -- openapi > openapi/openapi.json` and commit it"
+    );
+    // Every operation documents its problem responses, and every code is listed.
+    let spec: Value = serde_json::from_str(&generated).unwrap();
+    let mut operations = 0;
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            operations += 1;
+            if path.starts_with("/v1/") {
+                let problem = &operation["responses"]["400"]["content"]["application/problem+json"];
+                assert!(problem.is_object(), "{method} {path} does not document its errors");
+            }
+        }
+    }
+    assert!(operations >= 35, "{operations} operations");
+}
+
+/// A real listener on 127.0.0.1:0 serving the same app.
+pub async fn listen(server: &Server) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let router = http::app(server.state.clone());
+    tokio::spawn(async move {
+        axum::serve(listener, router).await.unwrap();
+    });
+    url
+}
+
+/// Server-sent events as (event, data) pairs.
+fn sse_events(text: &str) -> Vec<(String, String)> {
+    text.split("\n\n")
+        .filter(|block| !block.trim().is_empty())
+        .filter_map(|block| {
+            let mut event = String::from("message");
+            let mut data = Vec::new();
+            for line in block.lines() {
+                if let Some(e) = line.strip_prefix("event:") {
+                    event = e.trim().to_string();
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data.push(d.strip_prefix(' ').unwrap_or(d).to_string());
+                }
+            }
+            (!data.is_empty()).then(|| (event, data.join("\n")))
+        })
+        .collect()
+}
+
+/// Answers as JSON and as a stream, their receipts, and the OpenAI-shaped endpoint; a second
+/// answer while the only generation slot is busy is refused at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_stream_and_pay() {
+    let config = ServeConfig { max_generating: 1, ..Default::default() };
+    let s = Server::start(config, None).await;
+    let admin = s.key(Role::Admin, None, None).await;
+    let alice = s.key(Role::Owner, Some(ALICE), None).await;
+    s.call("POST", "/v1/datanets", Some(&alice), Some(json!({"name": "rivers"}))).await;
+    s.call("POST", "/v1/datanets", Some(&alice), Some(json!({"name": "secret", "visibility": "private"}))).await;
+    let up = json!({"documents": [doc("missouri.txt", RIVERS)], "contributor": BOB});
+    assert_eq!(
+        s.call("POST", "/v1/datanets/rivers/documents", Some(&admin), Some(up.clone())).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(s.call("POST", "/v1/datanets/secret/documents", Some(&admin), Some(up)).await.status, StatusCode::OK);
+
+    let question =
+        json!({"question": "What is the longest river in North America?", "datanets": ["rivers"], "max_tokens": 48});
+    let answered = s.call("POST", "/v1/answers", None, Some(question.clone())).await;
+    assert_eq!(answered.status, StatusCode::OK, "{}", answered.body);
+    let receipt = &answered.body["receipt"];
+    assert!(answered.body["answer"]["citations"].as_array().is_some_and(|c| !c.is_empty()), "{}", answered.body);
+    let fee: u128 = receipt["fee"].as_str().unwrap().parse().unwrap();
+    let credited: u128 = receipt["credits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["amount"].as_str().unwrap().parse::<u128>().unwrap())
+        .sum();
+    assert!(fee > 0 && credited == fee, "{receipt}");
+    assert!(receipt["credits"].as_array().unwrap().iter().any(|c| c["account"] == BOB && c["role"] == "contributor"));
+    let fetched = s.call("GET", &format!("/v1/receipts/{}", receipt["id"].as_str().unwrap()), None, None).await;
+    assert_eq!(&fetched.body, receipt);
+
+    // A receipt over a private Datanet is invisible to outsiders.
+    let private = json!({"question": "How long is the Missouri River?", "datanets": ["secret"], "max_tokens": 24});
+    assert_eq!(s.call("POST", "/v1/answers", None, Some(private.clone())).await.status, StatusCode::NOT_FOUND);
+    let owned = s.call("POST", "/v1/answers", Some(&alice), Some(private)).await;
+    let private_id = owned.body["receipt"]["id"].as_str().unwrap().to_string();
+    assert!(owned.body["receipt"]["question"].is_null(), "a private Datanet's question text is not kept");
+    let hidden = s.call("GET", &format!("/v1/receipts/{private_id}"), None, None).await;
+    assert_eq!(hidden.body["code"], "receipt_not_found");
+    assert_eq!(s.call("GET", &format!("/v1/receipts/{private_id}"), Some(&alice), None).await.status, StatusCode::OK);
+
+    // The stream: tokens, then the answer, then the receipt; meanwhile the slot is taken.
+    let url = listen(&s).await;
+    let client = reqwest::Client::new();
+    let mut long = question.clone();
+    long["max_tokens"] = json!(200);
+    let streaming = client
+        .post(format!("{url}/v1/answers"))
+        .header("accept", "text/event-stream")
+        .json(&long)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streaming.status(), 200);
+    assert!(streaming.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let busy = client.post(format!("{url}/v1/answers")).json(&question).send().await.unwrap();
+    assert_eq!(busy.status(), 503);
+    assert!(busy.headers().contains_key("retry-after"));
+    let busy: Value = busy.json().await.unwrap();
+    assert_eq!(busy["code"], "overloaded");
+    let events = sse_events(&streaming.text().await.unwrap());
+    let names: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
+    let tokens = names.iter().take_while(|n| **n == "token").count();
+    assert!(tokens > 0, "{names:?}");
+    assert_eq!(&names[tokens..], ["answer", "receipt"], "{names:?}");
+    let text: String = events[..tokens]
+        .iter()
+        .map(|(_, d)| serde_json::from_str::<Value>(d).unwrap()["text"].as_str().unwrap().to_string())
+        .collect();
+    let answer: Value = serde_json::from_str(&events[tokens].1).unwrap();
+    assert_eq!(answer["answer"].as_str().unwrap(), text.trim(), "the streamed text is the answer");
+    let streamed_receipt: Value = serde_json::from_str(&events[tokens + 1].1).unwrap();
+    assert_eq!(streamed_receipt["answer"], answer["answer"]);
+
+    // OpenAI shape, JSON.
+    let chat = json!({
+        "model": "base", "messages": [{"role": "user", "content": "What is the longest river in North America?"}],
+        "datanets": ["rivers"], "max_tokens": 48
+    });
+    let completion = s.call("POST", "/v1/chat/completions", None, Some(chat)).await;
+    assert_eq!(completion.status, StatusCode::OK, "{}", completion.body);
+    assert_eq!(completion.body["object"], "chat.completion");
+    assert_eq!(completion.body["choices"][0]["message"]["role"], "assistant");
+    let receipt_id = completion.body["tributary"]["receipt_id"].as_str().unwrap();
+    assert_eq!(s.call("GET", &format!("/v1/receipts/{receipt_id}"), None, None).await.status, StatusCode::OK);
+    let models = s.call("GET", "/v1/models", None, None).await;
+    assert_eq!(models.body["data"][0]["id"], "base");
+    let unknown = json!({"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}], "datanets": ["rivers"]});
+    assert_eq!(s.call("POST", "/v1/chat/completions", None, Some(unknown)).await.status, StatusCode::NOT_FOUND);
+
+    let metrics = s.call("GET", "/metrics", None, None).await.body;
+    assert!(metrics.as_str().unwrap().contains("tributary_answers_total 4"), "{metrics}");
+}
+
+/// What a row of the matrix expects of one caller.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    /// Any 2xx.
+    Ok,
+    Status(u16),
+    /// Not exercised (success would be slow: generation).
+    Skip,
+}
+
+/// Every protected operation against every kind of caller: anonymous, a reader without an
+/// address, a contributor, an owner of other Datanets, the Datanet's owner, an admin.
+#[tokio::test(flavor = "multi_thread")]
+async fn refusal_matrix() {
+    use Expect::{Ok as O, Skip, Status as S};
+    let s = Server::start(ServeConfig::default(), None).await;
+    let admin = s.key(Role::Admin, None, None).await;
+    let alice = s.key(Role::Owner, Some(ALICE), None).await;
+    let bob = s.key(Role::Owner, Some(BOB), None).await;
+    let carol = s.key(Role::Contributor, Some(CAROL), None).await;
+    let reader = s.key(Role::Reader, None, None).await;
+    let dave = s.key(Role::Reader, Some(DAVE), None).await;
+    s.call("POST", "/v1/datanets", Some(&alice), Some(json!({"name": "rivers"}))).await;
+    s.call("POST", "/v1/datanets", Some(&alice), Some(json!({"name": "secret", "visibility": "private"}))).await;
+    let up = json!({"documents": [doc("r.txt", RIVERS)], "contributor": ALICE});
+    s.call("POST", "/v1/datanets/secret/documents", Some(&admin), Some(up)).await;
+    s.call("POST", "/v1/datanets/secret/members", Some(&alice), Some(json!({"address": DAVE}))).await;
+    s.call("POST", "/v1/datanets/rivers/access-requests", Some(&dave), Some(json!({}))).await;
+    s.call("POST", "/v1/datanets/secret/members", Some(&alice), Some(json!({"address": BOB}))).await;
+    s.call("DELETE", &format!("/v1/datanets/secret/members/{BOB}"), Some(&alice), None).await;
+    let dave_out = s.key(Role::Reader, Some("0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65"), None).await;
+    s.call("POST", "/v1/datanets/secret/access-requests", Some(&dave_out), Some(json!({"message": "x"}))).await;
+    let request_id =
+        s.call("GET", "/v1/datanets/secret/access-requests", Some(&alice), None).await.body["items"][0]["id"].clone();
+    let policy = s.call("GET", "/v1/pricing", None, None).await.body;
+
+    let callers: [Option<&str>; 6] = [None, Some(&reader), Some(&carol), Some(&bob), Some(&alice), Some(&admin)];
+    let docs = json!({"documents": [doc("m.txt", "Meltwater feeds the river in spring.")]});
+    let bob_docs = json!({"documents": [doc("b.txt", "Bob's note on oxbow lakes.")]});
+    let rows: Vec<(&str, String, Option<Value>, [Expect; 6])> = vec![
+        (
+            "PATCH",
+            "/v1/datanets/rivers".into(),
+            Some(json!({"description": "d"})),
+            [S(401), S(403), S(403), S(403), O, O],
+        ),
+        (
+            "PATCH",
+            "/v1/datanets/secret".into(),
+            Some(json!({"description": "d"})),
+            [S(401), S(403), S(403), S(404), O, O],
+        ),
+        ("GET", "/v1/datanets/secret".into(), None, [S(404), S(404), S(404), S(404), O, O]),
+        ("GET", "/v1/datanets/secret/documents".into(), None, [S(404), S(404), S(404), S(404), O, O]),
+        ("GET", "/v1/datanets/secret/pricing".into(), None, [S(404), S(404), S(404), S(404), O, O]),
+        ("GET", "/v1/datanets/secret/flags".into(), None, [S(404), S(404), S(404), S(404), O, O]),
+        ("GET", "/v1/datanets/rivers/members".into(), None, [S(401), S(403), S(403), S(403), O, O]),
+        ("GET", "/v1/datanets/secret/members".into(), None, [S(401), S(403), S(403), S(404), O, O]),
+        (
+            "POST",
+            "/v1/datanets/rivers/members".into(),
+            Some(json!({"address": DAVE})),
+            [S(401), S(403), S(403), S(403), O, O],
+        ),
+        ("DELETE", format!("/v1/datanets/rivers/members/{DAVE}"), None, [S(401), S(403), S(403), S(403), O, S(404)]),
+        ("GET", "/v1/datanets/rivers/access-requests".into(), None, [S(401), S(403), S(403), S(403), O, O]),
+        (
+            "POST",
+            format!("/v1/datanets/secret/access-requests/{request_id}"),
+            Some(json!({"approve": false})),
+            [S(401), S(403), S(403), S(404), O, S(409)],
+        ),
+        ("POST", "/v1/datanets/rivers/documents".into(), Some(docs.clone()), [S(401), S(403), O, O, O, S(422)]),
+        ("POST", "/v1/datanets/secret/documents".into(), Some(docs), [S(404), S(404), S(404), S(404), O, S(422)]),
+        ("POST", "/v1/datanets/rivers/documents".into(), Some(bob_docs), [S(401), S(403), O, O, O, S(422)]),
+        (
+            "POST",
+            "/v1/search".into(),
+            Some(json!({"query": "river", "datanets": ["secret"]})),
+            [S(404), S(404), S(404), S(404), O, O],
+        ),
+        (
+            "POST",
+            "/v1/answers".into(),
+            Some(json!({"question": "q?", "datanets": ["secret"]})),
+            [S(404), S(404), S(404), S(404), Skip, Skip],
+        ),
+        (
+            "POST",
+            "/v1/chat/completions".into(),
+            Some(json!({"model": "base", "messages": [{"role": "user", "content": "q?"}], "datanets": ["secret"]})),
+            [S(404), S(404), S(404), S(404), Skip, Skip],
+        ),
+        ("GET", format!("/v1/earnings/{CAROL}"), None, [S(401), S(403), O, S(403), S(403), O]),
+        (
+            "POST",
+            "/v1/claims".into(),
+            Some(json!({"address": CAROL})),
+            [S(401), S(403), S(503), S(403), S(403), S(503)],
+        ),
+        ("POST", "/v1/admin/settle".into(), None, [S(401), S(403), S(403), S(403), S(403), O]),
+        ("PUT", "/v1/pricing".into(), Some(policy), [S(401), S(403), S(403), S(403), S(403), O]),
+        (
+            "PUT",
+            "/v1/datanets/rivers/pricing".into(),
+            Some(json!({"fee": "7", "weighting": null})),
+            [S(401), S(403), S(403), S(403), O, O],
+        ),
+        (
+            "PUT",
+            "/v1/adapters/x/pricing".into(),
+            Some(json!({"fee": "1", "owner": null})),
+            [S(401), S(403), S(403), S(403), S(403), O],
+        ),
+        (
+            "POST",
+            "/v1/adapters".into(),
+            Some(json!({"id": "x", "path": "/nonexistent"})),
+            [S(401), S(403), S(403), S(403), S(403), S(422)],
+        ),
+        ("DELETE", "/v1/adapters/x".into(), None, [S(401), S(403), S(403), S(403), S(403), S(404)]),
+        (
+            "POST",
+            "/v1/datanets/rivers/flags".into(),
+            Some(json!({"contributor": CAROL, "reason": "spam"})),
+            [S(401), S(403), S(403), S(403), O, O],
+        ),
+        (
+            "POST",
+            "/v1/datanets/rivers/flags/1/lift".into(),
+            Some(json!({"reason": "ok"})),
+            [S(401), S(403), S(403), S(403), O, S(409)],
+        ),
+        (
+            "POST",
+            "/v1/datanets/rivers/access-requests".into(),
+            Some(json!({})),
+            [S(401), S(403), S(409), S(409), S(409), S(403)],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (method, path, body, expected) in &rows {
+        for (caller, expect) in callers.iter().zip(expected) {
+            let got = match expect {
+                Expect::Skip => continue,
+                _ => s.call(method, path, *caller, body.clone()).await,
+            };
+            let ok = match expect {
+                Expect::Ok => got.status.is_success(),
+                Expect::Status(code) => got.status.as_u16() == *code,
+                Expect::Skip => true,
+            };
+            if !ok {
+                let who = ["anonymous", "reader", "contributor", "other owner", "owner", "admin"]
+                    [callers.iter().position(|c| c == caller).unwrap()];
+                failures
+                    .push(format!("{method} {path} as {who}: expected {expect:?}, got {} {}", got.status, got.body));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} cells differ:\n{}", failures.len(), failures.join("\n"));
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# HTTP load: wrk against `tributary serve` on 127.0.0.1, search then answers.
+#   benches/http/load.sh [CORPUS_JSONL]   (default ../shared/eval/scifact-dev/corpus.jsonl)
+# Prints throughput, latency percentiles, errors and the server's peak memory (VmHWM).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+corpus=${1:-../shared/eval/scifact-dev/corpus.jsonl}
+duration=${DURATION:-20s}
+scripts/setup.sh
+command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null
+cargo build --locked -p tributary
+bin=target/debug/tributary
+data=$(mktemp -d)
+trap 'kill "$server" 2>/dev/null || true; rm -rf "$data"' EXIT
+export TRIBUTARY_DATA_DIR="$data" TRIBUTARY_EMBED_MODEL="$PWD/models/all-MiniLM-L6-v2"
+export TRIBUTARY_LLM="$PWD/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+$bin datanet create corpus --owner 0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266 >/dev/null
+$bin ingest --datanet corpus --contributor 0x70997970C51812dc3A010C7d01b50e0d17dc79C8 "$corpus" 2>/dev/null
+$bin serve --bind 127.0.0.1:18181 --anonymous-rate-per-minute 100000000 --max-generating 2 \
+  --max-answer-tokens 64 > "$data/serve.log" 2>&1 &
+server=$!
+for _ in $(seq 100); do curl -sf 127.0.0.1:18181/readyz >/dev/null && break; sleep 0.2; done
+
+run() { # name connections script
+  echo "== $1: wrk -t2 -c$2 -d$duration"
+  wrk -t2 -c"$2" -d"$duration" --latency -s "benches/http/$3" http://127.0.0.1:18181 | \
+    grep -E "Requests/sec|Latency|50%|90%|99%|Non-2xx|Socket errors|requests in"
+}
+run search 16 search.lua
+run answers 4 answer.lua
+echo "== server peak memory: $(grep VmHWM /proc/$server/status | awk '{print $2/1024 " MiB"}')"
+curl -s 127.0.0.1:18181/metrics | grep -E "^tributary_(answers|searches|overloaded)_total"
