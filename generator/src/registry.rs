@@ -142,6 +142,7 @@ struct CacheState {
     entries: HashMap<String, Cached>,
     bytes: usize,
     clock: u64,
+    hits: u64,
     loads: u64,
     evictions: u64,
 }
@@ -152,6 +153,9 @@ pub struct CacheStats {
     pub loaded: usize,
     pub bytes: usize,
     pub budget: usize,
+    /// Requests served from memory.
+    pub hits: u64,
+    /// Requests that loaded the adapter from disk (misses).
     pub loads: u64,
     pub evictions: u64,
 }
@@ -183,7 +187,9 @@ impl AdapterCache {
             let now = state.clock;
             if let Some(cached) = state.entries.get_mut(id) {
                 cached.last_used = now;
-                return Ok(cached.adapter.clone());
+                let adapter = cached.adapter.clone();
+                state.hits += 1;
+                return Ok(adapter);
             }
         }
         // Load outside the lock: other requests keep using what is cached meanwhile.
@@ -238,10 +244,11 @@ impl AdapterCache {
                 loaded: s.entries.len(),
                 bytes: s.bytes,
                 budget: self.budget,
+                hits: s.hits,
                 loads: s.loads,
                 evictions: s.evictions,
             },
-            Err(_) => CacheStats { loaded: 0, bytes: 0, budget: self.budget, loads: 0, evictions: 0 },
+            Err(_) => CacheStats { loaded: 0, bytes: 0, budget: self.budget, hits: 0, loads: 0, evictions: 0 },
         }
     }
 }

@@ -229,7 +229,8 @@ impl Caller {
         }
     }
 
-    /// Refuses anonymous callers (401) and keys without one of `roles` (403).
+    /// Refuses anonymous callers (401) and keys without one of `roles` (403). Admins pass
+    /// always, so `require(&[])` means "admins only".
     pub fn require(&self, roles: &[Role]) -> ApiResult<()> {
         match self.role() {
             None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing_api_key", "this operation needs an API key")),

@@ -38,7 +38,7 @@ pub(crate) async fn readable(state: &AppState, caller: &Caller, name: &str) -> A
 }
 
 /// The Datanet if the caller governs it (its owner's key, or an admin); others read 404 or 403.
-async fn governed(state: &AppState, caller: &Caller, name: &str) -> ApiResult<tributary_indexer::Datanet> {
+pub(crate) async fn governed(state: &AppState, caller: &Caller, name: &str) -> ApiResult<tributary_indexer::Datanet> {
     caller.require(&[Role::Owner])?;
     let datanet = readable(state, caller, name).await?;
     if caller.governs(&datanet) {

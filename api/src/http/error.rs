@@ -66,6 +66,7 @@ pub const CODES: &[(&str, u16)] = &[
     ("chain_failed", 502),
     ("overloaded", 503),
     ("generator_unavailable", 503),
+    ("not_ready", 503),
     ("chain_not_configured", 503),
     ("timeout", 504),
 ];
@@ -94,6 +95,7 @@ fn title_of(code: &str) -> &'static str {
         "chain_failed" => "Chain request failed",
         "overloaded" => "Overloaded",
         "generator_unavailable" => "Generator unavailable",
+        "not_ready" => "Not ready",
         "chain_not_configured" => "Chain not configured",
         "timeout" => "Timeout",
         _ => "Internal error",

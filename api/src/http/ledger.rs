@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::{Caller, Role};
-use super::datanets::{parse_address, readable};
+use super::datanets::{governed, parse_address, readable};
 use super::error::{ApiError, ApiResult, Errors};
 use super::extract::{Json, Path, Query, paginate};
 use super::wire::{self, PageParams, view};
@@ -200,15 +200,6 @@ async fn list_flags(
     let flags = state.app().ledger().flags(datanet.id).await?;
     let (items, next_cursor) = paginate(flags, |f| f.id, page.cursor.as_deref(), page.limit)?;
     Ok(Json(wire::FlagPage { items: items.iter().map(view).collect::<ApiResult<_>>()?, next_cursor }))
-}
-
-async fn governed(state: &AppState, caller: &Caller, name: &str) -> ApiResult<tributary_indexer::Datanet> {
-    caller.require(&[Role::Owner])?;
-    let datanet = readable(state, caller, name).await?;
-    if !caller.governs(&datanet) {
-        return Err(ApiError::forbidden("only the Datanet's owner or an admin may do this"));
-    }
-    Ok(datanet)
 }
 
 fn actor(caller: &Caller) -> String {

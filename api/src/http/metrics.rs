@@ -49,6 +49,7 @@ pub struct Metrics {
     pub overloaded: Counter,
     adapters_loaded: Gauge,
     adapter_bytes: Gauge,
+    adapter_hits: Gauge,
     adapter_loads: Gauge,
     adapter_evictions: Gauge,
 }
@@ -83,6 +84,7 @@ impl Metrics {
             overloaded: counter(&mut registry, "overloaded", "Requests refused because the server was busy"),
             adapters_loaded: gauge(&mut registry, "adapters_loaded", "LoRA adapters in the cache"),
             adapter_bytes: gauge(&mut registry, "adapter_cache_bytes", "Bytes of loaded adapters"),
+            adapter_hits: gauge(&mut registry, "adapter_cache_hits", "Adapter requests served from memory since start"),
             adapter_loads: gauge(&mut registry, "adapter_loads", "Adapters loaded since start (cache misses)"),
             adapter_evictions: gauge(&mut registry, "adapter_evictions", "Adapters evicted since start"),
             registry,
@@ -96,6 +98,7 @@ impl Metrics {
         if let Some(stats) = adapters {
             self.adapters_loaded.set(stats.loaded as i64);
             self.adapter_bytes.set(stats.bytes as i64);
+            self.adapter_hits.set(stats.hits as i64);
             self.adapter_loads.set(stats.loads as i64);
             self.adapter_evictions.set(stats.evictions as i64);
         }

@@ -166,7 +166,7 @@ impl AppState {
         let app = self.app().clone();
         tokio::task::spawn_blocking(move || app.embedder()).await.map_err(ApiError::internal)?.map_err(|e| {
             tracing::error!(error = %format!("{e:#}"), "no embedding model");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the embedding model is not available")
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the embedding model is not available")
         })
     }
 
@@ -310,12 +310,12 @@ async fn healthz() -> &'static str {
 async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     sqlx::query("SELECT 1").execute(state.catalog().pool()).await.map_err(|e| {
         tracing::warn!(error = %e, "readiness: the catalog does not answer");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the catalog database does not answer")
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the catalog database does not answer")
     })?;
     let app = state.app().clone();
     tokio::task::spawn_blocking(move || app.embedder()).await.map_err(ApiError::internal)?.map_err(|e| {
         tracing::warn!(error = %format!("{e:#}"), "readiness: no embedding model");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the embedding model is not loaded")
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the embedding model is not loaded")
     })?;
     Ok("ready")
 }

@@ -6,6 +6,9 @@ use tributary_contracts::chain::{ANVIL_KEYS, Anvil, Chain};
 
 use crate::{ALICE, run_ok, tributary};
 
+/// The demo's protocol account (anvil's fourth development account).
+const TREASURY: &str = "0x90F79bf6EB2c4f870365E785982E1f101E93b906";
+
 fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
@@ -87,8 +90,31 @@ async fn epochs_post_on_chain_once_and_claims_pay_the_ledger_amount() {
     let out = twice.output().unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("nothing to claim"));
 
+    // Over HTTP: the protocol account's claim, submitted by the server's signer, once.
+    let key = crate::serve::api_key(&data, "admin");
+    let mut serve = tributary(&data);
+    on_chain(&mut serve);
+    let server = crate::serve::Serving::spawn(serve, &[]);
+    let treasury_proof = json(&run_ok(tributary(&data).args(["proof", TREASURY, "--json"])));
+    let client = reqwest::Client::new();
+    let claim = || {
+        client
+            .post(format!("{}/v1/claims", server.url))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({"address": TREASURY}))
+    };
+    let paid: serde_json::Value = claim().send().await.unwrap().json().await.unwrap();
+    assert_eq!(paid["paid"], treasury_proof["cumulative"], "{paid}");
+    let refused = claim().send().await.unwrap();
+    assert_eq!(refused.status(), 409);
+    let refused: serde_json::Value = refused.json().await.unwrap();
+    assert!(refused["detail"].as_str().unwrap().contains("nothing to claim"), "{refused}");
+
     let reader = Chain::connect(anvil.url(), ANVIL_KEYS[3]).unwrap();
     let alice: Address = ALICE.parse().unwrap();
     assert_eq!(reader.token(token).balanceOf(alice).call().await.unwrap(), U256::from(cumulative));
+    let treasury: Address = TREASURY.parse().unwrap();
+    let treasury_cumulative: u128 = treasury_proof["cumulative"].as_str().unwrap().parse().unwrap();
+    assert_eq!(reader.token(token).balanceOf(treasury).call().await.unwrap(), U256::from(treasury_cumulative));
     assert_eq!(reader.payouts(payouts).latestEpoch().call().await.unwrap(), 1);
 }

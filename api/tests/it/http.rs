@@ -97,6 +97,34 @@ impl Server {
     }
 }
 
+/// One key per kind of caller.
+struct Cast {
+    admin: String,
+    /// Owner key of ALICE, who owns the test Datanets.
+    alice: String,
+    /// Owner key of BOB, who owns none of them.
+    bob: String,
+    /// Contributor key of CAROL.
+    carol: String,
+    /// Reader key without an address.
+    reader: String,
+    /// Reader key of DAVE.
+    dave: String,
+}
+
+impl Cast {
+    async fn new(s: &Server) -> Cast {
+        Cast {
+            admin: s.key(Role::Admin, None, None).await,
+            alice: s.key(Role::Owner, Some(ALICE), None).await,
+            bob: s.key(Role::Owner, Some(BOB), None).await,
+            carol: s.key(Role::Contributor, Some(CAROL), None).await,
+            reader: s.key(Role::Reader, None, None).await,
+            dave: s.key(Role::Reader, Some(DAVE), None).await,
+        }
+    }
+}
+
 fn doc(name: &str, text: &str) -> Value {
     json!({"name": name, "text": text})
 }
@@ -116,12 +144,7 @@ fn signed_upload(datanet: &str, documents: Value) -> Value {
 /// Who may do what, and what a private Datanet shows to whom (nothing, to outsiders).
 async fn access_matrix(database_url: Option<String>) {
     let s = Server::start(ServeConfig::default(), database_url).await;
-    let admin = s.key(Role::Admin, None, None).await;
-    let alice = s.key(Role::Owner, Some(ALICE), None).await;
-    let bob = s.key(Role::Owner, Some(BOB), None).await;
-    let carol = s.key(Role::Contributor, Some(CAROL), None).await;
-    let reader = s.key(Role::Reader, None, None).await;
-    let dave = s.key(Role::Reader, Some(DAVE), None).await;
+    let Cast { admin, alice, bob, carol, reader, dave } = Cast::new(&s).await;
 
     // Creating Datanets: owners (as themselves) and admins.
     let create =
@@ -636,12 +659,7 @@ enum Expect {
 async fn refusal_matrix() {
     use Expect::{Ok as O, Skip, Status as S};
     let s = Server::start(ServeConfig::default(), None).await;
-    let admin = s.key(Role::Admin, None, None).await;
-    let alice = s.key(Role::Owner, Some(ALICE), None).await;
-    let bob = s.key(Role::Owner, Some(BOB), None).await;
-    let carol = s.key(Role::Contributor, Some(CAROL), None).await;
-    let reader = s.key(Role::Reader, None, None).await;
-    let dave = s.key(Role::Reader, Some(DAVE), None).await;
+    let Cast { admin, alice, bob, carol, reader, dave } = Cast::new(&s).await;
     s.call("POST", "/v1/datanets", Some(&alice), Some(json!({"name": "rivers"}))).await;
     s.call("POST", "/v1/datanets", Some(&alice), Some(json!({"name": "secret", "visibility": "private"}))).await;
     let up = json!({"documents": [doc("r.txt", RIVERS)], "contributor": ALICE});

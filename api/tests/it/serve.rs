@@ -11,17 +11,23 @@ fn python() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python")
 }
 
-/// A running server and its base URL; SIGTERM on drop if the test did not stop it.
-struct Serving {
+/// A running server and its base URL; killed on drop if the test did not stop it.
+pub struct Serving {
     child: Child,
-    url: String,
+    pub url: String,
 }
 
 impl Serving {
-    fn start(data: &Path, extra: &[&str]) -> Serving {
-        let mut child = tributary(data)
+    fn start(data: &Path, flags: &[&str]) -> Serving {
+        Serving::spawn(tributary(data), flags)
+    }
+
+    /// `command` (a `tributary` command with its environment) running `serve` on a free port,
+    /// with `flags`.
+    pub fn spawn(mut command: Command, flags: &[&str]) -> Serving {
+        let mut child = command
             .args(["serve", "--bind", "127.0.0.1:0"])
-            .args(extra)
+            .args(flags)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -64,7 +70,7 @@ fn sample_datanet(data: &Path) {
 }
 
 /// A new key from `tributary apikey create`.
-fn api_key(data: &Path, role: &str) -> String {
+pub fn api_key(data: &Path, role: &str) -> String {
     let created = run_ok(tributary(data).args(["apikey", "create", "--role", role, "--json"]));
     let created: serde_json::Value = serde_json::from_str(&created).unwrap();
     created["key"].as_str().unwrap().to_string()

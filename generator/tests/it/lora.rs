@@ -113,7 +113,7 @@ fn the_cache_loads_just_in_time_and_evicts_least_recently_used() {
     cache.get(&registry, "c", model.config()).unwrap(); // evicts b
     assert!(cache.is_loaded("a") && cache.is_loaded("c") && !cache.is_loaded("b"));
     let stats = cache.stats();
-    assert_eq!((stats.loaded, stats.loads, stats.evictions), (2, 3, 1));
+    assert_eq!((stats.loaded, stats.hits, stats.loads, stats.evictions), (2, 1, 3, 1));
     assert!(stats.bytes <= stats.budget);
     // The registry survives a reopen; removal forgets it.
     let reopened = AdapterRegistry::open(dir.path().join("adapters.json")).unwrap();
