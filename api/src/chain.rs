@@ -1,4 +1,5 @@
-//! `tributary chain deploy|status`, `claim`, and posting closed epochs at `settle`.
+//! `tributary chain deploy|register|prove|status`, `claim`, and posting closed epochs at
+//! `settle`; the same functions serve the HTTP API.
 //!
 //! Configuration: `<data-dir>/chain.toml` (RPC URL, chain id, contract addresses), the RPC URL
 //! also from `--rpc-url` / `TRIBUTARY_RPC_URL`, the signer key from `TRIBUTARY_SIGNER_KEY` only
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use alloy::primitives::{Address as EvmAddress, B256, U256, keccak256};
 use alloy::providers::Provider;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Subcommand;
 use tributary_attribution::AccountProof;
 use tributary_attribution::merkle::{MerkleTree, contribution_leaf};
@@ -99,17 +100,13 @@ fn parse_evm(text: &str, what: &str) -> Result<EvmAddress> {
 
 /// The signer on the configured chain.
 fn connect(app: &App, config: &ChainConfig) -> Result<Chain> {
-    let url = app
-        .rpc_url
-        .clone()
-        .or_else(|| config.rpc_url.clone())
-        .context("no chain configured: set --rpc-url or TRIBUTARY_RPC_URL (an OP Stack chain's RPC works as is)")?;
-    let key = std::env::var(KEY_ENV).with_context(|| format!("set {KEY_ENV} to the signer's private key (hex)"))?;
+    let url = app.rpc_url.clone().or_else(|| config.rpc_url.clone()).ok_or(ChainRefused::NoRpc)?;
+    let key = std::env::var(KEY_ENV).map_err(|_| ChainRefused::NoSigner)?;
     Ok(Chain::connect(&url, &key)?)
 }
 
 fn registry_address(config: &ChainConfig) -> Result<EvmAddress> {
-    let text = config.registry.as_deref().context("no contracts deployed: run `tributary chain deploy`")?;
+    let text = config.registry.as_deref().ok_or(ChainRefused::NotConfigured)?;
     parse_evm(text, "registry contract")
 }
 
@@ -166,25 +163,143 @@ pub(crate) async fn submit_claim(chain: &Chain, payouts: EvmAddress, proof: &Acc
 }
 
 fn payouts_address(config: &ChainConfig) -> Result<EvmAddress> {
-    let text = config.payouts.as_deref().context("no contracts deployed: run `tributary chain deploy`")?;
+    let text = config.payouts.as_deref().ok_or(ChainRefused::NotConfigured)?;
     parse_evm(text, "payout contract")
 }
 
-pub(crate) async fn command(app: &App, command: ChainCommand) -> Result<()> {
+/// What `chain register` committed.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct Registered {
+    pub datanet: String,
+    pub id: String,
+    pub version: u64,
+    pub root: String,
+}
+
+/// What `chain prove` checked on chain.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct Proven {
+    pub datanet: String,
+    pub chunk_id: String,
+    pub contributor: String,
+    pub version: u64,
+    pub verified: bool,
+    pub proof: Vec<String>,
+}
+
+/// The chain's epochs against the ledger's.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct ChainStatus {
+    pub chain_id: Option<u64>,
+    pub registry: Option<String>,
+    pub payouts: Option<String>,
+    pub token: Option<String>,
+    /// `None` without deployed contracts.
+    pub chain_latest_epoch: Option<u64>,
+    pub ledger_latest_epoch: Option<i64>,
+    pub pending_on_chain: Vec<i64>,
+}
+
+/// Deploys the contracts and writes their addresses to chain.toml.
+pub(crate) async fn deploy(app: &App, token: Option<&str>, supply: &str) -> Result<Deployment> {
     let path = config_path(app);
     let mut config = load_config(&path)?;
+    let chain = connect(app, &config)?;
+    let supply: U256 = supply.parse().context("the supply is not an integer")?;
+    let token = token.map(|t| parse_evm(t, "token")).transpose()?;
+    let deployment = deploy_funded(&chain, token, supply).await?;
+    config.rpc_url = app.rpc_url.clone().or(config.rpc_url);
+    config.chain_id = Some(chain.provider().get_chain_id().await.context("reading the chain id")?);
+    config.registry = Some(deployment.registry.to_string());
+    config.payouts = Some(deployment.payouts.to_string());
+    config.token = Some(deployment.token.to_string());
+    save_config(&path, &config)?;
+    Ok(deployment)
+}
+
+/// Commits the Datanet's contribution root as its next version, registering it first if the
+/// chain lacks it.
+pub(crate) async fn register(app: &App, datanet: &tributary_indexer::Datanet) -> Result<Registered> {
+    let config = load_config(&config_path(app))?;
+    let chain = connect(app, &config)?;
+    let registry = chain.registry(registry_address(&config)?);
+    let (tree, _) = contribution_tree(app, datanet).await?;
+    let id = keccak256(datanet.name.as_bytes());
+    if registry.ownerOf(id).call().await.is_err() {
+        let sent = registry.register(datanet.name.clone()).send().await.map_err(revert)?;
+        sent.get_receipt().await.context("registering the Datanet")?;
+    }
+    let root = B256::from(tree.root());
+    let sent = registry.commitRoot(id, root).send().await.map_err(revert)?;
+    sent.get_receipt().await.context("committing the contribution root")?;
+    let version = registry.versions(id).call().await.map_err(revert)?;
+    Ok(Registered { datanet: datanet.name.clone(), id: id.to_string(), version, root: root.to_string() })
+}
+
+/// Checks on chain that `chunk` was contributed by its first contributor at the latest version.
+pub(crate) async fn prove(
+    app: &App,
+    datanet: &tributary_indexer::Datanet,
+    chunk: &tributary_indexer::ChunkId,
+) -> Result<Proven> {
+    let config = load_config(&config_path(app))?;
+    let chain = connect(app, &config)?;
+    let registry = chain.registry(registry_address(&config)?);
+    let (tree, leaves) = contribution_tree(app, datanet).await?;
+    let Some((contributor, position)) =
+        leaves.iter().find(|(id, _, _)| id == chunk).map(|(_, who, position)| (*who, *position))
+    else {
+        return Err(ChainRefused::NoSuchChunk { datanet: datanet.name.clone(), chunk: chunk.to_hex() }.into());
+    };
+    let id = keccak256(datanet.name.as_bytes());
+    let version = registry.versions(id).call().await.map_err(revert)?;
+    let on_chain = registry.contributionRoot(id, version).call().await.map_err(revert)?;
+    if on_chain != B256::from(tree.root()) {
+        return Err(ChainRefused::StaleRegistry { datanet: datanet.name.clone(), version }.into());
+    }
+    let proof: Vec<B256> = tree.proof(position).into_iter().map(B256::from).collect();
+    let who = parse_evm(&contributor.to_checksummed(), "contributor")?;
+    let chunk_word = B256::from(*chunk.as_bytes());
+    let verified =
+        registry.proveContribution(id, version, chunk_word, who, proof.clone()).call().await.map_err(revert)?;
+    Ok(Proven {
+        datanet: datanet.name.clone(),
+        chunk_id: chunk.to_hex(),
+        contributor: contributor.to_checksummed(),
+        version,
+        verified,
+        proof: proof.iter().map(|p| p.to_string()).collect(),
+    })
+}
+
+/// The chain's latest epoch, the ledger's, and what is pending on chain (every closed epoch
+/// when no contracts are deployed).
+pub(crate) async fn status(app: &App) -> Result<ChainStatus> {
+    let config = load_config(&config_path(app))?;
+    let on_chain = match config.payouts {
+        None => None,
+        Some(_) => {
+            let chain = connect(app, &config)?;
+            Some(chain.payouts(payouts_address(&config)?).latestEpoch().call().await.map_err(revert)?)
+        }
+    };
+    let epochs = app.ledger().epochs().await?;
+    let pending: Vec<i64> = epochs.iter().map(|e| e.number).filter(|n| *n > on_chain.unwrap_or(0) as i64).collect();
+    Ok(ChainStatus {
+        chain_id: config.chain_id,
+        registry: config.registry,
+        payouts: config.payouts,
+        token: config.token,
+        chain_latest_epoch: on_chain,
+        ledger_latest_epoch: epochs.last().map(|e| e.number),
+        pending_on_chain: pending,
+    })
+}
+
+pub(crate) async fn command(app: &App, command: ChainCommand) -> Result<()> {
     match command {
         ChainCommand::Deploy { token, supply, json } => {
-            let chain = connect(app, &config)?;
-            let supply: U256 = supply.parse().context("--supply is not an integer")?;
-            let token = token.as_deref().map(|t| parse_evm(t, "--token")).transpose()?;
-            let deployment = deploy_funded(&chain, token, supply).await?;
-            config.rpc_url = app.rpc_url.clone().or(config.rpc_url);
-            config.chain_id = Some(chain.provider().get_chain_id().await.context("reading the chain id")?);
-            config.registry = Some(deployment.registry.to_string());
-            config.payouts = Some(deployment.payouts.to_string());
-            config.token = Some(deployment.token.to_string());
-            save_config(&path, &config)?;
+            let deployment = deploy(app, token.as_deref(), &supply).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&deployment)?);
             } else {
@@ -193,84 +308,42 @@ pub(crate) async fn command(app: &App, command: ChainCommand) -> Result<()> {
                     deployment.registry,
                     deployment.payouts,
                     deployment.token,
-                    path.display()
+                    config_path(app).display()
                 );
             }
         }
         ChainCommand::Register { datanet, json } => {
-            let chain = connect(app, &config)?;
-            let registry = chain.registry(registry_address(&config)?);
-            let datanet = app.datanet(&datanet).await?;
-            let (tree, _) = contribution_tree(app, &datanet).await?;
-            let id = keccak256(datanet.name.as_bytes());
-            if registry.ownerOf(id).call().await.is_err() {
-                let sent = registry.register(datanet.name.clone()).send().await.map_err(revert)?;
-                sent.get_receipt().await.context("registering the Datanet")?;
-            }
-            let root = B256::from(tree.root());
-            let sent = registry.commitRoot(id, root).send().await.map_err(revert)?;
-            sent.get_receipt().await.context("committing the contribution root")?;
-            let version = registry.versions(id).call().await.map_err(revert)?;
-            let value = serde_json::json!({
-                "datanet": datanet.name, "id": id.to_string(), "version": version, "root": root.to_string(),
-            });
-            print(&value, json, || format!("{} version {version}: root {root}", datanet.name))?;
+            let registered = register(app, &app.datanet(&datanet).await?).await?;
+            let line = || format!("{} version {}: root {}", registered.datanet, registered.version, registered.root);
+            print(&serde_json::to_value(&registered)?, json, line)?;
         }
         ChainCommand::Prove { datanet, chunk, json } => {
-            let chain = connect(app, &config)?;
-            let registry = chain.registry(registry_address(&config)?);
-            let datanet = app.datanet(&datanet).await?;
             let chunk: tributary_indexer::ChunkId = chunk.parse()?;
-            let (tree, leaves) = contribution_tree(app, &datanet).await?;
-            let Some((contributor, position)) =
-                leaves.iter().find(|(id, _, _)| *id == chunk).map(|(_, who, position)| (*who, *position))
-            else {
-                bail!("Datanet {} has no chunk {}", datanet.name, chunk.to_hex());
-            };
-            let id = keccak256(datanet.name.as_bytes());
-            let version = registry.versions(id).call().await.map_err(revert)?;
-            let on_chain = registry.contributionRoot(id, version).call().await.map_err(revert)?;
-            if on_chain != B256::from(tree.root()) {
-                bail!("the Datanet changed since version {version}: run `tributary chain register` first");
-            }
-            let proof: Vec<B256> = tree.proof(position).into_iter().map(B256::from).collect();
-            let who = parse_evm(&contributor.to_checksummed(), "contributor")?;
-            let chunk_word = B256::from(*chunk.as_bytes());
-            let verified =
-                registry.proveContribution(id, version, chunk_word, who, proof.clone()).call().await.map_err(revert)?;
-            let value = serde_json::json!({
-                "datanet": datanet.name, "chunk_id": chunk.to_hex(), "contributor": contributor.to_checksummed(),
-                "version": version, "verified": verified,
-                "proof": proof.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-            });
-            print(&value, json, || {
+            let proven = prove(app, &app.datanet(&datanet).await?, &chunk).await?;
+            let line = || {
                 format!(
-                    "chunk {} by {}: verified {verified} at version {version}",
-                    chunk.to_hex(),
-                    contributor.to_checksummed()
+                    "chunk {} by {}: verified {} at version {}",
+                    proven.chunk_id, proven.contributor, proven.verified, proven.version
                 )
-            })?;
+            };
+            print(&serde_json::to_value(&proven)?, json, line)?;
         }
         ChainCommand::Status { json } => {
-            let chain = connect(app, &config)?;
-            let payouts = payouts_address(&config)?;
-            let on_chain = chain.payouts(payouts).latestEpoch().call().await.map_err(revert)?;
-            let epochs = app.ledger().epochs().await?;
-            let pending: Vec<i64> = epochs.iter().map(|e| e.number).filter(|n| *n > on_chain as i64).collect();
-            let value = serde_json::json!({
-                "chain_id": config.chain_id, "registry": config.registry, "payouts": config.payouts,
-                "token": config.token, "chain_latest_epoch": on_chain,
-                "ledger_latest_epoch": epochs.last().map(|e| e.number), "pending_on_chain": pending,
-            });
+            let status = status(app).await?;
+            if status.chain_latest_epoch.is_none() {
+                return Err(ChainRefused::NotConfigured.into());
+            }
             if json {
-                println!("{}", serde_json::to_string_pretty(&value)?);
+                println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
                 println!(
-                    "payouts {payouts}: chain at epoch {on_chain}, ledger at {:?}",
-                    epochs.last().map(|e| e.number)
+                    "payouts {}: chain at epoch {}, ledger at {:?}",
+                    status.payouts.as_deref().unwrap_or_default(),
+                    status.chain_latest_epoch.unwrap_or_default(),
+                    status.ledger_latest_epoch
                 );
-                if !pending.is_empty() {
-                    println!("pending on chain: {pending:?} (posted by the next `tributary settle`)");
+                if !status.pending_on_chain.is_empty() {
+                    println!("pending on chain: {:?} (posted by the next `tributary settle`)", status.pending_on_chain);
                 }
             }
         }
@@ -329,11 +402,19 @@ pub(crate) struct ClaimOutcome {
     pub transaction: String,
 }
 
-/// Why a claim cannot be made now (as opposed to a chain or RPC failure).
+/// Why a chain operation cannot be done now (as opposed to a chain or RPC failure).
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ClaimRefused {
+pub(crate) enum ChainRefused {
     #[error("no contracts deployed: run `tributary chain deploy`")]
     NotConfigured,
+    #[error("no chain configured: set --rpc-url or TRIBUTARY_RPC_URL (an OP Stack chain's RPC works as is)")]
+    NoRpc,
+    #[error("no signer: set {KEY_ENV} to the signer's private key (hex)")]
+    NoSigner,
+    #[error("Datanet {datanet} has no chunk {chunk}")]
+    NoSuchChunk { datanet: String, chunk: String },
+    #[error("Datanet {datanet} changed since version {version}: run `tributary chain register` first")]
+    StaleRegistry { datanet: String, version: u64 },
     #[error("epoch {epoch} is not on chain yet (the chain has {on_chain}): run `tributary settle`")]
     NotPosted { epoch: i64, on_chain: u64 },
     #[error("nothing to claim: {0} was already paid its cumulative total")]
@@ -344,19 +425,19 @@ pub(crate) enum ClaimRefused {
 pub(crate) async fn claim_for(app: &App, account: &tributary_indexer::Address) -> Result<ClaimOutcome> {
     let config = load_config(&config_path(app))?;
     if config.payouts.is_none() {
-        return Err(ClaimRefused::NotConfigured.into());
+        return Err(ChainRefused::NotConfigured.into());
     }
     let chain = connect(app, &config)?;
     let payouts = payouts_address(&config)?;
     let proof = app.ledger().proof(account, None).await?;
     let on_chain = chain.payouts(payouts).latestEpoch().call().await.map_err(revert)?;
     if (on_chain as i64) < proof.epoch {
-        return Err(ClaimRefused::NotPosted { epoch: proof.epoch, on_chain }.into());
+        return Err(ChainRefused::NotPosted { epoch: proof.epoch, on_chain }.into());
     }
     let evm_account = parse_evm(&account.to_checksummed(), "account")?;
     let before = chain.payouts(payouts).paid(evm_account).call().await.map_err(revert)?;
     if before >= U256::from(proof.cumulative) {
-        return Err(ClaimRefused::NothingToClaim(account.to_checksummed()).into());
+        return Err(ChainRefused::NothingToClaim(account.to_checksummed()).into());
     }
     let transaction = submit_claim(&chain, payouts, &proof).await?;
     let paid = U256::from(proof.cumulative) - before;

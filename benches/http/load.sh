@@ -26,16 +26,17 @@ $bin serve --bind 127.0.0.1:18181 --anonymous-rate-per-minute 100000000 --max-ge
 server=$!
 for _ in $(seq 100); do curl -sf 127.0.0.1:18181/readyz >/dev/null && break; sleep 0.2; done
 
-run() { # name connections script
-  echo "== $1: wrk -t2 -c$2 -d$duration"
-  wrk -t2 -c"$2" -d"$duration" --latency -s "benches/http/$3" http://127.0.0.1:18181 | \
+run() { # name connections script [duration]
+  local threads=$(( $2 < 2 ? $2 : 2 )) time=${4:-$duration}
+  echo "== $1: wrk -t$threads -c$2 -d$time --timeout 120s"
+  wrk -t"$threads" -c"$2" -d"$time" --timeout 120s --latency -s "benches/http/$3" http://127.0.0.1:18181 | \
     grep -E "Requests/sec|Latency|50%|90%|99%|Non-2xx|Socket errors|requests in"
 }
 # Latency of one search at a time, then throughput with 16 connections.
 run search 1 search.lua
 run search 16 search.lua
 # As many connections as generation slots: throughput and latency of whole answers.
-run answers 2 answer.lua
+run answers 2 answer.lua 60s
 # Twice the slots: the excess is refused at once (503 overloaded), not queued.
 run overload 8 answer.lua
 echo "== server peak memory: $(grep VmHWM /proc/$server/status | awk '{print $2/1024 " MiB"}')"

@@ -140,12 +140,13 @@ async fn claim(
 
 /// Chain failures: refusals the caller can act on are 409 / 503 with their reason; the rest
 /// are logged and answered 502.
-fn chain_error(e: anyhow::Error) -> ApiError {
-    use crate::chain::ClaimRefused;
-    match e.downcast::<ClaimRefused>() {
-        Ok(refused @ ClaimRefused::NotConfigured) => {
+pub(crate) fn chain_error(e: anyhow::Error) -> ApiError {
+    use crate::chain::ChainRefused;
+    match e.downcast::<ChainRefused>() {
+        Ok(refused @ (ChainRefused::NotConfigured | ChainRefused::NoRpc | ChainRefused::NoSigner)) => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "chain_not_configured", refused.to_string())
         }
+        Ok(refused @ ChainRefused::NoSuchChunk { .. }) => ApiError::not_found(refused.to_string()),
         Ok(refused) => ApiError::conflict(refused.to_string()),
         Err(e) => match e.downcast::<tributary_attribution::Error>() {
             Ok(e) => e.into(),

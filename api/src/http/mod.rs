@@ -12,6 +12,7 @@
 
 mod answers;
 pub mod auth;
+mod chain;
 mod datanets;
 pub mod error;
 mod extract;
@@ -233,6 +234,7 @@ fn routers() -> OpenApiRouter<AppState> {
         .merge(answers::router())
         .merge(ledger::router())
         .merge(openai::router())
+        .merge(chain::router())
         .merge(operations_router())
 }
 

@@ -831,3 +831,95 @@ pub struct ClaimResult {
     pub cumulative: String,
     pub transaction: String,
 }
+
+// ---- Chain and verification -----------------------------------------------------------------
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChainStatus {
+    pub chain_id: Option<u64>,
+    pub registry: Option<String>,
+    pub payouts: Option<String>,
+    pub token: Option<String>,
+    /// Absent without deployed contracts.
+    pub chain_latest_epoch: Option<u64>,
+    pub ledger_latest_epoch: Option<i64>,
+    /// Closed epochs the chain lacks (the next settle posts them).
+    pub pending_on_chain: Vec<i64>,
+}
+
+/// Deploys the registry, the payout contract and (without `token`) a test token whose whole
+/// supply funds the payouts.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    /// An existing ERC-20 to pay in (then fund the payout contract yourself).
+    #[schema(pattern = "^0x[0-9a-fA-F]{40}$")]
+    pub token: Option<String>,
+    /// Test token supply in its smallest unit (default 10^24).
+    #[schema(pattern = "^[0-9]{1,78}$")]
+    pub supply: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Deployment {
+    pub registry: String,
+    pub payouts: String,
+    pub token: String,
+}
+
+/// A Datanet's contribution root committed on the registry.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Registered {
+    pub datanet: String,
+    /// keccak256 of the Datanet's name: its id on the registry.
+    pub id: String,
+    pub version: u64,
+    pub root: String,
+}
+
+/// A chunk's contribution proven on chain.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Proven {
+    pub datanet: String,
+    pub chunk_id: String,
+    pub contributor: String,
+    pub version: u64,
+    pub verified: bool,
+    pub proof: Vec<String>,
+}
+
+/// The ledger recomputed from its data: the receipts' hash chain, every split, every epoch.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyReport {
+    pub receipts: usize,
+    pub epochs: usize,
+    pub head: String,
+    /// Empty when the ledger checks.
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DatanetCheck {
+    /// Repair what disagrees (re-embed and re-index from the catalog; delete orphans).
+    #[serde(default)]
+    pub repair: bool,
+}
+
+/// Whether a Datanet's catalog, vectors and keywords agree.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Consistency {
+    pub catalog_chunks: usize,
+    pub vector_points: usize,
+    pub keyword_docs: usize,
+    pub missing_from_vectors: Vec<String>,
+    pub missing_from_keywords: Vec<String>,
+    pub orphan_vectors: Vec<String>,
+    pub orphan_keywords: Vec<String>,
+}

@@ -110,6 +110,23 @@ async fn epochs_post_on_chain_once_and_claims_pay_the_ledger_amount() {
     let refused: serde_json::Value = refused.json().await.unwrap();
     assert!(refused["detail"].as_str().unwrap().contains("nothing to claim"), "{refused}");
 
+    // The chain commands over HTTP: status, a new registry version, a chunk proven, the ledger
+    // verified.
+    let get = |path: &str| client.get(format!("{}{path}", server.url)).bearer_auth(&key).send();
+    let status: serde_json::Value = get("/v1/chain").await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (status["chain_latest_epoch"].clone(), status["pending_on_chain"].clone()),
+        (1.into(), serde_json::json!([]))
+    );
+    let registered = client.post(format!("{}/v1/datanets/rivers-demo/registry", server.url)).bearer_auth(&key).send();
+    let registered: serde_json::Value = registered.await.unwrap().json().await.unwrap();
+    assert_eq!(registered["version"], 2, "{registered}");
+    let proven: serde_json::Value =
+        get(&format!("/v1/datanets/rivers-demo/registry/chunks/{chunk}")).await.unwrap().json().await.unwrap();
+    assert_eq!((proven["verified"].clone(), proven["version"].clone()), (true.into(), 2.into()), "{proven}");
+    let verified: serde_json::Value = get("/v1/admin/verify").await.unwrap().json().await.unwrap();
+    assert_eq!(verified["problems"], serde_json::json!([]), "{verified}");
+
     let reader = Chain::connect(anvil.url(), ANVIL_KEYS[3]).unwrap();
     let alice: Address = ALICE.parse().unwrap();
     assert_eq!(reader.token(token).balanceOf(alice).call().await.unwrap(), U256::from(cumulative));

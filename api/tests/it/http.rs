@@ -777,6 +777,24 @@ async fn refusal_matrix() {
             Some(json!({})),
             [S(401), S(403), S(409), S(409), S(409), S(403)],
         ),
+        // Chain operations: refused before any chain is needed; with rights, 503 (none here).
+        ("POST", "/v1/admin/chain/deploy".into(), Some(json!({})), [S(401), S(403), S(403), S(403), S(403), S(503)]),
+        ("POST", "/v1/datanets/rivers/registry".into(), None, [S(401), S(403), S(403), S(403), S(503), S(503)]),
+        ("POST", "/v1/datanets/secret/registry".into(), None, [S(401), S(403), S(403), S(404), S(503), S(503)]),
+        (
+            "GET",
+            format!("/v1/datanets/secret/registry/chunks/{}", "0".repeat(64)),
+            None,
+            [S(404), S(404), S(404), S(404), S(503), S(503)],
+        ),
+        ("GET", "/v1/chain".into(), None, [O, O, O, O, O, O]),
+        ("GET", "/v1/admin/verify".into(), None, [S(401), S(403), S(403), S(403), S(403), O]),
+        (
+            "POST",
+            "/v1/admin/datanets/secret/verify".into(),
+            Some(json!({})),
+            [S(401), S(403), S(403), S(403), S(403), O],
+        ),
     ];
     let mut failures = Vec::new();
     for (method, path, body, expected) in &rows {
