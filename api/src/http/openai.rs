@@ -2,10 +2,11 @@
 //! work unchanged.
 //!
 //! Models are `base` (the generator without adapters) and `base:<adapter>` for each registered
-//! adapter. The Datanets to search are named in the extension field `datanets` (the Python
-//! client sends it with `extra_body={"datanets": [...]}`). The question is the last user
-//! message. Citations and the receipt come back in the extension field `tributary` (on the
-//! final chunk when streaming).
+//! adapter, either bound to the Datanets it answers from with `@<datanet>[+<datanet>...]`
+//! (`base@rivers`: SDKs that only set `model` work as is). Otherwise the Datanets are named in
+//! the extension field `datanets` (the Python client sends it with
+//! `extra_body={"datanets": [...]}`). The question is the last user message. Citations and the
+//! receipt come back in the extension field `tributary` (on the final chunk when streaming).
 
 use std::convert::Infallible;
 
@@ -48,18 +49,19 @@ pub struct ModelList {
     pub data: Vec<Model>,
 }
 
-/// `base`, and `base:<adapter>` for every registered adapter.
+/// `base`, `base:<adapter>` for every registered adapter, and `base@<datanet>` for every
+/// Datanet the caller may read (a model bound to the Datanet it answers from).
 #[utoipa::path(get, path = "/v1/models", tag = "openai", responses((status = 200, body = ModelList), Errors))]
-async fn list_models(State(state): State<AppState>) -> ApiResult<Json<ModelList>> {
-    let mut data =
-        vec![Model { id: BASE_MODEL.into(), object: "model".into(), created: 0, owned_by: "tributary".into() }];
+async fn list_models(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<ModelList>> {
+    let model = |id: String, created: u64| Model { id, object: "model".into(), created, owned_by: "tributary".into() };
+    let mut data = vec![model(BASE_MODEL.into(), 0)];
     for entry in state.app().adapters()?.list()? {
-        data.push(Model {
-            id: format!("{BASE_MODEL}:{}", entry.id),
-            object: "model".into(),
-            created: entry.added_at,
-            owned_by: "tributary".into(),
-        });
+        data.push(model(format!("{BASE_MODEL}:{}", entry.id), entry.added_at));
+    }
+    for datanet in state.catalog().datanets().await? {
+        if caller.can_read(&state, &datanet).await? {
+            data.push(model(format!("{BASE_MODEL}@{}", datanet.name), (datanet.created_at_ms / 1000).max(0) as u64));
+        }
     }
     Ok(Json(ModelList { object: "list".into(), data }))
 }
@@ -106,7 +108,8 @@ pub enum Stop {
     "datanets": ["rivers"]
 }))]
 pub struct ChatCompletionRequest {
-    /// `base` or `base:<adapter>`.
+    /// `base` or `base:<adapter>`, optionally bound to Datanets: `base@rivers`,
+    /// `base:hydrology@rivers+deltas`.
     pub model: String,
     pub messages: Vec<ChatMessage>,
     #[serde(default)]
@@ -198,8 +201,13 @@ fn text_of(content: Option<&Content>) -> String {
 }
 
 fn spec_of(body: ChatCompletionRequest) -> ApiResult<(AnswerSpec, String, bool)> {
-    let adapters = match body.model.split_once(':') {
-        None if body.model == BASE_MODEL => Vec::new(),
+    // `base[:adapter][@datanet+datanet...]`: the Datanets may be bound to the model name.
+    let (model, bound) = match body.model.split_once('@') {
+        Some((model, datanets)) => (model, datanets.split('+').map(str::to_string).collect::<Vec<_>>()),
+        None => (body.model.as_str(), Vec::new()),
+    };
+    let adapters = match model.split_once(':') {
+        None if model == BASE_MODEL => Vec::new(),
         Some((BASE_MODEL, adapter)) if !adapter.is_empty() => {
             tributary_generator::validate_adapter_id(adapter)?;
             vec![(adapter.to_string(), 1.0)]
@@ -208,10 +216,14 @@ fn spec_of(body: ChatCompletionRequest) -> ApiResult<(AnswerSpec, String, bool)>
             return Err(ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,
                 "adapter_not_found",
-                format!("model {:?}: use `base` or `base:<adapter>` (GET /v1/models)", body.model),
+                format!("model {:?}: use `base`, `base:<adapter>` or either `@<datanet>` (GET /v1/models)", body.model),
             ));
         }
     };
+    if !bound.is_empty() && !body.datanets.is_empty() && bound != body.datanets {
+        return Err(ApiError::invalid("the model is bound to other Datanets than `datanets` names"));
+    }
+    let datanets = if bound.is_empty() { body.datanets } else { bound };
     let question = body
         .messages
         .iter()
@@ -220,9 +232,10 @@ fn spec_of(body: ChatCompletionRequest) -> ApiResult<(AnswerSpec, String, bool)>
         .map(|m| text_of(m.content.as_ref()))
         .filter(|q| !q.trim().is_empty())
         .ok_or_else(|| ApiError::invalid("the messages hold no user question"))?;
-    if body.datanets.is_empty() {
+    if datanets.is_empty() {
         return Err(ApiError::invalid(
-            "name the Datanets to answer from in the `datanets` extension field (extra_body in OpenAI clients)",
+            "name the Datanets to answer from: a model bound to them (`base@<datanet>`) or the `datanets` \
+             extension field (extra_body in OpenAI clients)",
         ));
     }
     let stop = match body.stop {
@@ -243,7 +256,7 @@ fn spec_of(body: ChatCompletionRequest) -> ApiResult<(AnswerSpec, String, bool)>
     )?;
     let spec = AnswerSpec {
         question,
-        datanets: body.datanets,
+        datanets,
         contributors: Vec::new(),
         adapters,
         k,

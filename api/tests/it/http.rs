@@ -196,6 +196,15 @@ async fn access_matrix(database_url: Option<String>) {
             StatusCode::NOT_FOUND
         );
     }
+    // Models bound to Datanets list only those the caller may read.
+    let model_ids = |body: Value| -> Vec<String> {
+        body["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(model_ids(s.call("GET", "/v1/models", Some(&bob), None).await.body), ["base", "base@rivers"]);
+    assert_eq!(
+        model_ids(s.call("GET", "/v1/models", Some(&alice), None).await.body),
+        ["base", "base@rivers", "base@secret"]
+    );
     for key in [&alice, &admin] {
         assert_eq!(s.call("GET", "/v1/datanets/secret", Some(key), None).await.status, StatusCode::OK);
         let list = s.call("GET", "/v1/datanets", Some(key), None).await;

@@ -13,7 +13,7 @@ client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=sys.argv[3], max_retri
 question = "What is the longest river in North America?"
 
 models = [m.id for m in client.models.list()]
-assert "base" in models, models
+assert "base" in models and f"base@{datanet}" in models, models
 
 completion = client.chat.completions.create(
     model="base",
@@ -27,13 +27,13 @@ extension = completion.model_extra["tributary"]
 assert extension["receipt_id"] and extension["citations"], extension
 assert completion.usage.completion_tokens > 0
 
+# A model bound to the Datanet: no extension field needed.
 chunks = list(
     client.chat.completions.create(
-        model="base",
+        model=f"base@{datanet}",
         messages=[{"role": "user", "content": question}],
         max_tokens=48,
         stream=True,
-        extra_body={"datanets": [datanet]},
     )
 )
 streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
