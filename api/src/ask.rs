@@ -146,7 +146,7 @@ pub(crate) async fn answer(
     }
     let contributors = contributors.iter().map(|c| crate::parse_address(c)).collect::<Result<Vec<_>>>()?;
     let contributors = (!contributors.is_empty()).then_some(contributors.as_slice());
-    let retriever = Retriever::new(app.store.clone(), app.embedder()?, RetrieverConfig::default());
+    let retriever = Retriever::new(app.store.clone(), app.query_embedder()?, RetrieverConfig::default());
     let passages =
         retriever.search(&Query { text: question, datanets: &datanets, contributors, k, mode: Mode::Hybrid }).await?;
     let adapter_ids: Vec<String> = adapters.iter().map(|(id, _)| id.clone()).collect();

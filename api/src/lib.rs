@@ -273,10 +273,14 @@ pub struct App {
     remote: Option<tributary_generator::RemoteConfig>,
     pub rpc_url: Option<String>,
     embedder: Mutex<Option<Arc<dyn Embedder>>>,
+    query_embedder: Mutex<Option<Arc<tributary_indexer::QueryCache>>>,
     adapters: Mutex<Option<Arc<tributary_generator::AdapterRegistry>>>,
     local: Mutex<Option<Arc<tributary_generator::LocalGenerator>>>,
     answer_backend: Mutex<Option<Arc<dyn tributary_generator::Generator>>>,
 }
+
+/// Distinct queries whose embeddings are kept (384 floats each: about 6 MiB).
+pub const QUERY_CACHE_ENTRIES: usize = 4096;
 
 /// The value in `slot`, made by `make` the first time.
 fn cached<T: Clone>(slot: &Mutex<Option<T>>, make: impl FnOnce() -> Result<T>) -> Result<T> {
@@ -304,6 +308,7 @@ impl App {
             remote: settings.remote.clone(),
             rpc_url: settings.rpc_url.clone(),
             embedder: Mutex::new(None),
+            query_embedder: Mutex::new(None),
             adapters: Mutex::new(None),
             local: Mutex::new(None),
             answer_backend: Mutex::new(None),
@@ -317,6 +322,20 @@ impl App {
             tributary_indexer::load_embedder(&dir, self.embed_backend)
                 .with_context(|| format!("loading the model in {}", dir.display()))
         })
+    }
+
+    /// The embedder for queries: the same model behind a cache of the last
+    /// [`QUERY_CACHE_ENTRIES`] distinct queries (a repeated question skips the embedding).
+    pub fn query_embedder(&self) -> Result<Arc<tributary_indexer::QueryCache>> {
+        cached(&self.query_embedder, || {
+            Ok(Arc::new(tributary_indexer::QueryCache::new(self.embedder()?, QUERY_CACHE_ENTRIES)))
+        })
+    }
+
+    /// (hits, misses) of the query cache, once it exists.
+    pub fn query_cache_counts(&self) -> Option<(u64, u64)> {
+        let slot = self.query_embedder.lock().ok()?;
+        slot.as_ref().map(|cache| cache.counts())
     }
 
     /// The adapter registry of this data directory (one per process: it holds the entries).
@@ -492,7 +511,7 @@ async fn search(app: &App, args: SearchArgs) -> Result<()> {
     }
     let contributors = args.contributors.iter().map(|c| parse_address(c)).collect::<Result<Vec<_>>>()?;
     let config = RetrieverConfig { fusion: fusion_of(args.fusion.as_deref(), args.alpha)?, ..Default::default() };
-    let retriever = Retriever::new(app.store.clone(), app.embedder()?, config);
+    let retriever = Retriever::new(app.store.clone(), app.query_embedder()?, config);
     let contributors = (!contributors.is_empty()).then_some(contributors.as_slice());
 
     if let (Some(queries), Some(run)) = (&args.queries, &args.run) {

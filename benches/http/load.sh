@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # HTTP load: wrk against `tributary serve` on 127.0.0.1, search then answers.
-#   benches/http/load.sh [CORPUS_JSONL]   (default ../shared/eval/scifact-dev/corpus.jsonl)
+#   benches/http/load.sh [DATASET_DIR]   (default ../shared/eval/scifact-dev: corpus.jsonl, queries.jsonl)
 # Prints throughput, latency percentiles, errors and the server's peak memory (VmHWM).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-corpus=${1:-../shared/eval/scifact-dev/corpus.jsonl}
+dataset=${1:-../shared/eval/scifact-dev}
+corpus=$dataset/corpus.jsonl
 duration=${DURATION:-20s}
 scripts/setup.sh
 command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null
@@ -25,6 +26,10 @@ $bin serve --bind 127.0.0.1:18181 --anonymous-rate-per-minute 100000000 --max-ge
   --max-answer-tokens 64 > "$data/serve.log" 2>&1 &
 server=$!
 for _ in $(seq 100); do curl -sf 127.0.0.1:18181/readyz >/dev/null && break; sleep 0.2; done
+# The queries as JSON strings, one a line, for search.lua.
+export QUERIES="$data/queries.txt"
+python3 -c 'import json, sys; [print(json.dumps(json.loads(l)["text"])) for l in open(sys.argv[1]) if l.strip()]' \
+  "$dataset/queries.jsonl" > "$QUERIES"
 
 run() { # name connections script [duration]
   local threads=$(( $2 < 2 ? $2 : 2 )) time=${4:-$duration}
@@ -32,7 +37,9 @@ run() { # name connections script [duration]
   wrk -t"$threads" -c"$2" -d"$time" --timeout 120s --latency -s "benches/http/$3" http://127.0.0.1:18181 | \
     grep -E "Requests/sec|Latency|50%|90%|99%|Non-2xx|Socket errors|requests in"
 }
-# Latency of one search at a time, then throughput with 16 connections.
+# Latency of one search at a time, then throughput with 16 connections: the first pass over the
+# 809 queries embeds each one (cold), later passes find them in the query cache (warm).
+run search-cold 1 search.lua 5s
 run search 1 search.lua
 run search 16 search.lua
 # As many connections as generation slots: throughput and latency of whole answers.
@@ -40,4 +47,4 @@ run answers 2 answer.lua 60s
 # Twice the slots: the excess is refused at once (503 overloaded), not queued.
 run overload 8 answer.lua
 echo "== server peak memory: $(grep VmHWM /proc/$server/status | awk '{print $2/1024 " MiB"}')"
-curl -s 127.0.0.1:18181/metrics | grep -E "^tributary_(answers|searches|overloaded)_total"
+curl -s 127.0.0.1:18181/metrics | grep -E "^tributary_(answers|searches|overloaded)_total|^tributary_query_cache"

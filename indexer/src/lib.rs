@@ -18,6 +18,7 @@ mod embed_onnx;
 mod error;
 mod ingest;
 mod keywords;
+mod query_cache;
 mod source;
 mod store;
 mod vectors;
@@ -32,6 +33,7 @@ pub use embed_onnx::{ORT_LIBRARY_ENV, OnnxEmbedder, locate_onnxruntime, onnx_mod
 pub use error::{Error, Result};
 pub use ingest::{IngestOptions, IngestReport, NoProgress, Progress, ingest, ingest_documents};
 pub use keywords::{KeywordDoc, KeywordHit, KeywordIndex, TantivyKeywordIndex};
+pub use query_cache::QueryCache;
 pub use source::{SourceDocument, read_file, read_sources, read_upload};
 pub use store::{Consistency, DatanetIndexes, Store, StoreConfig};
 pub use vectors::{EdgeIndexConfig, EdgeVectorIndex, VectorHit, VectorIndex, VectorPoint};

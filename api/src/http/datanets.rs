@@ -495,7 +495,7 @@ async fn search(
     };
     let retriever = Retriever::new(
         state.app().store.clone(),
-        state.embedder().await?,
+        state.query_embedder().await?,
         RetrieverConfig { fusion, ..Default::default() },
     );
     let passages =

@@ -59,10 +59,11 @@ async fn get_receipt(
     Ok(Json(view(&receipt)?))
 }
 
-/// What an address earned, per Datanet, per epoch and per citation: for that address's own
-/// keys and admins.
+/// What an address earned, per Datanet and per epoch, with its entries (per citation, per
+/// slash) a page at a time: for that address's own keys and admins.
 #[utoipa::path(
-    get, path = "/v1/earnings/{address}", tag = "ledger", params(("address" = String, Path, pattern = "^0x[0-9a-fA-F]{40}$")),
+    get, path = "/v1/earnings/{address}", tag = "ledger",
+    params(("address" = String, Path, pattern = "^0x[0-9a-fA-F]{40}$"), PageParams),
     security(("api_key" = [])),
     responses((status = 200, body = wire::Earnings), Errors)
 )]
@@ -70,13 +71,19 @@ async fn get_earnings(
     State(state): State<AppState>,
     caller: Caller,
     Path(address): Path<String>,
+    Query(page): Query<PageParams>,
 ) -> ApiResult<Json<wire::Earnings>> {
     caller.require(&[Role::Owner, Role::Contributor, Role::Reader])?;
     let account = parse_address(&address)?;
     if !caller.is_admin() && caller.address() != Some(&account) {
         return Err(ApiError::forbidden("a key reads its own address's earnings only"));
     }
-    Ok(Json(view(&state.app().ledger().earnings(&account).await?)?))
+    let mut earnings: wire::Earnings = view(&state.app().ledger().earnings(&account).await?)?;
+    let (entries, next_cursor) =
+        paginate(std::mem::take(&mut earnings.entries), |e| e.id, page.cursor.as_deref(), page.limit)?;
+    earnings.entries = entries;
+    earnings.next_cursor = next_cursor;
+    Ok(Json(earnings))
 }
 
 /// Closed epochs, oldest first.

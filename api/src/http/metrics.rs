@@ -47,6 +47,8 @@ pub struct Metrics {
     pub epochs_closed: Counter,
     pub rate_limited: Counter,
     pub overloaded: Counter,
+    query_cache_hits: Gauge,
+    query_cache_misses: Gauge,
     adapters_loaded: Gauge,
     adapter_bytes: Gauge,
     adapter_hits: Gauge,
@@ -82,6 +84,8 @@ impl Metrics {
             epochs_closed: counter(&mut registry, "epochs_closed", "Epochs closed by settlement"),
             rate_limited: counter(&mut registry, "rate_limited", "Requests refused by a rate limit"),
             overloaded: counter(&mut registry, "overloaded", "Requests refused because the server was busy"),
+            query_cache_hits: gauge(&mut registry, "query_cache_hits", "Queries whose embedding was cached"),
+            query_cache_misses: gauge(&mut registry, "query_cache_misses", "Queries embedded"),
             adapters_loaded: gauge(&mut registry, "adapters_loaded", "LoRA adapters in the cache"),
             adapter_bytes: gauge(&mut registry, "adapter_cache_bytes", "Bytes of loaded adapters"),
             adapter_hits: gauge(&mut registry, "adapter_cache_hits", "Adapter requests served from memory since start"),
@@ -93,8 +97,12 @@ impl Metrics {
         }
     }
 
-    /// The text exposition, with the adapter cache read now.
-    pub fn render(&self, adapters: Option<tributary_generator::CacheStats>) -> String {
+    /// The text exposition, with the adapter and query caches read now.
+    pub fn render(&self, adapters: Option<tributary_generator::CacheStats>, queries: Option<(u64, u64)>) -> String {
+        if let Some((hits, misses)) = queries {
+            self.query_cache_hits.set(hits as i64);
+            self.query_cache_misses.set(misses as i64);
+        }
         if let Some(stats) = adapters {
             self.adapters_loaded.set(stats.loaded as i64);
             self.adapter_bytes.set(stats.bytes as i64);

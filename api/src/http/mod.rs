@@ -171,6 +171,13 @@ impl AppState {
         })
     }
 
+    /// The cached query embedder (searches and answers).
+    async fn query_embedder(&self) -> Result<Arc<dyn tributary_indexer::Embedder>, ApiError> {
+        self.embedder().await?;
+        let embedder = self.app().query_embedder().map_err(ApiError::internal)?;
+        Ok(embedder)
+    }
+
     /// The answer backend, loaded on first use.
     async fn generator(&self) -> Result<Arc<dyn tributary_generator::Generator>, ApiError> {
         let app = self.app().clone();
@@ -325,7 +332,7 @@ async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError>
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Metrics", body = String, content_type = "text/plain")))]
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
-    let text = state.metrics().render(state.app().adapter_cache_stats());
+    let text = state.metrics().render(state.app().adapter_cache_stats(), state.app().query_cache_counts());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
 }
 

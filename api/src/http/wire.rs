@@ -651,7 +651,11 @@ pub struct Earnings {
     pub slashed: String,
     pub by_datanet: Vec<DatanetEarnings>,
     pub by_epoch: Vec<EpochEarnings>,
+    /// One page of the entries, oldest first (`limit`, `cursor`).
     pub entries: Vec<Entry>,
+    /// Give it as `cursor` for the next page of entries; absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

@@ -331,6 +331,7 @@ async fn access_matrix(database_url: Option<String>) {
     assert_eq!(s.call("GET", &format!("/v1/earnings/{CAROL}"), None, None).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(s.call("GET", &format!("/v1/earnings/{CAROL}"), Some(&alice), None).await.status, StatusCode::FORBIDDEN);
     assert_eq!(s.call("GET", &format!("/v1/earnings/{CAROL}"), Some(&carol), None).await.status, StatusCode::OK);
+
     assert_eq!(s.call("GET", &format!("/v1/earnings/{CAROL}"), Some(&admin), None).await.status, StatusCode::OK);
     assert_eq!(s.call("POST", "/v1/admin/settle", Some(&alice), None).await.status, StatusCode::FORBIDDEN);
     assert_eq!(s.call("POST", "/v1/admin/settle", None, None).await.status, StatusCode::UNAUTHORIZED);
@@ -648,8 +649,31 @@ async fn answers_stream_and_pay() {
     let unknown = json!({"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}], "datanets": ["rivers"]});
     assert_eq!(s.call("POST", "/v1/chat/completions", None, Some(unknown)).await.status, StatusCode::NOT_FOUND);
 
+    // Bob's earnings, an entry per page: every credit once, in order.
+    let mut uri = format!("/v1/earnings/{BOB}?limit=1");
+    let mut ids = Vec::new();
+    loop {
+        let page = s.call("GET", &uri, Some(&admin), None).await.body;
+        ids.extend(page["entries"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => uri = format!("/v1/earnings/{BOB}?limit=1&cursor={cursor}"),
+            None => break,
+        }
+    }
+    let all = s.call("GET", &format!("/v1/earnings/{BOB}?limit=1000"), Some(&admin), None).await.body;
+    let every: Vec<i64> = all["entries"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert!(ids.len() >= 3 && ids == every, "{ids:?} vs {every:?}");
+
     let metrics = s.call("GET", "/metrics", None, None).await.body;
-    assert!(metrics.as_str().unwrap().contains("tributary_answers_total 4"), "{metrics}");
+    let metrics = metrics.as_str().unwrap();
+    assert!(metrics.contains("tributary_answers_total 4"), "{metrics}");
+    // The same question came five times: embedded once per distinct text, then cached.
+    let counter = |name: &str| -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(counter("tributary_query_cache_hits") >= 2, "{metrics}");
+    assert!(counter("tributary_query_cache_misses") <= 3, "{metrics}");
 }
 
 /// What a row of the matrix expects of one caller.
