@@ -100,7 +100,7 @@ fn parse_evm(text: &str, what: &str) -> Result<EvmAddress> {
 
 /// The signer on the configured chain.
 fn connect(app: &App, config: &ChainConfig) -> Result<Chain> {
-    let url = app.rpc_url.clone().or_else(|| config.rpc_url.clone()).ok_or(ChainRefused::NoRpc)?;
+    let url = app.settings.rpc_url.clone().or_else(|| config.rpc_url.clone()).ok_or(ChainRefused::NoRpc)?;
     let key = std::env::var(KEY_ENV).map_err(|_| ChainRefused::NoSigner)?;
     Ok(Chain::connect(&url, &key)?)
 }
@@ -208,7 +208,7 @@ pub(crate) async fn deploy(app: &App, token: Option<&str>, supply: &str) -> Resu
     let supply: U256 = supply.parse().context("the supply is not an integer")?;
     let token = token.map(|t| parse_evm(t, "token")).transpose()?;
     let deployment = deploy_funded(&chain, token, supply).await?;
-    config.rpc_url = app.rpc_url.clone().or(config.rpc_url);
+    config.rpc_url = app.settings.rpc_url.clone().or(config.rpc_url);
     config.chain_id = Some(chain.provider().get_chain_id().await.context("reading the chain id")?);
     config.registry = Some(deployment.registry.to_string());
     config.payouts = Some(deployment.payouts.to_string());

@@ -267,11 +267,7 @@ impl Settings {
 /// The opened data directory and the models, loaded once on first use.
 pub struct App {
     pub store: Arc<Store>,
-    embed_model: Option<PathBuf>,
-    embed_backend: EmbedBackend,
-    llm: Option<PathBuf>,
-    remote: Option<tributary_generator::RemoteConfig>,
-    pub rpc_url: Option<String>,
+    pub settings: Settings,
     embedder: Mutex<Option<Arc<dyn Embedder>>>,
     query_embedder: Mutex<Option<Arc<tributary_indexer::QueryCache>>>,
     adapters: Mutex<Option<Arc<tributary_generator::AdapterRegistry>>>,
@@ -302,11 +298,7 @@ impl App {
             .with_context(|| format!("opening the data directory {}", settings.data_dir.display()))?;
         Ok(App {
             store: Arc::new(store),
-            embed_model: settings.embed_model.clone(),
-            embed_backend: settings.embed_backend,
-            llm: settings.llm.clone(),
-            remote: settings.remote.clone(),
-            rpc_url: settings.rpc_url.clone(),
+            settings: settings.clone(),
             embedder: Mutex::new(None),
             query_embedder: Mutex::new(None),
             adapters: Mutex::new(None),
@@ -318,8 +310,8 @@ impl App {
     /// The embedding model, loaded on first use and shared after.
     pub fn embedder(&self) -> Result<Arc<dyn Embedder>> {
         cached(&self.embedder, || {
-            let dir = tributary_indexer::locate_model(self.embed_model.as_deref())?;
-            tributary_indexer::load_embedder(&dir, self.embed_backend)
+            let dir = tributary_indexer::locate_model(self.settings.embed_model.as_deref())?;
+            tributary_indexer::load_embedder(&dir, self.settings.embed_backend)
                 .with_context(|| format!("loading the model in {}", dir.display()))
         })
     }
@@ -350,7 +342,7 @@ impl App {
     /// loaded on first use.
     pub fn generator(&self) -> Result<Arc<tributary_generator::LocalGenerator>> {
         cached(&self.local, || {
-            let path = tributary_generator::locate_model(self.llm.as_deref())?;
+            let path = tributary_generator::locate_model(self.settings.llm.as_deref())?;
             let model = tributary_generator::LocalModel::load(&path, &tributary_generator::default_device())
                 .with_context(|| format!("loading the generator model {}", path.display()))?;
             Ok(Arc::new(tributary_generator::LocalGenerator::new(
@@ -368,15 +360,14 @@ impl App {
 
     /// The local generator's adapter cache counters, once it is loaded.
     pub fn adapter_cache_stats(&self) -> Option<tributary_generator::CacheStats> {
-        let slot = self.local.lock().ok()?;
-        slot.as_ref().map(|local| local.adapter_cache().stats())
+        self.loaded_generator().map(|local| local.adapter_cache().stats())
     }
 
     /// The backend answers come from: the remote engine when `--llm-url` is set, else local.
     /// Loaded on first use and shared after.
     pub fn answer_backend(&self) -> Result<Arc<dyn tributary_generator::Generator>> {
         cached(&self.answer_backend, || {
-            let backend: Arc<dyn tributary_generator::Generator> = match &self.remote {
+            let backend: Arc<dyn tributary_generator::Generator> = match &self.settings.remote {
                 Some(config) => Arc::new(tributary_generator::RemoteGenerator::new(config.clone())?),
                 None => self.generator()?,
             };

@@ -38,10 +38,7 @@ pub(crate) struct AnswerSpec {
 
 impl AnswerSpec {
     pub fn from_request(body: wire::AnswerRequest) -> ApiResult<Self> {
-        let k = body.k.unwrap_or(3);
-        if !(1..=20).contains(&k) {
-            return Err(ApiError::bad_request("k must be between 1 and 20"));
-        }
+        let k = passages_k(body.k)?;
         let params = generation_params(body.max_tokens, body.temperature, body.top_p, body.seed, body.stop)?;
         let mut params = params;
         if let Some(penalty) = body.repeat_penalty {
@@ -69,6 +66,15 @@ impl AnswerSpec {
             private_question: body.private_question,
         })
     }
+}
+
+/// Passages to retrieve for an answer, as both answer endpoints take it: 1 to 20, default 3.
+pub(crate) fn passages_k(k: Option<usize>) -> ApiResult<usize> {
+    let k = k.unwrap_or(3);
+    if !(1..=20).contains(&k) {
+        return Err(ApiError::bad_request("k must be between 1 and 20"));
+    }
+    Ok(k)
 }
 
 /// Sampling settings as both answer endpoints take them.

@@ -15,8 +15,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sqlx::AnyPool;
@@ -233,11 +233,17 @@ impl Caller {
     /// always, so `require(&[])` means "admins only".
     pub fn require(&self, roles: &[Role]) -> ApiResult<()> {
         match self.role() {
-            None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing_api_key", "this operation needs an API key")),
+            None => Err(ApiError::new("missing_api_key", "this operation needs an API key")),
             Some(Role::Admin) => Ok(()),
             Some(role) if roles.contains(&role) => Ok(()),
             Some(role) => Err(ApiError::forbidden(format!("a {} key may not do this", role.as_str()))),
         }
+    }
+
+    /// Who the caller is in records (flags, decisions): its address, or `admin` for a key
+    /// without one.
+    pub fn actor(&self) -> String {
+        self.address().map(|a| a.to_checksummed()).unwrap_or_else(|| "admin".into())
     }
 
     /// Whether the caller may read the Datanet (admins read everything).
@@ -325,7 +331,7 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
         state.metrics().rate_limited.inc();
         let e = ApiError {
             retry_after: Some(wait),
-            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("over {rate} requests per minute"))
+            ..ApiError::new("rate_limited", format!("over {rate} requests per minute"))
         };
         return e.into_response();
     }
@@ -335,7 +341,7 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
 
 async fn caller_of(state: &AppState, headers: &axum::http::HeaderMap) -> ApiResult<Caller> {
     let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(Caller::Anonymous) };
-    let invalid = |detail: &str| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_api_key", detail);
+    let invalid = |detail: &str| ApiError::new("invalid_api_key", detail);
     let text = value.to_str().map_err(|_| invalid("the Authorization header is not text"))?;
     let Some(secret) = text.strip_prefix("Bearer ").map(str::trim) else {
         return Err(invalid("send the key as `Authorization: Bearer <key>`"));

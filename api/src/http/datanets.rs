@@ -37,6 +37,17 @@ pub(crate) async fn readable(state: &AppState, caller: &Caller, name: &str) -> A
     if caller.can_read(state, &datanet).await? { Ok(datanet) } else { Err(ApiError::datanet_not_found(name)) }
 }
 
+/// Every Datanet the caller may read, by name.
+pub(crate) async fn readable_all(state: &AppState, caller: &Caller) -> ApiResult<Vec<tributary_indexer::Datanet>> {
+    let mut visible = Vec::new();
+    for datanet in state.catalog().datanets().await? {
+        if caller.can_read(state, &datanet).await? {
+            visible.push(datanet);
+        }
+    }
+    Ok(visible)
+}
+
 /// The Datanet if the caller governs it (its owner's key, or an admin); others read 404 or 403.
 pub(crate) async fn governed(state: &AppState, caller: &Caller, name: &str) -> ApiResult<tributary_indexer::Datanet> {
     caller.require(&[Role::Owner])?;
@@ -58,13 +69,8 @@ async fn list_datanets(
     caller: Caller,
     Query(page): Query<PageParams>,
 ) -> ApiResult<Json<wire::DatanetPage>> {
-    let mut visible = Vec::new();
-    for d in state.catalog().datanets().await? {
-        if caller.can_read(&state, &d).await? {
-            visible.push(d);
-        }
-    }
-    let (items, next_cursor) = paginate(visible, |d| d.name.clone(), page.cursor.as_deref(), page.limit)?;
+    let (items, next_cursor) =
+        paginate(readable_all(&state, &caller).await?, |d| d.name.clone(), page.cursor.as_deref(), page.limit)?;
     Ok(Json(wire::DatanetPage { items: items.iter().map(wire::Datanet::from).collect(), next_cursor }))
 }
 
@@ -256,8 +262,7 @@ async fn decide_access_request(
     Json(body): Json<wire::AccessDecision>,
 ) -> ApiResult<Json<wire::AccessRequest>> {
     let datanet = governed(&state, &caller, &name).await?;
-    let by = caller.address().map(|a| a.to_checksummed()).unwrap_or_else(|| "admin".into());
-    let request = state.catalog().decide_access_request(datanet.id, id, body.approve, &by).await?;
+    let request = state.catalog().decide_access_request(datanet.id, id, body.approve, &caller.actor()).await?;
     Ok(Json(wire::AccessRequest::of(&request, &datanet.name)))
 }
 
@@ -325,12 +330,11 @@ fn contributor_of(caller: &Caller, upload: &wire::Upload, datanet: &str, hash: &
         Caller::Anonymous => {
             let (Some(named), Some(signature)) = (named, upload.signature.as_deref()) else {
                 return Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
                     "missing_api_key",
                     "upload with a contributor key, or sign it: `contributor` and `signature`",
                 ));
             };
-            let invalid = |detail: &str| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", detail);
+            let invalid = |detail: &str| ApiError::new("invalid_signature", detail);
             let signature: alloy::primitives::Signature =
                 signature.parse().map_err(|_| invalid("the signature is not 65 bytes of 0x-hex"))?;
             let signer = signature

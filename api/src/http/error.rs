@@ -35,119 +35,106 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
-/// Every `code` the API answers with, and its status.
-pub const CODES: &[(&str, u16)] = &[
-    ("invalid_request", 400),
-    ("invalid_json", 400),
-    ("invalid_address", 422),
-    ("invalid_datanet_name", 422),
-    ("malformed_input", 422),
-    ("unsupported_input", 422),
-    ("invalid_value", 422),
-    ("invalid_signature", 401),
-    ("missing_api_key", 401),
-    ("invalid_api_key", 401),
-    ("forbidden", 403),
-    ("not_found", 404),
-    ("datanet_not_found", 404),
-    ("receipt_not_found", 404),
-    ("adapter_not_found", 404),
-    ("method_not_allowed", 405),
-    ("not_acceptable", 406),
-    ("conflict", 409),
-    ("datanet_exists", 409),
-    ("payload_too_large", 413),
-    ("unsupported_media_type", 415),
-    ("invalid_adapter", 422),
-    ("context_overflow", 422),
-    ("rate_limited", 429),
-    ("internal", 500),
-    ("generator_failed", 502),
-    ("chain_failed", 502),
-    ("overloaded", 503),
-    ("generator_unavailable", 503),
-    ("not_ready", 503),
-    ("chain_not_configured", 503),
-    ("timeout", 504),
+/// Every `code` the API answers with: its status and title. An error's status is looked up
+/// here by its code, so the two cannot disagree.
+pub const CODES: &[(&str, u16, &str)] = &[
+    ("invalid_request", 400, "Invalid request"),
+    ("invalid_json", 400, "Invalid request"),
+    ("invalid_address", 422, "Invalid address"),
+    ("invalid_datanet_name", 422, "Invalid Datanet name"),
+    ("malformed_input", 422, "Unusable upload"),
+    ("unsupported_input", 422, "Unusable upload"),
+    ("invalid_value", 422, "Invalid value"),
+    ("invalid_signature", 401, "Invalid signature"),
+    ("missing_api_key", 401, "API key required"),
+    ("invalid_api_key", 401, "Invalid API key"),
+    ("forbidden", 403, "Forbidden"),
+    ("not_found", 404, "Not found"),
+    ("datanet_not_found", 404, "Not found"),
+    ("receipt_not_found", 404, "Not found"),
+    ("adapter_not_found", 404, "Not found"),
+    ("method_not_allowed", 405, "Method not allowed"),
+    ("not_acceptable", 406, "Not acceptable"),
+    ("conflict", 409, "Conflict"),
+    ("datanet_exists", 409, "Conflict"),
+    ("payload_too_large", 413, "Payload too large"),
+    ("unsupported_media_type", 415, "Unsupported media type"),
+    ("invalid_adapter", 422, "Invalid adapter"),
+    ("context_overflow", 422, "Context overflow"),
+    ("rate_limited", 429, "Too many requests"),
+    ("internal", 500, "Internal error"),
+    ("generator_failed", 502, "Generator failed"),
+    ("chain_failed", 502, "Chain request failed"),
+    ("overloaded", 503, "Overloaded"),
+    ("generator_unavailable", 503, "Generator unavailable"),
+    ("not_ready", 503, "Not ready"),
+    ("chain_not_configured", 503, "Chain not configured"),
+    ("timeout", 504, "Timeout"),
 ];
 
-fn title_of(code: &str) -> &'static str {
-    match code {
-        "invalid_request" | "invalid_json" => "Invalid request",
-        "invalid_value" => "Invalid value",
-        "invalid_address" => "Invalid address",
-        "invalid_datanet_name" => "Invalid Datanet name",
-        "malformed_input" | "unsupported_input" => "Unusable upload",
-        "invalid_signature" => "Invalid signature",
-        "missing_api_key" => "API key required",
-        "invalid_api_key" => "Invalid API key",
-        "forbidden" => "Forbidden",
-        "not_found" | "datanet_not_found" | "receipt_not_found" | "adapter_not_found" => "Not found",
-        "method_not_allowed" => "Method not allowed",
-        "not_acceptable" => "Not acceptable",
-        "conflict" | "datanet_exists" => "Conflict",
-        "payload_too_large" => "Payload too large",
-        "unsupported_media_type" => "Unsupported media type",
-        "invalid_adapter" => "Invalid adapter",
-        "context_overflow" => "Context overflow",
-        "rate_limited" => "Too many requests",
-        "generator_failed" => "Generator failed",
-        "chain_failed" => "Chain request failed",
-        "overloaded" => "Overloaded",
-        "generator_unavailable" => "Generator unavailable",
-        "not_ready" => "Not ready",
-        "chain_not_configured" => "Chain not configured",
-        "timeout" => "Timeout",
-        _ => "Internal error",
-    }
+/// The status and title of `code`; 500 for a code missing from [`CODES`] (a bug the tests
+/// catch: every error they provoke is checked for its status).
+fn status_and_title(code: &str) -> (StatusCode, &'static str) {
+    CODES
+        .iter()
+        .find(|(c, _, _)| *c == code)
+        .and_then(|(_, status, title)| Some((StatusCode::from_u16(*status).ok()?, *title)))
+        .unwrap_or((StatusCode::INTERNAL_SERVER_ERROR, "Internal error"))
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        ApiError { status, code, detail: detail.into(), retry_after: None }
+    /// An error with `code` (one of [`CODES`], which gives its status).
+    pub fn new(code: &'static str, detail: impl Into<String>) -> Self {
+        ApiError { status: status_and_title(code).0, code, detail: detail.into(), retry_after: None }
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", detail)
+        Self::new("invalid_request", detail)
     }
 
     /// Well-formed (the schema allows it) but unusable: 422.
     pub fn invalid(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_value", detail)
+        Self::new("invalid_value", detail)
     }
 
     pub fn forbidden(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+        Self::new("forbidden", detail)
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", detail)
+        Self::new("not_found", detail)
     }
 
     /// The same answer for "does not exist" and "exists, but not for you": a private Datanet
     /// never shows through an error.
     pub fn datanet_not_found(name: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "datanet_not_found", format!("Datanet {name:?} does not exist"))
+        Self::new("datanet_not_found", format!("Datanet {name:?} does not exist"))
     }
 
     pub fn conflict(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "conflict", detail)
+        Self::new("conflict", detail)
     }
 
     pub fn overloaded(detail: impl Into<String>, retry_after: u64) -> Self {
-        ApiError { retry_after: Some(retry_after), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", detail) }
+        ApiError { retry_after: Some(retry_after), ..Self::new("overloaded", detail) }
+    }
+
+    /// The generator model cannot be loaded: logged with its cause, answered 503.
+    pub fn generator_unavailable(cause: &anyhow::Error) -> Self {
+        tracing::error!(error = %format!("{cause:#}"), "no generator model");
+        Self::new("generator_unavailable", "the generator model is not available")
     }
 
     /// A failure the client cannot fix: logged here with its cause, answered with a fixed text.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the server failed; the failure is logged")
+        Self::new("internal", "the server failed; the failure is logged")
     }
 
     pub fn problem(&self) -> Problem {
         Problem {
             type_: "about:blank".into(),
-            title: title_of(self.code).into(),
+            title: status_and_title(self.code).1.into(),
             status: self.status.as_u16(),
             detail: self.detail.clone(),
             code: self.code.into(),
@@ -175,12 +162,12 @@ impl From<tributary_indexer::Error> for ApiError {
         use tributary_indexer::Error as E;
         let text = e.to_string();
         match e {
-            E::InvalidAddress { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_address", text),
-            E::InvalidDatanetName(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_datanet_name", text),
+            E::InvalidAddress { .. } => ApiError::new("invalid_address", text),
+            E::InvalidDatanetName(_) => ApiError::new("invalid_datanet_name", text),
             E::DatanetNotFound(name) => ApiError::datanet_not_found(&name),
-            E::DatanetExists(_) => ApiError::new(StatusCode::CONFLICT, "datanet_exists", text),
-            E::MalformedInput { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "malformed_input", text),
-            E::UnsupportedInput { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unsupported_input", text),
+            E::DatanetExists(_) => ApiError::new("datanet_exists", text),
+            E::MalformedInput { .. } => ApiError::new("malformed_input", text),
+            E::UnsupportedInput { .. } => ApiError::new("unsupported_input", text),
             E::InvalidArgument(detail) => ApiError::invalid(detail),
             E::NotFound(_) => ApiError::not_found(text),
             E::Conflict(detail) => ApiError::conflict(detail),
@@ -214,14 +201,14 @@ impl From<tributary_generator::Error> for ApiError {
         use tributary_generator::Error as E;
         let text = e.to_string();
         match e {
-            E::UnknownAdapter(_) => ApiError::new(StatusCode::NOT_FOUND, "adapter_not_found", text),
-            E::Adapter { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_adapter", text),
-            E::ContextOverflow { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "context_overflow", text),
+            E::UnknownAdapter(_) => ApiError::new("adapter_not_found", text),
+            E::Adapter { .. } => ApiError::new("invalid_adapter", text),
+            E::ContextOverflow { .. } => ApiError::new("context_overflow", text),
             E::InvalidRequest(detail) => ApiError::invalid(detail),
             E::Unsupported(detail) => ApiError::invalid(detail),
             E::Remote(_) => {
                 tracing::warn!(error = %text, "remote generator failed");
-                ApiError::new(StatusCode::BAD_GATEWAY, "generator_failed", "the generation engine failed")
+                ApiError::new("generator_failed", "the generation engine failed")
             }
             E::Io(..) | E::Model(_) | E::Tokenizer(_) | E::Template(_) | E::Candle(_) => ApiError::internal(text),
         }

@@ -21,20 +21,16 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> 
             .map(|m| m.trim().to_ascii_lowercase())
             .is_some_and(|m| m == "application/json" || (m.starts_with("application/") && m.ends_with("+json")));
         if !is_json {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send the body as application/json",
-            ));
+            return Err(ApiError::new("unsupported_media_type", "send the body as application/json"));
         }
         let bytes = axum::body::Bytes::from_request(request, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body exceeds the server's limit")
+                ApiError::new("payload_too_large", "the body exceeds the server's limit")
             } else {
                 ApiError::bad_request(e.body_text())
             }
         })?;
-        let invalid = |detail: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", detail);
+        let invalid = |detail: String| ApiError::new("invalid_json", detail);
         let value: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|e| invalid(format!("the body is not JSON: {e}")))?;
         if !value.is_object() {

@@ -43,8 +43,7 @@ async fn get_receipt(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<wire::Receipt>> {
-    let not_found =
-        || ApiError::new(StatusCode::NOT_FOUND, "receipt_not_found", format!("receipt {id:?} does not exist"));
+    let not_found = || ApiError::new("receipt_not_found", format!("receipt {id:?} does not exist"));
     let receipt = match state.app().ledger().receipt(&id).await {
         Ok(receipt) => receipt,
         Err(tributary_attribution::Error::NotFound(_)) => return Err(not_found()),
@@ -151,7 +150,7 @@ pub(crate) fn chain_error(e: anyhow::Error) -> ApiError {
     use crate::chain::ChainRefused;
     match e.downcast::<ChainRefused>() {
         Ok(refused @ (ChainRefused::NotConfigured | ChainRefused::NoRpc | ChainRefused::NoSigner)) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "chain_not_configured", refused.to_string())
+            ApiError::new("chain_not_configured", refused.to_string())
         }
         Ok(refused @ ChainRefused::NoSuchChunk { .. }) => ApiError::not_found(refused.to_string()),
         Ok(refused) => ApiError::conflict(refused.to_string()),
@@ -159,7 +158,7 @@ pub(crate) fn chain_error(e: anyhow::Error) -> ApiError {
             Ok(e) => e.into(),
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "chain request failed");
-                ApiError::new(StatusCode::BAD_GATEWAY, "chain_failed", "the chain refused or failed the transaction")
+                ApiError::new("chain_failed", "the chain refused or failed the transaction")
             }
         },
     }
@@ -210,10 +209,6 @@ async fn list_flags(
     Ok(Json(wire::FlagPage { items: items.iter().map(view).collect::<ApiResult<_>>()?, next_cursor }))
 }
 
-fn actor(caller: &Caller) -> String {
-    caller.address().map(|a| a.to_checksummed()).unwrap_or_else(|| "admin".into())
-}
-
 /// Flags a chunk, document or contributor (owner or admin): it leaves retrieval at once and
 /// its unsettled credits are slashed.
 #[utoipa::path(
@@ -249,7 +244,7 @@ async fn create_flag(
         (None, None, Some(contributor)) => FlagTarget::Contributor(parse_address(&contributor)?),
         _ => return Err(ApiError::invalid("name exactly one of chunk, document or contributor")),
     };
-    let outcome = match state.app().ledger().flag(datanet.id, &target, &body.reason, &actor(&caller)).await {
+    let outcome = match state.app().ledger().flag(datanet.id, &target, &body.reason, &caller.actor()).await {
         Ok(outcome) => outcome,
         // The Datanet exists; the target it names does not.
         Err(tributary_attribution::Error::NotFound(what)) => {
@@ -279,7 +274,7 @@ async fn lift_flag(
     match flag {
         None => Err(ApiError::not_found(format!("Datanet {name} has no flag {id}"))),
         Some(f) if !f.active => Err(ApiError::conflict(format!("flag {id} is already lifted"))),
-        Some(_) => Ok(Json(view(&ledger.unflag(id, &body.reason, &actor(&caller)).await?)?)),
+        Some(_) => Ok(Json(view(&ledger.unflag(id, &body.reason, &caller.actor()).await?)?)),
     }
 }
 
@@ -376,14 +371,7 @@ async fn register_adapter(
     };
     let app = state.app().clone();
     let entry = tokio::task::spawn_blocking(move || -> ApiResult<_> {
-        let generator = app.generator().map_err(|e| {
-            tracing::error!(error = %format!("{e:#}"), "no generator model to check the adapter against");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "generator_unavailable",
-                "the generator model is not available",
-            )
-        })?;
+        let generator = app.generator().map_err(|e| ApiError::generator_unavailable(&e))?;
         Ok(app.adapters()?.register(&body.id, source, generator.model().model().config())?)
     })
     .await
@@ -404,11 +392,7 @@ async fn remove_adapter(
 ) -> ApiResult<StatusCode> {
     caller.require(&[])?;
     if !state.app().adapters()?.remove(&id)? {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "adapter_not_found",
-            format!("adapter {id} is not registered"),
-        ));
+        return Err(tributary_generator::Error::UnknownAdapter(id).into());
     }
     if let Some(local) = state.app().loaded_generator() {
         local.adapter_cache().evict(&id)?;

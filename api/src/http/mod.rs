@@ -29,7 +29,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::IntoResponse;
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
@@ -167,7 +167,7 @@ impl AppState {
         let app = self.app().clone();
         tokio::task::spawn_blocking(move || app.embedder()).await.map_err(ApiError::internal)?.map_err(|e| {
             tracing::error!(error = %format!("{e:#}"), "no embedding model");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the embedding model is not available")
+            ApiError::new("not_ready", "the embedding model is not available")
         })
     }
 
@@ -181,14 +181,10 @@ impl AppState {
     /// The answer backend, loaded on first use.
     async fn generator(&self) -> Result<Arc<dyn tributary_generator::Generator>, ApiError> {
         let app = self.app().clone();
-        tokio::task::spawn_blocking(move || app.answer_backend()).await.map_err(ApiError::internal)?.map_err(|e| {
-            tracing::error!(error = %format!("{e:#}"), "no generator");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "generator_unavailable",
-                "the generator model is not available",
-            )
-        })
+        tokio::task::spawn_blocking(move || app.answer_backend())
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|e| ApiError::generator_unavailable(&e))
     }
 }
 
@@ -228,8 +224,9 @@ impl utoipa::Modify for Security {
         if let Some(RefOr::T(Schema::Object(problem))) = components.schemas.get_mut("Problem")
             && let Some(RefOr::T(Schema::Object(code))) = problem.properties.get_mut("code")
         {
-            code.enum_values = Some(error::CODES.iter().map(|(code, _)| (*code).into()).collect());
-            let list: Vec<String> = error::CODES.iter().map(|(code, status)| format!("`{code}` ({status})")).collect();
+            code.enum_values = Some(error::CODES.iter().map(|(code, _, _)| (*code).into()).collect());
+            let list: Vec<String> =
+                error::CODES.iter().map(|(code, status, _)| format!("`{code}` ({status})")).collect();
             code.description = Some(format!("Stable machine-readable code: {}.", list.join(", ")));
         }
     }
@@ -269,7 +266,7 @@ pub fn app(state: AppState) -> Router {
         .merge(docs)
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+            ApiError::new("method_not_allowed", "this route does not take that method")
         })
         .layer(
             ServiceBuilder::new()
@@ -285,7 +282,7 @@ pub fn app(state: AppState) -> Router {
 
 async fn overload_or_timeout(error: tower::BoxError) -> ApiError {
     if error.is::<tower::timeout::error::Elapsed>() {
-        ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", "the request took too long")
+        ApiError::new("timeout", "the request took too long")
     } else if error.is::<tower::load_shed::error::Overloaded>() {
         ApiError::overloaded("the server is at its limit of requests in flight; retry shortly", 1)
     } else {
@@ -319,13 +316,9 @@ async fn healthz() -> &'static str {
 async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     sqlx::query("SELECT 1").execute(state.catalog().pool()).await.map_err(|e| {
         tracing::warn!(error = %e, "readiness: the catalog does not answer");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the catalog database does not answer")
+        ApiError::new("not_ready", "the catalog database does not answer")
     })?;
-    let app = state.app().clone();
-    tokio::task::spawn_blocking(move || app.embedder()).await.map_err(ApiError::internal)?.map_err(|e| {
-        tracing::warn!(error = %format!("{e:#}"), "readiness: no embedding model");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the embedding model is not loaded")
-    })?;
+    state.embedder().await?;
     Ok("ready")
 }
 

@@ -21,8 +21,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::answers::{AnswerSpec, Progress, finish, generation_params, start};
+use super::answers::{AnswerSpec, Progress, finish, generation_params, passages_k, start};
 use super::auth::Caller;
+use super::datanets::readable_all;
 use super::error::{ApiError, ApiResult, Errors};
 use super::extract::Json;
 use super::wire;
@@ -58,10 +59,8 @@ async fn list_models(State(state): State<AppState>, caller: Caller) -> ApiResult
     for entry in state.app().adapters()?.list()? {
         data.push(model(format!("{BASE_MODEL}:{}", entry.id), entry.added_at));
     }
-    for datanet in state.catalog().datanets().await? {
-        if caller.can_read(&state, &datanet).await? {
-            data.push(model(format!("{BASE_MODEL}@{}", datanet.name), (datanet.created_at_ms / 1000).max(0) as u64));
-        }
+    for datanet in readable_all(&state, &caller).await? {
+        data.push(model(format!("{BASE_MODEL}@{}", datanet.name), (datanet.created_at_ms / 1000).max(0) as u64));
     }
     Ok(Json(ModelList { object: "list".into(), data }))
 }
@@ -214,7 +213,6 @@ fn spec_of(body: ChatCompletionRequest) -> ApiResult<(AnswerSpec, String, bool)>
         }
         _ => {
             return Err(ApiError::new(
-                axum::http::StatusCode::NOT_FOUND,
                 "adapter_not_found",
                 format!("model {:?}: use `base`, `base:<adapter>` or either `@<datanet>` (GET /v1/models)", body.model),
             ));
@@ -243,10 +241,7 @@ fn spec_of(body: ChatCompletionRequest) -> ApiResult<(AnswerSpec, String, bool)>
         Some(Stop::One(s)) => vec![s],
         Some(Stop::Many(items)) => items,
     };
-    let k = body.k.unwrap_or(3);
-    if !(1..=20).contains(&k) {
-        return Err(ApiError::bad_request("k must be between 1 and 20"));
-    }
+    let k = passages_k(body.k)?;
     let params = generation_params(
         body.max_completion_tokens.or(body.max_tokens),
         body.temperature,
