@@ -1,12 +1,18 @@
 //! `tributary chain deploy|register|prove|status`, `claim`, and posting closed epochs at
 //! `settle`; the same functions serve the HTTP API.
 //!
-//! Configuration: `<data-dir>/chain.toml` (RPC URL, chain id, contract addresses), the RPC URL
-//! also from `--rpc-url` / `TRIBUTARY_RPC_URL`, the signer key from `TRIBUTARY_SIGNER_KEY` only
-//! (never written, never logged). What is posted is read back from the chain itself
-//! (`latestEpoch`), so a crash after sending cannot post an epoch twice (the contract refuses a
-//! number that is not greater than the last) and a failed posting is simply retried: an epoch
-//! the ledger closed but the chain lacks is "pending on chain".
+//! Configuration: `<data-dir>/chain.toml` (RPC URL, chain id, contract addresses, keystore
+//! path), the RPC URL also from `--rpc-url` / `TRIBUTARY_RPC_URL`; the signer is a hex key in
+//! `TRIBUTARY_SIGNER_KEY`, or an encrypted keystore (`TRIBUTARY_SIGNER_KEYSTORE` or the config's
+//! `keystore`) with its password in `TRIBUTARY_SIGNER_PASSWORD` or the file named by
+//! `TRIBUTARY_SIGNER_PASSWORD_FILE`. Keys and passwords are never written, never logged.
+//!
+//! What is posted is read back from the chain itself (`latestEpoch`), after waiting for any
+//! transaction of the signer still pending, so a crash after sending cannot post an epoch twice
+//! (the contract refuses a number that is not greater than the last, and the client does not try)
+//! and a failed posting is simply retried: an epoch the ledger closed but the chain lacks is
+//! "pending on chain". Nonces come from the chain's pending count, so they are right after a
+//! restart.
 
 use std::path::{Path, PathBuf};
 
@@ -15,12 +21,15 @@ use alloy::providers::Provider;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use tributary_attribution::AccountProof;
-use tributary_attribution::merkle::{MerkleTree, contribution_leaf};
-use tributary_contracts::chain::{Chain, Deployment, revert};
+use tributary_attribution::merkle::{MerkleTree, PayoutTree, contribution_leaf};
+use tributary_contracts::chain::{Chain, Deployment, RECEIPT_TIMEOUT, SignerKey, revert};
 
 use crate::App;
 
 pub(crate) const KEY_ENV: &str = "TRIBUTARY_SIGNER_KEY";
+pub(crate) const KEYSTORE_ENV: &str = "TRIBUTARY_SIGNER_KEYSTORE";
+pub(crate) const PASSWORD_ENV: &str = "TRIBUTARY_SIGNER_PASSWORD";
+pub(crate) const PASSWORD_FILE_ENV: &str = "TRIBUTARY_SIGNER_PASSWORD_FILE";
 
 /// Tries per epoch within one `settle` (1 s, 2 s between them); later runs try again.
 const POST_ATTEMPTS: u32 = 3;
@@ -61,6 +70,15 @@ pub(crate) enum ChainCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Pay every account what the chain's latest epoch owes it, in batches (one transaction
+    /// and one multiproof each); accounts already paid are skipped.
+    Push {
+        /// Accounts per transaction.
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=2000))]
+        batch_size: u32,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `<data-dir>/chain.toml`.
@@ -73,6 +91,8 @@ pub(crate) struct ChainConfig {
     pub token: Option<String>,
     /// Blocks to wait for after posting an epoch (default 1).
     pub confirmations: Option<u64>,
+    /// An encrypted JSON keystore holding the signer key (its password never goes here).
+    pub keystore: Option<PathBuf>,
 }
 
 fn config_path(app: &App) -> PathBuf {
@@ -101,8 +121,23 @@ fn parse_evm(text: &str, what: &str) -> Result<EvmAddress> {
 /// The signer on the configured chain.
 fn connect(app: &App, config: &ChainConfig) -> Result<Chain> {
     let url = app.settings.rpc_url.clone().or_else(|| config.rpc_url.clone()).ok_or(ChainRefused::NoRpc)?;
-    let key = std::env::var(KEY_ENV).map_err(|_| ChainRefused::NoSigner)?;
-    Ok(Chain::connect(&url, &key)?)
+    let keystore = std::env::var_os(KEYSTORE_ENV).map(PathBuf::from).or_else(|| config.keystore.clone());
+    let signer = match (std::env::var(KEY_ENV), keystore) {
+        (Ok(key), _) => SignerKey::Hex(&key).load()?,
+        (Err(_), Some(path)) => {
+            let password = match (std::env::var(PASSWORD_ENV), std::env::var_os(PASSWORD_FILE_ENV)) {
+                (Ok(password), _) => password,
+                (Err(_), Some(file)) => std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading the keystore password from {}", PathBuf::from(&file).display()))?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string(),
+                (Err(_), None) => return Err(ChainRefused::NoPassword.into()),
+            };
+            SignerKey::Keystore { path: &path, password: &password }.load()?
+        }
+        (Err(_), None) => return Err(ChainRefused::NoSigner.into()),
+    };
+    Ok(Chain::connect_with(&url, signer)?)
 }
 
 fn registry_address(config: &ChainConfig) -> Result<EvmAddress> {
@@ -157,8 +192,9 @@ pub(crate) fn epoch_words(epoch: &tributary_attribution::Epoch) -> Result<(B256,
 pub(crate) async fn submit_claim(chain: &Chain, payouts: EvmAddress, proof: &AccountProof) -> Result<B256> {
     let account = parse_evm(&proof.account.to_checksummed(), "account")?;
     let path: Vec<B256> = proof.proof.iter().map(|p| p.parse()).collect::<Result<_, _>>().context("stored proof")?;
-    let sent =
-        chain.payouts(payouts).claim(account, U256::from(proof.cumulative), path).send().await.map_err(revert)?;
+    let contract = chain.payouts(payouts);
+    let claim = contract.claim(U256::from(proof.index), account, U256::from(proof.cumulative), path);
+    let sent = claim.send().await.map_err(revert)?;
     Ok(sent.get_receipt().await.context("waiting for the claim")?.transaction_hash)
 }
 
@@ -328,6 +364,19 @@ pub(crate) async fn command(app: &App, command: ChainCommand) -> Result<()> {
             };
             print(&serde_json::to_value(&proven)?, json, line)?;
         }
+        ChainCommand::Push { batch_size, json } => {
+            let pushed = push(app, batch_size as usize).await?;
+            let line = || {
+                format!(
+                    "epoch {}: paid {} to {} account(s) in {} transaction(s)",
+                    pushed.epoch,
+                    pushed.total,
+                    pushed.recipients,
+                    pushed.batches.len()
+                )
+            };
+            print(&serde_json::to_value(&pushed)?, json, line)?;
+        }
         ChainCommand::Status { json } => {
             let status = status(app).await?;
             if status.chain_latest_epoch.is_none() {
@@ -359,6 +408,9 @@ pub(crate) async fn post_pending(app: &App) -> Result<Option<Vec<i64>>> {
     }
     let chain = connect(app, &config)?;
     let payouts = payouts_address(&config)?;
+    // A posting sent before a crash may still be in the mempool: let it land (or not) first,
+    // so that the chain's answer below counts it.
+    chain.wait_for_pending(RECEIPT_TIMEOUT).await?;
     let on_chain = chain.payouts(payouts).latestEpoch().call().await.map_err(revert)?;
     let mut posted = Vec::new();
     let confirmations = config.confirmations.unwrap_or(1);
@@ -419,9 +471,22 @@ pub(crate) enum ChainRefused {
     NotPosted { epoch: i64, on_chain: u64 },
     #[error("nothing to claim: {0} was already paid its cumulative total")]
     NothingToClaim(String),
+    #[error("a keystore is configured but no password: set {PASSWORD_ENV} or {PASSWORD_FILE_ENV}")]
+    NoPassword,
 }
 
-/// The account's proof in the latest epoch, submitted by the signer.
+/// The chain's latest epoch, refused when nothing is posted yet.
+async fn posted_epoch(app: &App, chain: &Chain, payouts: EvmAddress) -> Result<i64> {
+    let on_chain = chain.payouts(payouts).latestEpoch().call().await.map_err(revert)?;
+    if on_chain == 0 {
+        let latest = app.ledger().epochs().await?.last().map_or(1, |e| e.number);
+        return Err(ChainRefused::NotPosted { epoch: latest, on_chain }.into());
+    }
+    Ok(on_chain as i64)
+}
+
+/// The account's proof in the chain's latest epoch (what the contract checks claims against),
+/// submitted by the signer.
 pub(crate) async fn claim_for(app: &App, account: &tributary_indexer::Address) -> Result<ClaimOutcome> {
     let config = load_config(&config_path(app))?;
     if config.payouts.is_none() {
@@ -429,13 +494,9 @@ pub(crate) async fn claim_for(app: &App, account: &tributary_indexer::Address) -
     }
     let chain = connect(app, &config)?;
     let payouts = payouts_address(&config)?;
-    let proof = app.ledger().proof(account, None).await?;
-    let on_chain = chain.payouts(payouts).latestEpoch().call().await.map_err(revert)?;
-    if (on_chain as i64) < proof.epoch {
-        return Err(ChainRefused::NotPosted { epoch: proof.epoch, on_chain }.into());
-    }
-    let evm_account = parse_evm(&account.to_checksummed(), "account")?;
-    let before = chain.payouts(payouts).paid(evm_account).call().await.map_err(revert)?;
+    let epoch = posted_epoch(app, &chain, payouts).await?;
+    let proof = app.ledger().proof(account, Some(epoch)).await?;
+    let before = chain.payouts(payouts).paid(U256::from(proof.index)).call().await.map_err(revert)?;
     if before >= U256::from(proof.cumulative) {
         return Err(ChainRefused::NothingToClaim(account.to_checksummed()).into());
     }
@@ -448,6 +509,79 @@ pub(crate) async fn claim_for(app: &App, account: &tributary_indexer::Address) -
         cumulative: proof.cumulative.to_string(),
         transaction: transaction.to_string(),
     })
+}
+
+/// One `pushBatch` transaction.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct PushedBatch {
+    pub transaction: String,
+    pub recipients: usize,
+    pub gas_used: u64,
+}
+
+/// What `chain push` paid.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct Pushed {
+    pub epoch: i64,
+    /// Accounts paid now.
+    pub recipients: usize,
+    /// Their sum, in the token's smallest unit.
+    pub total: String,
+    pub batches: Vec<PushedBatch>,
+}
+
+/// Pays every account the chain's latest epoch owes something, `batch_size` per transaction.
+pub(crate) async fn push(app: &App, batch_size: usize) -> Result<Pushed> {
+    let config = load_config(&config_path(app))?;
+    if config.payouts.is_none() {
+        return Err(ChainRefused::NotConfigured.into());
+    }
+    let chain = connect(app, &config)?;
+    let payouts = payouts_address(&config)?;
+    chain.wait_for_pending(RECEIPT_TIMEOUT).await?;
+    push_with(app, &chain, payouts, batch_size).await
+}
+
+/// [`push`] with the given signer and payout contract.
+pub(crate) async fn push_with(app: &App, chain: &Chain, payouts: EvmAddress, batch_size: usize) -> Result<Pushed> {
+    let epoch = posted_epoch(app, chain, payouts).await?;
+    let (stored, leaves) = app.ledger().payout_leaves(Some(epoch)).await?;
+    let tree = PayoutTree::new(&leaves).context("the epoch has no accounts")?;
+    let root: B256 = stored.root.parse().context("stored epoch root")?;
+    anyhow::ensure!(B256::from(tree.root()) == root, "epoch {epoch}'s stored accounts do not give its root");
+    // Who is still owed: the contract's own record, read for each account.
+    let contract = chain.payouts(payouts);
+    let mut owed = Vec::new();
+    for leaf in &leaves {
+        let paid = contract.paid(U256::from(leaf.index)).call().await.map_err(revert)?;
+        if paid < U256::from(leaf.cumulative) {
+            owed.push((leaf.account, U256::from(leaf.cumulative) - paid));
+        }
+    }
+    let mut pushed = Pushed { epoch, recipients: 0, total: "0".into(), batches: Vec::new() };
+    let mut total = U256::ZERO;
+    for batch in owed.chunks(batch_size) {
+        let accounts: Vec<_> = batch.iter().map(|(account, _)| *account).collect();
+        let multi = tree.multiproof(&accounts);
+        let args: Vec<(U256, EvmAddress, U256)> = multi
+            .leaves
+            .iter()
+            .map(|l| {
+                Ok((U256::from(l.index), parse_evm(&l.account.to_checksummed(), "account")?, U256::from(l.cumulative)))
+            })
+            .collect::<Result<_>>()?;
+        let proof = multi.proof.into_iter().map(B256::from).collect();
+        let receipt = chain.push_batch(payouts, &args, proof, multi.flags).await?;
+        total += batch.iter().map(|(_, amount)| *amount).fold(U256::ZERO, |a, b| a + b);
+        pushed.recipients += batch.len();
+        pushed.batches.push(PushedBatch {
+            transaction: receipt.transaction_hash.to_string(),
+            recipients: batch.len(),
+            gas_used: receipt.gas_used,
+        });
+    }
+    pushed.total = total.to_string();
+    Ok(pushed)
 }
 
 /// `tributary claim ADDR`.

@@ -152,7 +152,7 @@ pub async fn run(app: &App) -> Result<()> {
         println!("{who}: earned {} in total", earnings.total);
     }
 
-    println!("\n== 8. On chain: a local anvil, the contracts, the epoch roots, alice's claim");
+    println!("\n== 8. On chain: a local anvil, the contracts, the epoch roots, alice's claim, a batch payout");
     match Anvil::start().await {
         Ok(anvil) => on_chain(app, &anvil, alice).await?,
         Err(e) => println!("skipped: {e}"),
@@ -160,9 +160,10 @@ pub async fn run(app: &App) -> Result<()> {
     Ok(())
 }
 
-/// Deploys to `anvil`, posts every closed epoch, and claims alice's earnings for her.
+/// Deploys to `anvil`, posts every closed epoch, claims alice's earnings for her and pays
+/// everyone else in one batch.
 async fn on_chain(app: &App, anvil: &Anvil, alice: Address) -> Result<()> {
-    use crate::chain::{deploy_funded, epoch_words, submit_claim};
+    use crate::chain::{deploy_funded, epoch_words, push_with, submit_claim};
     let chain = Chain::connect(anvil.url(), ANVIL_KEYS[0])?;
     let deployment = deploy_funded(&chain, None, alloy::primitives::U256::from(10u128.pow(24))).await?;
     println!("deployed at {}: payouts {}, token {}", anvil.url(), deployment.payouts, deployment.token);
@@ -176,5 +177,12 @@ async fn on_chain(app: &App, anvil: &Anvil, alice: Address) -> Result<()> {
     let account: alloy::primitives::Address = alice.to_checksummed().parse()?;
     let balance = chain.token(deployment.token).balanceOf(account).call().await.map_err(revert)?;
     println!("alice claimed her cumulative {}: her token balance is now {balance}", proof.cumulative);
+    let pushed = push_with(app, &chain, deployment.payouts, 200).await?;
+    println!(
+        "one pushBatch paid the other {} account(s) {} in total (gas {})",
+        pushed.recipients,
+        pushed.total,
+        pushed.batches.iter().map(|b| b.gas_used).sum::<u64>()
+    );
     Ok(())
 }

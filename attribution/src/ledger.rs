@@ -12,7 +12,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
 use tributary_indexer::{Address, Backend, Catalog, Datanet};
 
-use crate::merkle::{self, PayoutTree};
+use crate::merkle::{self, PayoutLeaf, PayoutTree};
 use crate::policy::{
     self, AdapterPricing, Amount, CitedChunk, DatanetPricing, Policy, Role, Shares, Weighting, split_fee,
 };
@@ -295,6 +295,8 @@ pub struct SettleOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AccountProof {
     pub epoch: i64,
+    /// The account's stable index in the payout trees (the contract's `paid(index)`).
+    pub index: u64,
     #[serde(with = "crate::address_string")]
     pub account: Address,
     #[serde(with = "crate::amount_string")]
@@ -433,19 +435,25 @@ where
 
 /// An epoch's payout tree: its leaves, the tree (none without leaves) and the root as stored.
 struct EpochTree {
-    leaves: Vec<(Address, Amount)>,
+    leaves: Vec<PayoutLeaf>,
     tree: Option<PayoutTree>,
     root: String,
 }
 
 /// The tree of an epoch whose accounts hold `cumulative` totals (accounts at zero have no leaf;
-/// no leaf at all gives the zero root). What `settle` stores and `verify` recomputes.
-fn epoch_tree(cumulative: &BTreeMap<String, i128>) -> Result<EpochTree> {
-    let leaves: Vec<(Address, Amount)> = cumulative
-        .iter()
-        .filter(|(_, v)| **v > 0)
-        .map(|(a, v)| Ok((parse_address(a)?, *v as Amount)))
-        .collect::<Result<_>>()?;
+/// no leaf at all gives the zero root). `indices` holds every account's index from earlier
+/// epochs; accounts new to it are appended, in address order. What `settle` stores and `verify`
+/// recomputes.
+fn epoch_tree(cumulative: &BTreeMap<String, i128>, indices: &mut BTreeMap<String, u64>) -> Result<EpochTree> {
+    let mut next = indices.values().max().map_or(0, |i| i + 1);
+    let mut leaves = Vec::new();
+    for (account, total) in cumulative.iter().filter(|(_, v)| **v > 0) {
+        let index = *indices.entry(account.clone()).or_insert_with(|| {
+            next += 1;
+            next - 1
+        });
+        leaves.push(PayoutLeaf { index, account: parse_address(account)?, cumulative: *total as Amount });
+    }
     let tree = PayoutTree::new(&leaves);
     let root = tree.as_ref().map(|t| merkle::to_hex(&t.root())).unwrap_or_else(|| format!("0x{GENESIS}"));
     Ok(EpochTree { leaves, tree, root })
@@ -817,6 +825,7 @@ impl Ledger {
     async fn verify_epochs(&self, problems: &mut Vec<String>) -> Result<usize> {
         let epochs = self.epochs().await?;
         let mut cumulative: BTreeMap<String, i128> = BTreeMap::new();
+        let mut indices: BTreeMap<String, u64> = BTreeMap::new();
         for (i, epoch) in epochs.iter().enumerate() {
             let n = epoch.number;
             if n != i as i64 + 1 {
@@ -838,24 +847,32 @@ impl Ledger {
                 *cumulative.entry(row.try_get("account")?).or_default() +=
                     parse_signed(&row.try_get::<String, _>("amount")?)?;
             }
-            let EpochTree { tree, root, .. } = epoch_tree(&cumulative)?;
+            let EpochTree { tree, root, .. } = epoch_tree(&cumulative, &mut indices)?;
             if root != epoch.root {
                 problems.push(format!("epoch {n}: the entries give root {root}, the epoch says {}", epoch.root));
             }
-            let stored = sqlx::query("SELECT account, cumulative, proof FROM epoch_accounts WHERE epoch = $1")
-                .bind(n)
-                .fetch_all(&self.pool)
-                .await?;
+            let stored =
+                sqlx::query("SELECT account, account_index, cumulative, proof FROM epoch_accounts WHERE epoch = $1")
+                    .bind(n)
+                    .fetch_all(&self.pool)
+                    .await?;
             let mut stored_by_account = BTreeMap::new();
             for row in stored {
                 let account: String = row.try_get("account")?;
-                stored_by_account
-                    .insert(account, (row.try_get::<String, _>("cumulative")?, row.try_get::<String, _>("proof")?));
+                let stored = (
+                    row.try_get::<i64, _>("account_index")?,
+                    row.try_get::<String, _>("cumulative")?,
+                    row.try_get::<String, _>("proof")?,
+                );
+                stored_by_account.insert(account, stored);
             }
-            for (account, value, proof) in tree.map(|t| t.proofs()).unwrap_or_default() {
-                let want = (value.to_string(), proof_json(&proof));
-                if stored_by_account.remove(&account.to_lower_hex()).as_ref() != Some(&want) {
-                    problems.push(format!("epoch {n}: {}'s stored total or proof differs", account.to_checksummed()));
+            for (leaf, proof) in tree.map(|t| t.proofs()).unwrap_or_default() {
+                let want = (leaf.index as i64, leaf.cumulative.to_string(), proof_json(&proof));
+                if stored_by_account.remove(&leaf.account.to_lower_hex()).as_ref() != Some(&want) {
+                    problems.push(format!(
+                        "epoch {n}: {}'s stored index, total or proof differs",
+                        leaf.account.to_checksummed()
+                    ));
                 }
             }
             for account in stored_by_account.keys() {
@@ -1092,13 +1109,19 @@ impl Ledger {
             .await?
             .try_get("n")?;
         let mut cumulative: BTreeMap<String, i128> = BTreeMap::new();
+        let mut indices: BTreeMap<String, u64> = BTreeMap::new();
         if let Some(previous) = last {
-            let rows = sqlx::query("SELECT account, cumulative FROM epoch_accounts WHERE epoch = $1")
+            let rows = sqlx::query("SELECT account, account_index, cumulative FROM epoch_accounts WHERE epoch = $1")
                 .bind(previous)
                 .fetch_all(&mut *tx)
                 .await?;
             for row in rows {
-                cumulative.insert(row.try_get("account")?, parse_signed(&row.try_get::<String, _>("cumulative")?)?);
+                let account: String = row.try_get("account")?;
+                // -1: written before indices existed; such accounts get the next free ones.
+                if let Ok(index) = u64::try_from(row.try_get::<i64, _>("account_index")?) {
+                    indices.insert(account.clone(), index);
+                }
+                cumulative.insert(account, parse_signed(&row.try_get::<String, _>("cumulative")?)?);
             }
         }
         let previous = cumulative.clone();
@@ -1112,9 +1135,9 @@ impl Ledger {
                 return Err(Error::Inconsistent(format!("{account}'s cumulative total would fall to {total}")));
             }
         }
-        let EpochTree { leaves, tree, root } = epoch_tree(&cumulative)?;
+        let EpochTree { leaves, tree, root } = epoch_tree(&cumulative, &mut indices)?;
         let receipts_head = head(&mut tx).await?;
-        let total: Amount = leaves.iter().map(|(_, v)| *v).sum();
+        let total: Amount = leaves.iter().map(|l| l.cumulative).sum();
         let closed_at_ms = now_ms();
         sqlx::query(
             "INSERT INTO epochs (number, last_entry, root, receipts_head, total, accounts, entries, closed_at) \
@@ -1134,16 +1157,18 @@ impl Ledger {
             .map(|t| t.proofs())
             .unwrap_or_default()
             .into_iter()
-            .map(|(account, value, proof)| {
+            .map(|(leaf, proof)| {
                 vec![
                     Param::Int(Some(number)),
-                    Param::Text(Some(account.to_lower_hex())),
-                    Param::Text(Some(value.to_string())),
+                    Param::Text(Some(leaf.account.to_lower_hex())),
+                    Param::Int(Some(leaf.index as i64)),
+                    Param::Text(Some(leaf.cumulative.to_string())),
                     Param::Text(Some(proof_json(&proof))),
                 ]
             })
             .collect();
-        insert_rows(&mut tx, "INSERT INTO epoch_accounts (epoch, account, cumulative, proof) VALUES", rows).await?;
+        let insert = "INSERT INTO epoch_accounts (epoch, account, account_index, cumulative, proof) VALUES";
+        insert_rows(&mut tx, insert, rows).await?;
         // Test hook: a crash with everything written but nothing committed.
         if std::env::var("TRIBUTARY_FAILPOINT").is_ok_and(|v| v == "settle-before-commit") {
             std::process::abort();
@@ -1216,34 +1241,72 @@ impl Ledger {
         rows.iter().map(epoch_from_row).collect()
     }
 
+    /// Every leaf of `epoch`'s payout tree (default: the latest epoch), as stored; with the
+    /// epoch's number and root, so that a caller can rebuild the tree and check it.
+    pub async fn payout_leaves(&self, epoch: Option<i64>) -> Result<(Epoch, Vec<PayoutLeaf>)> {
+        let number = match epoch {
+            Some(n) => n,
+            None => self.latest_epoch_number().await?,
+        };
+        let epoch = self.epoch(number).await?;
+        let rows = sqlx::query("SELECT account, account_index, cumulative FROM epoch_accounts WHERE epoch = $1")
+            .bind(number)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut leaves = Vec::with_capacity(rows.len());
+        for row in rows {
+            let index = u64::try_from(row.try_get::<i64, _>("account_index")?)
+                .map_err(|_| Error::Inconsistent(format!("epoch {number} predates payout indices: settle again")))?;
+            let cumulative: String = row.try_get("cumulative")?;
+            leaves.push(PayoutLeaf {
+                index,
+                account: parse_address(&row.try_get::<String, _>("account")?)?,
+                cumulative: cumulative
+                    .parse()
+                    .map_err(|_| Error::Inconsistent(format!("stored cumulative {cumulative:?}")))?,
+            });
+        }
+        Ok((epoch, leaves))
+    }
+
+    async fn latest_epoch_number(&self) -> Result<i64> {
+        sqlx::query("SELECT MAX(number) AS n FROM epochs")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get::<Option<i64>, _>("n")?
+            .ok_or_else(|| Error::NotFound("a settled epoch".into()))
+    }
+
     /// `account`'s leaf and proof in `epoch` (default: the latest).
     pub async fn proof(&self, account: &Address, epoch: Option<i64>) -> Result<AccountProof> {
         let number = match epoch {
             Some(n) => n,
-            None => sqlx::query("SELECT MAX(number) AS n FROM epochs")
-                .fetch_one(&self.pool)
-                .await?
-                .try_get::<Option<i64>, _>("n")?
-                .ok_or_else(|| Error::NotFound("a settled epoch".into()))?,
+            None => self.latest_epoch_number().await?,
         };
         let epoch = self.epoch(number).await?;
-        let row = sqlx::query("SELECT cumulative, proof FROM epoch_accounts WHERE epoch = $1 AND account = $2")
-            .bind(number)
-            .bind(account.to_lower_hex())
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("{} in epoch {number}", account.to_checksummed())))?;
+        let row = sqlx::query(
+            "SELECT account_index, cumulative, proof FROM epoch_accounts WHERE epoch = $1 AND account = $2",
+        )
+        .bind(number)
+        .bind(account.to_lower_hex())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("{} in epoch {number}", account.to_checksummed())))?;
         let cumulative: String = row.try_get("cumulative")?;
         let cumulative: Amount =
             cumulative.parse().map_err(|_| Error::Inconsistent(format!("stored cumulative {cumulative:?}")))?;
         let proof: Vec<String> = serde_json::from_str(&row.try_get::<String, _>("proof")?)
             .map_err(|e| Error::Inconsistent(format!("stored proof: {e}")))?;
+        let index: i64 = row.try_get("account_index")?;
+        let index = u64::try_from(index)
+            .map_err(|_| Error::Inconsistent(format!("epoch {number} predates payout indices: settle again")))?;
         Ok(AccountProof {
             epoch: number,
+            index,
             account: *account,
             cumulative,
             root: epoch.root,
-            leaf: merkle::to_hex(&merkle::leaf_hash(account, cumulative)),
+            leaf: merkle::to_hex(&merkle::leaf_hash(index, account, cumulative)),
             proof,
         })
     }

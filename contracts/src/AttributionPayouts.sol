@@ -10,31 +10,43 @@ import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
 /// @title AttributionPayouts
 /// @notice Pays contributors what the off-chain ledger credited them. Each epoch the settler
 /// posts one Merkle root over every account's cumulative total (leaf:
-/// keccak256(bytes.concat(keccak256(abi.encode(account, cumulativeAmount)))), OpenZeppelin's
+/// keccak256(bytes.concat(keccak256(abi.encode(index, account, cumulativeAmount)))), OpenZeppelin's
 /// StandardMerkleTree). A claim pays the difference between the proven cumulative total and what
 /// the account was already paid, so nothing is ever paid twice, whoever submits it. Epoch numbers
 /// strictly increase: the same epoch cannot be posted twice.
+/// @dev `index` is the account's place in the ledger (assigned once, when it first earns, and
+/// never changed), so that what each account was paid packs three to a storage word: a first
+/// payment then costs a third of a fresh slot instead of a whole one.
 contract AttributionPayouts is AccessControl, Pausable {
     using SafeERC20 for IERC20;
 
     bytes32 public constant SETTLER_ROLE = keccak256("SETTLER_ROLE");
     bytes32 public constant PAUSER_ROLE = keccak256("PAUSER_ROLE");
 
+    /// Each word holds three 85-bit lanes of paid totals; a lane holding LANE_MAX means the
+    /// account's total (2^85 - 1 or more, i.e. past 3.8e25 base units) lives in `_paidLarge`.
+    uint256 private constant LANE_BITS = 85;
+    uint256 private constant LANE_MAX = (1 << LANE_BITS) - 1;
+
     IERC20 public immutable token;
+    /// Shares a storage word with Pausable's flag: a claim reads both for one cold load.
     uint64 public latestEpoch;
-    /// @notice The latest epoch's root: claims are proven against it.
-    bytes32 public payoutRoot;
+    /// @notice Every posted epoch's payout root. The receipts head is in its EpochPosted event
+    /// (logs are part of the chain too), which keeps a posting to one fresh storage slot.
     mapping(uint64 => bytes32) public epochRoot;
-    mapping(uint64 => bytes32) public receiptsHead;
-    mapping(address => uint256) public paid;
+    mapping(uint256 => uint256) private _paidWords;
+    mapping(uint256 => uint256) private _paidLarge;
 
     event EpochPosted(uint64 indexed epoch, bytes32 payoutRoot, bytes32 receiptsHead);
-    event Claimed(address indexed account, uint64 indexed epoch, uint256 amount, uint256 cumulativeAmount);
+    event Claimed(uint256 indexed index, address indexed account, uint256 amount);
+    /// One per batch; each payment in it is the token's own Transfer event.
+    event BatchPushed(uint64 indexed epoch, uint256 recipients, uint256 total);
 
     error EpochNotIncreasing(uint64 epoch, uint64 latest);
     error EmptyRoot();
     error NoEpoch();
     error InvalidProof(address account);
+    error InvalidBatchProof();
     error NothingToClaim(address account);
     error LengthMismatch();
     error ZeroAddress();
@@ -52,35 +64,46 @@ contract AttributionPayouts is AccessControl, Pausable {
         if (epoch <= latestEpoch) revert EpochNotIncreasing(epoch, latestEpoch);
         if (root == bytes32(0)) revert EmptyRoot();
         latestEpoch = epoch;
-        payoutRoot = root;
         epochRoot[epoch] = root;
-        receiptsHead[epoch] = head;
         emit EpochPosted(epoch, root, head);
     }
 
     /// @notice Pays `account` what its proven cumulative total exceeds what it was paid. Anyone
     /// may submit it; the tokens go to `account`.
-    function claim(address account, uint256 cumulativeAmount, bytes32[] calldata proof)
+    function claim(uint256 index, address account, uint256 cumulativeAmount, bytes32[] calldata proof)
         external
         whenNotPaused
         returns (uint256 amount)
     {
-        amount = _pay(account, cumulativeAmount, proof);
+        if (!MerkleProof.verifyCalldata(proof, _latestRoot(), _leaf(index, account, cumulativeAmount))) {
+            revert InvalidProof(account);
+        }
+        amount = _recordPaid(index, cumulativeAmount);
         if (amount == 0) revert NothingToClaim(account);
+        token.safeTransfer(account, amount);
+        emit Claimed(index, account, amount);
     }
 
-    /// @notice Pays many accounts in one transaction. Accounts with nothing new are skipped, so
-    /// one claim made in between does not block the batch; a bad proof reverts it.
-    function pushBatch(address[] calldata accounts, uint256[] calldata cumulativeAmounts, bytes32[][] calldata proofs)
-        external
-        onlyRole(SETTLER_ROLE)
-        whenNotPaused
-        returns (uint256 total)
-    {
-        if (accounts.length != cumulativeAmounts.length || accounts.length != proofs.length) revert LengthMismatch();
-        for (uint256 i = 0; i < accounts.length; ++i) {
-            total += _pay(accounts[i], cumulativeAmounts[i], proofs[i]);
+    /// @notice Pays many accounts in one transaction, proven together by one multiproof
+    /// (OpenZeppelin's `getMultiProof` order). Accounts with nothing new are skipped, so a claim
+    /// made in between does not block the batch; a bad proof reverts it.
+    function pushBatch(
+        uint256[] calldata indices,
+        address[] calldata accounts,
+        uint256[] calldata cumulativeAmounts,
+        bytes32[] calldata proof,
+        bool[] calldata proofFlags
+    ) external onlyRole(SETTLER_ROLE) whenNotPaused returns (uint256 total) {
+        uint256 n = accounts.length;
+        if (indices.length != n || cumulativeAmounts.length != n) revert LengthMismatch();
+        bytes32[] memory leaves = new bytes32[](n);
+        for (uint256 i = 0; i < n; ++i) {
+            leaves[i] = _leaf(indices[i], accounts[i], cumulativeAmounts[i]);
         }
+        if (!MerkleProof.multiProofVerifyCalldata(proof, proofFlags, _latestRoot(), leaves)) revert InvalidBatchProof();
+        uint256 recipients;
+        (recipients, total) = _payAll(indices, accounts, cumulativeAmounts);
+        emit BatchPushed(latestEpoch, recipients, total);
     }
 
     function pause() external onlyRole(PAUSER_ROLE) {
@@ -91,21 +114,71 @@ contract AttributionPayouts is AccessControl, Pausable {
         _unpause();
     }
 
-    /// @notice What `account` can claim now, given its proven cumulative total.
-    function claimable(address account, uint256 cumulativeAmount) external view returns (uint256) {
-        uint256 already = paid[account];
+    /// @notice What the account at `index` was paid so far, in total.
+    function paid(uint256 index) public view returns (uint256) {
+        uint256 lane = (_paidWords[index / 3] >> ((index % 3) * LANE_BITS)) & LANE_MAX;
+        return lane == LANE_MAX ? _paidLarge[index] : lane;
+    }
+
+    /// @notice What the account at `index` can claim now, given its proven cumulative total.
+    function claimable(uint256 index, uint256 cumulativeAmount) external view returns (uint256) {
+        uint256 already = paid(index);
         return cumulativeAmount > already ? cumulativeAmount - already : 0;
     }
 
-    function _pay(address account, uint256 cumulativeAmount, bytes32[] calldata proof) private returns (uint256 amount) {
-        if (latestEpoch == 0) revert NoEpoch();
-        bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(account, cumulativeAmount))));
-        if (!MerkleProof.verifyCalldata(proof, payoutRoot, leaf)) revert InvalidProof(account);
-        uint256 already = paid[account];
+    /// @notice The latest epoch's root: claims and batches are proven against it.
+    function payoutRoot() public view returns (bytes32) {
+        return epochRoot[latestEpoch];
+    }
+
+    function _latestRoot() private view returns (bytes32) {
+        uint64 epoch = latestEpoch;
+        if (epoch == 0) revert NoEpoch();
+        return epochRoot[epoch];
+    }
+
+    function _leaf(uint256 index, address account, uint256 cumulativeAmount) private pure returns (bytes32 leaf) {
+        // keccak256(bytes.concat(keccak256(abi.encode(index, account, cumulativeAmount)))),
+        // hashed in scratch memory: a batch allocates nothing per leaf.
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            mstore(ptr, index)
+            mstore(add(ptr, 0x20), account)
+            mstore(add(ptr, 0x40), cumulativeAmount)
+            mstore(0x00, keccak256(ptr, 0x60))
+            leaf := keccak256(0x00, 0x20)
+        }
+    }
+
+    /// Pays every account of a proven batch what it is owed; how many were paid, and how much.
+    function _payAll(uint256[] calldata indices, address[] calldata accounts, uint256[] calldata cumulativeAmounts)
+        private
+        returns (uint256 recipients, uint256 total)
+    {
+        for (uint256 i = 0; i < accounts.length; ++i) {
+            uint256 amount = _recordPaid(indices[i], cumulativeAmounts[i]);
+            if (amount != 0) {
+                token.safeTransfer(accounts[i], amount);
+                total += amount;
+                ++recipients;
+            }
+        }
+    }
+
+    /// Raises the account's paid total to `cumulativeAmount`; what that adds (0 if nothing).
+    function _recordPaid(uint256 index, uint256 cumulativeAmount) private returns (uint256 amount) {
+        uint256 slot = index / 3;
+        uint256 shift = (index % 3) * LANE_BITS;
+        uint256 word = _paidWords[slot];
+        uint256 lane = (word >> shift) & LANE_MAX;
+        uint256 already = lane == LANE_MAX ? _paidLarge[index] : lane;
         if (cumulativeAmount <= already) return 0;
         amount = cumulativeAmount - already;
-        paid[account] = cumulativeAmount;
-        token.safeTransfer(account, amount);
-        emit Claimed(account, latestEpoch, amount, cumulativeAmount);
+        uint256 newLane = cumulativeAmount;
+        if (cumulativeAmount >= LANE_MAX) {
+            _paidLarge[index] = cumulativeAmount;
+            newLane = LANE_MAX;
+        }
+        if (newLane != lane) _paidWords[slot] = (word & ~(LANE_MAX << shift)) | (newLane << shift);
     }
 }

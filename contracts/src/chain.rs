@@ -127,10 +127,55 @@ fn chain_err(e: impl std::fmt::Display) -> Error {
     Error::Chain(e.to_string())
 }
 
+/// Where the signer's private key comes from.
+#[derive(Clone, Copy)]
+pub enum SignerKey<'a> {
+    /// 0x-hex private key.
+    Hex(&'a str),
+    /// An encrypted JSON keystore (Web3 Secret Storage v3, as `cast wallet import` and geth
+    /// write it) and its password.
+    Keystore { path: &'a Path, password: &'a str },
+}
+
+impl std::fmt::Debug for SignerKey<'_> {
+    // Neither the key nor the password ever appears.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SignerKey::Hex(_) => f.write_str("SignerKey::Hex(..)"),
+            SignerKey::Keystore { path, .. } => f.debug_struct("SignerKey::Keystore").field("path", path).finish(),
+        }
+    }
+}
+
+/// Encrypts `key` (0x-hex) into a new keystore file `dir/name` under `password` (scrypt, as
+/// geth and cast do); the signer's address.
+pub fn write_keystore(dir: &Path, name: &str, key: &str, password: &str) -> Result<Address> {
+    let signer = SignerKey::Hex(key).load()?;
+    let keystore_err =
+        |e: alloy::signers::local::LocalSignerError| Error::Keystore { path: dir.join(name), reason: e.to_string() };
+    PrivateKeySigner::encrypt_keystore(dir, &mut rand::thread_rng(), signer.to_bytes(), password, Some(name))
+        .map_err(keystore_err)?;
+    Ok(signer.address())
+}
+
+impl SignerKey<'_> {
+    pub fn load(self) -> Result<PrivateKeySigner> {
+        match self {
+            SignerKey::Hex(key) => key.parse().map_err(|_| Error::InvalidKey),
+            SignerKey::Keystore { path, password } => PrivateKeySigner::decrypt_keystore(path, password)
+                .map_err(|e| Error::Keystore { path: path.to_path_buf(), reason: e.to_string() }),
+        }
+    }
+}
+
 impl Chain {
     /// Connects to `rpc_url`, signing with `key` (0x-hex private key).
     pub fn connect(rpc_url: &str, key: &str) -> Result<Chain> {
-        let signer: PrivateKeySigner = key.parse().map_err(|_| Error::InvalidKey)?;
+        Chain::connect_with(rpc_url, SignerKey::Hex(key).load()?)
+    }
+
+    /// Connects to `rpc_url`, signing with `signer`.
+    pub fn connect_with(rpc_url: &str, signer: PrivateKeySigner) -> Result<Chain> {
         let address = signer.address();
         let url = rpc_url.parse().map_err(|e| Error::Chain(format!("RPC URL {rpc_url:?}: {e}")))?;
         // The nonce comes from the chain (pending count) for every transaction: alloy's cached
@@ -205,6 +250,10 @@ impl Chain {
         confirmations: u64,
     ) -> Result<B256> {
         let pending = self.payouts(payouts).postEpoch(epoch, root, head).send().await.map_err(revert)?;
+        // Test hook: a crash after the transaction left, before its receipt came back.
+        if std::env::var("TRIBUTARY_FAILPOINT").is_ok_and(|v| v == "post-after-send") {
+            std::process::abort();
+        }
         let receipt = pending
             .with_required_confirmations(confirmations.max(1))
             .with_timeout(Some(RECEIPT_TIMEOUT))
@@ -215,6 +264,50 @@ impl Chain {
             return Err(Error::Reverted("postEpoch".into()));
         }
         Ok(receipt.transaction_hash)
+    }
+}
+
+impl Chain {
+    /// Waits until no transaction of the signer is pending (the pending nonce equals the mined
+    /// one), so that what the chain says afterwards includes everything sent before a crash.
+    pub async fn wait_for_pending(&self, timeout: Duration) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            let mined = self.provider.get_transaction_count(self.signer).latest().await.map_err(chain_err)?;
+            let pending = self.provider.get_transaction_count(self.signer).pending().await.map_err(chain_err)?;
+            if pending <= mined {
+                return Ok(());
+            }
+            if started.elapsed() > timeout {
+                return Err(Error::Chain(format!(
+                    "{} transaction(s) of {} still pending after {timeout:?} (nonces {mined}..{pending})",
+                    pending - mined,
+                    self.signer
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Pays `leaves` (proven together by `proof` and `flags`, in `multiproof` order) in one
+    /// transaction; waits for the receipt and returns it.
+    pub async fn push_batch(
+        &self,
+        payouts: Address,
+        leaves: &[(U256, Address, U256)],
+        proof: Vec<B256>,
+        flags: Vec<bool>,
+    ) -> Result<alloy::rpc::types::TransactionReceipt> {
+        let indices = leaves.iter().map(|l| l.0).collect();
+        let accounts = leaves.iter().map(|l| l.1).collect();
+        let amounts = leaves.iter().map(|l| l.2).collect();
+        let sent =
+            self.payouts(payouts).pushBatch(indices, accounts, amounts, proof, flags).send().await.map_err(revert)?;
+        let receipt = sent.with_timeout(Some(RECEIPT_TIMEOUT)).get_receipt().await.map_err(chain_err)?;
+        if !receipt.status() {
+            return Err(Error::Reverted("pushBatch".into()));
+        }
+        Ok(receipt)
     }
 }
 

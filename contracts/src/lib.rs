@@ -22,6 +22,9 @@ pub enum Error {
     Reverted(String),
     #[error("the signer key is not a 32-byte hex private key")]
     InvalidKey,
+    /// The keystore could not be read or decrypted (a wrong password says so here).
+    #[error("keystore {}: {reason}", path.display())]
+    Keystore { path: std::path::PathBuf, reason: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -59,7 +62,18 @@ mod tests {
     fn artifacts_parse_and_carry_the_functions_the_ledger_calls() {
         let payouts = artifact("AttributionPayouts").expect("payouts artifact");
         let names: Vec<&str> = payouts.abi.as_array().unwrap().iter().filter_map(|f| f["name"].as_str()).collect();
-        for wanted in ["postEpoch", "claim", "pushBatch", "pause", "unpause", "paid", "latestEpoch", "EpochPosted"] {
+        for wanted in [
+            "postEpoch",
+            "claim",
+            "pushBatch",
+            "pause",
+            "unpause",
+            "paid",
+            "claimable",
+            "latestEpoch",
+            "EpochPosted",
+            "BatchPushed",
+        ] {
             assert!(names.contains(&wanted), "{wanted} missing from {names:?}");
         }
         for (name, _) in ARTIFACTS {

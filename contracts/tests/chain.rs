@@ -1,31 +1,49 @@
-//! The contracts on a real anvil: deploy, registry proofs, two epochs, claims (valid, bad proof,
-//! double, the second epoch's delta), pushBatch, pause, each revert reason, and balances that
-//! reconcile with the cumulative totals to the wei.
+//! The contracts on a real anvil: deploy, registry proofs, three epochs, claims (valid, bad
+//! proof, wrong index, double, later deltas), pushBatch with a multiproof, pause, each revert
+//! reason, paid totals packed three to a word (and one past a lane's 85 bits), and balances that
+//! reconcile with the cumulative totals to the wei. Keystore signers.
 
 use alloy::primitives::{Address, B256, U256, keccak256};
 use alloy::sol_types::SolValue;
-use tributary_attribution::merkle::PayoutTree;
-use tributary_contracts::chain::{ANVIL_KEYS, Anvil, Chain, revert};
+use tributary_attribution::merkle::{PayoutLeaf, PayoutTree};
+use tributary_contracts::chain::{ANVIL_KEYS, Anvil, AttributionPayouts, Chain, SignerKey, revert, write_keystore};
 
-/// The payout tree over `entries`, as the ledger builds it: root, and each account's proof.
-fn payout_tree(entries: &[(Address, u128)]) -> (B256, Vec<(Address, U256, Vec<B256>)>) {
-    let leaves: Vec<(tributary_indexer::Address, u128)> =
-        entries.iter().map(|(a, v)| (a.to_string().parse().unwrap(), *v)).collect();
-    let tree = PayoutTree::new(&leaves).unwrap();
-    let proofs = tree
-        .proofs()
-        .into_iter()
-        .map(|(a, v, p)| {
-            let account: Address = a.to_checksummed().parse().unwrap();
-            (account, U256::from(v), p.into_iter().map(B256::from).collect())
-        })
+/// One account's leaf as the contract takes it: index, account, cumulative total.
+type Leaf = (U256, Address, U256);
+
+/// The payout tree over `(index, account, cumulative)` entries, as the ledger builds it.
+fn payout_tree(entries: &[(u64, Address, u128)]) -> PayoutTree {
+    let leaves: Vec<PayoutLeaf> = entries
+        .iter()
+        .map(|(index, a, v)| PayoutLeaf { index: *index, account: a.to_string().parse().unwrap(), cumulative: *v })
         .collect();
-    (B256::from(tree.root()), proofs)
+    PayoutTree::new(&leaves).unwrap()
 }
 
-fn proof_of(proofs: &[(Address, U256, Vec<B256>)], who: Address) -> (U256, Vec<B256>) {
-    let (_, value, proof) = proofs.iter().find(|(a, _, _)| *a == who).unwrap();
-    (*value, proof.clone())
+fn root_of(tree: &PayoutTree) -> B256 {
+    B256::from(tree.root())
+}
+
+/// `who`'s leaf and proof.
+fn proof_of(tree: &PayoutTree, who: Address) -> (Leaf, Vec<B256>) {
+    let (leaf, proof) = tree.proofs().into_iter().find(|(l, _)| l.account.as_bytes() == who.as_slice()).unwrap();
+    ((U256::from(leaf.index), who, U256::from(leaf.cumulative)), proof.into_iter().map(B256::from).collect())
+}
+
+/// The multiproof of `accounts`: leaves in the contract's order, proof, flags.
+fn batch_of(tree: &PayoutTree, accounts: &[Address]) -> (Vec<Leaf>, Vec<B256>, Vec<bool>) {
+    let wanted: Vec<tributary_indexer::Address> = accounts.iter().map(|a| a.to_string().parse().unwrap()).collect();
+    let multi = tree.multiproof(&wanted);
+    let leaves = multi
+        .leaves
+        .iter()
+        .map(|l| (U256::from(l.index), Address::from(*l.account.as_bytes()), U256::from(l.cumulative)))
+        .collect();
+    (leaves, multi.proof.into_iter().map(B256::from).collect(), multi.flags)
+}
+
+fn columns(leaves: &[Leaf]) -> (Vec<U256>, Vec<Address>, Vec<U256>) {
+    (leaves.iter().map(|l| l.0).collect(), leaves.iter().map(|l| l.1).collect(), leaves.iter().map(|l| l.2).collect())
 }
 
 async fn expect_revert<T>(result: Result<T, alloy::contract::Error>, reason: &str) {
@@ -47,8 +65,8 @@ async fn deploy_settle_claim_and_reconcile_on_anvil() {
     assert!(Chain::connect(anvil.url(), "0x1234").is_err());
     let (a, b) = (alice.signer(), bob.signer());
 
-    let deployment = settler.deploy(None, U256::from(10u128.pow(24))).await.unwrap();
-    let funding = U256::from(1_000_000u64);
+    let deployment = settler.deploy(None, U256::from(10u128.pow(27))).await.unwrap();
+    let funding = U256::from(10u128.pow(26));
     settler
         .token(deployment.token)
         .transfer(deployment.payouts, funding)
@@ -78,54 +96,117 @@ async fn deploy_settle_claim_and_reconcile_on_anvil() {
     expect_revert(bob.registry(deployment.registry).commitRoot(id, root).send().await, "NotDatanetOwner").await;
     expect_revert(registry.register("rivers".into()).send().await, "DatanetExists").await;
 
-    // Epoch 1.
+    // Epoch 1: alice at index 0, bob at 1 (one storage word holds both).
     let payouts = settler.payouts(deployment.payouts);
-    let (root1, proofs1) = payout_tree(&[(a, 100), (b, 50)]);
+    let tree1 = payout_tree(&[(0, a, 100), (1, b, 50)]);
+    let root1 = root_of(&tree1);
+    expect_revert(payouts.claim(U256::ZERO, a, U256::from(100), vec![]).send().await, "NoEpoch").await;
     settler.post_epoch(deployment.payouts, 1, root1, B256::repeat_byte(1)).await.unwrap();
     let err = settler.post_epoch(deployment.payouts, 1, root1, B256::ZERO).await.unwrap_err();
     assert!(err.to_string().contains("EpochNotIncreasing"), "{err}");
+    expect_revert(payouts.postEpoch(2, B256::ZERO, B256::ZERO).send().await, "EmptyRoot").await;
     expect_revert(alice.payouts(deployment.payouts).postEpoch(2, root1, B256::ZERO).send().await, "AccessControl")
         .await;
 
-    // alice claims (bob submits it for her: anyone may); again: nothing; a forged amount: refused.
-    let (value, proof) = proof_of(&proofs1, a);
-    bob.payouts(deployment.payouts).claim(a, value, proof.clone()).send().await.unwrap().get_receipt().await.unwrap();
-    expect_revert(alice.payouts(deployment.payouts).claim(a, value, proof.clone()).send().await, "NothingToClaim")
-        .await;
-    expect_revert(
-        alice.payouts(deployment.payouts).claim(a, value + U256::from(1), proof).send().await,
-        "InvalidProof",
-    )
-    .await;
+    // alice claims (bob submits it for her: anyone may); again: nothing; a forged amount or
+    // index: refused.
+    let ((index, _, value), proof) = proof_of(&tree1, a);
+    let as_bob = bob.payouts(deployment.payouts);
+    as_bob.claim(index, a, value, proof.clone()).send().await.unwrap().get_receipt().await.unwrap();
+    assert_eq!(payouts.paid(index).call().await.unwrap(), value);
+    assert_eq!(payouts.paid(U256::from(1)).call().await.unwrap(), U256::ZERO, "bob's lane untouched");
+    expect_revert(as_bob.claim(index, a, value, proof.clone()).send().await, "NothingToClaim").await;
+    expect_revert(as_bob.claim(index, a, value + U256::from(1), proof.clone()).send().await, "InvalidProof").await;
+    expect_revert(as_bob.claim(U256::from(1), a, value, proof).send().await, "InvalidProof").await;
 
-    // Epoch 2: cumulative totals grew; pushBatch pays alice the delta and bob everything.
-    let (root2, proofs2) = payout_tree(&[(a, 160), (b, 80)]);
-    settler.post_epoch(deployment.payouts, 2, root2, B256::repeat_byte(2)).await.unwrap();
-    let (va, pa) = proof_of(&proofs2, a);
-    let (vb, pb) = proof_of(&proofs2, b);
+    // Epoch 2: totals grew, and carol (index 2, the same word) earned past an 85-bit lane.
+    let carol = Address::repeat_byte(0xca);
+    let big: u128 = (1 << 85) + 5;
+    let tree2 = payout_tree(&[(0, a, 160), (1, b, 80), (2, carol, big)]);
+    settler.post_epoch(deployment.payouts, 2, root_of(&tree2), B256::repeat_byte(2)).await.unwrap();
     // Pausing stops claims and batches.
     payouts.pause().send().await.unwrap().get_receipt().await.unwrap();
-    expect_revert(alice.payouts(deployment.payouts).claim(a, va, pa.clone()).send().await, "EnforcedPause").await;
+    let ((ia, _, va), pa) = proof_of(&tree2, a);
+    expect_revert(as_bob.claim(ia, a, va, pa.clone()).send().await, "EnforcedPause").await;
+    let (leaves, proof, flags) = batch_of(&tree2, &[a, b, carol]);
+    let (indices, accounts, amounts) = columns(&leaves);
+    let push =
+        |i: Vec<U256>, a: Vec<Address>, v: Vec<U256>, p: Vec<B256>, f: Vec<bool>| payouts.pushBatch(i, a, v, p, f);
+    expect_revert(
+        push(indices.clone(), accounts.clone(), amounts.clone(), proof.clone(), flags.clone()).send().await,
+        "EnforcedPause",
+    )
+    .await;
     payouts.unpause().send().await.unwrap().get_receipt().await.unwrap();
-    expect_revert(payouts.pushBatch(vec![a, b], vec![va], vec![pa.clone(), pb.clone()]).send().await, "LengthMismatch")
-        .await;
-    payouts
-        .pushBatch(vec![a, b], vec![va, vb], vec![pa.clone(), pb.clone()])
+    expect_revert(
+        push(indices.clone(), accounts.clone(), amounts[1..].to_vec(), proof.clone(), flags.clone()).send().await,
+        "LengthMismatch",
+    )
+    .await;
+    let mut forged = amounts.clone();
+    forged[0] += U256::from(1);
+    expect_revert(
+        push(indices.clone(), accounts.clone(), forged, proof.clone(), flags.clone()).send().await,
+        "InvalidBatchProof",
+    )
+    .await;
+    expect_revert(
+        as_bob.pushBatch(indices.clone(), accounts.clone(), amounts.clone(), proof.clone(), flags.clone()).send().await,
+        "AccessControl",
+    )
+    .await;
+    // One batch pays alice her delta, bob and carol everything.
+    let receipt = push(indices.clone(), accounts.clone(), amounts.clone(), proof.clone(), flags.clone())
         .send()
         .await
         .unwrap()
         .get_receipt()
         .await
         .unwrap();
-    // A second batch with nothing new pays nothing and does not revert.
-    payouts.pushBatch(vec![a, b], vec![va, vb], vec![pa, pb]).send().await.unwrap().get_receipt().await.unwrap();
+    let event = receipt.decoded_log::<AttributionPayouts::BatchPushed>().unwrap();
+    assert_eq!((event.epoch, event.recipients), (2, U256::from(3)));
+    assert_eq!(event.total, U256::from(60 + 80) + U256::from(big));
+    // The same batch again pays nothing and does not revert.
+    let again = push(indices, accounts, amounts, proof, flags).send().await.unwrap().get_receipt().await.unwrap();
+    let event = again.decoded_log::<AttributionPayouts::BatchPushed>().unwrap();
+    assert_eq!((event.recipients, event.total), (U256::ZERO, U256::ZERO));
+    for (index, want) in [(0u64, U256::from(160)), (1, U256::from(80)), (2, U256::from(big))] {
+        assert_eq!(payouts.paid(U256::from(index)).call().await.unwrap(), want, "index {index}");
+    }
+
+    // Epoch 3: carol's large total grows by 10: a claim pays exactly that.
+    let tree3 = payout_tree(&[(0, a, 160), (1, b, 80), (2, carol, big + 10)]);
+    settler.post_epoch(deployment.payouts, 3, root_of(&tree3), B256::repeat_byte(3)).await.unwrap();
+    let ((ic, _, vc), pc) = proof_of(&tree3, carol);
+    assert_eq!(payouts.claimable(ic, vc).call().await.unwrap(), U256::from(10));
+    let receipt = as_bob.claim(ic, carol, vc, pc).send().await.unwrap().get_receipt().await.unwrap();
+    let claimed = receipt.decoded_log::<AttributionPayouts::Claimed>().unwrap();
+    assert_eq!((claimed.account, claimed.amount), (carol, U256::from(10)));
 
     // Balances reconcile with the cumulative totals, to the wei.
     let token = settler.token(deployment.token);
     assert_eq!(token.balanceOf(a).call().await.unwrap(), U256::from(160));
     assert_eq!(token.balanceOf(b).call().await.unwrap(), U256::from(80));
-    assert_eq!(payouts.paid(a).call().await.unwrap(), U256::from(160));
-    assert_eq!(token.balanceOf(deployment.payouts).call().await.unwrap(), funding - U256::from(240));
-    assert_eq!(payouts.latestEpoch().call().await.unwrap(), 2);
+    assert_eq!(token.balanceOf(carol).call().await.unwrap(), U256::from(big + 10));
+    let paid_out = U256::from(240) + U256::from(big + 10);
+    assert_eq!(token.balanceOf(deployment.payouts).call().await.unwrap(), funding - paid_out);
+    assert_eq!(payouts.latestEpoch().call().await.unwrap(), 3);
     assert_eq!(payouts.epochRoot(1).call().await.unwrap(), root1);
+}
+
+#[test]
+fn keystores_decrypt_with_their_password_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = write_keystore(dir.path(), "settler.json", ANVIL_KEYS[1], "correct horse").unwrap();
+    let path = dir.path().join("settler.json");
+    let signer = SignerKey::Keystore { path: &path, password: "correct horse" }.load().unwrap();
+    assert_eq!(signer.address(), address);
+    assert_eq!(address, SignerKey::Hex(ANVIL_KEYS[1]).load().unwrap().address());
+    let wrong = SignerKey::Keystore { path: &path, password: "battery staple" }.load().unwrap_err();
+    assert!(matches!(wrong, tributary_contracts::Error::Keystore { .. }), "{wrong}");
+    let missing = dir.path().join("nope.json");
+    assert!(SignerKey::Keystore { path: &missing, password: "x" }.load().is_err());
+    // Debug output never shows key material.
+    assert_eq!(format!("{:?}", SignerKey::Hex(ANVIL_KEYS[1])), "SignerKey::Hex(..)");
+    assert!(!format!("{:?}", SignerKey::Keystore { path: &path, password: "correct horse" }).contains("horse"));
 }

@@ -18,6 +18,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(chain_status))
         .routes(routes!(deploy))
+        .routes(routes!(push))
         .routes(routes!(register))
         .routes(routes!(prove))
         .routes(routes!(verify_ledger))
@@ -45,6 +46,26 @@ async fn deploy(
     let supply = body.supply.as_deref().unwrap_or("1000000000000000000000000");
     let deployment = crate::chain::deploy(state.app(), body.token.as_deref(), supply).await.map_err(chain_error)?;
     Ok(Json(view(&deployment)?))
+}
+
+/// Pays every account the chain's latest epoch owes something, in batches of `batch_size`
+/// (one `pushBatch` transaction and one multiproof each), with the server's signer (admin).
+#[utoipa::path(
+    post, path = "/v1/admin/chain/push", tag = "ledger", request_body = wire::PushRequest,
+    security(("api_key" = [])), responses((status = 200, body = wire::Pushed), Errors)
+)]
+async fn push(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<wire::PushRequest>,
+) -> ApiResult<Json<wire::Pushed>> {
+    caller.require(&[])?;
+    let batch_size = body.batch_size.unwrap_or(200);
+    if !(1..=2000).contains(&batch_size) {
+        return Err(ApiError::bad_request("batch_size is between 1 and 2000"));
+    }
+    let pushed = crate::chain::push(state.app(), batch_size as usize).await.map_err(chain_error)?;
+    Ok(Json(view(&pushed)?))
 }
 
 /// Commits the Datanet's contribution root (every chunk id with its first contributor) as its

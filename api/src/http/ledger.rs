@@ -149,9 +149,12 @@ async fn claim(
 pub(crate) fn chain_error(e: anyhow::Error) -> ApiError {
     use crate::chain::ChainRefused;
     match e.downcast::<ChainRefused>() {
-        Ok(refused @ (ChainRefused::NotConfigured | ChainRefused::NoRpc | ChainRefused::NoSigner)) => {
-            ApiError::new("chain_not_configured", refused.to_string())
-        }
+        Ok(
+            refused @ (ChainRefused::NotConfigured
+            | ChainRefused::NoRpc
+            | ChainRefused::NoSigner
+            | ChainRefused::NoPassword),
+        ) => ApiError::new("chain_not_configured", refused.to_string()),
         Ok(refused @ ChainRefused::NoSuchChunk { .. }) => ApiError::not_found(refused.to_string()),
         Ok(refused) => ApiError::conflict(refused.to_string()),
         Err(e) => match e.downcast::<tributary_attribution::Error>() {

@@ -679,6 +679,9 @@ page!(EpochPage, Epoch);
 #[serde(deny_unknown_fields)]
 pub struct AccountProof {
     pub epoch: i64,
+    /// The account's stable index in the payout trees: the payout contract's
+    /// `claim(index, account, cumulative, proof)` and `paid(index)` take it.
+    pub index: u64,
     pub account: String,
     #[schema(pattern = "^[0-9]+$")]
     pub cumulative: String,
@@ -871,6 +874,39 @@ pub struct Deployment {
     pub registry: String,
     pub payouts: String,
     pub token: String,
+}
+
+/// Pays what the chain's latest epoch owes, in batches.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PushRequest {
+    /// Accounts per transaction (default 200).
+    #[serde(default, deserialize_with = "super::extract::integer::option")]
+    #[schema(minimum = 1, maximum = 2000)]
+    pub batch_size: Option<u32>,
+}
+
+/// One `pushBatch` transaction.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PushedBatch {
+    pub transaction: String,
+    pub recipients: usize,
+    pub gas_used: u64,
+}
+
+/// What a push paid: accounts already paid are skipped.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Pushed {
+    /// The chain's latest epoch, whose tree proves the payments.
+    pub epoch: i64,
+    /// Accounts paid now.
+    pub recipients: usize,
+    /// Their sum, in the token's smallest unit.
+    #[schema(pattern = "^[0-9]+$")]
+    pub total: String,
+    pub batches: Vec<PushedBatch>,
 }
 
 /// A Datanet's contribution root committed on the registry.

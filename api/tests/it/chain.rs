@@ -1,8 +1,11 @@
 //! Settlement on a real anvil through the CLI: deploy, post the demo's epoch at settle (after a
-//! failed attempt with the RPC down), claim, and balances that match the ledger to the wei.
+//! failed attempt with the RPC down, one refused by a paused contract, and a crash between
+//! sending the posting and its receipt), claim, push the rest in a batch with a keystore signer,
+//! and balances that match the ledger to the wei.
 
 use alloy::primitives::{Address, U256};
-use tributary_contracts::chain::{ANVIL_KEYS, Anvil, Chain};
+use alloy::providers::Provider;
+use tributary_contracts::chain::{ANVIL_KEYS, Anvil, Chain, write_keystore};
 
 use crate::{ALICE, run_ok, tributary};
 
@@ -70,13 +73,41 @@ async fn epochs_post_on_chain_once_and_claims_pay_the_ledger_amount() {
     assert!(!out.status.success() && stderr.contains("after 3 tries") && stderr.contains("EnforcedPause"), "{stderr}");
     admin.payouts(payouts).unpause().send().await.unwrap().get_receipt().await.unwrap();
 
-    // Settling again posts it, once; a third run has nothing to post.
-    let mut settle = tributary(&data);
-    on_chain(settle.args(["settle", "--json"]));
-    assert_eq!(json(&run_ok(&mut settle))["posted_on_chain"], serde_json::json!([1]));
+    // A crash right after the posting left (the chain not mining: it waits in the mempool).
+    let rpc = admin.provider();
+    rpc.raw_request::<_, serde_json::Value>("evm_setAutomine".into(), (false,)).await.unwrap();
+    let mut crash = tributary(&data);
+    on_chain(crash.args(["settle"]).env("TRIBUTARY_FAILPOINT", "post-after-send"));
+    let out = crash.output().unwrap();
+    assert!(!out.status.success(), "the failpoint aborts");
+    let signer = admin.signer();
+    let mined = rpc.get_transaction_count(signer).latest().await.unwrap();
+    assert_eq!(rpc.get_transaction_count(signer).pending().await.unwrap(), mined + 1, "the posting is in flight");
+    // The next start waits for it instead of posting again; it lands meanwhile.
+    let mut resumed = tributary(&data);
+    on_chain(resumed.args(["settle", "--json"]));
+    let resumed = tokio::task::spawn_blocking(move || run_ok(&mut resumed));
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    rpc.raw_request::<_, serde_json::Value>("evm_setAutomine".into(), (true,)).await.unwrap();
+    rpc.raw_request::<_, serde_json::Value>("evm_mine".into(), ()).await.unwrap();
+    assert_eq!(json(&resumed.await.unwrap())["posted_on_chain"], serde_json::json!([]));
+    // Posted once: one transaction, one EpochPosted, and the nonce moves on from there.
+    assert_eq!(rpc.get_transaction_count(signer).latest().await.unwrap(), mined + 1);
+    let filter = alloy::rpc::types::Filter::new().address(payouts).from_block(0u64);
+    let posted = rpc.get_logs(&filter).await.unwrap();
+    let posted = posted
+        .iter()
+        .filter(|log| {
+            log.topic0()
+                == Some(&<tributary_contracts::chain::AttributionPayouts::EpochPosted as alloy::sol_types::SolEvent>::SIGNATURE_HASH)
+        })
+        .count();
+    assert_eq!(posted, 1);
     let mut again = tributary(&data);
     on_chain(again.args(["settle", "--json"]));
-    assert_eq!(json(&run_ok(&mut again))["posted_on_chain"], serde_json::json!([]));
+    let settled = json(&run_ok(&mut again));
+    assert_eq!(settled["posted_on_chain"], serde_json::json!([]));
+    let epoch_accounts = settled["epoch"]["accounts"].as_u64().unwrap();
 
     // alice's claim pays her cumulative total; a second claim is refused.
     let proof = json(&run_ok(tributary(&data).args(["proof", ALICE, "--json"])));
@@ -127,11 +158,45 @@ async fn epochs_post_on_chain_once_and_claims_pay_the_ledger_amount() {
     let verified: serde_json::Value = get("/v1/admin/verify").await.unwrap().json().await.unwrap();
     assert_eq!(verified["problems"], serde_json::json!([]), "{verified}");
 
+    // Everyone else is paid by one batch, signed from an encrypted keystore; a second push pays
+    // nobody. Over HTTP, a push with nothing owed pays nothing either.
+    let keys = tempfile::tempdir().unwrap();
+    write_keystore(keys.path(), "settler.json", ANVIL_KEYS[0], "hunter2 hunter2").unwrap();
+    std::fs::write(keys.path().join("password"), "hunter2 hunter2\n").unwrap();
+    let with_keystore = |cmd: &mut std::process::Command| {
+        cmd.env("TRIBUTARY_RPC_URL", anvil.url())
+            .env("TRIBUTARY_SIGNER_KEYSTORE", keys.path().join("settler.json"))
+            .env("TRIBUTARY_SIGNER_PASSWORD_FILE", keys.path().join("password"));
+    };
+    let mut push = tributary(&data);
+    with_keystore(push.args(["chain", "push", "--json", "--batch-size", "2"]));
+    let pushed = json(&run_ok(&mut push));
+    assert_eq!(pushed["recipients"].as_u64().unwrap(), epoch_accounts - 2, "all but alice and the treasury: {pushed}");
+    assert_eq!(pushed["batches"].as_array().unwrap().len(), (epoch_accounts as usize - 2).div_ceil(2));
+    let mut wrong_password = tributary(&data);
+    with_keystore(wrong_password.args(["chain", "push"]).env("TRIBUTARY_SIGNER_PASSWORD", "nope"));
+    let out = wrong_password.output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("keystore"));
+    let pushed: serde_json::Value = client
+        .post(format!("{}/v1/admin/chain/push", server.url))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"batch_size": 100}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((pushed["recipients"].clone(), pushed["total"].clone()), (0.into(), "0".into()), "{pushed}");
+
+    // Every account's token balance is its ledger total, to the wei.
     let reader = Chain::connect(anvil.url(), ANVIL_KEYS[3]).unwrap();
     let alice: Address = ALICE.parse().unwrap();
     assert_eq!(reader.token(token).balanceOf(alice).call().await.unwrap(), U256::from(cumulative));
     let treasury: Address = TREASURY.parse().unwrap();
     let treasury_cumulative: u128 = treasury_proof["cumulative"].as_str().unwrap().parse().unwrap();
     assert_eq!(reader.token(token).balanceOf(treasury).call().await.unwrap(), U256::from(treasury_cumulative));
+    let earnings = json(&run_ok(tributary(&data).args(["earnings", "--json", ALICE])));
+    assert_eq!(earnings["settled"], cumulative.to_string());
     assert_eq!(reader.payouts(payouts).latestEpoch().call().await.unwrap(), 1);
 }

@@ -89,6 +89,9 @@ fn demo_runs_twice() {
     assert!(first.contains("3 documents (3 new"), "{first}");
     // Bob's re-typed copy of alice's watershed notes is a duplicate, credited to alice.
     assert!(first.contains("1 duplicates"), "{first}");
+    // It ends on chain: alice's claim, then one batch paying everyone else.
+    assert!(first.contains("alice claimed her cumulative"), "{first}");
+    assert!(first.contains("one pushBatch paid the other"), "{first}");
     let second = run_ok(tributary(dir.path()).arg("demo"));
     assert!(second.contains("already exists"), "{second}");
     assert!(second.contains("0 new, 3 already present"), "{second}");

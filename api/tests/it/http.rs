@@ -812,6 +812,13 @@ async fn refusal_matrix() {
         ),
         // Chain operations: refused before any chain is needed; with rights, 503 (none here).
         ("POST", "/v1/admin/chain/deploy".into(), Some(json!({})), [S(401), S(403), S(403), S(403), S(403), S(503)]),
+        ("POST", "/v1/admin/chain/push".into(), Some(json!({})), [S(401), S(403), S(403), S(403), S(403), S(503)]),
+        (
+            "POST",
+            "/v1/admin/chain/push".into(),
+            Some(json!({"batch_size": 0})),
+            [S(401), S(403), S(403), S(403), S(403), S(400)],
+        ),
         ("POST", "/v1/datanets/rivers/registry".into(), None, [S(401), S(403), S(403), S(403), S(503), S(503)]),
         ("POST", "/v1/datanets/secret/registry".into(), None, [S(401), S(403), S(403), S(404), S(503), S(503)]),
         (

@@ -102,7 +102,7 @@ fn answers_pay_their_sources_and_epochs_settle_once() {
     let alice = ALICE.parse().unwrap();
     assert!(tributary_attribution::merkle::verify(
         &root,
-        &tributary_attribution::merkle::leaf_hash(&alice, total),
+        &tributary_attribution::merkle::leaf_hash(proof["index"].as_u64().unwrap(), &alice, total),
         &path
     ));
 

@@ -176,7 +176,8 @@ async fn epochs_settle_once_and_proofs_verify() {
             let proof = ledger.proof(&account, None).await.unwrap();
             let root = merkle::from_hex(&epoch1.root).unwrap();
             let path: Vec<_> = proof.proof.iter().map(|p| merkle::from_hex(p).unwrap()).collect();
-            assert!(merkle::verify(&root, &merkle::leaf_hash(&account, proof.cumulative), &path), "{backend:?}");
+            let leaf = merkle::leaf_hash(proof.index, &account, proof.cumulative);
+            assert!(merkle::verify(&root, &leaf, &path), "{backend:?}");
             assert_eq!(proof.cumulative as i128, ledger.earnings(&account).await.unwrap().settled);
         }
         assert!(ledger.proof(&bob(), None).await.is_err(), "bob earned nothing");

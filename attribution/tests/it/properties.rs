@@ -66,15 +66,31 @@ proptest! {
         leaves in proptest::collection::btree_map(1u8..=255, 1u128..=u128::MAX / 2, 1..40),
         bump in 1u128..1000,
     ) {
-        let entries: Vec<(Address, Amount)> = leaves.iter().map(|(a, v)| (account(*a), *v)).collect();
+        let entries: Vec<merkle::PayoutLeaf> = leaves
+            .iter()
+            .enumerate()
+            .map(|(i, (a, v))| merkle::PayoutLeaf { index: i as u64, account: account(*a), cumulative: *v })
+            .collect();
         let tree = merkle::PayoutTree::new(&entries).unwrap();
         let root = tree.root();
-        for (who, value, proof) in tree.proofs() {
-            prop_assert!(merkle::verify(&root, &merkle::leaf_hash(&who, value), &proof));
-            prop_assert!(!merkle::verify(&root, &merkle::leaf_hash(&who, value + bump), &proof));
+        for (leaf, proof) in tree.proofs() {
+            let (who, value, index) = (leaf.account, leaf.cumulative, leaf.index);
+            prop_assert!(merkle::verify(&root, &leaf.hash(), &proof));
+            prop_assert!(!merkle::verify(&root, &merkle::leaf_hash(index, &who, value + bump), &proof));
+            prop_assert!(!merkle::verify(&root, &merkle::leaf_hash(index + 1, &who, value), &proof));
             let other = if who == account(1) { account(2) } else { account(1) };
-            prop_assert!(!merkle::verify(&root, &merkle::leaf_hash(&other, value), &proof));
+            prop_assert!(!merkle::verify(&root, &merkle::leaf_hash(index, &other, value), &proof));
         }
+        // Every subset proven at once verifies; a changed amount does not.
+        let half: Vec<Address> = entries.iter().step_by(2).map(|l| l.account).collect();
+        let multi = tree.multiproof(&half);
+        let hashes: Vec<merkle::Hash32> = multi.leaves.iter().map(merkle::PayoutLeaf::hash).collect();
+        prop_assert_eq!(multi.leaves.len(), half.len());
+        prop_assert!(merkle::verify_multi(&root, &hashes, &multi.proof, &multi.flags));
+        let mut forged = hashes.clone();
+        let first = multi.leaves[0];
+        forged[0] = merkle::leaf_hash(first.index, &first.account, first.cumulative + bump);
+        prop_assert!(!merkle::verify_multi(&root, &forged, &multi.proof, &multi.flags));
     }
 }
 

@@ -1,31 +1,83 @@
-//! Gas of the payout contract on a local anvil: posting an epoch, one claim, and pushBatch per
+//! Gas of the payout contract on a local anvil: posting an epoch, claims, and pushBatch per
 //! recipient at 10, 100 and 500 recipients, beside one plain ERC-20 transfer per recipient (the
-//! peer: paying everyone directly). Prints one JSON line.
+//! peer: paying everyone directly). Each size runs twice: first to fresh recipients (no token
+//! balance, no paid total yet: the expensive case), then, after a second epoch, to the same
+//! recipients again (returning). Prints one JSON line.
 //!
 //!     cargo run -p tributary-benches --bin gas
 
 use alloy::primitives::{Address, B256, U256};
-use anyhow::Result;
-use tributary_attribution::merkle::PayoutTree;
-use tributary_contracts::chain::{ANVIL_KEYS, Anvil, Chain};
+use anyhow::{Context, Result};
+use tributary_attribution::merkle::{PayoutLeaf, PayoutTree};
+use tributary_contracts::chain::{ANVIL_KEYS, Anvil, AttributionPayouts, Chain};
 
+/// A recipient nobody has paid before: `(batch, i)` never repeats.
 fn recipient(batch: usize, i: usize) -> Address {
     Address::from_word(B256::from(U256::from(((batch as u64) << 32) + i as u64 + 0x1000)))
 }
 
-/// A leaf's account, amount and proof.
-type Leaf = (Address, U256, Vec<B256>);
+fn leaf(index: u64, account: Address, cumulative: u128) -> Result<PayoutLeaf> {
+    Ok(PayoutLeaf { index, account: account.to_string().parse()?, cumulative })
+}
 
-/// The tree over `(account, amount)`, with each account's proof.
-fn tree(entries: &[(Address, u128)]) -> Result<(B256, Vec<Leaf>)> {
-    let leaves: Vec<(tributary_indexer::Address, u128)> =
-        entries.iter().map(|(a, v)| Ok((a.to_string().parse()?, *v))).collect::<Result<_>>()?;
-    let tree = PayoutTree::new(&leaves).ok_or_else(|| anyhow::anyhow!("no leaves"))?;
-    let mut proofs = Vec::new();
-    for (a, v, p) in tree.proofs() {
-        proofs.push((a.to_checksummed().parse()?, U256::from(v), p.into_iter().map(B256::from).collect()));
+/// Posts a tree over `leaves` as the next epoch; its gas.
+async fn post(
+    payouts: &AttributionPayouts::AttributionPayoutsInstance<alloy::providers::DynProvider>,
+    epoch: u64,
+    tree: &PayoutTree,
+) -> Result<u64> {
+    let receipt =
+        payouts.postEpoch(epoch, B256::from(tree.root()), B256::repeat_byte(7)).send().await?.get_receipt().await?;
+    Ok(receipt.gas_used)
+}
+
+/// Claims for each of `accounts` (one transaction each); their gas and proof lengths.
+async fn claims(
+    payouts: &AttributionPayouts::AttributionPayoutsInstance<alloy::providers::DynProvider>,
+    tree: &PayoutTree,
+    accounts: &[Address],
+) -> Result<(Vec<u64>, usize)> {
+    let mut gas = Vec::new();
+    let mut depth = 0;
+    for account in accounts {
+        let (leaf, proof) = tree
+            .proofs()
+            .into_iter()
+            .find(|(l, _)| l.account.as_bytes() == account.as_slice())
+            .context("claimer in the tree")?;
+        depth = proof.len();
+        let proof = proof.into_iter().map(B256::from).collect();
+        let call = payouts.claim(U256::from(leaf.index), *account, U256::from(leaf.cumulative), proof);
+        gas.push(call.send().await?.get_receipt().await?.gas_used);
     }
-    Ok((B256::from(tree.root()), proofs))
+    Ok((gas, depth))
+}
+
+/// One pushBatch paying `accounts`; its gas.
+async fn push(chain: &Chain, payouts: Address, tree: &PayoutTree, accounts: &[Address]) -> Result<u64> {
+    let wanted: Vec<tributary_indexer::Address> =
+        accounts.iter().map(|a| a.to_string().parse()).collect::<Result<_, _>>()?;
+    let multi = tree.multiproof(&wanted);
+    anyhow::ensure!(multi.leaves.len() == accounts.len(), "every recipient is in the tree");
+    let leaves: Vec<(U256, Address, U256)> = multi
+        .leaves
+        .iter()
+        .map(|l| (U256::from(l.index), Address::from(*l.account.as_bytes()), U256::from(l.cumulative)))
+        .collect();
+    let proof = multi.proof.into_iter().map(B256::from).collect();
+    Ok(chain.push_batch(payouts, &leaves, proof, multi.flags).await?.gas_used)
+}
+
+/// One plain transfer to each of `to`; their total gas.
+async fn transfers(
+    token: &tributary_contracts::chain::TributaryTestToken::TributaryTestTokenInstance<alloy::providers::DynProvider>,
+    to: &[Address],
+) -> Result<u64> {
+    let mut gas = 0;
+    for account in to {
+        gas += token.transfer(*account, U256::from(1_000u64)).send().await?.get_receipt().await?.gas_used;
+    }
+    Ok(gas)
 }
 
 #[tokio::main]
@@ -40,35 +92,49 @@ async fn main() -> Result<()> {
     let mut results = serde_json::Map::new();
     let mut epoch = 0u64;
     for (batch, n) in [10usize, 100, 500].into_iter().enumerate() {
-        let entries: Vec<(Address, u128)> = (0..n).map(|i| (recipient(batch, i), 1_000 + i as u128)).collect();
-        let (root, proofs) = tree(&entries)?;
+        // n recipients pushed, and three more who claim (indices 3k, 3k+1, 3k+2 share a word:
+        // the first claim of a word pays for the fresh slot, the other two do not).
+        // A multiple of 3: the claimers fill one word, the pushed recipients start a new one.
+        let base = batch as u64 * 3 * 33_333;
+        let pushed: Vec<Address> = (0..n).map(|i| recipient(batch, i)).collect();
+        let claimers: Vec<Address> = (0..3).map(|i| recipient(batch, 1_000_000 + i)).collect();
+        let amount = |i: usize, round: u128| 10u128.pow(18) + i as u128 + round * 10u128.pow(15);
+        let tree_at = |round: u128| -> Result<PayoutTree> {
+            let mut leaves = Vec::new();
+            for (i, account) in claimers.iter().chain(&pushed).enumerate() {
+                leaves.push(leaf(base + i as u64, *account, amount(i, round))?);
+            }
+            PayoutTree::new(&leaves).context("leaves")
+        };
+
+        let fresh = tree_at(0)?;
         epoch += 1;
-        let posted = payouts.postEpoch(epoch, root, B256::repeat_byte(7)).send().await?.get_receipt().await?;
-        // One claim (a fresh recipient), then everyone else in one pushBatch.
-        let (first, rest) = proofs.split_first().ok_or_else(|| anyhow::anyhow!("empty"))?;
-        let claim = payouts.claim(first.0, first.1, first.2.clone()).send().await?.get_receipt().await?;
-        let (accounts, amounts, paths): (Vec<_>, Vec<_>, Vec<_>) =
-            rest.iter().map(|(a, v, p)| (*a, *v, p.clone())).fold((vec![], vec![], vec![]), |mut acc, (a, v, p)| {
-                acc.0.push(a);
-                acc.1.push(v);
-                acc.2.push(p);
-                acc
-            });
-        let pushed = payouts.pushBatch(accounts, amounts, paths).send().await?.get_receipt().await?;
-        // The peer: a plain transfer to each (fresh) recipient of the same size.
-        let mut direct = 0u64;
-        for i in 0..n {
-            let to = recipient(batch + 100, i);
-            direct += token.transfer(to, U256::from(1_000u64)).send().await?.get_receipt().await?.gas_used;
-        }
-        let per_push = pushed.gas_used as f64 / (n - 1) as f64;
-        let per_transfer = direct as f64 / n as f64;
+        let post_gas = post(&payouts, epoch, &fresh).await?;
+        let (fresh_claims, depth) = claims(&payouts, &fresh, &claimers).await?;
+        let fresh_push = push(&chain, deployment.payouts, &fresh, &pushed).await?;
+        let peer_fresh = transfers(&token, &(0..n).map(|i| recipient(batch + 100, i)).collect::<Vec<_>>()).await?;
+
+        let returning = tree_at(1)?;
+        epoch += 1;
+        let post_again = post(&payouts, epoch, &returning).await?;
+        let (returning_claims, _) = claims(&payouts, &returning, &claimers).await?;
+        let returning_push = push(&chain, deployment.payouts, &returning, &pushed).await?;
+        let peer_returning = transfers(&token, &(0..n).map(|i| recipient(batch + 100, i)).collect::<Vec<_>>()).await?;
+
+        let per = |gas: u64| gas as f64 / n as f64;
         results.insert(
             format!("recipients_{n}"),
             serde_json::json!({
-                "post_epoch_gas": posted.gas_used, "claim_gas": claim.gas_used, "proof_len": first.2.len(),
-                "push_batch_gas": pushed.gas_used, "push_per_recipient_gas": per_push,
-                "erc20_transfer_per_recipient_gas": per_transfer, "push_over_transfer": per_push / per_transfer,
+                "post_epoch_gas": [post_gas, post_again],
+                "proof_len": depth,
+                "claim_fresh_gas": fresh_claims,
+                "claim_returning_gas": returning_claims,
+                "push_fresh_per_recipient_gas": per(fresh_push),
+                "push_returning_per_recipient_gas": per(returning_push),
+                "erc20_transfer_fresh_per_recipient_gas": per(peer_fresh),
+                "erc20_transfer_returning_per_recipient_gas": per(peer_returning),
+                "push_over_transfer_fresh": fresh_push as f64 / peer_fresh as f64,
+                "push_over_transfer_returning": returning_push as f64 / peer_returning as f64,
             }),
         );
     }
