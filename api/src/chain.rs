@@ -475,6 +475,15 @@ pub(crate) enum ChainRefused {
     NoPassword,
 }
 
+/// The configured signer and payout contract; refused without deployed contracts.
+fn payout_signer(app: &App) -> Result<(Chain, EvmAddress)> {
+    let config = load_config(&config_path(app))?;
+    if config.payouts.is_none() {
+        return Err(ChainRefused::NotConfigured.into());
+    }
+    Ok((connect(app, &config)?, payouts_address(&config)?))
+}
+
 /// The chain's latest epoch, refused when nothing is posted yet.
 async fn posted_epoch(app: &App, chain: &Chain, payouts: EvmAddress) -> Result<i64> {
     let on_chain = chain.payouts(payouts).latestEpoch().call().await.map_err(revert)?;
@@ -488,12 +497,7 @@ async fn posted_epoch(app: &App, chain: &Chain, payouts: EvmAddress) -> Result<i
 /// The account's proof in the chain's latest epoch (what the contract checks claims against),
 /// submitted by the signer.
 pub(crate) async fn claim_for(app: &App, account: &tributary_indexer::Address) -> Result<ClaimOutcome> {
-    let config = load_config(&config_path(app))?;
-    if config.payouts.is_none() {
-        return Err(ChainRefused::NotConfigured.into());
-    }
-    let chain = connect(app, &config)?;
-    let payouts = payouts_address(&config)?;
+    let (chain, payouts) = payout_signer(app)?;
     let epoch = posted_epoch(app, &chain, payouts).await?;
     let proof = app.ledger().proof(account, Some(epoch)).await?;
     let before = chain.payouts(payouts).paid(U256::from(proof.index)).call().await.map_err(revert)?;
@@ -532,12 +536,7 @@ pub(crate) struct Pushed {
 
 /// Pays every account the chain's latest epoch owes something, `batch_size` per transaction.
 pub(crate) async fn push(app: &App, batch_size: usize) -> Result<Pushed> {
-    let config = load_config(&config_path(app))?;
-    if config.payouts.is_none() {
-        return Err(ChainRefused::NotConfigured.into());
-    }
-    let chain = connect(app, &config)?;
-    let payouts = payouts_address(&config)?;
+    let (chain, payouts) = payout_signer(app)?;
     chain.wait_for_pending(RECEIPT_TIMEOUT).await?;
     push_with(app, &chain, payouts, batch_size).await
 }
