@@ -161,10 +161,52 @@ struct Layer {
 
 /// Attention keys and values of the tokens seen so far: one per request (or batch), owned by
 /// the caller, so the model itself is immutable and shared.
-#[derive(Debug, Clone, Default)]
+///
+/// Each layer's keys and values live in buffers ([batch, kv heads, capacity, head dim]) that
+/// new positions are written into in place, doubling when full, so a decoding step does not
+/// copy the whole history; cloning copies them, so a clone is a value of its own.
+#[derive(Debug, Default)]
 pub struct KvCache {
     layers: Vec<Option<(Tensor, Tensor)>>,
     len: usize,
+}
+
+impl Clone for KvCache {
+    fn clone(&self) -> Self {
+        // A copy fails only when the device cannot allocate; sharing the buffers instead would
+        // silently mix two sequences' keys, so that is a panic, not a fallback.
+        let copy = |t: &Tensor| t.copy().expect("allocating a copy of a KV cache");
+        let layers = self.layers.iter().map(|l| l.as_ref().map(|(k, v)| (copy(k), copy(v)))).collect();
+        KvCache { layers, len: self.len }
+    }
+}
+
+/// Smallest buffer capacity, in positions: a short answer never regrows.
+const MIN_KV_CAPACITY: usize = 256;
+
+/// Writes `new` ([b, h, seq, d]) at position `start` of `buffer` (filled up to `start`),
+/// growing it when full; the filled part, [b, h, start + seq, d], as a view.
+fn append_kv(buffer: &mut Option<Tensor>, new: &Tensor, start: usize) -> Result<Tensor> {
+    let (b, h, seq, d) = new.dims4()?;
+    let needed = start + seq;
+    let reusable = match buffer.as_ref() {
+        Some(existing) if start > 0 && existing.dim(2)? >= needed => Some(existing.clone()),
+        _ => None,
+    };
+    let target = match reusable {
+        Some(existing) => existing,
+        None => {
+            let capacity = needed.next_power_of_two().max(MIN_KV_CAPACITY);
+            let grown = Tensor::zeros((b, h, capacity, d), new.dtype(), new.device())?;
+            if let Some(old) = buffer.as_ref().filter(|_| start > 0) {
+                grown.slice_set(&old.narrow(2, 0, start)?.contiguous()?, 2, 0)?;
+            }
+            *buffer = Some(grown.clone());
+            grown
+        }
+    };
+    target.slice_set(&new.contiguous()?, 2, start)?;
+    Ok(target.narrow(2, 0, needed)?)
 }
 
 impl KvCache {
@@ -502,20 +544,34 @@ impl Model {
                 let (q, k) = (q.contiguous()?, k.contiguous()?);
                 (candle_nn::rotary_emb::rope(&q, &cos, &sin)?, candle_nn::rotary_emb::rope(&k, &cos, &sin)?)
             };
-            let (k, v) = match &cache.layers[index] {
-                Some((pk, pv)) if start > 0 => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
-                _ => (k, v),
+            let (mut k_buffer, mut v_buffer) = match cache.layers[index].take() {
+                Some((k, v)) => (Some(k), Some(v)),
+                None => (None, None),
             };
-            cache.layers[index] = Some((k.clone(), v.clone()));
-            let groups = c.num_heads / c.num_kv_heads;
-            let k = candle_transformers::utils::repeat_kv(k, groups)?;
-            let v = candle_transformers::utils::repeat_kv(v, groups)?.contiguous()?;
-            let mut scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
-            if let Some(mask) = &mask {
-                scores = scores.broadcast_add(&mask.to_dtype(scores.dtype())?)?;
+            let k = append_kv(&mut k_buffer, &k, start)?;
+            let v = append_kv(&mut v_buffer, &v, start)?;
+            if let (Some(kb), Some(vb)) = (k_buffer, v_buffer) {
+                cache.layers[index] = Some((kb, vb));
             }
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            let attended = probs.matmul(&v)?.transpose(1, 2)?.reshape((batch, seq, c.num_heads * hd))?;
+            let groups = c.num_heads / c.num_kv_heads;
+            let attended = if seq == 1 {
+                // One new token: the query heads that share a key/value head become rows of one
+                // matmul against it ([batch, kv heads, groups, head dim]), so the keys and values
+                // are not copied once per query head (repeat_kv) at every step.
+                let q = q.reshape((batch, c.num_kv_heads, groups, hd))?;
+                let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
+                let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+                probs.matmul(&v)?.reshape((batch, 1, c.num_heads * hd))?
+            } else {
+                let k = candle_transformers::utils::repeat_kv(k, groups)?;
+                let v = candle_transformers::utils::repeat_kv(v, groups)?.contiguous()?;
+                let mut scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
+                if let Some(mask) = &mask {
+                    scores = scores.broadcast_add(&mask.to_dtype(scores.dtype())?)?;
+                }
+                let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+                probs.matmul(&v)?.transpose(1, 2)?.reshape((batch, seq, c.num_heads * hd))?
+            };
             x = (apply(&layer.o, Projection::O, &attended)? + &x)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.mlp_norm, eps)?;
             let gate = candle_nn::ops::silu(&apply(&layer.gate, Projection::Gate, &h)?)?;

@@ -188,3 +188,46 @@ fn continuation_log_likelihoods_match_step_by_step() {
     }
     assert!(model.continuation_log_likelihoods(&[(vec![1, 2], 2)], &BatchAdapters::none()).is_err());
 }
+
+/// Decoding token by token past the KV buffers' first capacity (256 positions, then doubled)
+/// gives the logits of one forward over the whole sequence, for a batch of two; a cloned cache
+/// is a value of its own (writes to one never show in the other).
+#[test]
+fn kv_cache_grows_in_place_and_clones_are_independent() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny(dir.path(), Architecture::Llama);
+    let config_path = dir.path().join("config.json");
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["max_position_embeddings"] = 640.into();
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let model = Model::from_safetensors(dir.path(), DType::F32, &Device::Cpu).unwrap();
+    let none = BatchAdapters::none();
+    let row = |r: u32| (0..300u32).map(|i| (i * 7 + r * 13) % VOCAB as u32).collect::<Vec<_>>();
+    let (a, b) = (row(0), row(1));
+    let whole = model.forward(&tokens(&[&a, &b]), &mut model.new_cache(), &none).unwrap();
+    let mut cache = model.new_cache();
+    model.forward(&tokens(&[&a[..250], &b[..250]]), &mut cache, &none).unwrap();
+    let mut snapshot = cache.clone();
+    let step = |cache: &mut tributary_generator::KvCache, i: usize| {
+        model.forward(&tokens(&[&[a[i]], &[b[i]]]), cache, &none).unwrap()
+    };
+    for i in 250..255 {
+        step(&mut cache, i);
+    }
+    // The snapshot, still at 250 positions, takes other tokens; were its buffers shared, this
+    // would overwrite position 250 of the original (which has not regrown yet).
+    assert_eq!(snapshot.len(), 250);
+    let (c, d) = ((a[250] + 1) % VOCAB as u32, (b[250] + 1) % VOCAB as u32);
+    let other = model.forward(&tokens(&[&[c], &[d]]), &mut snapshot, &none).unwrap();
+    let with = |row: &[u32], last: u32| row[..250].iter().copied().chain([last]).collect::<Vec<_>>();
+    let fresh = model.forward(&tokens(&[&with(&a, c), &with(&b, d)]), &mut model.new_cache(), &none).unwrap();
+    let diff = max_diff(&other, &fresh);
+    assert!(diff < 1e-4, "cloned cache: max |diff| {diff}");
+    let mut last = None;
+    for i in 255..300 {
+        last = Some(step(&mut cache, i));
+    }
+    assert_eq!(cache.len(), 300);
+    let diff = max_diff(&last.unwrap(), &whole);
+    assert!(diff < 1e-4, "step by step vs whole: max |diff| {diff}");
+}
