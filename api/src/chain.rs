@@ -20,9 +20,10 @@ use alloy::primitives::{Address as EvmAddress, B256, U256, keccak256};
 use alloy::providers::Provider;
 use anyhow::{Context, Result};
 use clap::Subcommand;
+use futures_util::{StreamExt, TryStreamExt};
 use tributary_attribution::AccountProof;
 use tributary_attribution::merkle::{MerkleTree, PayoutTree, contribution_leaf};
-use tributary_contracts::chain::{Chain, Deployment, RECEIPT_TIMEOUT, SignerKey, revert};
+use tributary_contracts::chain::{AttributionPayouts, Chain, Deployment, RECEIPT_TIMEOUT, SignerKey, revert};
 
 use crate::App;
 
@@ -548,20 +549,27 @@ pub(crate) async fn push_with(app: &App, chain: &Chain, payouts: EvmAddress, bat
     let tree = PayoutTree::new(&leaves).context("the epoch has no accounts")?;
     let root: B256 = stored.root.parse().context("stored epoch root")?;
     anyhow::ensure!(B256::from(tree.root()) == root, "epoch {epoch}'s stored accounts do not give its root");
-    // Who is still owed: the contract's own record, read for each account.
+    // Who is still owed: the contract's own record, read for each account (a few at a time).
     let contract = chain.payouts(payouts);
-    let mut owed = Vec::new();
-    for leaf in &leaves {
-        let paid = contract.paid(U256::from(leaf.index)).call().await.map_err(revert)?;
-        if paid < U256::from(leaf.cumulative) {
-            owed.push((leaf.account, U256::from(leaf.cumulative) - paid));
-        }
-    }
+    let indices: Vec<U256> = leaves.iter().map(|leaf| U256::from(leaf.index)).collect();
+    let paid: Vec<U256> = futures_util::stream::iter(indices)
+        .map(|index| {
+            let call = contract.paid(index);
+            async move { call.call().await.map_err(revert) }
+        })
+        .buffered(16)
+        .try_collect()
+        .await?;
+    let owed: Vec<_> = leaves
+        .iter()
+        .zip(paid)
+        .filter(|(leaf, paid)| *paid < U256::from(leaf.cumulative))
+        .map(|(l, _)| l.account)
+        .collect();
     let mut pushed = Pushed { epoch, recipients: 0, total: "0".into(), batches: Vec::new() };
     let mut total = U256::ZERO;
-    for batch in owed.chunks(batch_size) {
-        let accounts: Vec<_> = batch.iter().map(|(account, _)| *account).collect();
-        let multi = tree.multiproof(&accounts);
+    for accounts in owed.chunks(batch_size) {
+        let multi = tree.multiproof(accounts);
         let args: Vec<(U256, EvmAddress, U256)> = multi
             .leaves
             .iter()
@@ -571,11 +579,16 @@ pub(crate) async fn push_with(app: &App, chain: &Chain, payouts: EvmAddress, bat
             .collect::<Result<_>>()?;
         let proof = multi.proof.into_iter().map(B256::from).collect();
         let receipt = chain.push_batch(payouts, &args, proof, multi.flags).await?;
-        total += batch.iter().map(|(_, amount)| *amount).fold(U256::ZERO, |a, b| a + b);
-        pushed.recipients += batch.len();
+        // What the contract says it paid: an account claimed in between is skipped there.
+        let event = receipt
+            .decoded_log::<AttributionPayouts::BatchPushed>()
+            .context("the pushBatch receipt has no BatchPushed event")?;
+        let recipients = usize::try_from(event.recipients).context("recipient count")?;
+        total += event.total;
+        pushed.recipients += recipients;
         pushed.batches.push(PushedBatch {
             transaction: receipt.transaction_hash.to_string(),
-            recipients: batch.len(),
+            recipients,
             gas_used: receipt.gas_used,
         });
     }

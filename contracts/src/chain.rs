@@ -265,9 +265,7 @@ impl Chain {
         }
         Ok(receipt.transaction_hash)
     }
-}
 
-impl Chain {
     /// Waits until no transaction of the signer is pending (the pending nonce equals the mined
     /// one), so that what the chain says afterwards includes everything sent before a crash.
     pub async fn wait_for_pending(&self, timeout: Duration) -> Result<()> {
