@@ -141,6 +141,11 @@ fn connect(app: &App, config: &ChainConfig) -> Result<Chain> {
     Ok(Chain::connect_with(&url, signer)?)
 }
 
+/// A ledger address as alloy's: the same 20 bytes.
+pub(crate) fn evm(address: &tributary_indexer::Address) -> EvmAddress {
+    EvmAddress::from(*address.as_bytes())
+}
+
 fn registry_address(config: &ChainConfig) -> Result<EvmAddress> {
     let text = config.registry.as_deref().ok_or(ChainRefused::NotConfigured)?;
     parse_evm(text, "registry contract")
@@ -191,7 +196,7 @@ pub(crate) fn epoch_words(epoch: &tributary_attribution::Epoch) -> Result<(B256,
 
 /// Submits `proof` as a claim for its account and waits for it; the transaction hash.
 pub(crate) async fn submit_claim(chain: &Chain, payouts: EvmAddress, proof: &AccountProof) -> Result<B256> {
-    let account = parse_evm(&proof.account.to_checksummed(), "account")?;
+    let account = evm(&proof.account);
     let path: Vec<B256> = proof.proof.iter().map(|p| p.parse()).collect::<Result<_, _>>().context("stored proof")?;
     let contract = chain.payouts(payouts);
     let claim = contract.claim(U256::from(proof.index), account, U256::from(proof.cumulative), path);
@@ -295,7 +300,7 @@ pub(crate) async fn prove(
         return Err(ChainRefused::StaleRegistry { datanet: datanet.name.clone(), version }.into());
     }
     let proof: Vec<B256> = tree.proof(position).into_iter().map(B256::from).collect();
-    let who = parse_evm(&contributor.to_checksummed(), "contributor")?;
+    let who = evm(&contributor);
     let chunk_word = B256::from(*chunk.as_bytes());
     let verified =
         registry.proveContribution(id, version, chunk_word, who, proof.clone()).call().await.map_err(revert)?;
@@ -570,13 +575,8 @@ pub(crate) async fn push_with(app: &App, chain: &Chain, payouts: EvmAddress, bat
     let mut total = U256::ZERO;
     for accounts in owed.chunks(batch_size) {
         let multi = tree.multiproof(accounts);
-        let args: Vec<(U256, EvmAddress, U256)> = multi
-            .leaves
-            .iter()
-            .map(|l| {
-                Ok((U256::from(l.index), parse_evm(&l.account.to_checksummed(), "account")?, U256::from(l.cumulative)))
-            })
-            .collect::<Result<_>>()?;
+        let args: Vec<(U256, EvmAddress, U256)> =
+            multi.leaves.iter().map(|l| (U256::from(l.index), evm(&l.account), U256::from(l.cumulative))).collect();
         let proof = multi.proof.into_iter().map(B256::from).collect();
         let receipt = chain.push_batch(payouts, &args, proof, multi.flags).await?;
         // What the contract says it paid: an account claimed in between is skipped there.

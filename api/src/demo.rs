@@ -163,7 +163,7 @@ pub async fn run(app: &App) -> Result<()> {
 /// Deploys to `anvil`, posts every closed epoch, claims alice's earnings for her and pays
 /// everyone else in one batch.
 async fn on_chain(app: &App, anvil: &Anvil, alice: Address) -> Result<()> {
-    use crate::chain::{deploy_funded, epoch_words, push_with, submit_claim};
+    use crate::chain::{deploy_funded, epoch_words, evm, push_with, submit_claim};
     let chain = Chain::connect(anvil.url(), ANVIL_KEYS[0])?;
     let deployment = deploy_funded(&chain, None, alloy::primitives::U256::from(10u128.pow(24))).await?;
     println!("deployed at {}: payouts {}, token {}", anvil.url(), deployment.payouts, deployment.token);
@@ -174,7 +174,7 @@ async fn on_chain(app: &App, anvil: &Anvil, alice: Address) -> Result<()> {
     }
     let proof = app.ledger().proof(&alice, None).await?;
     submit_claim(&chain, deployment.payouts, &proof).await?;
-    let account: alloy::primitives::Address = alice.to_checksummed().parse()?;
+    let account = evm(&alice);
     let balance = chain.token(deployment.token).balanceOf(account).call().await.map_err(revert)?;
     println!("alice claimed her cumulative {}: her token balance is now {balance}", proof.cumulative);
     let pushed = push_with(app, &chain, deployment.payouts, 200).await?;

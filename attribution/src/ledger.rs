@@ -459,6 +459,18 @@ fn epoch_tree(cumulative: &BTreeMap<String, i128>, indices: &mut BTreeMap<String
     Ok(EpochTree { leaves, tree, root })
 }
 
+/// An `epoch_accounts` row (account, account_index, cumulative) of epoch `number` as a leaf.
+fn stored_leaf(row: &AnyRow, number: i64) -> Result<PayoutLeaf> {
+    let index = u64::try_from(row.try_get::<i64, _>("account_index")?)
+        .map_err(|_| Error::Inconsistent(format!("epoch {number} predates payout indices: settle again")))?;
+    let cumulative: String = row.try_get("cumulative")?;
+    Ok(PayoutLeaf {
+        index,
+        account: parse_address(&row.try_get::<String, _>("account")?)?,
+        cumulative: cumulative.parse().map_err(|_| Error::Inconsistent(format!("stored cumulative {cumulative:?}")))?,
+    })
+}
+
 /// A proof as `epoch_accounts.proof` stores it: a JSON list of 0x-hex hashes.
 fn proof_json(proof: &[merkle::Hash32]) -> String {
     let hexes: Vec<String> = proof.iter().map(merkle::to_hex).collect();
@@ -1244,32 +1256,20 @@ impl Ledger {
     /// Every leaf of `epoch`'s payout tree (default: the latest epoch), as stored; with the
     /// epoch's number and root, so that a caller can rebuild the tree and check it.
     pub async fn payout_leaves(&self, epoch: Option<i64>) -> Result<(Epoch, Vec<PayoutLeaf>)> {
-        let number = match epoch {
-            Some(n) => n,
-            None => self.latest_epoch_number().await?,
-        };
-        let epoch = self.epoch(number).await?;
+        let epoch = self.epoch(self.epoch_or_latest(epoch).await?).await?;
         let rows = sqlx::query("SELECT account, account_index, cumulative FROM epoch_accounts WHERE epoch = $1")
-            .bind(number)
+            .bind(epoch.number)
             .fetch_all(&self.pool)
             .await?;
-        let mut leaves = Vec::with_capacity(rows.len());
-        for row in rows {
-            let index = u64::try_from(row.try_get::<i64, _>("account_index")?)
-                .map_err(|_| Error::Inconsistent(format!("epoch {number} predates payout indices: settle again")))?;
-            let cumulative: String = row.try_get("cumulative")?;
-            leaves.push(PayoutLeaf {
-                index,
-                account: parse_address(&row.try_get::<String, _>("account")?)?,
-                cumulative: cumulative
-                    .parse()
-                    .map_err(|_| Error::Inconsistent(format!("stored cumulative {cumulative:?}")))?,
-            });
-        }
+        let leaves = rows.iter().map(|row| stored_leaf(row, epoch.number)).collect::<Result<_>>()?;
         Ok((epoch, leaves))
     }
 
-    async fn latest_epoch_number(&self) -> Result<i64> {
+    /// `epoch`, or the latest closed one.
+    async fn epoch_or_latest(&self, epoch: Option<i64>) -> Result<i64> {
+        if let Some(n) = epoch {
+            return Ok(n);
+        }
         sqlx::query("SELECT MAX(number) AS n FROM epochs")
             .fetch_one(&self.pool)
             .await?
@@ -1279,27 +1279,19 @@ impl Ledger {
 
     /// `account`'s leaf and proof in `epoch` (default: the latest).
     pub async fn proof(&self, account: &Address, epoch: Option<i64>) -> Result<AccountProof> {
-        let number = match epoch {
-            Some(n) => n,
-            None => self.latest_epoch_number().await?,
-        };
+        let number = self.epoch_or_latest(epoch).await?;
         let epoch = self.epoch(number).await?;
         let row = sqlx::query(
-            "SELECT account_index, cumulative, proof FROM epoch_accounts WHERE epoch = $1 AND account = $2",
+            "SELECT account, account_index, cumulative, proof FROM epoch_accounts WHERE epoch = $1 AND account = $2",
         )
         .bind(number)
         .bind(account.to_lower_hex())
         .fetch_optional(&self.pool)
         .await?
         .ok_or_else(|| Error::NotFound(format!("{} in epoch {number}", account.to_checksummed())))?;
-        let cumulative: String = row.try_get("cumulative")?;
-        let cumulative: Amount =
-            cumulative.parse().map_err(|_| Error::Inconsistent(format!("stored cumulative {cumulative:?}")))?;
+        let PayoutLeaf { index, cumulative, .. } = stored_leaf(&row, number)?;
         let proof: Vec<String> = serde_json::from_str(&row.try_get::<String, _>("proof")?)
             .map_err(|e| Error::Inconsistent(format!("stored proof: {e}")))?;
-        let index: i64 = row.try_get("account_index")?;
-        let index = u64::try_from(index)
-            .map_err(|_| Error::Inconsistent(format!("epoch {number} predates payout indices: settle again")))?;
         Ok(AccountProof {
             epoch: number,
             index,

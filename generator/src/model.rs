@@ -167,16 +167,23 @@ struct Layer {
 /// copy the whole history; cloning copies them, so a clone is a value of its own.
 #[derive(Debug, Default)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<LayerKv>,
     len: usize,
+}
+
+/// One layer's key and value buffers (none before its first token).
+#[derive(Debug, Default)]
+struct LayerKv {
+    keys: Option<Tensor>,
+    values: Option<Tensor>,
 }
 
 impl Clone for KvCache {
     fn clone(&self) -> Self {
         // A copy fails only when the device cannot allocate; sharing the buffers instead would
         // silently mix two sequences' keys, so that is a panic, not a fallback.
-        let copy = |t: &Tensor| t.copy().expect("allocating a copy of a KV cache");
-        let layers = self.layers.iter().map(|l| l.as_ref().map(|(k, v)| (copy(k), copy(v)))).collect();
+        let copy = |t: &Option<Tensor>| t.as_ref().map(|t| t.copy().expect("allocating a copy of a KV cache"));
+        let layers = self.layers.iter().map(|l| LayerKv { keys: copy(&l.keys), values: copy(&l.values) }).collect();
         KvCache { layers, len: self.len }
     }
 }
@@ -189,24 +196,22 @@ const MIN_KV_CAPACITY: usize = 256;
 fn append_kv(buffer: &mut Option<Tensor>, new: &Tensor, start: usize) -> Result<Tensor> {
     let (b, h, seq, d) = new.dims4()?;
     let needed = start + seq;
-    let reusable = match buffer.as_ref() {
-        Some(existing) if start > 0 && existing.dim(2)? >= needed => Some(existing.clone()),
-        _ => None,
-    };
-    let target = match reusable {
-        Some(existing) => existing,
-        None => {
+    let kept = if start > 0 { buffer.take() } else { None };
+    let target = match kept {
+        Some(existing) if existing.dim(2)? >= needed => existing,
+        kept => {
             let capacity = needed.next_power_of_two().max(MIN_KV_CAPACITY);
             let grown = Tensor::zeros((b, h, capacity, d), new.dtype(), new.device())?;
-            if let Some(old) = buffer.as_ref().filter(|_| start > 0) {
+            if let Some(old) = kept {
                 grown.slice_set(&old.narrow(2, 0, start)?.contiguous()?, 2, 0)?;
             }
-            *buffer = Some(grown.clone());
             grown
         }
     };
     target.slice_set(&new.contiguous()?, 2, start)?;
-    Ok(target.narrow(2, 0, needed)?)
+    let filled = target.narrow(2, 0, needed)?;
+    *buffer = Some(target);
+    Ok(filled)
 }
 
 impl KvCache {
@@ -459,7 +464,7 @@ impl Model {
 
     /// A fresh, empty cache for this model.
     pub fn new_cache(&self) -> KvCache {
-        KvCache { layers: vec![None; self.config.num_layers], len: 0 }
+        KvCache { layers: (0..self.config.num_layers).map(|_| LayerKv::default()).collect(), len: 0 }
     }
 
     /// Runs `tokens` ([batch, seq], u32) after what `cache` holds, appends them to it, and
@@ -544,15 +549,9 @@ impl Model {
                 let (q, k) = (q.contiguous()?, k.contiguous()?);
                 (candle_nn::rotary_emb::rope(&q, &cos, &sin)?, candle_nn::rotary_emb::rope(&k, &cos, &sin)?)
             };
-            let (mut k_buffer, mut v_buffer) = match cache.layers[index].take() {
-                Some((k, v)) => (Some(k), Some(v)),
-                None => (None, None),
-            };
-            let k = append_kv(&mut k_buffer, &k, start)?;
-            let v = append_kv(&mut v_buffer, &v, start)?;
-            if let (Some(kb), Some(vb)) = (k_buffer, v_buffer) {
-                cache.layers[index] = Some((kb, vb));
-            }
+            let layer_kv = &mut cache.layers[index];
+            let k = append_kv(&mut layer_kv.keys, &k, start)?;
+            let v = append_kv(&mut layer_kv.values, &v, start)?;
             let groups = c.num_heads / c.num_kv_heads;
             let attended = if seq == 1 {
                 // One new token: the query heads that share a key/value head become rows of one
