@@ -21,6 +21,8 @@ mod keywords;
 mod query_cache;
 mod source;
 mod store;
+#[cfg(feature = "test-support")]
+pub mod testing;
 mod vectors;
 
 pub use access::{AccessRequest, AccessStatus, DatanetUpdate, Member};

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 use tributary::http::{self, AppState, NewKey, Role, ServeConfig};
 use tributary::{App, Settings};
+use tributary_indexer::testing::fresh_pg_schema;
 
 use crate::{ALICE, BOB, llm, model_dir};
 
@@ -29,21 +30,6 @@ pub struct Reply {
     pub status: StatusCode,
     pub headers: axum::http::HeaderMap,
     pub body: Value,
-}
-
-pub async fn fresh_pg_url() -> String {
-    let base = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&base).await.expect("PostgreSQL reachable at TEST_DATABASE_URL");
-    let schema = format!(
-        "h_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-    );
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&pool).await.unwrap();
-    pool.close().await;
-    let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}options=-c%20search_path%3D{schema}")
 }
 
 impl Server {
@@ -388,7 +374,7 @@ async fn access_matrix_sqlite() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn access_matrix_postgres() {
-    access_matrix(Some(fresh_pg_url().await)).await;
+    access_matrix(Some(fresh_pg_schema("h").await.expect("PostgreSQL reachable at TEST_DATABASE_URL"))).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,11 +6,10 @@ mod properties;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use tributary_indexer::testing::fresh_pg_schema;
 use tributary_indexer::{
     Address, Datanet, EmbedBackend, Embedder, IngestOptions, NewDatanet, NoProgress, Store, StoreConfig, Visibility,
 };
-
-pub const DEFAULT_PG: &str = "postgres://root@127.0.0.1:5432/test";
 
 #[derive(Debug, Clone, Copy)]
 pub enum Backend {
@@ -19,22 +18,6 @@ pub enum Backend {
 }
 
 pub const BOTH: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
-
-/// A fresh schema in `$TEST_DATABASE_URL` (default: the local server this machine kind runs).
-pub async fn fresh_pg_schema() -> String {
-    let base = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG.to_string());
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&base).await.expect("PostgreSQL reachable at TEST_DATABASE_URL");
-    let schema = format!(
-        "l_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-    );
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&pool).await.unwrap();
-    pool.close().await;
-    let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}options=-c%20search_path%3D{schema}")
-}
 
 pub fn embedder() -> Arc<dyn Embedder> {
     let from_env = std::env::var_os("TRIBUTARY_EMBED_MODEL").map(PathBuf::from);
@@ -74,7 +57,7 @@ pub async fn fixture(backend: Backend) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let mut config = StoreConfig::new(dir.path().join("data"));
     if let Backend::Postgres = backend {
-        config.database_url = Some(fresh_pg_schema().await);
+        config.database_url = Some(fresh_pg_schema("l").await.expect("PostgreSQL reachable at TEST_DATABASE_URL"));
     }
     let store = Arc::new(Store::open(config).await.expect("store opens"));
     let new = NewDatanet {
