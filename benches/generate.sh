@@ -9,9 +9,11 @@ tokens=${1:-128}
 threads=$(nproc)
 scripts/setup.sh
 if [ ! -x .venv-bench/bin/python ]; then python3 -m venv .venv-bench; fi
-# llama-cpp-python compiles llama.cpp from source the first time (about 20 minutes on 2 cores).
+# llama-cpp-python compiles llama.cpp from source the first time (about 20 minutes on 2 cores),
+# for this CPU (GGML_NATIVE): never from pip's wheel cache, which may hold a build for another
+# machine's CPU (one such wheel segfaulted here on its first multi-token batch).
 .venv-bench/bin/python -c 'import llama_cpp' 2>/dev/null ||
-  .venv-bench/bin/pip install --quiet --disable-pip-version-check llama-cpp-python
+  .venv-bench/bin/pip install --quiet --disable-pip-version-check --no-cache-dir llama-cpp-python
 model="$PWD/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 cargo build --locked -q -p tributary-benches --bin generate
 ours=$(RAYON_NUM_THREADS=$threads target/debug/generate --model "$model" --tokens "$tokens")

@@ -14,6 +14,7 @@ mod chat;
 mod cite;
 mod engine;
 mod error;
+mod linear;
 mod lora;
 mod model;
 mod registry;

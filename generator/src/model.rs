@@ -13,6 +13,7 @@ use std::path::Path;
 use candle_core::quantized::{QMatMul, QTensor, gguf_file};
 use candle_core::{D, DType, Device, IndexOp, Module, Tensor};
 
+use crate::linear::{Linear, Stack};
 use crate::lora::BatchAdapters;
 use crate::{Error, Result};
 
@@ -129,34 +130,42 @@ impl Requantize {
     }
 }
 
-/// A linear map, quantized or dense, with an optional bias (Qwen2's q/k/v).
-#[derive(Debug)]
-struct Linear {
-    weight: QMatMul,
-    bias: Option<Tensor>,
-}
-
-impl Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.weight.forward(x)?;
-        Ok(match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        })
-    }
-}
-
 #[derive(Debug)]
 struct Layer {
     attn_norm: Tensor,
+    /// q, k and v, stacked where their weights allow.
+    qkv: Stack,
+    o: Linear,
+    mlp_norm: Tensor,
+    /// gate and up, stacked where their weights allow.
+    gate_up: Stack,
+    down: Linear,
+}
+
+/// A layer's projections, as the files name them.
+struct LayerWeights {
+    attn_norm: Tensor,
+    mlp_norm: Tensor,
     q: Linear,
     k: Linear,
     v: Linear,
     o: Linear,
-    mlp_norm: Tensor,
     gate: Linear,
     up: Linear,
     down: Linear,
+}
+
+impl Layer {
+    fn new(w: LayerWeights, device: &Device) -> Result<Self> {
+        Ok(Layer {
+            attn_norm: w.attn_norm,
+            qkv: Stack::new(vec![(Projection::Q, w.q), (Projection::K, w.k), (Projection::V, w.v)], device)?,
+            o: w.o,
+            mlp_norm: w.mlp_norm,
+            gate_up: Stack::new(vec![(Projection::Gate, w.gate), (Projection::Up, w.up)], device)?,
+            down: w.down,
+        })
+    }
 }
 
 /// Attention keys and values of the tokens seen so far: one per request (or batch), owned by
@@ -318,7 +327,7 @@ impl Model {
                 linear("ffn_up", false)?,
                 linear("ffn_down", false)?,
             );
-            layers.push(Layer {
+            let weights = LayerWeights {
                 q,
                 k,
                 v,
@@ -328,7 +337,8 @@ impl Model {
                 down,
                 attn_norm: tensor(&format!("{p}.attn_norm.weight"))?.dequantize(device)?,
                 mlp_norm: tensor(&format!("{p}.ffn_norm.weight"))?.dequantize(device)?,
-            });
+            };
+            layers.push(Layer::new(weights, device)?);
         }
         let norm = tensor("output_norm.weight")?.dequantize(device)?;
         let embeddings = embeddings_q.dequantize(device)?;
@@ -414,7 +424,7 @@ impl Model {
             let gate = linear("mlp.gate_proj", false)?;
             let up = linear("mlp.up_proj", false)?;
             let down = linear("mlp.down_proj", false)?;
-            layers.push(Layer {
+            let weights = LayerWeights {
                 q,
                 k,
                 v,
@@ -424,7 +434,8 @@ impl Model {
                 down,
                 attn_norm: take(&format!("{p}.input_layernorm.weight"))?,
                 mlp_norm: take(&format!("{p}.post_attention_layernorm.weight"))?,
-            });
+            };
+            layers.push(Layer::new(weights, device)?);
         }
         let embeddings = take("model.embed_tokens.weight")?;
         let norm = take("model.norm.weight")?;
@@ -536,12 +547,10 @@ impl Model {
             };
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
             let (c, hd) = (&self.config, self.config.head_dim);
-            let q = apply(&layer.q, Projection::Q, &h)?.reshape((batch, seq, c.num_heads, hd))?.transpose(1, 2)?;
-            let k = apply(&layer.k, Projection::K, &h)?.reshape((batch, seq, c.num_kv_heads, hd))?.transpose(1, 2)?;
-            let v = apply(&layer.v, Projection::V, &h)?
-                .reshape((batch, seq, c.num_kv_heads, hd))?
-                .transpose(1, 2)?
-                .contiguous()?;
+            let [q, k, v] = three(layer.qkv.forward(&h, |p, base| adapters.add_delta(base, &h, index, p))?)?;
+            let q = q.reshape((batch, seq, c.num_heads, hd))?.transpose(1, 2)?;
+            let k = k.reshape((batch, seq, c.num_kv_heads, hd))?.transpose(1, 2)?;
+            let v = v.reshape((batch, seq, c.num_kv_heads, hd))?.transpose(1, 2)?.contiguous()?;
             let (q, k) = if c.rope_interleaved {
                 let (q, k) = (q.contiguous()?, k.contiguous()?);
                 (candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?, candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?)
@@ -552,29 +561,11 @@ impl Model {
             let layer_kv = &mut cache.layers[index];
             let k = append_kv(&mut layer_kv.keys, &k, start)?;
             let v = append_kv(&mut layer_kv.values, &v, start)?;
-            let groups = c.num_heads / c.num_kv_heads;
-            let attended = if seq == 1 {
-                // One new token: the query heads that share a key/value head become rows of one
-                // matmul against it ([batch, kv heads, groups, head dim]), so the keys and values
-                // are not copied once per query head (repeat_kv) at every step.
-                let q = q.reshape((batch, c.num_kv_heads, groups, hd))?;
-                let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
-                let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-                probs.matmul(&v)?.reshape((batch, 1, c.num_heads * hd))?
-            } else {
-                let k = candle_transformers::utils::repeat_kv(k, groups)?;
-                let v = candle_transformers::utils::repeat_kv(v, groups)?.contiguous()?;
-                let mut scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
-                if let Some(mask) = &mask {
-                    scores = scores.broadcast_add(&mask.to_dtype(scores.dtype())?)?;
-                }
-                let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-                probs.matmul(&v)?.transpose(1, 2)?.reshape((batch, seq, c.num_heads * hd))?
-            };
+            let attended = attend(&q, &k, &v, mask.as_ref())?;
             x = (apply(&layer.o, Projection::O, &attended)? + &x)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.mlp_norm, eps)?;
-            let gate = candle_nn::ops::silu(&apply(&layer.gate, Projection::Gate, &h)?)?;
-            let up = apply(&layer.up, Projection::Up, &h)?;
+            let [gate, up] = two(layer.gate_up.forward(&h, |p, base| adapters.add_delta(base, &h, index, p))?)?;
+            let gate = candle_nn::ops::silu(&gate)?;
             x = (apply(&layer.down, Projection::Down, &(gate * up)?)? + &x)?;
         }
         cache.len = start + seq;
@@ -585,27 +576,25 @@ impl Model {
     /// or to test the unmerged path against a merged one.
     pub fn projection_weight(&self, layer: usize, projection: Projection) -> Result<Tensor> {
         let layer = self.layers.get(layer).ok_or_else(|| Error::Model(format!("no layer {layer}")))?;
-        let linear = self.linear(layer, projection);
-        Ok(match &linear.weight {
-            QMatMul::QTensor(q) => q.dequantize(&self.device)?,
-            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.to_dtype(DType::F32)?,
-        })
+        match projection {
+            Projection::Q | Projection::K | Projection::V => layer.qkv.weight(projection, &self.device),
+            Projection::Gate | Projection::Up => layer.gate_up.weight(projection, &self.device),
+            Projection::O => layer.o.dense_weight(&self.device),
+            Projection::Down => layer.down.dense_weight(&self.device),
+        }
     }
 
     /// Replaces one projection's weight with a dense (out, in) matrix (an adapter merged in).
     pub fn set_projection_weight(&mut self, layer: usize, projection: Projection, weight: Tensor) -> Result<()> {
-        let dtype = self.embeddings.dtype();
+        let weight = QMatMul::Tensor(weight.to_dtype(self.embeddings.dtype())?);
+        let device = self.device.clone();
         let layer = self.layers.get_mut(layer).ok_or_else(|| Error::Model(format!("no layer {layer}")))?;
-        let linear = match projection {
-            Projection::Q => &mut layer.q,
-            Projection::K => &mut layer.k,
-            Projection::V => &mut layer.v,
-            Projection::O => &mut layer.o,
-            Projection::Gate => &mut layer.gate,
-            Projection::Up => &mut layer.up,
-            Projection::Down => &mut layer.down,
-        };
-        linear.weight = QMatMul::Tensor(weight.to_dtype(dtype)?);
+        match projection {
+            Projection::Q | Projection::K | Projection::V => layer.qkv.set_weight(projection, weight, &device)?,
+            Projection::Gate | Projection::Up => layer.gate_up.set_weight(projection, weight, &device)?,
+            Projection::O => layer.o.weight = weight,
+            Projection::Down => layer.down.weight = weight,
+        }
         Ok(())
     }
 
@@ -621,18 +610,41 @@ impl Model {
         }
         Ok(())
     }
+}
 
-    fn linear<'a>(&self, layer: &'a Layer, projection: Projection) -> &'a Linear {
-        match projection {
-            Projection::Q => &layer.q,
-            Projection::K => &layer.k,
-            Projection::V => &layer.v,
-            Projection::O => &layer.o,
-            Projection::Gate => &layer.gate,
-            Projection::Up => &layer.up,
-            Projection::Down => &layer.down,
-        }
+fn three(outputs: Vec<Tensor>) -> Result<[Tensor; 3]> {
+    outputs.try_into().map_err(|v: Vec<Tensor>| Error::Model(format!("expected q, k and v, got {} outputs", v.len())))
+}
+
+fn two(outputs: Vec<Tensor>) -> Result<[Tensor; 2]> {
+    outputs.try_into().map_err(|v: Vec<Tensor>| Error::Model(format!("expected gate and up, got {} outputs", v.len())))
+}
+
+/// Softmax attention of the queries `q` ([b, heads, seq, head dim], rotated) over the keys
+/// and values `k`, `v` ([b, kv heads, start + seq, head dim]), each query seeing the positions
+/// up to its own (`mask`, for `seq > 1`): [b, seq, heads * head dim].
+fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    let (batch, heads, seq, head_dim) = q.dims4()?;
+    let kv_heads = k.dim(1)?;
+    let groups = heads / kv_heads;
+    let scale = 1.0 / (head_dim as f64).sqrt();
+    if seq == 1 {
+        // One new token: the query heads that share a key/value head become rows of one
+        // matmul against it ([batch, kv heads, groups, head dim]), so the keys and values
+        // are not copied once per query head (repeat_kv) at every step.
+        let q = q.reshape((batch, kv_heads, groups, head_dim))?;
+        let scores = (q.matmul(&k.t()?)? * scale)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        return Ok(probs.matmul(v)?.reshape((batch, 1, heads * head_dim))?);
     }
+    let k = candle_transformers::utils::repeat_kv(k.clone(), groups)?;
+    let v = candle_transformers::utils::repeat_kv(v.clone(), groups)?.contiguous()?;
+    let mut scores = (q.matmul(&k.t()?)? * scale)?;
+    if let Some(mask) = mask {
+        scores = scores.broadcast_add(&mask.to_dtype(scores.dtype())?)?;
+    }
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    Ok(probs.matmul(&v)?.transpose(1, 2)?.reshape((batch, seq, heads * head_dim))?)
 }
 
 /// Additive causal mask [seq, start + seq]: 0 where a query may attend, -inf after it.

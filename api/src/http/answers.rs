@@ -144,7 +144,7 @@ pub(crate) async fn start(
     let (tx, rx) = mpsc::unbounded_channel();
     let task_state = state.clone();
     tokio::spawn(async move {
-        let _permit = permit;
+        let slot = permit;
         let app = task_state.app().clone();
         let question = Question {
             text: &spec.question,
@@ -187,6 +187,9 @@ pub(crate) async fn start(
             }
             Err(e) => Progress::Failed(ApiError::from(e)),
         };
+        // Free the slot before the result goes out: a client that sends its next question as
+        // soon as this one is answered must find the slot free, not race this task's exit.
+        drop(slot);
         let _ = tx.send(message);
     });
     Ok(rx)

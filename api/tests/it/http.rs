@@ -580,6 +580,7 @@ async fn answers_stream_and_pay() {
     let private = json!({"question": "How long is the Missouri River?", "datanets": ["secret"], "max_tokens": 24});
     assert_eq!(s.call("POST", "/v1/answers", None, Some(private.clone())).await.status, StatusCode::NOT_FOUND);
     let owned = s.call("POST", "/v1/answers", Some(&alice), Some(private)).await;
+    assert_eq!(owned.status, StatusCode::OK, "{}", owned.body);
     let private_id = owned.body["receipt"]["id"].as_str().unwrap().to_string();
     assert!(owned.body["receipt"]["question"].is_null(), "a private Datanet's question text is not kept");
     let hidden = s.call("GET", &format!("/v1/receipts/{private_id}"), None, None).await;

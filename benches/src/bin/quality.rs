@@ -98,7 +98,8 @@ async fn main() -> Result<()> {
     let datanets = [datanet];
     println!("| system | nDCG@10 | Recall@100 |\n| --- | --- | --- |");
     for (name, mode, fusion) in configs {
-        let retriever = Retriever::new(store.clone(), embedder.clone(), RetrieverConfig { fusion, candidates: 300 });
+        let retriever =
+            Retriever::new(store.clone(), embedder.clone(), RetrieverConfig { fusion, candidates: args.candidates });
         let mut run = Run::new();
         for (qid, text) in &queries {
             let passages =
