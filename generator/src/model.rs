@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::quantized::{QMatMul, QTensor, gguf_file};
-use candle_core::{D, DType, Device, IndexOp, Module, Tensor};
+use candle_core::{D, DType, Device, IndexOp, Tensor};
 
 use crate::linear::{Linear, Stack};
 use crate::lora::BatchAdapters;
@@ -156,14 +156,15 @@ struct LayerWeights {
 }
 
 impl Layer {
-    fn new(w: LayerWeights, device: &Device) -> Result<Self> {
+    /// `tile`: see [`Linear::tiled`].
+    fn new(w: LayerWeights, device: &Device, tile: bool) -> Result<Self> {
         Ok(Layer {
             attn_norm: w.attn_norm,
-            qkv: Stack::new(vec![(Projection::Q, w.q), (Projection::K, w.k), (Projection::V, w.v)], device)?,
-            o: w.o,
+            qkv: Stack::new(vec![(Projection::Q, w.q), (Projection::K, w.k), (Projection::V, w.v)], device, tile)?,
+            o: w.o.tiled(device, tile)?,
             mlp_norm: w.mlp_norm,
-            gate_up: Stack::new(vec![(Projection::Gate, w.gate), (Projection::Up, w.up)], device)?,
-            down: w.down,
+            gate_up: Stack::new(vec![(Projection::Gate, w.gate), (Projection::Up, w.up)], device, tile)?,
+            down: w.down.tiled(device, tile)?,
         })
     }
 }
@@ -241,7 +242,7 @@ pub struct Model {
     embeddings: Tensor,
     layers: Vec<Layer>,
     norm: Tensor,
-    lm_head: QMatMul,
+    lm_head: Linear,
     cos: Tensor,
     sin: Tensor,
     device: Device,
@@ -312,13 +313,15 @@ impl Model {
             requantize.apply(t, device)
         };
         let qkv_bias = architecture == Architecture::Qwen2;
+        // Converted for speed: run the fastest kernels too. Kept as stored: as candle runs them.
+        let tile = requantize == Requantize::SlowToQ8_0;
         let mut layers = Vec::with_capacity(config.num_layers);
         for i in 0..config.num_layers {
             let p = format!("blk.{i}");
             let mut linear = |name: &str, bias: bool| -> Result<Linear> {
                 let weight = QMatMul::from_qtensor(tensor(&format!("{p}.{name}.weight"))?)?;
                 let bias = if bias { Some(tensor(&format!("{p}.{name}.bias"))?.dequantize(device)?) } else { None };
-                Ok(Linear { weight, bias })
+                Ok(Linear::new(weight, bias))
             };
             let (q, k, v) = (linear("attn_q", qkv_bias)?, linear("attn_k", qkv_bias)?, linear("attn_v", qkv_bias)?);
             let (o, gate, up, down) = (
@@ -338,7 +341,7 @@ impl Model {
                 attn_norm: tensor(&format!("{p}.attn_norm.weight"))?.dequantize(device)?,
                 mlp_norm: tensor(&format!("{p}.ffn_norm.weight"))?.dequantize(device)?,
             };
-            layers.push(Layer::new(weights, device)?);
+            layers.push(Layer::new(weights, device, tile)?);
         }
         let norm = tensor("output_norm.weight")?.dequantize(device)?;
         let embeddings = embeddings_q.dequantize(device)?;
@@ -347,7 +350,8 @@ impl Model {
             true => QMatMul::from_qtensor(tensor("output.weight")?)?,
             false => QMatMul::from_qtensor(embeddings_q)?,
         };
-        let model = Self::assemble(config, embeddings, layers, norm, lm_head, device)?;
+        let model =
+            Self::assemble(config, embeddings, layers, norm, Linear::new(lm_head, None).tiled(device, tile)?, device)?;
         Ok((model, content))
     }
 
@@ -415,7 +419,7 @@ impl Model {
             let mut linear = |name: &str, bias: bool| -> Result<Linear> {
                 let weight = QMatMul::Tensor(take(&format!("{p}.{name}.weight"))?);
                 let bias = if bias { Some(take(&format!("{p}.{name}.bias"))?) } else { None };
-                Ok(Linear { weight, bias })
+                Ok(Linear::new(weight, bias))
             };
             let q = linear("self_attn.q_proj", qkv_bias)?;
             let k = linear("self_attn.k_proj", qkv_bias)?;
@@ -435,13 +439,13 @@ impl Model {
                 attn_norm: take(&format!("{p}.input_layernorm.weight"))?,
                 mlp_norm: take(&format!("{p}.post_attention_layernorm.weight"))?,
             };
-            layers.push(Layer::new(weights, device)?);
+            layers.push(Layer::new(weights, device, false)?);
         }
         let embeddings = take("model.embed_tokens.weight")?;
         let norm = take("model.norm.weight")?;
         // Tied embeddings (tie_word_embeddings, or no lm_head stored): the embedding table is the head.
         let lm_head = if has_head { take("lm_head.weight")? } else { embeddings.clone() };
-        Self::assemble(config, embeddings, layers, norm, QMatMul::Tensor(lm_head), device)
+        Self::assemble(config, embeddings, layers, norm, Linear::new(QMatMul::Tensor(lm_head), None), device)
     }
 
     fn assemble(
@@ -449,7 +453,7 @@ impl Model {
         embeddings: Tensor,
         layers: Vec<Layer>,
         norm: Tensor,
-        lm_head: QMatMul,
+        lm_head: Linear,
         device: &Device,
     ) -> Result<Self> {
         let dtype = embeddings.dtype();
@@ -592,8 +596,8 @@ impl Model {
         match projection {
             Projection::Q | Projection::K | Projection::V => layer.qkv.set_weight(projection, weight, &device)?,
             Projection::Gate | Projection::Up => layer.gate_up.set_weight(projection, weight, &device)?,
-            Projection::O => layer.o.weight = weight,
-            Projection::Down => layer.down.weight = weight,
+            Projection::O => layer.o.set_weight(weight),
+            Projection::Down => layer.down.set_weight(weight),
         }
         Ok(())
     }
