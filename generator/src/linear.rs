@@ -65,8 +65,18 @@ impl Linear {
             return Ok(self);
         }
         let padding = cols.next_multiple_of(TILE_COLUMNS) - cols;
-        let padded = q.dequantize(device)?.pad_with_zeros(1, 0, padding)?;
-        let weight = QMatMul::from_qtensor(QTensor::quantize(&padded, GgmlDType::Q8_0)?)?;
+        // Zero blocks (scale 0, values 0) appended to each stored row: the stored blocks stay
+        // exactly as they are, and loading does not dequantize and quantize again.
+        let bytes = q.data()?;
+        let row_bytes = bytes.len() / rows;
+        let zeros = vec![0u8; padding / q.dtype().block_size() * q.dtype().type_size()];
+        let mut padded = Vec::with_capacity(rows * (row_bytes + zeros.len()));
+        for row in bytes.chunks_exact(row_bytes) {
+            padded.extend_from_slice(row);
+            padded.extend_from_slice(&zeros);
+        }
+        let storage = QStorage::from_data(Cow::Owned(padded), device, q.dtype())?;
+        let weight = QMatMul::from_qtensor(QTensor::new(storage, (rows, cols + padding))?)?;
         Ok(Linear { weight, bias: self.bias, padding })
     }
 
