@@ -75,8 +75,7 @@ impl Linear {
             padded.extend_from_slice(row);
             padded.extend_from_slice(&zeros);
         }
-        let storage = QStorage::from_data(Cow::Owned(padded), device, q.dtype())?;
-        let weight = QMatMul::from_qtensor(QTensor::new(storage, (rows, cols + padding))?)?;
+        let weight = from_blocks(padded, q.dtype(), (rows, cols + padding), device)?;
         Ok(Linear { weight, bias: self.bias, padding })
     }
 
@@ -113,8 +112,7 @@ impl Linear {
                 // Quantized rows are whole blocks, stored one row after another.
                 let row_bytes = bytes.len() / total;
                 let slice = bytes[start * row_bytes..(start + rows) * row_bytes].to_vec();
-                let storage = QStorage::from_data(Cow::Owned(slice), device, q.dtype())?;
-                QMatMul::from_qtensor(QTensor::new(storage, (rows, cols))?)?
+                from_blocks(slice, q.dtype(), (rows, cols), device)?
             }
             QMatMul::Tensor(t) => QMatMul::Tensor(t.narrow(0, start, rows)?.contiguous()?),
             QMatMul::TensorF16(t) => QMatMul::TensorF16(t.narrow(0, start, rows)?.contiguous()?),
@@ -230,6 +228,12 @@ fn vnni() -> bool {
     }
 }
 
+/// A quantized (rows, cols) weight from its blocks, stored row after row.
+fn from_blocks(bytes: Vec<u8>, dtype: GgmlDType, shape: (usize, usize), device: &Device) -> Result<QMatMul> {
+    let storage = QStorage::from_data(Cow::Owned(bytes), device, dtype)?;
+    Ok(QMatMul::from_qtensor(QTensor::new(storage, shape)?)?)
+}
+
 fn missing(projection: Projection) -> Error {
     Error::Model(format!("no {} projection in this layer", projection.peft_name()))
 }
@@ -266,8 +270,7 @@ fn stacked(linears: &[&Linear], device: &Device) -> Result<Option<Linear>> {
             bytes.extend_from_slice(&q.data()?);
             rows += q.shape().dims2()?.0;
         }
-        let storage = QStorage::from_data(Cow::Owned(bytes), device, first.dtype())?;
-        let weight = QMatMul::from_qtensor(QTensor::new(storage, (rows, cols))?)?;
+        let weight = from_blocks(bytes, first.dtype(), (rows, cols), device)?;
         return Ok(Some(Linear::new(weight, bias)));
     }
     let dense: Option<Vec<&Tensor>> = linears

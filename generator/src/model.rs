@@ -551,7 +551,7 @@ impl Model {
             };
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
             let (c, hd) = (&self.config, self.config.head_dim);
-            let [q, k, v] = three(layer.qkv.forward(&h, |p, base| adapters.add_delta(base, &h, index, p))?)?;
+            let [q, k, v] = outputs(layer.qkv.forward(&h, |p, base| adapters.add_delta(base, &h, index, p))?)?;
             let q = q.reshape((batch, seq, c.num_heads, hd))?.transpose(1, 2)?;
             let k = k.reshape((batch, seq, c.num_kv_heads, hd))?.transpose(1, 2)?;
             let v = v.reshape((batch, seq, c.num_kv_heads, hd))?.transpose(1, 2)?.contiguous()?;
@@ -568,7 +568,7 @@ impl Model {
             let attended = attend(&q, &k, &v, mask.as_ref())?;
             x = (apply(&layer.o, Projection::O, &attended)? + &x)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.mlp_norm, eps)?;
-            let [gate, up] = two(layer.gate_up.forward(&h, |p, base| adapters.add_delta(base, &h, index, p))?)?;
+            let [gate, up] = outputs(layer.gate_up.forward(&h, |p, base| adapters.add_delta(base, &h, index, p))?)?;
             let gate = candle_nn::ops::silu(&gate)?;
             x = (apply(&layer.down, Projection::Down, &(gate * up)?)? + &x)?;
         }
@@ -616,12 +616,9 @@ impl Model {
     }
 }
 
-fn three(outputs: Vec<Tensor>) -> Result<[Tensor; 3]> {
-    outputs.try_into().map_err(|v: Vec<Tensor>| Error::Model(format!("expected q, k and v, got {} outputs", v.len())))
-}
-
-fn two(outputs: Vec<Tensor>) -> Result<[Tensor; 2]> {
-    outputs.try_into().map_err(|v: Vec<Tensor>| Error::Model(format!("expected gate and up, got {} outputs", v.len())))
+/// A stack's outputs as the `N` projections it was built with.
+fn outputs<const N: usize>(outputs: Vec<Tensor>) -> Result<[Tensor; N]> {
+    outputs.try_into().map_err(|v: Vec<Tensor>| Error::Model(format!("a stack of {N} gave {} outputs", v.len())))
 }
 
 /// Softmax attention of the queries `q` ([b, heads, seq, head dim], rotated) over the keys
