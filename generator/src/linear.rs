@@ -59,6 +59,7 @@ impl Linear {
             && device.is_cpu()
             && self.padding == 0
             && !cols.is_multiple_of(TILE_COLUMNS)
+            && rows > 0
             && rows.is_multiple_of(TILE_ROWS)
             && vnni();
         if !wanted {
