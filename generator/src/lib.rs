@@ -16,6 +16,7 @@ mod engine;
 mod error;
 mod linear;
 mod lora;
+mod lowrank;
 mod model;
 mod registry;
 mod remote;

@@ -9,9 +9,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{CpuStorage, DType, Device, Layout, Storage, Tensor};
+use rayon::prelude::*;
 use safetensors::tensor::TensorView;
 
+use crate::lowrank;
 use crate::model::{ModelConfig, Projection};
 use crate::{Error, Result};
 
@@ -46,10 +48,12 @@ fn modules<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<St
     })
 }
 
-/// The low-rank factors of one projection: A is (rank, in), B is (out, rank).
+/// The low-rank factors of one projection, both row-major: A is (rank, in) as PEFT stores
+/// it, and B is kept transposed, (rank, out), so that a decoding step reads both by rows
+/// ([`crate::lowrank`]).
 #[derive(Debug)]
 struct Factors {
-    a_t: Tensor,
+    a: Tensor,
     b_t: Tensor,
 }
 
@@ -114,8 +118,8 @@ impl Adapter {
         if pairs.is_empty() {
             return Err(bad("no LoRA tensors".into()));
         }
-        let mut factors = HashMap::new();
-        let mut bytes = 0;
+        // Checked in order (the first misfit is the error), then decoded in parallel.
+        let mut checked = Vec::with_capacity(pairs.len());
         for ((layer, projection), (a, b)) in pairs {
             let what = format!("layer {layer} {}", projection.peft_name());
             let (Some(a), Some(b)) = (a, b) else {
@@ -138,22 +142,31 @@ impl Adapter {
                 (true, Projection::K) => Some(model.num_kv_heads),
                 _ => None,
             };
-            let half = heads.map(|h| output / h / 2).unwrap_or(1);
-            let b_row = |n: usize| match heads {
-                Some(_) => {
-                    let (h, rem) = (n / (2 * half), n % (2 * half));
-                    h * 2 * half + (rem % 2) * half + rem / 2
-                }
-                None => n,
-            };
-            let a_rows = decode_rows(&a, &|n| n).map_err(|e| bad(format!("{what} lora_A: {e}")))?;
-            let b_rows = decode_rows(&b, &b_row).map_err(|e| bad(format!("{what} lora_B: {e}")))?;
-            bytes += (a_rows.len() + b_rows.len()) * dtype.size_in_bytes();
-            // Kept as stored and used through transposed views: the matmul reads either
-            // layout, and a transposing copy was most of an adapter's load time.
-            let a_t = Tensor::from_vec(a_rows, (config.r, input), device)?.to_dtype(dtype)?.t()?;
-            let b_t = Tensor::from_vec(b_rows, (output, config.r), device)?.to_dtype(dtype)?.t()?;
-            factors.insert((layer, projection), Factors { a_t, b_t });
+            checked.push(((layer, projection), what, a, b, heads.map(|h| output / h / 2)));
+        }
+        let decoded = checked
+            .into_par_iter()
+            .map(|(key, what, a, b, half)| {
+                let b_row = |n: usize| match half {
+                    Some(half) => {
+                        let (h, rem) = (n / (2 * half), n % (2 * half));
+                        h * 2 * half + (rem % 2) * half + rem / 2
+                    }
+                    None => n,
+                };
+                let a_rows = decode_rows(&a, &|n| n, false).map_err(|e| bad(format!("{what} lora_A: {e}")))?;
+                let b_cols = decode_rows(&b, &b_row, true).map_err(|e| bad(format!("{what} lora_B: {e}")))?;
+                Ok((key, a_rows, b_cols))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut factors = HashMap::new();
+        let mut bytes = 0;
+        for ((layer, projection), a_rows, b_cols) in decoded {
+            let (input, output) = projection.shape(model);
+            bytes += (a_rows.len() + b_cols.len()) * dtype.size_in_bytes();
+            let a = Tensor::from_vec(a_rows, (config.r, input), device)?.to_dtype(dtype)?;
+            let b_t = Tensor::from_vec(b_cols, (config.r, output), device)?.to_dtype(dtype)?;
+            factors.insert((layer, projection), Factors { a, b_t });
         }
         Ok(Adapter { id: id.to_string(), config, scale, factors, bytes })
     }
@@ -179,47 +192,74 @@ impl Adapter {
     pub fn delta_weight(&self, layer: usize, projection: Projection) -> Result<Option<Tensor>> {
         let Some(f) = self.factors.get(&(layer, projection)) else { return Ok(None) };
         // (A^T B^T)^T = B A
-        Ok(Some((f.a_t.matmul(&f.b_t)?.t()? * self.scale)?))
+        Ok(Some((f.a.t()?.matmul(&f.b_t)?.t()? * self.scale)?))
     }
 
     /// s · B (A x) for input rows `x` [rows, seq, in], or None when this projection has no factors.
     fn delta(&self, x: &Tensor, layer: usize, projection: Projection) -> Result<Option<Tensor>> {
         let Some(f) = self.factors.get(&(layer, projection)) else { return Ok(None) };
-        let down = x.broadcast_matmul(&f.a_t)?;
+        let down = x.broadcast_matmul(&f.a.t()?)?;
         Ok(Some((down.broadcast_matmul(&f.b_t)? * self.scale)?))
     }
 }
 
-/// A 2-d tensor's values as f32, row `row_of(n)` of the file as row n, refusing non-finite
-/// values: one pass over the file's bytes.
-fn decode_rows(view: &TensorView, row_of: &dyn Fn(usize) -> usize) -> std::result::Result<Vec<f32>, String> {
+/// A 2-d tensor's values as f32, row `row_of(n)` of the file as row n (column n when
+/// `transpose`), refusing non-finite values: one pass over the file's bytes.
+fn decode_rows(
+    view: &TensorView,
+    row_of: &dyn Fn(usize) -> usize,
+    transpose: bool,
+) -> std::result::Result<Vec<f32>, String> {
     let (rows, cols) = match view.shape() {
         [r, c] => (*r, *c),
         other => return Err(format!("expected 2 dimensions, got {other:?}")),
     };
     let data = view.data();
-    let values: Vec<f32> = match view.dtype() {
-        safetensors::Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-        safetensors::Dtype::BF16 => {
-            data.chunks_exact(2).map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)).collect()
-        }
+    let values = match view.dtype() {
+        safetensors::Dtype::F32 => arrange(data, rows, cols, row_of, transpose, f32::from_le_bytes)?,
+        safetensors::Dtype::BF16 => arrange(data, rows, cols, row_of, transpose, |b: [u8; 2]| {
+            f32::from_bits((u16::from_le_bytes(b) as u32) << 16)
+        })?,
         safetensors::Dtype::F16 => {
-            data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+            arrange(data, rows, cols, row_of, transpose, |b: [u8; 2]| half::f16::from_le_bytes(b).to_f32())?
         }
         other => return Err(format!("dtype {other:?} is not a float type")),
     };
-    if values.len() != rows * cols {
-        return Err(format!("{} values for shape [{rows}, {cols}]", values.len()));
-    }
     if !values.iter().all(|v| v.is_finite()) {
         return Err("non-finite values".into());
     }
-    if (0..rows).all(|n| row_of(n) == n) {
-        return Ok(values);
+    Ok(values)
+}
+
+/// `data`'s `W`-byte words converted by `value`, rows reordered by `row_of`, transposed if
+/// asked, in the same pass (a separate transposing copy was most of an adapter's load time).
+fn arrange<const W: usize>(
+    data: &[u8],
+    rows: usize,
+    cols: usize,
+    row_of: &dyn Fn(usize) -> usize,
+    transpose: bool,
+    value: impl Fn([u8; W]) -> f32,
+) -> std::result::Result<Vec<f32>, String> {
+    let (words, rest) = data.as_chunks::<W>();
+    if !rest.is_empty() || words.len() != rows * cols {
+        return Err(format!("{} bytes for shape [{rows}, {cols}]", data.len()));
     }
-    let mut out = Vec::with_capacity(values.len());
+    if !transpose && (0..rows).all(|n| row_of(n) == n) {
+        return Ok(words.iter().map(|w| value(*w)).collect());
+    }
+    let mut out = vec![0f32; rows * cols];
     for n in 0..rows {
-        out.extend_from_slice(&values[row_of(n) * cols..][..cols]);
+        let row = &words[row_of(n) * cols..][..cols];
+        if transpose {
+            for (c, w) in row.iter().enumerate() {
+                out[c * rows + n] = value(*w);
+            }
+        } else {
+            for (o, w) in out[n * cols..][..cols].iter_mut().zip(row) {
+                *o = value(*w);
+            }
+        }
     }
     Ok(out)
 }
@@ -261,9 +301,11 @@ enum Plan {
     Base,
     /// Every row runs the same mix: its deltas apply to the whole batch.
     Uniform(AdapterMix),
-    /// Rows differ: each row's factors gathered once per batch, then two batched matmuls
-    /// per projection, as cheap as a shared adapter (the SGMV idea, without a custom kernel).
-    PerRow(HashMap<(usize, Projection), RowFactors>),
+    /// Rows differ. A decoding step on the CPU runs each row's own factors in one pass
+    /// ([`crate::lowrank`]); elsewhere (a GPU) each row's factors are gathered once per batch
+    /// into `stacks` and applied with two batched matmuls per projection (the SGMV idea,
+    /// without a custom kernel).
+    PerRow { mixes: Vec<AdapterMix>, stacks: HashMap<(usize, Projection), RowFactors> },
 }
 
 /// What each row of a batch runs with: the base model, one adapter, or a weighted mix.
@@ -289,42 +331,8 @@ impl BatchAdapters {
         if mixes.iter().all(|m| key(m) == key(&mixes[0])) {
             return Ok(BatchAdapters { rows, plan: Plan::Uniform(mixes[0].clone()) });
         }
-        let mut keys: Vec<(usize, Projection)> =
-            mixes.iter().flatten().flat_map(|(a, _)| a.factors.keys().copied()).collect();
-        keys.sort();
-        keys.dedup();
-        let mut stacks = HashMap::new();
-        for key in keys {
-            let width = mixes
-                .iter()
-                .map(|m| m.iter().filter(|(a, _)| a.factors.contains_key(&key)).map(|(a, _)| a.rank()).sum::<usize>())
-                .max()
-                .unwrap_or(0);
-            let Some(first) = mixes.iter().flatten().find_map(|(a, _)| a.factors.get(&key)) else { continue };
-            let (input, output, dtype) = (first.a_t.dim(0)?, first.b_t.dim(1)?, first.a_t.dtype());
-            let mut a_rows = Vec::with_capacity(rows);
-            let mut b_rows = Vec::with_capacity(rows);
-            for mix in mixes {
-                let mut a_parts = Vec::new();
-                let mut b_parts = Vec::new();
-                let mut used = 0;
-                for (adapter, weight) in mix {
-                    if let Some(f) = adapter.factors.get(&key) {
-                        a_parts.push(f.a_t.clone());
-                        b_parts.push((&f.b_t * (*weight as f64 * adapter.scale))?);
-                        used += adapter.rank();
-                    }
-                }
-                if used < width {
-                    a_parts.push(Tensor::zeros((input, width - used), dtype, device)?);
-                    b_parts.push(Tensor::zeros((width - used, output), dtype, device)?);
-                }
-                a_rows.push(Tensor::cat(&a_parts, 1)?);
-                b_rows.push(Tensor::cat(&b_parts, 0)?);
-            }
-            stacks.insert(key, RowFactors { a: Tensor::stack(&a_rows, 0)?, b: Tensor::stack(&b_rows, 0)? });
-        }
-        Ok(BatchAdapters { rows, plan: Plan::PerRow(stacks) })
+        let stacks = if device.is_cpu() { HashMap::new() } else { gather_rows(mixes, device)? };
+        Ok(BatchAdapters { rows, plan: Plan::PerRow { mixes: mixes.to_vec(), stacks } })
     }
 
     /// The same mix on every one of `rows` rows.
@@ -347,25 +355,162 @@ impl BatchAdapters {
         layer: usize,
         projection: Projection,
     ) -> Result<Tensor> {
+        let key = (layer, projection);
         match &self.plan {
             Plan::Base => Ok(base),
             Plan::Uniform(mix) => {
-                let mut out = base;
-                for (adapter, weight) in mix {
-                    if let Some(d) = adapter.delta(input, layer, projection)? {
-                        let d = if *weight == 1.0 { d } else { (d * *weight as f64)? };
-                        out = (out + d.to_dtype(input.dtype())?)?;
+                if let Some(out) = step_on_cpu(&base, input, key, |_| mix)? {
+                    return Ok(out);
+                }
+                match mix_delta(mix, input, key)? {
+                    Some(delta) => Ok((base + delta.to_dtype(input.dtype())?)?),
+                    None => Ok(base),
+                }
+            }
+            Plan::PerRow { mixes, stacks } => {
+                if let Some(out) = step_on_cpu(&base, input, key, |row| &mixes[row])? {
+                    return Ok(out);
+                }
+                if let Some(f) = stacks.get(&key) {
+                    let delta = input.matmul(&f.a)?.matmul(&f.b)?.to_dtype(base.dtype())?;
+                    return Ok((base + delta)?);
+                }
+                if !stacks.is_empty() || !input.device().is_cpu() {
+                    // Gathered, and no row's adapters touch this projection.
+                    return Ok(base);
+                }
+                // A prompt on the CPU: each row's own matmuls (as many gemm calls as the
+                // batched matmul would make), zeros for rows without factors here.
+                let (_, seq, _) = input.dims3()?;
+                let output = base.dim(2)?;
+                let mut deltas = Vec::with_capacity(mixes.len());
+                let mut any = false;
+                for (row, mix) in mixes.iter().enumerate() {
+                    match mix_delta(mix, &input.narrow(0, row, 1)?, key)? {
+                        Some(delta) => {
+                            any = true;
+                            deltas.push(delta.to_dtype(base.dtype())?);
+                        }
+                        None => deltas.push(Tensor::zeros((1, seq, output), base.dtype(), base.device())?),
                     }
                 }
-                Ok(out)
-            }
-            Plan::PerRow(stacks) => {
-                let Some(f) = stacks.get(&(layer, projection)) else { return Ok(base) };
-                let delta = input.matmul(&f.a)?.matmul(&f.b)?.to_dtype(base.dtype())?;
-                Ok((base + delta)?)
+                if !any {
+                    return Ok(base);
+                }
+                Ok((base + Tensor::cat(&deltas, 0)?)?)
             }
         }
     }
+}
+
+/// Σ w · s · B (A x) over `mix` for input rows `x`, or None when no adapter of the mix has
+/// factors for this projection.
+fn mix_delta(
+    mix: &[(Arc<Adapter>, f32)],
+    x: &Tensor,
+    (layer, projection): (usize, Projection),
+) -> Result<Option<Tensor>> {
+    let mut sum: Option<Tensor> = None;
+    for (adapter, weight) in mix {
+        if let Some(d) = adapter.delta(x, layer, projection)? {
+            let d = if *weight == 1.0 { d } else { (d * *weight as f64)? };
+            sum = Some(match sum {
+                Some(s) => (s + d)?,
+                None => d,
+            });
+        }
+    }
+    Ok(sum)
+}
+
+/// One decoding step (one position per row) on the CPU in f32: `base` plus every row's terms
+/// in one pass over the factors' storage, or None where that does not apply (a prompt, another
+/// device or dtype), for the matmul paths.
+fn step_on_cpu<'m>(
+    base: &Tensor,
+    input: &Tensor,
+    key: (usize, Projection),
+    mix_of: impl Fn(usize) -> &'m AdapterMix,
+) -> Result<Option<Tensor>> {
+    let (rows, seq, input_width) = input.dims3()?;
+    let (_, _, output) = base.dims3()?;
+    if seq != 1 || !input.device().is_cpu() || input.dtype() != DType::F32 || base.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    // Every factor's storage, held for the step.
+    let mut held = Vec::new();
+    for row in 0..rows {
+        for (adapter, weight) in mix_of(row) {
+            if let Some(f) = adapter.factors.get(&key) {
+                let coef = (*weight as f64 * adapter.scale) as f32;
+                held.push((row, coef, f.a.storage_and_layout(), f.b_t.storage_and_layout()));
+            }
+        }
+    }
+    if held.is_empty() {
+        return Ok(Some(base.clone()));
+    }
+    let mut terms = vec![Vec::new(); rows];
+    for (row, coef, (a, a_layout), (b_t, b_layout)) in &held {
+        let (Some(a), Some(b_t)) = (f32_slice(a, a_layout), f32_slice(b_t, b_layout)) else { return Ok(None) };
+        terms[*row].push(lowrank::Term { a, b_t, coef: *coef });
+    }
+    let x = input.contiguous()?;
+    let (x_storage, x_layout) = x.storage_and_layout();
+    let Some(x) = f32_slice(&x_storage, x_layout) else { return Ok(None) };
+    let mut y = base.flatten_all()?.to_vec1::<f32>()?;
+    lowrank::add_rows(x, input_width, &mut y, output, &terms);
+    Ok(Some(Tensor::from_vec(y, (rows, 1, output), base.device())?))
+}
+
+/// A contiguous f32 CPU tensor's values, without copying.
+fn f32_slice<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a [f32]> {
+    match storage {
+        Storage::Cpu(CpuStorage::F32(values)) => layout.contiguous_offsets().map(|(start, end)| &values[start..end]),
+        _ => None,
+    }
+}
+
+/// Each row's factors for every projection any row's adapters touch, side by side and
+/// zero-padded to the widest row, stacked into [rows, in, R] and [rows, R, out].
+fn gather_rows(mixes: &[AdapterMix], device: &Device) -> Result<HashMap<(usize, Projection), RowFactors>> {
+    let rows = mixes.len();
+    let mut keys: Vec<(usize, Projection)> =
+        mixes.iter().flatten().flat_map(|(a, _)| a.factors.keys().copied()).collect();
+    keys.sort();
+    keys.dedup();
+    let mut stacks = HashMap::new();
+    for key in keys {
+        let width = mixes
+            .iter()
+            .map(|m| m.iter().filter(|(a, _)| a.factors.contains_key(&key)).map(|(a, _)| a.rank()).sum::<usize>())
+            .max()
+            .unwrap_or(0);
+        let Some(first) = mixes.iter().flatten().find_map(|(a, _)| a.factors.get(&key)) else { continue };
+        let (input, output, dtype) = (first.a.dim(1)?, first.b_t.dim(1)?, first.a.dtype());
+        let mut a_rows = Vec::with_capacity(rows);
+        let mut b_rows = Vec::with_capacity(rows);
+        for mix in mixes {
+            let mut a_parts = Vec::new();
+            let mut b_parts = Vec::new();
+            let mut used = 0;
+            for (adapter, weight) in mix {
+                if let Some(f) = adapter.factors.get(&key) {
+                    a_parts.push(f.a.t()?);
+                    b_parts.push((&f.b_t * (*weight as f64 * adapter.scale))?);
+                    used += adapter.rank();
+                }
+            }
+            if used < width {
+                a_parts.push(Tensor::zeros((input, width - used), dtype, device)?);
+                b_parts.push(Tensor::zeros((width - used, output), dtype, device)?);
+            }
+            a_rows.push(Tensor::cat(&a_parts, 1)?);
+            b_rows.push(Tensor::cat(&b_parts, 0)?);
+        }
+        stacks.insert(key, RowFactors { a: Tensor::stack(&a_rows, 0)?, b: Tensor::stack(&b_rows, 0)? });
+    }
+    Ok(stacks)
 }
 
 /// Where an adapter comes from.

@@ -86,8 +86,14 @@ fn a_mixed_batch_equals_each_request_alone() {
     write_adapter(&dir.path().join("a1"), &model, 4, &Projection::ALL);
     write_adapter(&dir.path().join("a2"), &model, 16, &[Projection::K, Projection::O, Projection::Up]);
     let (a1, a2) = (load(&dir.path().join("a1"), &model), load(&dir.path().join("a2"), &model));
-    let rows: [&[u32]; 4] = [&[1, 2, 3, 4], &[9, 8, 7, 6], &[5, 5, 5, 5], &[40, 41, 42, 43]];
-    let mixes = vec![vec![(a1.clone(), 1.0)], vec![], vec![(a2.clone(), 1.0)], vec![(a1.clone(), 1.0)]];
+    let rows: [&[u32]; 5] = [&[1, 2, 3, 4], &[9, 8, 7, 6], &[5, 5, 5, 5], &[40, 41, 42, 43], &[2, 7, 1, 8]];
+    let mixes = vec![
+        vec![(a1.clone(), 1.0)],
+        vec![],
+        vec![(a2.clone(), 1.0)],
+        vec![(a1.clone(), 1.0)],
+        vec![(a1.clone(), 0.3), (a2.clone(), 0.7)],
+    ];
     let batch = logits(&model, &rows, &BatchAdapters::per_row(&mixes, &Device::Cpu).unwrap());
     for (i, (row, mix)) in rows.iter().zip(&mixes).enumerate() {
         let alone = logits(&model, &[row], &BatchAdapters::uniform(mix.clone(), 1, &Device::Cpu).unwrap());
