@@ -301,11 +301,12 @@ enum Plan {
     Base,
     /// Every row runs the same mix: its deltas apply to the whole batch.
     Uniform(AdapterMix),
-    /// Rows differ. A decoding step on the CPU runs each row's own factors in one pass
-    /// ([`crate::lowrank`]); elsewhere (a GPU) each row's factors are gathered once per batch
-    /// into `stacks` and applied with two batched matmuls per projection (the SGMV idea,
-    /// without a custom kernel).
-    PerRow { mixes: Vec<AdapterMix>, stacks: HashMap<(usize, Projection), RowFactors> },
+    /// Rows differ, on the CPU: a decoding step runs each row's own factors in one pass
+    /// ([`crate::lowrank`]); a prompt runs each row's own matmuls.
+    PerRow(Vec<AdapterMix>),
+    /// Rows differ, on a GPU (or when asked): each row's factors gathered once per batch and
+    /// applied with two batched matmuls per projection (the SGMV idea, without a custom kernel).
+    Gathered(HashMap<(usize, Projection), RowFactors>),
 }
 
 /// What each row of a batch runs with: the base model, one adapter, or a weighted mix.
@@ -323,16 +324,28 @@ impl BatchAdapters {
 
     /// One mix per row (`mixes.len()` is the batch size).
     pub fn per_row(mixes: &[AdapterMix], device: &Device) -> Result<Self> {
+        Self::plan(mixes, device, !device.is_cpu())
+    }
+
+    /// One mix per row, always through the gathered factors and batched matmuls that a GPU
+    /// runs, even on the CPU (to compare the two paths).
+    pub fn per_row_gathered(mixes: &[AdapterMix], device: &Device) -> Result<Self> {
+        Self::plan(mixes, device, true)
+    }
+
+    fn plan(mixes: &[AdapterMix], device: &Device, gather: bool) -> Result<Self> {
         let rows = mixes.len();
         let key = |m: &AdapterMix| m.iter().map(|(a, w)| (Arc::as_ptr(a), w.to_bits())).collect::<Vec<_>>();
-        if mixes.iter().all(|m| m.is_empty()) {
-            return Ok(BatchAdapters { rows, plan: Plan::Base });
-        }
-        if mixes.iter().all(|m| key(m) == key(&mixes[0])) {
-            return Ok(BatchAdapters { rows, plan: Plan::Uniform(mixes[0].clone()) });
-        }
-        let stacks = if device.is_cpu() { HashMap::new() } else { gather_rows(mixes, device)? };
-        Ok(BatchAdapters { rows, plan: Plan::PerRow { mixes: mixes.to_vec(), stacks } })
+        let plan = if mixes.iter().all(|m| m.is_empty()) {
+            Plan::Base
+        } else if mixes.iter().all(|m| key(m) == key(&mixes[0])) {
+            Plan::Uniform(mixes[0].clone())
+        } else if gather {
+            Plan::Gathered(gather_rows(mixes, device)?)
+        } else {
+            Plan::PerRow(mixes.to_vec())
+        };
+        Ok(BatchAdapters { rows, plan })
     }
 
     /// The same mix on every one of `rows` rows.
@@ -367,20 +380,12 @@ impl BatchAdapters {
                     None => Ok(base),
                 }
             }
-            Plan::PerRow { mixes, stacks } => {
+            Plan::PerRow(mixes) => {
                 if let Some(out) = step_on_cpu(&base, input, key, |row| &mixes[row])? {
                     return Ok(out);
                 }
-                if let Some(f) = stacks.get(&key) {
-                    let delta = input.matmul(&f.a)?.matmul(&f.b)?.to_dtype(base.dtype())?;
-                    return Ok((base + delta)?);
-                }
-                if !stacks.is_empty() || !input.device().is_cpu() {
-                    // Gathered, and no row's adapters touch this projection.
-                    return Ok(base);
-                }
-                // A prompt on the CPU: each row's own matmuls (as many gemm calls as the
-                // batched matmul would make), zeros for rows without factors here.
+                // A prompt: each row's own matmuls (as many gemm calls as a batched matmul
+                // makes), zeros for rows without factors here.
                 let (_, seq, _) = input.dims3()?;
                 let output = base.dim(2)?;
                 let mut deltas = Vec::with_capacity(mixes.len());
@@ -399,6 +404,13 @@ impl BatchAdapters {
                 }
                 Ok((base + Tensor::cat(&deltas, 0)?)?)
             }
+            Plan::Gathered(stacks) => match stacks.get(&key) {
+                Some(f) => {
+                    let delta = input.matmul(&f.a)?.matmul(&f.b)?.to_dtype(base.dtype())?;
+                    Ok((base + delta)?)
+                }
+                None => Ok(base),
+            },
         }
     }
 }
@@ -453,6 +465,10 @@ fn step_on_cpu<'m>(
     let mut terms = vec![Vec::new(); rows];
     for (row, coef, (a, a_layout), (b_t, b_layout)) in &held {
         let (Some(a), Some(b_t)) = (f32_slice(a, a_layout), f32_slice(b_t, b_layout)) else { return Ok(None) };
+        if a.len() * output != b_t.len() * input_width {
+            // Factors that do not fit this projection: the matmul path names the mismatch.
+            return Ok(None);
+        }
         terms[*row].push(lowrank::Term { a, b_t, coef: *coef });
     }
     let x = input.contiguous()?;

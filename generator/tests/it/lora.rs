@@ -95,6 +95,9 @@ fn a_mixed_batch_equals_each_request_alone() {
         vec![(a1.clone(), 0.3), (a2.clone(), 0.7)],
     ];
     let batch = logits(&model, &rows, &BatchAdapters::per_row(&mixes, &Device::Cpu).unwrap());
+    // The GPU's plan (factors gathered per row, batched matmuls), run here on the CPU.
+    let gathered = logits(&model, &rows, &BatchAdapters::per_row_gathered(&mixes, &Device::Cpu).unwrap());
+    assert!(max_diff(&batch, &gathered) < 1e-4, "gathered: {}", max_diff(&batch, &gathered));
     for (i, (row, mix)) in rows.iter().zip(&mixes).enumerate() {
         let alone = logits(&model, &[row], &BatchAdapters::uniform(mix.clone(), 1, &Device::Cpu).unwrap());
         let diff = max_diff(&batch.narrow(0, i, 1).unwrap(), &alone);
