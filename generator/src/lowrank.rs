@@ -17,7 +17,7 @@ pub(crate) struct Term<'a> {
     pub coef: f32,
 }
 
-/// `y[r] += Σ coef · Bᵀᵀ (A x[r])` over row r's terms, for `x` [rows, input] and `y` [rows,
+/// `y[r] += Σ coef · B (A x[r])` over row r's terms, for `x` [rows, input] and `y` [rows,
 /// output], both row-major. Rows run in parallel when there are several.
 pub(crate) fn add_rows(x: &[f32], input: usize, y: &mut [f32], output: usize, terms: &[Vec<Term<'_>>]) {
     let rows = terms.len();
@@ -103,7 +103,7 @@ mod tests {
         (0..n).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 2001) as f32 / 1000.0 - 1.0).collect()
     }
 
-    /// The plain definition, in f64: y + Σ coef · Bᵀᵀ (A x).
+    /// The plain definition, in f64: y + Σ coef · B (A x).
     fn reference(x: &[f32], y: &[f32], terms: &[Term<'_>]) -> Vec<f64> {
         let mut out: Vec<f64> = y.iter().map(|v| *v as f64).collect();
         for term in terms {
