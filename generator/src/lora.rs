@@ -154,8 +154,9 @@ impl Adapter {
                     }
                     None => n,
                 };
-                let a_rows = decode_rows(&a, &|n| n, false).map_err(|e| bad(format!("{what} lora_A: {e}")))?;
-                let b_cols = decode_rows(&b, &b_row, true).map_err(|e| bad(format!("{what} lora_B: {e}")))?;
+                let a_rows = decode_rows(&a, Order::AsStored).map_err(|e| bad(format!("{what} lora_A: {e}")))?;
+                let b_cols =
+                    decode_rows(&b, Order::Transposed(&b_row)).map_err(|e| bad(format!("{what} lora_B: {e}")))?;
                 Ok((key, a_rows, b_cols))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -203,26 +204,28 @@ impl Adapter {
     }
 }
 
-/// A 2-d tensor's values as f32, row `row_of(n)` of the file as row n (column n when
-/// `transpose`), refusing non-finite values: one pass over the file's bytes.
-fn decode_rows(
-    view: &TensorView,
-    row_of: &dyn Fn(usize) -> usize,
-    transpose: bool,
-) -> std::result::Result<Vec<f32>, String> {
+/// How a decoded tensor is laid out: as the file stores it, or transposed with logical row n
+/// read from the file's row `row_of(n)` (B, whose q/k rows GGUF models permute).
+#[derive(Clone, Copy)]
+enum Order<'a> {
+    AsStored,
+    Transposed(&'a dyn Fn(usize) -> usize),
+}
+
+/// A 2-d tensor's values as f32 in `order`, refusing non-finite values: one pass over the
+/// file's bytes.
+fn decode_rows(view: &TensorView, order: Order<'_>) -> std::result::Result<Vec<f32>, String> {
     let (rows, cols) = match view.shape() {
         [r, c] => (*r, *c),
         other => return Err(format!("expected 2 dimensions, got {other:?}")),
     };
     let data = view.data();
     let values = match view.dtype() {
-        safetensors::Dtype::F32 => arrange(data, rows, cols, row_of, transpose, f32::from_le_bytes)?,
-        safetensors::Dtype::BF16 => arrange(data, rows, cols, row_of, transpose, |b: [u8; 2]| {
-            f32::from_bits((u16::from_le_bytes(b) as u32) << 16)
-        })?,
-        safetensors::Dtype::F16 => {
-            arrange(data, rows, cols, row_of, transpose, |b: [u8; 2]| half::f16::from_le_bytes(b).to_f32())?
+        safetensors::Dtype::F32 => arrange(data, rows, cols, order, f32::from_le_bytes)?,
+        safetensors::Dtype::BF16 => {
+            arrange(data, rows, cols, order, |b: [u8; 2]| f32::from_bits((u16::from_le_bytes(b) as u32) << 16))?
         }
+        safetensors::Dtype::F16 => arrange(data, rows, cols, order, |b: [u8; 2]| half::f16::from_le_bytes(b).to_f32())?,
         other => return Err(format!("dtype {other:?} is not a float type")),
     };
     if !values.iter().all(|v| v.is_finite()) {
@@ -231,34 +234,24 @@ fn decode_rows(
     Ok(values)
 }
 
-/// `data`'s `W`-byte words converted by `value`, rows reordered by `row_of`, transposed if
-/// asked, in the same pass (a separate transposing copy was most of an adapter's load time).
+/// `data`'s `W`-byte words converted by `value` and laid out in `order`, in the same pass (a
+/// separate transposing copy was most of an adapter's load time).
 fn arrange<const W: usize>(
     data: &[u8],
     rows: usize,
     cols: usize,
-    row_of: &dyn Fn(usize) -> usize,
-    transpose: bool,
+    order: Order<'_>,
     value: impl Fn([u8; W]) -> f32,
 ) -> std::result::Result<Vec<f32>, String> {
     let (words, rest) = data.as_chunks::<W>();
     if !rest.is_empty() || words.len() != rows * cols {
         return Err(format!("{} bytes for shape [{rows}, {cols}]", data.len()));
     }
-    if !transpose && (0..rows).all(|n| row_of(n) == n) {
-        return Ok(words.iter().map(|w| value(*w)).collect());
-    }
+    let Order::Transposed(row_of) = order else { return Ok(words.iter().map(|w| value(*w)).collect()) };
     let mut out = vec![0f32; rows * cols];
     for n in 0..rows {
-        let row = &words[row_of(n) * cols..][..cols];
-        if transpose {
-            for (c, w) in row.iter().enumerate() {
-                out[c * rows + n] = value(*w);
-            }
-        } else {
-            for (o, w) in out[n * cols..][..cols].iter_mut().zip(row) {
-                *o = value(*w);
-            }
+        for (c, w) in words[row_of(n) * cols..][..cols].iter().enumerate() {
+            out[c * rows + n] = value(*w);
         }
     }
     Ok(out)
