@@ -294,6 +294,51 @@ pub fn indexed_text<'a>(document: &str, chunk_start: usize, chunk_text: &'a str)
     }
 }
 
+/// How far, in bytes of the document, the keyword text of a chunk reaches past each end of the
+/// chunk (about a default chunk: ~256 tokens of English).
+pub const KEYWORD_CONTEXT_BYTES: usize = 1024;
+
+/// What the keyword index sees for a chunk: [`indexed_text`] over the chunk widened by up to
+/// [`KEYWORD_CONTEXT_BYTES`] of its document on each side (cut at whitespace), so that a
+/// question's terms that fall just across a chunk boundary still count for the chunk. The
+/// vectors keep [`indexed_text`]: the embedder's window is full already.
+pub fn keyword_text<'a>(
+    document: &str,
+    chunk_start: usize,
+    chunk_end: usize,
+    chunk_text: &'a str,
+) -> std::borrow::Cow<'a, str> {
+    let within = |i: usize| i <= document.len() && document.is_char_boundary(i);
+    if chunk_start > chunk_end || !within(chunk_start) || !within(chunk_end) {
+        return indexed_text(document, chunk_start, chunk_text);
+    }
+    // Back from chunk_start: the first whitespace at or after the reach point starts the window.
+    let reach_start = chunk_start.saturating_sub(KEYWORD_CONTEXT_BYTES);
+    let reach_start = (reach_start..=chunk_start).find(|&i| document.is_char_boundary(i)).unwrap_or(chunk_start);
+    let start = document[reach_start..chunk_start]
+        .char_indices()
+        .find(|(_, c)| c.is_whitespace())
+        .map(|(i, _)| reach_start + i)
+        .unwrap_or(chunk_start);
+    let start = if reach_start == 0 { 0 } else { start };
+    let reach_end = (chunk_end + KEYWORD_CONTEXT_BYTES).min(document.len());
+    let reach_end = (reach_end..=document.len()).find(|&i| document.is_char_boundary(i)).unwrap_or(document.len());
+    let end = if reach_end == document.len() {
+        reach_end
+    } else {
+        document[chunk_end..reach_end]
+            .char_indices()
+            .rev()
+            .find(|(_, c)| c.is_whitespace())
+            .map(|(i, _)| chunk_end + i)
+            .unwrap_or(chunk_end)
+    };
+    if start == chunk_start && end == chunk_end {
+        return indexed_text(document, chunk_start, chunk_text);
+    }
+    indexed_text(document, start, &document[start..end]).into_owned().into()
+}
+
 /// Splits at blank lines (two or more newlines with only whitespace between).
 fn paragraphs(text: &str) -> Vec<(usize, &str)> {
     let mut out = Vec::new();
@@ -434,6 +479,49 @@ mod tests {
         // A single paragraph, or a long first paragraph, is no heading.
         assert_eq!(heading("Just one paragraph."), None);
         assert_eq!(heading(&format!("{}\n\nrest", "long ".repeat(60))), None);
+    }
+
+    #[test]
+    fn keyword_text_reaches_past_the_chunk_at_word_boundaries() {
+        // A long document: the window must cut inside it, at whitespace, on char boundaries.
+        let words: Vec<String> = (0..400).map(|i| format!("wörd{i}")).collect();
+        let document = format!("Title line\n\n{}", words.join(" "));
+        let chunks = chunker(40, 0).chunk(&document);
+        assert!(chunks.len() > 4);
+        for chunk in &chunks {
+            let text = keyword_text(&document, chunk.start, chunk.end, &chunk.text);
+            assert!(text.contains(chunk.text.as_str()), "the chunk itself is always inside");
+            // One contiguous span of the document, after the heading where the span lacks it.
+            let (at, body) = match document.find(text.as_ref()) {
+                Some(at) => (at, text.as_ref()),
+                None => {
+                    let body = text.strip_prefix("Title line\n").expect("the heading, then a span");
+                    (document.find(body).expect("a span of the document"), body)
+                }
+            };
+            assert!(at <= chunk.start && at + body.len() >= chunk.end);
+            assert!(chunk.start - at <= KEYWORD_CONTEXT_BYTES);
+            assert!(at + body.len() - chunk.end <= KEYWORD_CONTEXT_BYTES);
+            // Whole words only: a cut falls at whitespace or the document's ends.
+            assert!(at == 0 || document[..at].ends_with(char::is_whitespace) || body.starts_with(char::is_whitespace));
+            let after = at + body.len();
+            assert!(after == document.len() || document[after..].starts_with(char::is_whitespace));
+            // The heading comes first whenever the window does not already hold it.
+            assert!(text.starts_with("Title line"));
+        }
+        let middle = &chunks[chunks.len() / 2];
+        let text = keyword_text(&document, middle.start, middle.end, &middle.text);
+        assert!(text.len() > middle.text.len() + KEYWORD_CONTEXT_BYTES, "it reaches both ways");
+        // In a short document the last chunk's window reaches back into earlier paragraphs.
+        let short = chunker(12, 0).chunk(TEXT);
+        let last = short.last().unwrap();
+        assert!(!last.text.contains("Tributaries"));
+        let text = keyword_text(TEXT, last.start, last.end, &last.text);
+        assert!(
+            text.starts_with("# Rivers\n") && text.contains("Tributaries join rivers") && text.ends_with("Short end.")
+        );
+        // Offsets that do not fit the document fall back to the chunk and heading.
+        assert_eq!(keyword_text("short", 2, 99, "ort"), "ort");
     }
 
     #[test]

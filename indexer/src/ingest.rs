@@ -185,6 +185,16 @@ struct BatchWriter<'a> {
     report: IngestReport,
 }
 
+/// A chunk this batch stores for the first time, with what each index sees of it.
+struct NewChunk {
+    id: ChunkId,
+    document_hash: [u8; 32],
+    /// [`crate::chunk::indexed_text`].
+    embedded: String,
+    /// [`crate::chunk::keyword_text`].
+    keywords: String,
+}
+
 impl BatchWriter<'_> {
     async fn write(&mut self, docs: Vec<Prepared>) -> Result<()> {
         let (store, datanet, options) = (self.store, self.datanet, self.options);
@@ -192,16 +202,20 @@ impl BatchWriter<'_> {
         let stored = store.catalog().existing_chunks(datanet.id, &candidate_ids).await?;
 
         let mut new_docs = Vec::with_capacity(docs.len());
-        // (id, document hash, text to index: see `indexed_text`)
-        let mut to_embed: Vec<(ChunkId, [u8; 32], String)> = Vec::new();
+        let mut to_embed: Vec<NewChunk> = Vec::new();
         for doc in docs {
             let mut spans = Vec::with_capacity(doc.chunks.len());
             let mut duplicates = 0;
             for chunk in &doc.chunks {
                 let new_chunk = !stored.contains(&chunk.id) && self.introduced.insert(chunk.id);
                 if new_chunk {
-                    let indexed = crate::chunk::indexed_text(&doc.source.text, chunk.start, &chunk.text).into_owned();
-                    to_embed.push((chunk.id, doc.source.raw_hash, indexed));
+                    let text = &doc.source.text;
+                    to_embed.push(NewChunk {
+                        id: chunk.id,
+                        document_hash: doc.source.raw_hash,
+                        embedded: crate::chunk::indexed_text(text, chunk.start, &chunk.text).into_owned(),
+                        keywords: crate::chunk::keyword_text(text, chunk.start, chunk.end, &chunk.text).into_owned(),
+                    });
                 } else {
                     duplicates += 1;
                 }
@@ -228,7 +242,7 @@ impl BatchWriter<'_> {
             });
         }
 
-        let new_ids: Vec<ChunkId> = to_embed.iter().map(|(id, ..)| *id).collect();
+        let new_ids: Vec<ChunkId> = to_embed.iter().map(|c| c.id).collect();
         store.catalog().journal_add(datanet.id, &new_ids).await?;
 
         let contributor = options.contributor;
@@ -236,23 +250,16 @@ impl BatchWriter<'_> {
         let indexes_for_write = self.indexes.clone();
         let written = to_embed.len();
         tokio::task::spawn_blocking(move || -> Result<()> {
-            let texts: Vec<&str> = to_embed.iter().map(|(_, _, t)| t.as_str()).collect();
+            let texts: Vec<&str> = to_embed.iter().map(|c| c.embedded.as_str()).collect();
             let vectors = embedder.embed(&texts)?;
             let points: Vec<VectorPoint> = to_embed
                 .iter()
                 .zip(vectors)
-                .map(|((chunk_id, document_hash, _), vector)| VectorPoint {
-                    chunk_id: *chunk_id,
-                    vector,
-                    contributor,
-                    document_hash: *document_hash,
-                })
+                .map(|(c, vector)| VectorPoint { chunk_id: c.id, vector, contributor, document_hash: c.document_hash })
                 .collect();
             indexes_for_write.vectors.upsert(&points)?;
-            let keyword_docs: Vec<KeywordDoc<'_>> = to_embed
-                .iter()
-                .map(|(chunk_id, _, text)| KeywordDoc { chunk_id: *chunk_id, contributor, text })
-                .collect();
+            let keyword_docs: Vec<KeywordDoc<'_>> =
+                to_embed.iter().map(|c| KeywordDoc { chunk_id: c.id, contributor, text: &c.keywords }).collect();
             indexes_for_write.keywords.upsert(&keyword_docs)?;
             indexes_for_write.commit()
         })

@@ -46,8 +46,7 @@ pub trait KeywordIndex: Send + Sync {
 const ANALYZER: &str = "en_stem";
 /// What an index was built with: analyzer and indexed text. An index whose `FORMAT` file says
 /// otherwise is rebuilt from the catalog when the store opens (`Store::open`).
-const FORMAT: &str =
-    "tributary-keywords 2: en_stem (simple tokens, lowercase, English stopwords, Porter2), heading + chunk";
+const FORMAT: &str = "tributary-keywords 3: en_stem (simple tokens, lowercase, English stopwords, Porter2), heading + chunk + 1024 bytes each side";
 const FORMAT_FILE: &str = "FORMAT";
 /// Indexing memory budget; tantivy flushes a segment when it fills.
 const WRITER_BUDGET: usize = 64 * 1024 * 1024;
@@ -235,5 +234,18 @@ impl KeywordIndex for TantivyKeywordIndex {
         self.with_writer(|writer| Ok(writer.commit()?))?;
         self.reader.reload()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FORMAT;
+    use crate::chunk::KEYWORD_CONTEXT_BYTES;
+
+    /// An index is rebuilt only when its format line changes: the window it was built with
+    /// must be part of that line.
+    #[test]
+    fn the_format_names_the_keyword_window() {
+        assert!(FORMAT.contains(&format!("{KEYWORD_CONTEXT_BYTES} bytes each side")), "{FORMAT}");
     }
 }

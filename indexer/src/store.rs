@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::catalog::{Catalog, ChunkRecord, Datanet};
-use crate::chunk::indexed_text;
+use crate::chunk::{indexed_text, keyword_text};
 use crate::keywords::{KeywordDoc, KeywordIndex, TantivyKeywordIndex};
 use crate::vectors::{EdgeIndexConfig, EdgeVectorIndex, VectorIndex, VectorPoint};
 use crate::{ChunkId, Embedder, Error, Result};
@@ -203,7 +203,7 @@ impl Store {
         for batch in ids.chunks(1024) {
             let records = self.catalog.chunk_records(datanet_id, batch).await?;
             let sources = self.catalog.document_sources(datanet_id, &records).await?;
-            let texts = indexed_texts(&records, &sources);
+            let texts = keyword_texts(&records, &sources);
             let docs: Vec<KeywordDoc<'_>> = records
                 .iter()
                 .zip(&texts)
@@ -243,6 +243,20 @@ fn indexed_texts<'a>(
         .iter()
         .map(|r| match sources.get(&r.document_id) {
             Some((_, document)) => indexed_text(document, r.start, &r.text),
+            None => r.text.as_str().into(),
+        })
+        .collect()
+}
+
+/// [`keyword_text`] for each record, from its document's text.
+fn keyword_texts<'a>(
+    records: &'a [ChunkRecord],
+    sources: &HashMap<i64, ([u8; 32], String)>,
+) -> Vec<std::borrow::Cow<'a, str>> {
+    records
+        .iter()
+        .map(|r| match sources.get(&r.document_id) {
+            Some((_, document)) => keyword_text(document, r.start, r.end, &r.text),
             None => r.text.as_str().into(),
         })
         .collect()

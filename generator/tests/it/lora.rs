@@ -147,6 +147,13 @@ fn bad_adapters_are_refused_with_a_reason() {
     let corrupt =
         refuse("corrupt", &|p| std::fs::write(p.join("adapter_model.safetensors"), b"\x10\0\0\0garbage").unwrap());
     assert!(corrupt.contains("adapter_model.safetensors"), "{corrupt}");
+    // Cut short by a few bytes: the header's tensors no longer fill the file.
+    let truncated = refuse("truncated", &|p| {
+        let path = p.join("adapter_model.safetensors");
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(file.metadata().unwrap().len() - 4).unwrap();
+    });
+    assert!(truncated.contains("adapter_model.safetensors") && truncated.contains("bytes of tensors"), "{truncated}");
     let rank = refuse("rank", &|p| {
         let config = serde_json::json!({"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "down_proj"]});
         std::fs::write(p.join("adapter_config.json"), config.to_string()).unwrap();
