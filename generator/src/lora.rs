@@ -238,7 +238,8 @@ impl WeightsFile {
         file.read_exact(&mut header).map_err(|e| e.to_string())?;
         let metadata: Metadata = serde_json::from_slice(&header).map_err(|e| format!("header: {e}"))?;
         let data_start = 8 + header_len;
-        if data_start + metadata.data_len() as u64 != file_len {
+        // Checked: a crafted header can declare offsets near usize::MAX.
+        if data_start.checked_add(metadata.data_len() as u64) != Some(file_len) {
             return Err(format!(
                 "the header describes {} bytes of tensors but the file holds {}",
                 metadata.data_len(),
