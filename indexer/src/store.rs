@@ -1,6 +1,7 @@
 //! The data directory: the catalog plus one vector and one keyword index per Datanet, and the
 //! recovery that keeps the three in agreement.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -235,28 +236,25 @@ impl Store {
 }
 
 /// [`indexed_text`] for each record, from its document's text.
-fn indexed_texts<'a>(
-    records: &'a [ChunkRecord],
-    sources: &HashMap<i64, ([u8; 32], String)>,
-) -> Vec<std::borrow::Cow<'a, str>> {
-    records
-        .iter()
-        .map(|r| match sources.get(&r.document_id) {
-            Some((_, document)) => indexed_text(document, r.start, &r.text),
-            None => r.text.as_str().into(),
-        })
-        .collect()
+fn indexed_texts<'a>(records: &'a [ChunkRecord], sources: &HashMap<i64, ([u8; 32], String)>) -> Vec<Cow<'a, str>> {
+    texts_of(records, sources, |document, r| indexed_text(document, r.start, &r.text))
 }
 
 /// [`keyword_text`] for each record, from its document's text.
-fn keyword_texts<'a>(
+fn keyword_texts<'a>(records: &'a [ChunkRecord], sources: &HashMap<i64, ([u8; 32], String)>) -> Vec<Cow<'a, str>> {
+    texts_of(records, sources, |document, r| keyword_text(document, r.start, r.end, &r.text))
+}
+
+/// `text(document, record)` for each record; the chunk alone where its document is missing.
+fn texts_of<'a>(
     records: &'a [ChunkRecord],
     sources: &HashMap<i64, ([u8; 32], String)>,
-) -> Vec<std::borrow::Cow<'a, str>> {
+    text: impl Fn(&str, &'a ChunkRecord) -> Cow<'a, str>,
+) -> Vec<Cow<'a, str>> {
     records
         .iter()
         .map(|r| match sources.get(&r.document_id) {
-            Some((_, document)) => keyword_text(document, r.start, r.end, &r.text),
+            Some((_, document)) => text(document, r),
             None => r.text.as_str().into(),
         })
         .collect()
