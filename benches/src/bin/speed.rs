@@ -181,12 +181,33 @@ async fn time_searches(
     embed_ms.sort_by(f64::total_cmp);
     let retriever = Retriever::new(store.clone(), embedder, RetrieverConfig::default());
     let datanets = [datanet];
+    let latencies = time_mode(&retriever, &datanets, &queries, args.searches, Mode::Hybrid).await?;
+    // Each leg alone (dense includes the query's embedding), to see where hybrid time goes.
+    let dense = time_mode(&retriever, &datanets, &queries, args.searches, Mode::Dense).await?;
+    let bm25 = time_mode(&retriever, &datanets, &queries, args.searches, Mode::Bm25).await?;
+    let mut result = serde_json::Map::new();
+    result.insert("system".into(), "tributary".into());
+    result.insert("search_p50_ms".into(), percentile(&latencies, 0.5).into());
+    result.insert("search_p99_ms".into(), percentile(&latencies, 0.99).into());
+    result.insert("query_embedding_p50_ms".into(), percentile(&embed_ms, 0.5).into());
+    result.insert("dense_search_p50_ms".into(), percentile(&dense, 0.5).into());
+    result.insert("bm25_search_p50_ms".into(), percentile(&bm25, 0.5).into());
+    result.insert("peak_rss_mib".into(), peak_rss_mib().into());
+    Ok(result)
+}
+
+/// Sorted latencies (ms) of `searches` top-10 searches in `mode`, after 10 that warm caches.
+async fn time_mode(
+    retriever: &Retriever,
+    datanets: &[tributary_indexer::Datanet],
+    queries: &[(String, String)],
+    searches: usize,
+    mode: Mode,
+) -> Result<Vec<f64>> {
     let mut latencies = Vec::new();
-    for (i, (_, text)) in queries.iter().cycle().take(args.searches + 10).enumerate() {
+    for (i, (_, text)) in queries.iter().cycle().take(searches + 10).enumerate() {
         let t = Instant::now();
-        let passages = retriever
-            .search(&Query { text, datanets: &datanets, contributors: None, k: 10, mode: Mode::Hybrid })
-            .await?;
+        let passages = retriever.search(&Query { text, datanets, contributors: None, k: 10, mode }).await?;
         let ms = t.elapsed().as_secs_f64() * 1000.0;
         if passages.is_empty() {
             bail!("no passages for {text:?}");
@@ -197,11 +218,5 @@ async fn time_searches(
         }
     }
     latencies.sort_by(f64::total_cmp);
-    let mut result = serde_json::Map::new();
-    result.insert("system".into(), "tributary".into());
-    result.insert("search_p50_ms".into(), percentile(&latencies, 0.5).into());
-    result.insert("search_p99_ms".into(), percentile(&latencies, 0.99).into());
-    result.insert("query_embedding_p50_ms".into(), percentile(&embed_ms, 0.5).into());
-    result.insert("peak_rss_mib".into(), peak_rss_mib().into());
-    Ok(result)
+    Ok(latencies)
 }
