@@ -293,10 +293,7 @@ impl LocalModel {
                 text.truncate(at);
                 break FinishReason::Stop;
             }
-            let mut safe = text.len().saturating_sub(hold);
-            while !text.is_char_boundary(safe) {
-                safe -= 1;
-            }
+            let safe = text.floor_char_boundary(text.len().saturating_sub(hold));
             if safe > emitted {
                 if !on_text(&text[emitted..safe]) {
                     break FinishReason::Cancelled;

@@ -308,21 +308,19 @@ pub fn keyword_text<'a>(
     chunk_end: usize,
     chunk_text: &'a str,
 ) -> std::borrow::Cow<'a, str> {
-    let within = |i: usize| i <= document.len() && document.is_char_boundary(i);
-    if chunk_start > chunk_end || !within(chunk_start) || !within(chunk_end) {
+    // `is_char_boundary` is false past the end too.
+    if chunk_start > chunk_end || !document.is_char_boundary(chunk_start) || !document.is_char_boundary(chunk_end) {
         return indexed_text(document, chunk_start, chunk_text);
     }
     // Back from chunk_start: the first whitespace at or after the reach point starts the window.
-    let reach_start = chunk_start.saturating_sub(KEYWORD_CONTEXT_BYTES);
-    let reach_start = (reach_start..=chunk_start).find(|&i| document.is_char_boundary(i)).unwrap_or(chunk_start);
+    let reach_start = document.ceil_char_boundary(chunk_start.saturating_sub(KEYWORD_CONTEXT_BYTES));
     let start = document[reach_start..chunk_start]
         .char_indices()
         .find(|(_, c)| c.is_whitespace())
         .map(|(i, _)| reach_start + i)
         .unwrap_or(chunk_start);
     let start = if reach_start == 0 { 0 } else { start };
-    let reach_end = (chunk_end + KEYWORD_CONTEXT_BYTES).min(document.len());
-    let reach_end = (reach_end..=document.len()).find(|&i| document.is_char_boundary(i)).unwrap_or(document.len());
+    let reach_end = document.ceil_char_boundary(chunk_end + KEYWORD_CONTEXT_BYTES);
     let end = if reach_end == document.len() {
         reach_end
     } else {
