@@ -178,6 +178,11 @@ impl LocalModel {
         &self.model
     }
 
+    /// See [`Model::set_fused_decode`].
+    pub fn set_fused_decode(&mut self, enabled: bool) {
+        self.model.set_fused_decode(enabled);
+    }
+
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }

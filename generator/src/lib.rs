@@ -12,12 +12,14 @@
 
 mod chat;
 mod cite;
+mod decode;
 mod engine;
 mod error;
 mod linear;
 mod lora;
 mod lowrank;
 mod model;
+mod qdot;
 mod registry;
 mod remote;
 mod tokenizer;

@@ -477,6 +477,55 @@ impl BatchAdapters {
     }
 }
 
+/// One row's factors for one projection, their storage held for a decoding step on the CPU
+/// ([`crate::decode`]).
+pub(crate) struct HeldFactors<'a> {
+    pub(crate) layer: usize,
+    pub(crate) projection: Projection,
+    pub(crate) row: usize,
+    coef: f32,
+    a: (candle_core::StorageRef<'a>, &'a Layout),
+    b_t: (candle_core::StorageRef<'a>, &'a Layout),
+}
+
+impl HeldFactors<'_> {
+    /// The factors as a [`lowrank::Term`], or None when they are not contiguous f32 on the CPU.
+    pub(crate) fn term(&self) -> Option<lowrank::Term<'_>> {
+        let a = f32_slice(&self.a.0, self.a.1)?;
+        let b_t = f32_slice(&self.b_t.0, self.b_t.1)?;
+        Some(lowrank::Term { a, b_t, coef: self.coef })
+    }
+}
+
+impl BatchAdapters {
+    /// Every row's factors for every projection, held for one decoding step of `rows` rows on
+    /// the CPU; None for the plan that gathers factors for batched matmuls.
+    pub(crate) fn hold_factors(&self, rows: usize) -> Option<Vec<HeldFactors<'_>>> {
+        let mix_of = |row: usize| -> Option<&AdapterMix> {
+            match &self.plan {
+                Plan::Base => None,
+                Plan::Uniform(mix) => Some(mix),
+                Plan::PerRow(mixes) => mixes.get(row),
+                Plan::Gathered(_) => None,
+            }
+        };
+        if matches!(self.plan, Plan::Gathered(_)) {
+            return None;
+        }
+        let mut held = Vec::new();
+        for row in 0..rows {
+            for (adapter, weight) in mix_of(row).into_iter().flatten() {
+                for (&(layer, projection), f) in &adapter.factors {
+                    let coef = (*weight as f64 * adapter.scale) as f32;
+                    let (a, b_t) = (f.a.storage_and_layout(), f.b_t.storage_and_layout());
+                    held.push(HeldFactors { layer, projection, row, coef, a, b_t });
+                }
+            }
+        }
+        Some(held)
+    }
+}
+
 /// Σ w · s · B (A x) over `mix` for input rows `x`, or None when no adapter of the mix has
 /// factors for this projection.
 fn mix_delta(

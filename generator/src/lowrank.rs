@@ -63,6 +63,39 @@ fn add_row_with<const FMA: bool>(x: &[f32], y: &mut [f32], terms: &[Term<'_>]) {
     }
 }
 
+/// `y += Σ coef · B (A x)` for outputs `start..start + y.len()` of one row: the share of a
+/// projection's outputs one thread of a decoding step owns ([`crate::decode`]).
+pub(crate) fn add_row_range(x: &[f32], y: &mut [f32], start: usize, terms: &[Term<'_>]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features this copy was compiled for (checked just above).
+        unsafe { add_row_range_fma(x, y, start, terms) };
+        return;
+    }
+    add_row_range_with::<false>(x, y, start, terms);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn add_row_range_fma(x: &[f32], y: &mut [f32], start: usize, terms: &[Term<'_>]) {
+    add_row_range_with::<true>(x, y, start, terms);
+}
+
+#[inline(always)]
+fn add_row_range_with<const FMA: bool>(x: &[f32], y: &mut [f32], start: usize, terms: &[Term<'_>]) {
+    let input = x.len();
+    for term in terms {
+        let rank = term.a.len() / input;
+        let output = term.b_t.len() / rank.max(1);
+        for (a_row, b_row) in term.a.chunks_exact(input).zip(term.b_t.chunks_exact(output)) {
+            let t = term.coef * dot::<FMA>(a_row, x);
+            for (y, b) in y.iter_mut().zip(&b_row[start..]) {
+                *y = madd::<FMA>(t, *b, *y);
+            }
+        }
+    }
+}
+
 #[inline(always)]
 fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FMA { a.mul_add(b, c) } else { a * b + c }
@@ -139,5 +172,12 @@ mod tests {
         }
         // The row without terms is untouched.
         assert_eq!(&y[output..2 * output], &y0[output..2 * output]);
+
+        // Outputs in two shares (as two threads of a step own them) are the whole row's.
+        let mut shares = y0[2 * output..].to_vec();
+        let (left, right) = shares.split_at_mut(9);
+        add_row_range(&x[2 * input..], left, 0, &terms[2]);
+        add_row_range(&x[2 * input..], right, 9, &terms[2]);
+        assert_eq!(shares, y[2 * output..]);
     }
 }

@@ -13,8 +13,10 @@ use std::path::Path;
 use candle_core::quantized::{QMatMul, QTensor, gguf_file};
 use candle_core::{D, DType, Device, IndexOp, Tensor};
 
+use crate::decode::{CpuDecoder, DecodeLayer, block_rows};
 use crate::linear::{Linear, Stack};
 use crate::lora::BatchAdapters;
+use crate::qdot::BlockRows;
 use crate::{Error, Result};
 
 /// Which published architecture the weights follow.
@@ -225,6 +227,25 @@ fn append_kv(buffer: &mut Option<Tensor>, new: &Tensor, start: usize) -> Result<
 }
 
 impl KvCache {
+    /// Layer `layer`'s whole key and value buffers ([batch, kv heads, capacity, head dim]).
+    pub(crate) fn layer_buffers(&self, layer: usize) -> (Option<Tensor>, Option<Tensor>) {
+        self.layers.get(layer).map_or((None, None), |l| (l.keys.clone(), l.values.clone()))
+    }
+
+    /// Writes one layer's new keys and values ([batch, kv heads, seq, head dim]) at `start`.
+    pub(crate) fn append_layer(&mut self, layer: usize, keys: &Tensor, values: &Tensor, start: usize) -> Result<()> {
+        let layer =
+            self.layers.get_mut(layer).ok_or_else(|| Error::Model("KV cache belongs to another model".into()))?;
+        append_kv(&mut layer.keys, keys, start)?;
+        append_kv(&mut layer.values, values, start)?;
+        Ok(())
+    }
+
+    /// Counts `positions` more tokens as cached (every layer has appended them).
+    pub(crate) fn advance(&mut self, positions: usize) {
+        self.len += positions;
+    }
+
     /// Tokens already in the cache: the position of the next one.
     pub fn len(&self) -> usize {
         self.len
@@ -246,6 +267,10 @@ pub struct Model {
     cos: Tensor,
     sin: Tensor,
     device: Device,
+    /// The same weights in their GGUF blocks for the fused CPU decoding step, where they fit.
+    decoder: Option<CpuDecoder>,
+    /// Whether a decoding step runs fused (on by default where `decoder` exists).
+    fused: bool,
 }
 
 fn metadata<'a>(content: &'a gguf_file::Content, key: &str) -> Result<&'a gguf_file::Value> {
@@ -306,23 +331,30 @@ impl Model {
             max_positions: gguf_usize(&content, &format!("{arch}.context_length")).unwrap_or(4096),
             rope_interleaved: architecture == Architecture::Llama,
         };
-        let mut tensor = |name: &str| -> Result<QTensor> {
-            let t = content
+        // As stored; `requantize` is applied where a weight becomes candle's.
+        let mut read = |name: &str| -> Result<QTensor> {
+            content
                 .tensor(&mut file, name, device)
-                .map_err(|e| Error::Model(format!("{}: tensor {name}: {e}", path.display())))?;
-            requantize.apply(t, device)
+                .map_err(|e| Error::Model(format!("{}: tensor {name}: {e}", path.display())))
         };
+        // The fused decoding step runs on the CPU, on the blocks as stored.
+        let fuse = device.is_cpu() && requantize != Requantize::Dequantize;
+        let mut fused_layers = Some(Vec::with_capacity(config.num_layers));
         let qkv_bias = architecture == Architecture::Qwen2;
         // Converted for speed: run the fastest kernels too. Kept as stored: as candle runs them.
         let tile = requantize == Requantize::SlowToQ8_0;
         let mut layers = Vec::with_capacity(config.num_layers);
         for i in 0..config.num_layers {
             let p = format!("blk.{i}");
+            let mut blocks: Vec<Option<BlockRows>> = Vec::with_capacity(7);
             let mut linear = |name: &str, bias: bool| -> Result<Linear> {
-                let weight = QMatMul::from_qtensor(tensor(&format!("{p}.{name}.weight"))?)?;
-                let bias = if bias { Some(tensor(&format!("{p}.{name}.bias"))?.dequantize(device)?) } else { None };
+                let stored = read(&format!("{p}.{name}.weight"))?;
+                blocks.push(if fuse { block_rows(&stored)? } else { None });
+                let weight = QMatMul::from_qtensor(requantize.apply(stored, device)?)?;
+                let bias = if bias { Some(read(&format!("{p}.{name}.bias"))?.dequantize(device)?) } else { None };
                 Ok(Linear::new(weight, bias))
             };
+            // In `Projection::ALL`'s order, as the fused step keeps them.
             let (q, k, v) = (linear("attn_q", qkv_bias)?, linear("attn_k", qkv_bias)?, linear("attn_v", qkv_bias)?);
             let (o, gate, up, down) = (
                 linear("attn_output", false)?,
@@ -330,28 +362,41 @@ impl Model {
                 linear("ffn_up", false)?,
                 linear("ffn_down", false)?,
             );
-            let weights = LayerWeights {
-                q,
-                k,
-                v,
-                o,
-                gate,
-                up,
-                down,
-                attn_norm: tensor(&format!("{p}.attn_norm.weight"))?.dequantize(device)?,
-                mlp_norm: tensor(&format!("{p}.ffn_norm.weight"))?.dequantize(device)?,
+            let attn_norm = read(&format!("{p}.attn_norm.weight"))?.dequantize(device)?;
+            let mlp_norm = read(&format!("{p}.ffn_norm.weight"))?.dequantize(device)?;
+            let weights: Option<Vec<BlockRows>> = blocks.into_iter().collect();
+            fused_layers = match (fused_layers, weights.and_then(|w| <[BlockRows; 7]>::try_from(w).ok())) {
+                (Some(mut done), Some(weights)) => {
+                    let biases = match (&q.bias, &k.bias, &v.bias) {
+                        (Some(q), Some(k), Some(v)) => Some([q.to_vec1()?, k.to_vec1()?, v.to_vec1()?]),
+                        _ => None,
+                    };
+                    done.push(DecodeLayer {
+                        attn_norm: attn_norm.to_vec1()?,
+                        mlp_norm: mlp_norm.to_vec1()?,
+                        weights,
+                        qkv_bias: biases,
+                    });
+                    Some(done)
+                }
+                _ => None,
             };
+            let weights = LayerWeights { q, k, v, o, gate, up, down, attn_norm, mlp_norm };
             layers.push(Layer::new(weights, device, tile)?);
         }
-        let norm = tensor("output_norm.weight")?.dequantize(device)?;
+        let norm = read("output_norm.weight")?.dequantize(device)?;
         let embeddings = embeddings_q.dequantize(device)?;
         // Tied embeddings (SmolLM2) have no output.weight: the quantized embedding table is the head.
-        let lm_head = match content.tensor_infos.contains_key("output.weight") {
-            true => QMatMul::from_qtensor(tensor("output.weight")?)?,
-            false => QMatMul::from_qtensor(embeddings_q)?,
+        let head = match content.tensor_infos.contains_key("output.weight") {
+            true => requantize.apply(read("output.weight")?, device)?,
+            false => embeddings_q,
         };
-        let model =
-            Self::assemble(config, embeddings, layers, norm, Linear::new(lm_head, None).tiled(device, tile)?, device)?;
+        let head_blocks = if fuse { block_rows(&head)? } else { None };
+        let lm_head = Linear::new(QMatMul::from_qtensor(head)?, None).tiled(device, tile)?;
+        let mut model = Self::assemble(config, embeddings, layers, norm, lm_head, device)?;
+        if let Some(layers) = fused_layers {
+            model.decoder = CpuDecoder::new(&model.config, layers, &model.norm, head_blocks, &model.cos, &model.sin)?;
+        }
         Ok((model, content))
     }
 
@@ -474,6 +519,8 @@ impl Model {
             norm,
             lm_head,
             device: device.clone(),
+            decoder: None,
+            fused: true,
         })
     }
 
@@ -486,9 +533,49 @@ impl Model {
     /// returns the logits of the last position of each row ([batch, vocab], f32). Row `r`
     /// uses the adapters `adapters` assigns it (none: the base model).
     pub fn forward(&self, tokens: &Tensor, cache: &mut KvCache, adapters: &BatchAdapters) -> Result<Tensor> {
+        if let Some(decoder) = self.decoder.as_ref().filter(|_| self.fused)
+            && let (batch, 1) = tokens.dims2()?
+            && tokens.dtype() == DType::U32
+            && cache.layers.len() == self.layers.len()
+        {
+            adapters.check_batch(batch)?;
+            if cache.len + 1 > self.config.max_positions {
+                return Err(Error::ContextOverflow { needed: cache.len + 1, limit: self.config.max_positions });
+            }
+            let ids = tokens.flatten_all()?.to_vec1::<u32>()?;
+            if let Some(logits) = decoder.step(self, &ids, cache, adapters)? {
+                return Ok(logits);
+            }
+        }
         let x = self.hidden_states(tokens, cache, adapters)?;
         let seq = x.dim(1)?;
         self.logits(&x.i((.., seq - 1, ..))?.contiguous()?)
+    }
+
+    /// Whether decoding steps run fused on the CPU ([`crate::decode`]): where the weights'
+    /// formats allow it, unless turned off.
+    pub fn fused_decode(&self) -> bool {
+        self.fused && self.decoder.is_some()
+    }
+
+    /// Turns the fused CPU decoding step on or off (off: every step through candle's ops), to
+    /// compare the two.
+    pub fn set_fused_decode(&mut self, enabled: bool) {
+        self.fused = enabled;
+    }
+
+    /// Bytes of the second copy of the weights the fused step reads (0 without one).
+    pub fn fused_decode_bytes(&self) -> usize {
+        self.decoder.as_ref().map_or(0, CpuDecoder::bytes)
+    }
+
+    pub(crate) fn embeddings(&self) -> &Tensor {
+        &self.embeddings
+    }
+
+    /// The final norm and head over hidden states ([n, hidden]): logits [n, vocab], f32.
+    pub(crate) fn final_logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.logits(hidden)
     }
 
     /// Logits ([n, vocab], f32) of hidden states ([n, hidden]) from [`Model::hidden_states`].
@@ -591,6 +678,8 @@ impl Model {
     /// Replaces one projection's weight with a dense (out, in) matrix (an adapter merged in).
     pub fn set_projection_weight(&mut self, layer: usize, projection: Projection, weight: Tensor) -> Result<()> {
         let weight = QMatMul::Tensor(weight.to_dtype(self.embeddings.dtype())?);
+        // Its blocks would now be another model's weights.
+        self.decoder = None;
         let device = self.device.clone();
         let layer = self.layers.get_mut(layer).ok_or_else(|| Error::Model(format!("no layer {layer}")))?;
         match projection {

@@ -79,24 +79,38 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let device = Device::Cpu;
     let load_start = Instant::now();
-    let model = LocalModel::from_gguf(&args.model, &device)?;
+    let mut model = LocalModel::from_gguf(&args.model, &device)?;
     let load_s = load_start.elapsed().as_secs_f64();
     let config = model.model().config().clone();
 
-    // Decode speed: a fixed prompt, greedy, no stop (runs to --tokens unless the model ends).
+    // Decode speed: a fixed prompt, greedy, no stop (runs to --tokens unless the model ends);
+    // the fused CPU step we ship, then every step through candle's ops, in this one process.
     let messages =
         [ChatMessage::user("Write a long story about a river that flows through a forest and into the sea.")];
     let params = GenerationParams { max_tokens: args.tokens, ..Default::default() };
-    model.complete(&messages, &GenerationParams { max_tokens: 4, ..Default::default() }, &Vec::new(), &mut |_| true)?;
-    let mut first_token = None;
-    let start = Instant::now();
-    let done = model.complete(&messages, &params, &Vec::new(), &mut |_| {
-        first_token.get_or_insert_with(|| start.elapsed().as_secs_f64());
-        true
-    })?;
-    let total = start.elapsed().as_secs_f64();
-    let ttft = first_token.unwrap_or(total);
-    let decode_tps = (done.completion_tokens.saturating_sub(1)) as f64 / (total - ttft).max(1e-9);
+    let decode = |model: &LocalModel| -> Result<(f64, f64, usize, usize)> {
+        model.complete(
+            &messages,
+            &GenerationParams { max_tokens: 4, ..Default::default() },
+            &Vec::new(),
+            &mut |_| true,
+        )?;
+        let mut first_token = None;
+        let start = Instant::now();
+        let done = model.complete(&messages, &params, &Vec::new(), &mut |_| {
+            first_token.get_or_insert_with(|| start.elapsed().as_secs_f64());
+            true
+        })?;
+        let total = start.elapsed().as_secs_f64();
+        let ttft = first_token.unwrap_or(total);
+        let rate = (done.completion_tokens.saturating_sub(1)) as f64 / (total - ttft).max(1e-9);
+        Ok((ttft, rate, done.prompt_tokens, done.completion_tokens))
+    };
+    let fused = model.model().fused_decode();
+    let (ttft, decode_tps, prompt_tokens, completion_tokens) = decode(&model)?;
+    model.set_fused_decode(false);
+    let (_, candle_ops_tps, _, _) = decode(&model)?;
+    model.set_fused_decode(true);
 
     // Adapters: cold load (files -> checked tensors), hot switch (a cached adapter for the next request).
     let registry = AdapterRegistry::open(args.work_dir.join("adapters.json"))?;
@@ -143,8 +157,9 @@ fn main() -> Result<()> {
         "{}",
         serde_json::json!({
             "model": model.name(), "threads": threads, "load_s": load_s,
-            "prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens,
-            "ttft_ms": ttft * 1e3, "decode_tokens_per_s": decode_tps,
+            "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "ttft_ms": ttft * 1e3, "decode_tokens_per_s": decode_tps, "fused_decode": fused,
+            "decode_tokens_per_s_candle_ops": candle_ops_tps,
             "adapter_rank": args.rank, "adapter_cold_load_ms_median": median(cold),
             "adapter_hot_switch_ms_median": median(hot),
             "batch_rows": args.batch, "batch_tokens_per_s_base": base_rate,

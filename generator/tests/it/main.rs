@@ -1,5 +1,6 @@
 //! Integration tests of the generator: one binary (it links once).
 
+mod fused;
 mod gguf;
 mod lora;
 mod remote;

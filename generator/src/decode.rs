@@ -1,0 +1,669 @@
+//! One decoding step (one new position per batch row) on the CPU, fused: every thread runs the
+//! whole step in lockstep, owning a share of each projection's output rows and of the
+//! attention heads, and the threads meet at a barrier between the steps that read what others
+//! wrote.
+//!
+//! Why not candle's ops: a step of SmolLM2 is ~400 small ops, each of which allocates its output
+//! and is a parallel region of its own (the other threads wake up, work, and wait at its end),
+//! and candle has no SIMD kernel for Q4_1, the format the default model ships in. Here the
+//! weights stay in their GGUF blocks ([`crate::qdot`]), each thread quantizes the activation it
+//! needs itself (576 values: cheaper than a barrier), and a step costs 5 barriers a layer.
+//! Prompts (many positions) keep candle's matmuls; [`crate::model::Model::forward`] picks.
+
+use std::ops::Range;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{CpuStorage, Device, Storage, Tensor};
+
+use crate::lora::BatchAdapters;
+use crate::lowrank::{self, Term};
+use crate::model::{KvCache, Model, ModelConfig, Projection};
+use crate::qdot::{BlockFormat, BlockRows, QuantizedActivation};
+use crate::{Error, Result};
+
+/// One layer's weights for the fused step.
+#[derive(Debug)]
+pub(crate) struct DecodeLayer {
+    pub(crate) attn_norm: Vec<f32>,
+    pub(crate) mlp_norm: Vec<f32>,
+    /// q, k, v, o, gate, up, down, in [`Projection::ALL`]'s order.
+    pub(crate) weights: [BlockRows; 7],
+    /// Biases of q, k and v (Qwen2).
+    pub(crate) qkv_bias: Option<[Vec<f32>; 3]>,
+}
+
+/// The weights of a model whose projections are all in block formats [`crate::qdot`] runs.
+#[derive(Debug)]
+pub(crate) struct CpuDecoder {
+    layers: Vec<DecodeLayer>,
+    final_norm: Vec<f32>,
+    /// The output head, when it is in such a format too (else the model's own, through candle).
+    head: Option<BlockRows>,
+    /// cos and sin of each position's rotary angles, [positions, head dim / 2].
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    /// Bytes of the weights held here.
+    bytes: usize,
+}
+
+/// A GGUF weight as [`BlockRows`], when its format has a kernel here.
+pub(crate) fn block_rows(tensor: &QTensor) -> Result<Option<BlockRows>> {
+    let format = match tensor.dtype() {
+        GgmlDType::Q4_1 => BlockFormat::Q4_1,
+        GgmlDType::Q8_0 => BlockFormat::Q8_0,
+        _ => return Ok(None),
+    };
+    let (rows, cols) = tensor.shape().dims2()?;
+    Ok(BlockRows::from_gguf_blocks(format, rows, cols, &tensor.data()?))
+}
+
+fn f32_values(tensor: &Tensor) -> Result<Vec<f32>> {
+    Ok(tensor.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1()?)
+}
+
+impl CpuDecoder {
+    /// Checks every shape against `config`; None when something does not fit (the step then
+    /// runs through candle).
+    pub(crate) fn new(
+        config: &ModelConfig,
+        layers: Vec<DecodeLayer>,
+        final_norm: &Tensor,
+        head: Option<BlockRows>,
+        cos: &Tensor,
+        sin: &Tensor,
+    ) -> Result<Option<Self>> {
+        let fits = layers.len() == config.num_layers
+            && layers.iter().all(|l| {
+                Projection::ALL.iter().zip(&l.weights).all(|(p, w)| {
+                    let (input, output) = p.shape(config);
+                    w.cols() == input && w.rows() == output
+                }) && l.attn_norm.len() == config.hidden_size
+                    && l.mlp_norm.len() == config.hidden_size
+                    && l.qkv_bias.as_ref().is_none_or(|b| {
+                        [Projection::Q, Projection::K, Projection::V]
+                            .iter()
+                            .zip(b)
+                            .all(|(p, b)| b.len() == p.shape(config).1)
+                    })
+            })
+            && head.as_ref().is_none_or(|h| h.cols() == config.hidden_size && h.rows() == config.vocab_size)
+            && config.head_dim.is_multiple_of(2)
+            && config.num_kv_heads > 0
+            && config.num_heads.is_multiple_of(config.num_kv_heads);
+        if !fits {
+            return Ok(None);
+        }
+        let bytes = layers.iter().flat_map(|l| l.weights.iter().map(BlockRows::bytes)).sum::<usize>()
+            + head.as_ref().map_or(0, BlockRows::bytes);
+        Ok(Some(CpuDecoder {
+            layers,
+            final_norm: f32_values(final_norm)?,
+            head,
+            cos: f32_values(cos)?,
+            sin: f32_values(sin)?,
+            bytes,
+        }))
+    }
+
+    /// Bytes of weights this decoder holds (besides the model's own copies).
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Runs one new token per row (`tokens`) after what `cache` holds and appends them to it;
+    /// the logits of each row, [rows, vocab]. None when `adapters` is not a CPU plan (the
+    /// caller then runs candle's path).
+    pub(crate) fn step(
+        &self,
+        model: &Model,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        adapters: &BatchAdapters,
+    ) -> Result<Option<Tensor>> {
+        let config = model.config();
+        let rows = tokens.len();
+        let start = cache.len();
+        let Some(held) = adapters.hold_factors(rows) else { return Ok(None) };
+        // Each (layer, projection)'s terms per row.
+        let mut terms: Vec<[Vec<Vec<Term<'_>>>; 7]> =
+            (0..config.num_layers).map(|_| std::array::from_fn(|_| vec![Vec::new(); rows])).collect();
+        for h in &held {
+            let Some(term) = h.term() else { return Ok(None) };
+            let (input, output) = h.projection.shape(config);
+            let rank = term.a.len() / input.max(1);
+            if term.a.len() != rank * input || term.b_t.len() != rank * output || h.layer >= config.num_layers {
+                // Factors that do not fit: candle's path names the mismatch.
+                return Ok(None);
+            }
+            terms[h.layer][projection_index(h.projection)][h.row].push(term);
+        }
+
+        // The cache's buffers must be what this step writes and reads: [rows, kv heads,
+        // capacity >= start, head dim] f32, contiguous, for every layer (or none yet).
+        for layer in 0..config.num_layers {
+            let (keys, values) = cache.layer_buffers(layer);
+            for buffer in [keys, values].into_iter().flatten() {
+                let layout = buffer.layout();
+                let dims = buffer.dims();
+                let fits = buffer.dtype() == candle_core::DType::F32
+                    && buffer.device().is_cpu()
+                    && layout.is_contiguous()
+                    && dims.len() == 4
+                    && dims[0] == rows
+                    && dims[1] == config.num_kv_heads
+                    && dims[2] >= start
+                    && dims[3] == config.head_dim;
+                if !fits {
+                    return Ok(None);
+                }
+            }
+            if start > 0 && cache.layer_buffers(layer).0.is_none() {
+                return Ok(None);
+            }
+        }
+        let hidden = config.hidden_size;
+        let mut x = Vec::with_capacity(rows * hidden);
+        for &token in tokens {
+            if token as usize >= config.vocab_size {
+                return Err(Error::InvalidRequest(format!("token {token} is not in the vocabulary")));
+            }
+            x.extend(f32_values(&model.embeddings().narrow(0, token as usize, 1)?)?);
+        }
+        let q_width = config.num_heads * config.head_dim;
+        let kv_width = config.num_kv_heads * config.head_dim;
+        let buffers = Buffers {
+            x: Shared::new(x),
+            qkv: Shared::new(vec![0.0; rows * (q_width + 2 * kv_width)]),
+            attended: Shared::new(vec![0.0; rows * q_width]),
+            act: Shared::new(vec![0.0; rows * config.intermediate_size]),
+            logits: Shared::new(vec![0.0; if self.head.is_some() { rows * config.vocab_size } else { 0 }]),
+        };
+        let threads = rayon::current_num_threads().clamp(1, 64);
+        let run = Run {
+            decoder: self,
+            config,
+            rows,
+            start,
+            terms: &terms,
+            buffers: &buffers,
+            barrier: SpinBarrier::new(threads),
+            threads,
+            cache: Mutex::new(cache),
+            failure: Mutex::new(None),
+        };
+        std::thread::scope(|scope| {
+            for index in 1..threads {
+                let run = &run;
+                scope.spawn(move || run.thread(index));
+            }
+            run.thread(0);
+        });
+        if let Some(error) = run.failure.into_inner().map_err(|_| Error::Model("a decoding thread failed".into()))? {
+            return Err(error);
+        }
+        let cache = run.cache.into_inner().map_err(|_| Error::Model("a decoding thread failed".into()))?;
+        cache.advance(1);
+        let Buffers { x, logits, .. } = buffers;
+        match &self.head {
+            Some(_) => Ok(Some(Tensor::from_vec(logits.into_inner(), (rows, config.vocab_size), &Device::Cpu)?)),
+            None => {
+                let x = Tensor::from_vec(x.into_inner(), (rows, hidden), &Device::Cpu)?;
+                Ok(Some(model.final_logits(&x)?))
+            }
+        }
+    }
+}
+
+fn projection_index(projection: Projection) -> usize {
+    Projection::ALL.iter().position(|p| *p == projection).unwrap_or(0)
+}
+
+/// Buffers every thread reads whole and writes a share of, [rows, width] each.
+struct Buffers {
+    /// The residual stream.
+    x: Shared,
+    qkv: Shared,
+    attended: Shared,
+    /// silu(gate) · up.
+    act: Shared,
+    logits: Shared,
+}
+
+/// A buffer that several threads write disjoint parts of between barriers, through a raw
+/// pointer taken once: the vector itself is not touched again until [`Shared::into_inner`].
+struct Shared {
+    values: Vec<f32>,
+    start: *mut f32,
+}
+
+// SAFETY: threads write disjoint ranges, and read only what a barrier (acquire/release) has
+// ordered after the writes; see `Run::thread`.
+unsafe impl Sync for Shared {}
+unsafe impl Send for Shared {}
+
+impl Shared {
+    fn new(mut values: Vec<f32>) -> Self {
+        let start = values.as_mut_ptr();
+        Shared { values, start }
+    }
+
+    /// # Safety
+    /// No other thread writes `range` until the next barrier.
+    unsafe fn read(&self, range: Range<usize>) -> &[f32] {
+        assert!(range.start <= range.end && range.end <= self.values.len());
+        // SAFETY: in bounds (checked); the caller rules out writers.
+        unsafe { std::slice::from_raw_parts(self.start.add(range.start), range.len()) }
+    }
+
+    /// # Safety
+    /// No other thread reads or writes `range` until the next barrier.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn write(&self, range: Range<usize>) -> &mut [f32] {
+        assert!(range.start <= range.end && range.end <= self.values.len());
+        // SAFETY: in bounds (checked); the caller owns `range` alone.
+        unsafe { std::slice::from_raw_parts_mut(self.start.add(range.start), range.len()) }
+    }
+
+    fn into_inner(self) -> Vec<f32> {
+        self.values
+    }
+}
+
+/// A barrier for threads that each have a core: they spin (then yield) instead of sleeping,
+/// because a step's phases last microseconds. A thread that panics poisons it, so the others
+/// panic too instead of waiting forever.
+struct SpinBarrier {
+    threads: usize,
+    arrived: AtomicUsize,
+    generation: AtomicUsize,
+    poisoned: AtomicBool,
+}
+
+impl SpinBarrier {
+    fn new(threads: usize) -> Self {
+        SpinBarrier {
+            threads,
+            arrived: AtomicUsize::new(0),
+            generation: AtomicUsize::new(0),
+            poisoned: AtomicBool::new(false),
+        }
+    }
+
+    fn wait(&self) {
+        if self.threads == 1 {
+            return;
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.threads {
+            self.arrived.store(0, Ordering::Relaxed);
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            return;
+        }
+        let mut spins = 0u32;
+        while self.generation.load(Ordering::Acquire) == generation {
+            if self.poisoned.load(Ordering::Relaxed) {
+                panic!("another decoding thread panicked");
+            }
+            if spins < 20_000 {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                // More threads than free cores: let the one we wait for run.
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+/// Poisons the barrier if its thread unwinds.
+struct PoisonOnPanic<'a>(&'a SpinBarrier);
+
+impl Drop for PoisonOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.poisoned.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One step, shared by its threads.
+struct Run<'a> {
+    decoder: &'a CpuDecoder,
+    config: &'a ModelConfig,
+    rows: usize,
+    start: usize,
+    terms: &'a [[Vec<Vec<Term<'a>>>; 7]],
+    buffers: &'a Buffers,
+    barrier: SpinBarrier,
+    threads: usize,
+    /// Thread 0 appends each layer's keys and values; the others only read what was there.
+    cache: Mutex<&'a mut KvCache>,
+    failure: Mutex<Option<Error>>,
+}
+
+/// Thread `index`'s share of `0..total`, in multiples of `align`.
+fn share(total: usize, threads: usize, index: usize, align: usize) -> Range<usize> {
+    let chunk = total.div_ceil(threads).next_multiple_of(align);
+    let start = (index * chunk).min(total);
+    start..(start + chunk).min(total)
+}
+
+fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut Vec<f32>) {
+    let mean_square = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let scale = 1.0 / (mean_square + eps).sqrt();
+    out.clear();
+    out.extend(x.iter().zip(weight).map(|(v, w)| v * scale * w));
+}
+
+/// Per-thread scratch, reused across layers.
+#[derive(Default)]
+struct Scratch {
+    normed: Vec<Vec<f32>>,
+    quantized: Vec<QuantizedActivation>,
+    out: Vec<f32>,
+    up: Vec<f32>,
+    query: Vec<f32>,
+    scores: Vec<f32>,
+}
+
+impl Run<'_> {
+    fn thread(&self, index: usize) {
+        let _poison = PoisonOnPanic(&self.barrier);
+        let mut scratch = Scratch {
+            normed: vec![Vec::new(); self.rows],
+            quantized: vec![QuantizedActivation::default(); self.rows],
+            ..Default::default()
+        };
+        let c = self.config;
+        let eps = c.rms_norm_eps as f32;
+        let hidden = c.hidden_size;
+        let (q_width, kv_width) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
+        let qkv_width = q_width + 2 * kv_width;
+        let b = self.buffers;
+        for (l, layer) in self.decoder.layers.iter().enumerate() {
+            let terms = &self.terms[l];
+            // q, k, v: each thread its share of each projection's rows.
+            // SAFETY (all reads and writes of `Shared` below): every thread writes only its own
+            // share (`share(.., index, ..)`) or thread 0 alone writes, and a barrier separates
+            // each write from every read of the same values.
+            self.normalize(&mut scratch, |r| unsafe { b.x.read(r * hidden..(r + 1) * hidden) }, &layer.attn_norm, eps);
+            let mut offset = 0;
+            for (p, weight) in layer.weights[..3].iter().enumerate() {
+                let range = share(weight.rows(), self.threads, index, 4);
+                let n = range.len();
+                scratch.out.resize(self.rows * n, 0.0);
+                weight.mul_rows(&scratch.quantized, range.start, n, &mut scratch.out);
+                for (r, (row_terms, normed)) in terms[p].iter().zip(&scratch.normed).enumerate() {
+                    let out = unsafe {
+                        b.qkv.write(r * qkv_width + offset + range.start..r * qkv_width + offset + range.end)
+                    };
+                    out.copy_from_slice(&scratch.out[r * n..(r + 1) * n]);
+                    if let Some(bias) = &layer.qkv_bias {
+                        out.iter_mut().zip(&bias[p][range.clone()]).for_each(|(o, b)| *o += b);
+                    }
+                    lowrank::add_row_range(normed, out, range.start, row_terms);
+                }
+                offset += weight.rows();
+            }
+            self.barrier.wait();
+
+            // Attention: each thread its share of (row, head) pairs.
+            let groups = c.num_heads / c.num_kv_heads;
+            let pairs = share(self.rows * c.num_heads, self.threads, index, 1);
+            if !pairs.is_empty() {
+                self.attend(l, pairs, groups, &mut scratch);
+            }
+            self.barrier.wait();
+
+            // Thread 0 appends this position's keys and values while the others go on: nobody
+            // reads this layer's cache again in this step.
+            if index == 0 {
+                self.append(l);
+            }
+            // o, added to the residual.
+            self.quantize(&mut scratch, |r| unsafe { b.attended.read(r * q_width..(r + 1) * q_width) });
+            let o = &layer.weights[3];
+            let range = share(o.rows(), self.threads, index, 4);
+            let n = range.len();
+            scratch.out.resize(self.rows * n, 0.0);
+            o.mul_rows(&scratch.quantized, range.start, n, &mut scratch.out);
+            for (r, out) in scratch.out.chunks_exact_mut(n.max(1)).take(self.rows).enumerate() {
+                let attended = unsafe { b.attended.read(r * q_width..(r + 1) * q_width) };
+                lowrank::add_row_range(attended, out, range.start, &terms[3][r]);
+                let x = unsafe { b.x.write(r * hidden + range.start..r * hidden + range.end) };
+                x.iter_mut().zip(out.iter()).for_each(|(x, o)| *x += o);
+            }
+            self.barrier.wait();
+
+            // gate and up over the same share of the intermediate width: silu(gate) · up.
+            self.normalize(&mut scratch, |r| unsafe { b.x.read(r * hidden..(r + 1) * hidden) }, &layer.mlp_norm, eps);
+            let (gate, up) = (&layer.weights[4], &layer.weights[5]);
+            let inter = c.intermediate_size;
+            let range = share(inter, self.threads, index, 4);
+            let n = range.len();
+            scratch.out.resize(self.rows * n, 0.0);
+            scratch.up.resize(self.rows * n, 0.0);
+            gate.mul_rows(&scratch.quantized, range.start, n, &mut scratch.out);
+            up.mul_rows(&scratch.quantized, range.start, n, &mut scratch.up);
+            let outputs = scratch.out.chunks_exact_mut(n.max(1)).zip(scratch.up.chunks_exact_mut(n.max(1)));
+            let inputs = terms[4].iter().zip(&terms[5]).zip(&scratch.normed);
+            for (r, (((gate_terms, up_terms), normed), (g, u))) in inputs.zip(outputs).enumerate() {
+                lowrank::add_row_range(normed, g, range.start, gate_terms);
+                lowrank::add_row_range(normed, u, range.start, up_terms);
+                let act = unsafe { b.act.write(r * inter + range.start..r * inter + range.end) };
+                for ((a, g), u) in act.iter_mut().zip(g.iter()).zip(u.iter()) {
+                    *a = g / (1.0 + (-g).exp()) * u;
+                }
+            }
+            self.barrier.wait();
+
+            // down, added to the residual.
+            self.quantize(&mut scratch, |r| unsafe { b.act.read(r * inter..(r + 1) * inter) });
+            let down = &layer.weights[6];
+            let range = share(down.rows(), self.threads, index, 4);
+            let n = range.len();
+            scratch.out.resize(self.rows * n, 0.0);
+            down.mul_rows(&scratch.quantized, range.start, n, &mut scratch.out);
+            for (r, out) in scratch.out.chunks_exact_mut(n.max(1)).take(self.rows).enumerate() {
+                let act = unsafe { b.act.read(r * inter..(r + 1) * inter) };
+                lowrank::add_row_range(act, out, range.start, &terms[6][r]);
+                let x = unsafe { b.x.write(r * hidden + range.start..r * hidden + range.end) };
+                x.iter_mut().zip(out.iter()).for_each(|(x, o)| *x += o);
+            }
+            self.barrier.wait();
+        }
+        if let Some(head) = &self.decoder.head {
+            let norm = &self.decoder.final_norm;
+            self.normalize(&mut scratch, |r| unsafe { b.x.read(r * hidden..(r + 1) * hidden) }, norm, eps);
+            let vocab = c.vocab_size;
+            let range = share(vocab, self.threads, index, 16);
+            let n = range.len();
+            scratch.out.resize(self.rows * n, 0.0);
+            head.mul_rows(&scratch.quantized, range.start, n, &mut scratch.out);
+            for r in 0..self.rows {
+                let out = unsafe { b.logits.write(r * vocab + range.start..r * vocab + range.end) };
+                out.copy_from_slice(&scratch.out[r * n..(r + 1) * n]);
+            }
+        }
+    }
+
+    /// Each row of `input` normalized (kept for the LoRA terms) and quantized.
+    fn normalize<'b>(&self, scratch: &mut Scratch, input: impl Fn(usize) -> &'b [f32], weight: &[f32], eps: f32) {
+        for r in 0..self.rows {
+            rms_norm(input(r), weight, eps, &mut scratch.normed[r]);
+            scratch.quantized[r].quantize(&scratch.normed[r]);
+        }
+    }
+
+    fn quantize<'b>(&self, scratch: &mut Scratch, input: impl Fn(usize) -> &'b [f32]) {
+        for r in 0..self.rows {
+            scratch.quantized[r].quantize(input(r));
+        }
+    }
+
+    /// Rotates `v` (one head) in place by the angles of `position`.
+    fn rotate(&self, v: &mut [f32], position: usize) {
+        let half = self.config.head_dim / 2;
+        let cos = &self.decoder.cos[position * half..][..half];
+        let sin = &self.decoder.sin[position * half..][..half];
+        if self.config.rope_interleaved {
+            for i in 0..half {
+                let (a, b) = (v[2 * i], v[2 * i + 1]);
+                v[2 * i] = a * cos[i] - b * sin[i];
+                v[2 * i + 1] = a * sin[i] + b * cos[i];
+            }
+        } else {
+            for i in 0..half {
+                let (a, b) = (v[i], v[i + half]);
+                v[i] = a * cos[i] - b * sin[i];
+                v[i + half] = b * cos[i] + a * sin[i];
+            }
+        }
+    }
+
+    /// Softmax attention of (row, head) `pairs` over the cached positions and this one.
+    fn attend(&self, layer: usize, pairs: Range<usize>, groups: usize, scratch: &mut Scratch) {
+        let c = self.config;
+        let d = c.head_dim;
+        let (q_width, kv_width) = (c.num_heads * d, c.num_kv_heads * d);
+        let qkv_width = q_width + 2 * kv_width;
+        let scale = 1.0 / (d as f32).sqrt();
+        // The cached keys and values ([rows, kv heads, capacity, d]) as this layer holds them.
+        let (keys, values) = match self.cache.lock() {
+            Ok(cache) => cache.layer_buffers(layer),
+            Err(_) => return,
+        };
+        let held = keys.as_ref().zip(values.as_ref()).map(|(k, v)| (k.storage_and_layout(), v.storage_and_layout()));
+        // (keys, values, capacity, where each starts): checked against this step in `step`.
+        let cached = held.as_ref().and_then(|((k, k_layout), (v, v_layout))| match (&**k, &**v) {
+            (Storage::Cpu(CpuStorage::F32(k)), Storage::Cpu(CpuStorage::F32(v))) => {
+                Some((k.as_slice(), v.as_slice(), k_layout.dims()[2], k_layout.start_offset(), v_layout.start_offset()))
+            }
+            _ => None,
+        });
+        let past = if cached.is_some() { self.start } else { 0 };
+        for pair in pairs {
+            let (r, head) = (pair / c.num_heads, pair % c.num_heads);
+            let kv_head = head / groups;
+            // SAFETY: q, k and v were written before the last barrier and nobody writes them now.
+            let qkv = unsafe { self.buffers.qkv.read(r * qkv_width..(r + 1) * qkv_width) };
+            scratch.query.clear();
+            scratch.query.extend_from_slice(&qkv[head * d..(head + 1) * d]);
+            self.rotate(&mut scratch.query, self.start);
+            let mut key = qkv[q_width + kv_head * d..][..d].to_vec();
+            self.rotate(&mut key, self.start);
+            let value = &qkv[q_width + kv_width + kv_head * d..][..d];
+            scratch.scores.clear();
+            // Where this row's kv head starts in a [rows, kv heads, capacity, d] buffer.
+            let base = |capacity: usize, offset: usize| offset + (r * c.num_kv_heads + kv_head) * capacity * d;
+            if let Some((k, _, capacity, k_offset, _)) = cached {
+                let base = base(capacity, k_offset);
+                for p in 0..past {
+                    scratch.scores.push(dot(&scratch.query, &k[base + p * d..][..d]) * scale);
+                }
+            }
+            scratch.scores.push(dot(&scratch.query, &key) * scale);
+            let max = scratch.scores.iter().fold(f32::NEG_INFINITY, |m, s| m.max(*s));
+            let mut total = 0f32;
+            for s in scratch.scores.iter_mut() {
+                *s = (*s - max).exp();
+                total += *s;
+            }
+            // SAFETY: this (row, head) pair is this thread's alone.
+            let out = unsafe { self.buffers.attended.write(r * q_width + head * d..r * q_width + (head + 1) * d) };
+            out.fill(0.0);
+            if let Some((_, v, capacity, _, v_offset)) = cached {
+                let base = base(capacity, v_offset);
+                for p in 0..past {
+                    let weight = scratch.scores[p] / total;
+                    out.iter_mut().zip(&v[base + p * d..][..d]).for_each(|(o, v)| *o += weight * v);
+                }
+            }
+            let weight = scratch.scores[past] / total;
+            out.iter_mut().zip(value).for_each(|(o, v)| *o += weight * v);
+        }
+    }
+
+    /// Appends this position's (rotated) keys and values of `layer` to the cache; on failure,
+    /// records it (the step then fails) and the threads still meet at every barrier.
+    fn append(&self, layer: usize) {
+        let result = (|| -> Result<()> {
+            let c = self.config;
+            let d = c.head_dim;
+            let (q_width, kv_width) = (c.num_heads * d, c.num_kv_heads * d);
+            let qkv_width = q_width + 2 * kv_width;
+            let mut keys = Vec::with_capacity(self.rows * kv_width);
+            let mut values = Vec::with_capacity(self.rows * kv_width);
+            for r in 0..self.rows {
+                // SAFETY: q, k and v are not written again in this layer.
+                let qkv = unsafe { self.buffers.qkv.read(r * qkv_width..(r + 1) * qkv_width) };
+                for head in 0..c.num_kv_heads {
+                    let mut key = qkv[q_width + head * d..][..d].to_vec();
+                    self.rotate(&mut key, self.start);
+                    keys.extend(key);
+                }
+                values.extend_from_slice(&qkv[q_width + kv_width..]);
+            }
+            let shape = (self.rows, c.num_kv_heads, 1, d);
+            let keys = Tensor::from_vec(keys, shape, &Device::Cpu)?;
+            let values = Tensor::from_vec(values, shape, &Device::Cpu)?;
+            let mut cache = self.cache.lock().map_err(|_| Error::Model("a decoding thread failed".into()))?;
+            cache.append_layer(layer, &keys, &values, self.start)
+        })();
+        if let Err(error) = result
+            && let Ok(mut failure) = self.failure.lock()
+        {
+            failure.get_or_insert(error);
+        }
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(a, b)| a * b).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_cover_every_row_once_in_aligned_pieces() {
+        for (total, threads, align) in [(960, 2, 4), (49152, 3, 16), (5, 4, 4), (0, 2, 4), (7, 1, 1)] {
+            let mut covered = vec![0; total];
+            for index in 0..threads {
+                let range = share(total, threads, index, align);
+                assert!(range.start.is_multiple_of(align) || range.is_empty());
+                covered[range].iter_mut().for_each(|c| *c += 1);
+            }
+            assert!(covered.iter().all(|c| *c == 1), "{total} over {threads}");
+        }
+    }
+
+    #[test]
+    fn a_barrier_orders_writes_before_reads_across_threads() {
+        let threads = 3;
+        let barrier = SpinBarrier::new(threads);
+        let shared = Shared::new(vec![0.0; threads]);
+        let sums = Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for index in 0..threads {
+                let (barrier, shared, sums) = (&barrier, &shared, &sums);
+                scope.spawn(move || {
+                    for round in 1..=50 {
+                        // SAFETY: each thread writes its own element; reads follow a barrier.
+                        unsafe { shared.write(index..index + 1)[0] = round as f32 };
+                        barrier.wait();
+                        let total: f32 = unsafe { shared.read(0..threads) }.iter().sum();
+                        barrier.wait();
+                        sums.lock().unwrap().push((round, total));
+                    }
+                });
+            }
+        });
+        for (round, total) in sums.into_inner().unwrap() {
+            assert_eq!(total, (round * threads) as f32);
+        }
+    }
+}
