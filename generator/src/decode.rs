@@ -113,8 +113,8 @@ impl CpuDecoder {
     }
 
     /// Runs one new token per row (`tokens`) after what `cache` holds and appends them to it;
-    /// the logits of each row, [rows, vocab]. None when `adapters` is not a CPU plan (the
-    /// caller then runs candle's path).
+    /// the logits of each row, [rows, vocab]. None when rows run different adapters (the caller
+    /// then runs candle's path).
     pub(crate) fn step(
         &self,
         model: &Model,
@@ -125,6 +125,9 @@ impl CpuDecoder {
         let config = model.config();
         let rows = tokens.len();
         let start = cache.len();
+        // Rows with different adapters run through candle's path, where each thread takes whole
+        // rows and reads their factors once; here every thread would read every row's A factors
+        // (8 rows with 8 rank-16 adapters: 107 tokens/s here against 130 there, benches/RESULTS.md).
         let Some(held) = adapters.hold_factors(rows) else { return Ok(None) };
         // Each (layer, projection)'s terms per row.
         let mut terms: Vec<[Vec<Vec<Term<'_>>>; 7]> =

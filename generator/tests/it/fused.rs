@@ -18,14 +18,52 @@ const INTERMEDIATE: usize = 96;
 const HEADS: usize = 4;
 const KV_HEADS: usize = 2;
 
-fn quantized(shape: (usize, usize), scale: f64, dtype: GgmlDType) -> QTensor {
-    let t = (Tensor::randn(0f32, 1.0, shape, &Device::Cpu).unwrap() * scale).unwrap();
+/// Fixed pseudo-random values in [-scale, scale): the two paths sum in different orders, so a
+/// value at an int8 rounding boundary could round either way; with fixed weights the outcome is
+/// the same every run.
+fn pseudo(n: usize, seed: u32, scale: f32) -> Vec<f32> {
+    (0..n as u32)
+        .map(|i| {
+            let h = (i ^ seed.wrapping_mul(0x9E37_79B9)).wrapping_mul(2_654_435_761).rotate_left(13) ^ seed;
+            (h.wrapping_mul(2_246_822_519) >> 8) as f32 / (1 << 23) as f32 * 2.0 * scale - scale
+        })
+        .collect()
+}
+
+fn quantized((rows, cols): (usize, usize), scale: f32, dtype: GgmlDType, seed: u32) -> QTensor {
+    let t = Tensor::from_vec(pseudo(rows * cols, seed, scale), (rows, cols), &Device::Cpu).unwrap();
     QTensor::quantize(&t, dtype).unwrap()
 }
 
-fn norm_weight(n: usize) -> QTensor {
-    let t = ((Tensor::randn(0f32, 1.0, n, &Device::Cpu).unwrap() * 0.1).unwrap() + 1.0).unwrap();
-    QTensor::quantize(&t, GgmlDType::F32).unwrap()
+fn norm_weight(n: usize, seed: u32) -> QTensor {
+    let values: Vec<f32> = pseudo(n, seed, 0.2).iter().map(|v| v + 1.0).collect();
+    QTensor::quantize(&Tensor::from_vec(values, n, &Device::Cpu).unwrap(), GgmlDType::F32).unwrap()
+}
+
+/// A PEFT adapter of `rank` on `modules`, with fixed values (see [`pseudo`]).
+fn write_fixed_adapter(dir: &Path, model: &Model, rank: usize, modules: &[Projection], seed: u32) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut tensors = std::collections::HashMap::new();
+    for layer in 0..LAYERS {
+        for (m, &module) in modules.iter().enumerate() {
+            let (input, output) = module.shape(model.config());
+            let block = if matches!(module, Projection::Gate | Projection::Up | Projection::Down) {
+                "mlp"
+            } else {
+                "self_attn"
+            };
+            let p = format!("base_model.model.model.layers.{layer}.{block}.{}", module.peft_name());
+            let seed = seed + 100 * layer as u32 + 10 * m as u32;
+            let a = Tensor::from_vec(pseudo(rank * input, seed, 0.1), (rank, input), &Device::Cpu).unwrap();
+            let b = Tensor::from_vec(pseudo(output * rank, seed + 1, 0.1), (output, rank), &Device::Cpu).unwrap();
+            tensors.insert(format!("{p}.lora_A.weight"), a);
+            tensors.insert(format!("{p}.lora_B.weight"), b);
+        }
+    }
+    candle_core::safetensors::save(&tensors, dir.join("adapter_model.safetensors")).unwrap();
+    let names: Vec<&str> = modules.iter().map(|m| m.peft_name()).collect();
+    let config = serde_json::json!({"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "target_modules": names});
+    std::fs::write(dir.join("adapter_config.json"), config.to_string()).unwrap();
 }
 
 /// Writes a random model of `arch` as GGUF.
@@ -36,25 +74,25 @@ fn write_tiny_gguf(path: &Path, arch: Architecture) {
     };
     let head_dim = HIDDEN / HEADS;
     let mut tensors: Vec<(String, QTensor)> = vec![
-        ("token_embd.weight".into(), quantized((VOCAB, HIDDEN), 0.5, GgmlDType::Q8_0)),
-        ("output_norm.weight".into(), norm_weight(HIDDEN)),
-        ("output.weight".into(), quantized((VOCAB, HIDDEN), 0.2, GgmlDType::Q8_0)),
+        ("token_embd.weight".into(), quantized((VOCAB, HIDDEN), 0.5, GgmlDType::Q8_0, 1)),
+        ("output_norm.weight".into(), norm_weight(HIDDEN, 10)),
+        ("output.weight".into(), quantized((VOCAB, HIDDEN), 0.2, GgmlDType::Q8_0, 2)),
     ];
     for i in 0..LAYERS {
         let mut put = |n: &str, t: QTensor| tensors.push((format!("blk.{i}.{n}"), t));
-        put("attn_q.weight", quantized((HEADS * head_dim, HIDDEN), 0.15, GgmlDType::Q4_1));
-        put("attn_k.weight", quantized((KV_HEADS * head_dim, HIDDEN), 0.15, GgmlDType::Q4_1));
-        put("attn_v.weight", quantized((KV_HEADS * head_dim, HIDDEN), 0.15, GgmlDType::Q4_1));
-        put("attn_output.weight", quantized((HIDDEN, HEADS * head_dim), 0.15, GgmlDType::Q4_1));
-        put("ffn_gate.weight", quantized((INTERMEDIATE, HIDDEN), 0.15, GgmlDType::Q4_1));
-        put("ffn_up.weight", quantized((INTERMEDIATE, HIDDEN), 0.15, GgmlDType::Q4_1));
-        put("ffn_down.weight", quantized((HIDDEN, INTERMEDIATE), 0.15, GgmlDType::Q4_1));
-        put("attn_norm.weight", norm_weight(HIDDEN));
-        put("ffn_norm.weight", norm_weight(HIDDEN));
+        put("attn_q.weight", quantized((HEADS * head_dim, HIDDEN), 0.15, GgmlDType::Q4_1, 3 + 20 * i as u32));
+        put("attn_k.weight", quantized((KV_HEADS * head_dim, HIDDEN), 0.15, GgmlDType::Q4_1, 4 + 20 * i as u32));
+        put("attn_v.weight", quantized((KV_HEADS * head_dim, HIDDEN), 0.15, GgmlDType::Q4_1, 5 + 20 * i as u32));
+        put("attn_output.weight", quantized((HIDDEN, HEADS * head_dim), 0.15, GgmlDType::Q4_1, 6 + 20 * i as u32));
+        put("ffn_gate.weight", quantized((INTERMEDIATE, HIDDEN), 0.15, GgmlDType::Q4_1, 7 + 20 * i as u32));
+        put("ffn_up.weight", quantized((INTERMEDIATE, HIDDEN), 0.15, GgmlDType::Q4_1, 8 + 20 * i as u32));
+        put("ffn_down.weight", quantized((HIDDEN, INTERMEDIATE), 0.15, GgmlDType::Q4_1, 9 + 20 * i as u32));
+        put("attn_norm.weight", norm_weight(HIDDEN, 11 + 20 * i as u32));
+        put("ffn_norm.weight", norm_weight(HIDDEN, 12 + 20 * i as u32));
         if arch == Architecture::Qwen2 {
-            put("attn_q.bias", norm_weight(HEADS * head_dim));
-            put("attn_k.bias", norm_weight(KV_HEADS * head_dim));
-            put("attn_v.bias", norm_weight(KV_HEADS * head_dim));
+            put("attn_q.bias", norm_weight(HEADS * head_dim, 13 + 20 * i as u32));
+            put("attn_k.bias", norm_weight(KV_HEADS * head_dim, 14 + 20 * i as u32));
+            put("attn_v.bias", norm_weight(KV_HEADS * head_dim, 15 + 20 * i as u32));
         }
     }
     let u32_value = |v: usize| gguf_file::Value::U32(v as u32);
@@ -97,8 +135,8 @@ fn fused_steps_equal_candles_ops_with_adapters_in_batches() {
         let (mut model, _) = Model::from_gguf_with(&path, &Device::Cpu, Requantize::Keep).unwrap();
         assert!(model.fused_decode(), "{arch:?}: Q4_1 and Q8_0 weights run fused");
         assert!(model.fused_decode_bytes() > 0);
-        write_adapter(&dir.path().join("a1"), &model, 4, &Projection::ALL);
-        write_adapter(&dir.path().join("a2"), &model, 8, &[Projection::K, Projection::O, Projection::Up]);
+        write_fixed_adapter(&dir.path().join("a1"), &model, 4, &Projection::ALL, 1000);
+        write_fixed_adapter(&dir.path().join("a2"), &model, 8, &[Projection::K, Projection::O, Projection::Up], 2000);
         let load = |name: &str| {
             Arc::new(Adapter::load(name, &dir.path().join(name), model.config(), &Device::Cpu, DType::F32).unwrap())
         };
@@ -108,6 +146,7 @@ fn fused_steps_equal_candles_ops_with_adapters_in_batches() {
         let plans = [
             ("base", BatchAdapters::none()),
             ("uniform", BatchAdapters::uniform(vec![(a2.clone(), 1.0)], 3, &Device::Cpu).unwrap()),
+            // Rows with different adapters fall back to candle's ops: the same answers.
             ("per row", BatchAdapters::per_row(&mixes, &Device::Cpu).unwrap()),
         ];
         for (name, adapters) in &plans {
@@ -117,6 +156,8 @@ fn fused_steps_equal_candles_ops_with_adapters_in_batches() {
             let ops = run(&model, &rows, adapters, 5);
             let diff = max_diff(&fused, &ops);
             let scale = max_diff(&ops, &ops.zeros_like().unwrap());
+            let values = ops.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(scale > 1.0 && values.iter().all(|v| v.is_finite()), "{arch:?} {name}: logits {scale}");
             assert!(diff <= 1e-3 * scale.max(1.0), "{arch:?} {name}: max |diff| {diff} (logits up to {scale})");
             // A step that must change the answer does: adapters matter in the fused step.
             if *name != "base" {
