@@ -8,7 +8,8 @@
 //! and candle has no SIMD kernel for Q4_1, the format the default model ships in. Here the
 //! weights stay in their GGUF blocks ([`crate::qdot`]), each thread quantizes the activation it
 //! needs itself (576 values: cheaper than a barrier), and a step costs 5 barriers a layer.
-//! Prompts (many positions) keep candle's matmuls; [`crate::model::Model::forward`] picks.
+//! Prompts (many positions), and steps whose rows run different adapters, keep candle's ops;
+//! [`crate::model::Model::forward`] picks.
 
 use std::ops::Range;
 use std::sync::Mutex;
@@ -239,6 +240,7 @@ struct Buffers {
 struct Shared {
     values: Vec<f32>,
     start: *mut f32,
+    len: usize,
 }
 
 // SAFETY: threads write disjoint ranges, and read only what a barrier (acquire/release) has
@@ -248,14 +250,14 @@ unsafe impl Send for Shared {}
 
 impl Shared {
     fn new(mut values: Vec<f32>) -> Self {
-        let start = values.as_mut_ptr();
-        Shared { values, start }
+        let (start, len) = (values.as_mut_ptr(), values.len());
+        Shared { values, start, len }
     }
 
     /// # Safety
     /// No other thread writes `range` until the next barrier.
     unsafe fn read(&self, range: Range<usize>) -> &[f32] {
-        assert!(range.start <= range.end && range.end <= self.values.len());
+        assert!(range.start <= range.end && range.end <= self.len);
         // SAFETY: in bounds (checked); the caller rules out writers.
         unsafe { std::slice::from_raw_parts(self.start.add(range.start), range.len()) }
     }
@@ -264,7 +266,7 @@ impl Shared {
     /// No other thread reads or writes `range` until the next barrier.
     #[allow(clippy::mut_from_ref)]
     unsafe fn write(&self, range: Range<usize>) -> &mut [f32] {
-        assert!(range.start <= range.end && range.end <= self.values.len());
+        assert!(range.start <= range.end && range.end <= self.len);
         // SAFETY: in bounds (checked); the caller owns `range` alone.
         unsafe { std::slice::from_raw_parts_mut(self.start.add(range.start), range.len()) }
     }
