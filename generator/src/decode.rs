@@ -428,18 +428,8 @@ impl Run<'_> {
                 self.append(l);
             }
             // o, added to the residual.
-            self.quantize(&mut scratch, |r| unsafe { b.attended.read(r * q_width..(r + 1) * q_width) });
-            let o = &layer.weights[3];
-            let range = share(o.rows(), self.threads, index, 4);
-            let n = range.len();
-            scratch.out.resize(self.rows * n, 0.0);
-            o.mul_rows(&scratch.quantized, range.start, n, &mut scratch.out);
-            for (r, out) in scratch.out.chunks_exact_mut(n.max(1)).take(self.rows).enumerate() {
-                let attended = unsafe { b.attended.read(r * q_width..(r + 1) * q_width) };
-                lowrank::add_row_range(attended, out, range.start, &terms[3][r]);
-                let x = unsafe { b.x.write(r * hidden + range.start..r * hidden + range.end) };
-                x.iter_mut().zip(out.iter()).for_each(|(x, o)| *x += o);
-            }
+            let attended = |r: usize| unsafe { b.attended.read(r * q_width..(r + 1) * q_width) };
+            self.add_to_residual(&layer.weights[3], &terms[3], attended, &mut scratch, index);
             self.barrier.wait();
 
             // gate and up over the same share of the intermediate width: silu(gate) · up.
@@ -465,18 +455,8 @@ impl Run<'_> {
             self.barrier.wait();
 
             // down, added to the residual.
-            self.quantize(&mut scratch, |r| unsafe { b.act.read(r * inter..(r + 1) * inter) });
-            let down = &layer.weights[6];
-            let range = share(down.rows(), self.threads, index, 4);
-            let n = range.len();
-            scratch.out.resize(self.rows * n, 0.0);
-            down.mul_rows(&scratch.quantized, range.start, n, &mut scratch.out);
-            for (r, out) in scratch.out.chunks_exact_mut(n.max(1)).take(self.rows).enumerate() {
-                let act = unsafe { b.act.read(r * inter..(r + 1) * inter) };
-                lowrank::add_row_range(act, out, range.start, &terms[6][r]);
-                let x = unsafe { b.x.write(r * hidden + range.start..r * hidden + range.end) };
-                x.iter_mut().zip(out.iter()).for_each(|(x, o)| *x += o);
-            }
+            let act = |r: usize| unsafe { b.act.read(r * inter..(r + 1) * inter) };
+            self.add_to_residual(&layer.weights[6], &terms[6], act, &mut scratch, index);
             self.barrier.wait();
         }
         if let Some(head) = &self.decoder.head {
@@ -491,6 +471,30 @@ impl Run<'_> {
                 let out = unsafe { b.logits.write(r * vocab + range.start..r * vocab + range.end) };
                 out.copy_from_slice(&scratch.out[r * n..(r + 1) * n]);
             }
+        }
+    }
+
+    /// `x[r] += W input(r)` plus the LoRA terms, over this thread's share of `weight`'s output
+    /// rows, for every row `r`: the two projections (o, down) whose outputs join the residual.
+    fn add_to_residual<'b>(
+        &self,
+        weight: &BlockRows,
+        terms: &[Vec<Term<'_>>],
+        input: impl Fn(usize) -> &'b [f32],
+        scratch: &mut Scratch,
+        index: usize,
+    ) {
+        let hidden = self.config.hidden_size;
+        self.quantize(scratch, &input);
+        let range = share(weight.rows(), self.threads, index, 4);
+        let n = range.len();
+        scratch.out.resize(self.rows * n, 0.0);
+        weight.mul_rows(&scratch.quantized, range.start, n, &mut scratch.out);
+        for (r, out) in scratch.out.chunks_exact_mut(n.max(1)).take(self.rows).enumerate() {
+            lowrank::add_row_range(input(r), out, range.start, &terms[r]);
+            // SAFETY: this share of the residual is this thread's alone until the barrier.
+            let x = unsafe { self.buffers.x.write(r * hidden + range.start..r * hidden + range.end) };
+            x.iter_mut().zip(out.iter()).for_each(|(x, o)| *x += o);
         }
     }
 
