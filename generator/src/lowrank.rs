@@ -51,16 +51,7 @@ fn add_row_fma(x: &[f32], y: &mut [f32], terms: &[Term<'_>]) {
 /// `mul_add` is a library call per element).
 #[inline(always)]
 fn add_row_with<const FMA: bool>(x: &[f32], y: &mut [f32], terms: &[Term<'_>]) {
-    let input = x.len();
-    let output = y.len();
-    for term in terms {
-        for (a_row, b_row) in term.a.chunks_exact(input).zip(term.b_t.chunks_exact(output)) {
-            let t = term.coef * dot::<FMA>(a_row, x);
-            for (y, b) in y.iter_mut().zip(b_row) {
-                *y = madd::<FMA>(t, *b, *y);
-            }
-        }
-    }
+    add_row_range_with::<FMA>(x, y, 0, terms);
 }
 
 /// `y += Σ coef · B (A x)` for outputs `start..start + y.len()` of one row: the share of a
@@ -85,8 +76,11 @@ fn add_row_range_fma(x: &[f32], y: &mut [f32], start: usize, terms: &[Term<'_>])
 fn add_row_range_with<const FMA: bool>(x: &[f32], y: &mut [f32], start: usize, terms: &[Term<'_>]) {
     let input = x.len();
     for term in terms {
-        let rank = term.a.len() / input;
-        let output = term.b_t.len() / rank.max(1);
+        let rank = term.a.len().checked_div(input).unwrap_or(0);
+        if rank == 0 || term.b_t.len() < rank {
+            continue;
+        }
+        let output = term.b_t.len() / rank;
         for (a_row, b_row) in term.a.chunks_exact(input).zip(term.b_t.chunks_exact(output)) {
             let t = term.coef * dot::<FMA>(a_row, x);
             for (y, b) in y.iter_mut().zip(&b_row[start..]) {

@@ -531,7 +531,8 @@ impl Model {
 
     /// Runs `tokens` ([batch, seq], u32) after what `cache` holds, appends them to it, and
     /// returns the logits of the last position of each row ([batch, vocab], f32). Row `r`
-    /// uses the adapters `adapters` assigns it (none: the base model).
+    /// uses the adapters `adapters` assigns it (none: the base model). One position per row on
+    /// the CPU runs as the fused step of [`crate::decode`] where the weights allow it.
     pub fn forward(&self, tokens: &Tensor, cache: &mut KvCache, adapters: &BatchAdapters) -> Result<Tensor> {
         if let Some(decoder) = self.decoder.as_ref().filter(|_| self.fused)
             && let (batch, 1) = tokens.dims2()?
