@@ -184,7 +184,10 @@ impl CpuDecoder {
             act: Shared::new(vec![0.0; rows * config.intermediate_size]),
             logits: Shared::new(vec![0.0; if self.head.is_some() { rows * config.vocab_size } else { 0 }]),
         };
-        let threads = rayon::current_num_threads().clamp(1, 64);
+        // Steps of concurrent requests share the cores instead of each spinning on all of them
+        // (spinning threads that outnumber the cores wait for each other's time slices).
+        let active = ActiveStep::enter();
+        let threads = (rayon::current_num_threads() / active.count()).clamp(1, 64);
         let run = Run {
             decoder: self,
             config,
@@ -311,7 +314,7 @@ impl SpinBarrier {
             if self.poisoned.load(Ordering::Relaxed) {
                 panic!("another decoding thread panicked");
             }
-            if spins < 20_000 {
+            if spins < 4_000 {
                 spins += 1;
                 std::hint::spin_loop();
             } else {
@@ -319,6 +322,31 @@ impl SpinBarrier {
                 std::thread::yield_now();
             }
         }
+    }
+}
+
+/// Fused steps running now, in this process.
+static ACTIVE_STEPS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one step as running while it lives.
+struct ActiveStep {
+    count: usize,
+}
+
+impl ActiveStep {
+    fn enter() -> Self {
+        ActiveStep { count: ACTIVE_STEPS.fetch_add(1, Ordering::AcqRel) + 1 }
+    }
+
+    /// Steps running when this one started, itself included.
+    fn count(&self) -> usize {
+        self.count
+    }
+}
+
+impl Drop for ActiveStep {
+    fn drop(&mut self) {
+        ACTIVE_STEPS.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

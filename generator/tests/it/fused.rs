@@ -208,3 +208,23 @@ fn fused_steps_refuse_what_candle_refuses() {
     model.merge_adapter(&adapter, 1.0).unwrap();
     assert!(!model.fused_decode());
 }
+
+/// Requests decoding at the same time (each step then takes a share of the threads) get what
+/// each gets alone.
+#[test]
+fn concurrent_steps_equal_steps_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    write_tiny_gguf(&path, Architecture::Llama);
+    let (model, _) = Model::from_gguf_with(&path, &Device::Cpu, Requantize::Keep).unwrap();
+    let prompts: Vec<Vec<u32>> = (0..4u32).map(|i| vec![1 + i, 2 + i, 3 + i]).collect();
+    let alone: Vec<Tensor> = prompts.iter().map(|p| run(&model, &[p], &BatchAdapters::none(), 6)).collect();
+    let together: Vec<Tensor> = std::thread::scope(|scope| {
+        let handles: Vec<_> =
+            prompts.iter().map(|p| scope.spawn(|| run(&model, &[p], &BatchAdapters::none(), 6))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, (a, t)) in alone.iter().zip(&together).enumerate() {
+        assert!(max_diff(a, t) <= 1e-3 * max_diff(a, &a.zeros_like().unwrap()).max(1.0), "request {i}");
+    }
+}
