@@ -8,8 +8,7 @@
 //! and candle has no SIMD kernel for Q4_1, the format the default model ships in. Here the
 //! weights stay in their GGUF blocks ([`crate::qdot`]), each thread quantizes the activation it
 //! needs itself (576 values: cheaper than a barrier), and a step costs 5 barriers a layer.
-//! Prompts (many positions), and steps whose rows run different adapters, keep candle's ops;
-//! [`crate::model::Model::forward`] picks.
+//! Prompts (many positions) keep candle's ops; [`crate::model::Model::forward`] picks.
 
 use std::ops::Range;
 use std::sync::Mutex;
@@ -114,8 +113,8 @@ impl CpuDecoder {
     }
 
     /// Runs one new token per row (`tokens`) after what `cache` holds and appends them to it;
-    /// the logits of each row, [rows, vocab]. None when rows run different adapters (the caller
-    /// then runs candle's path).
+    /// the logits of each row, [rows, vocab]. None for the plan that gathers adapters' factors
+    /// for a GPU (the caller then runs candle's path).
     pub(crate) fn step(
         &self,
         model: &Model,
@@ -126,9 +125,6 @@ impl CpuDecoder {
         let config = model.config();
         let rows = tokens.len();
         let start = cache.len();
-        // Rows with different adapters run through candle's path, where each thread takes whole
-        // rows and reads their factors once; here every thread would read every row's A factors
-        // (8 rows with 8 rank-16 adapters: 107 tokens/s here against 130 there, benches/RESULTS.md).
         let Some(held) = adapters.hold_factors(rows) else { return Ok(None) };
         // Each (layer, projection)'s terms per row.
         let mut terms: Vec<[Vec<Vec<Term<'_>>>; 7]> =
@@ -182,6 +178,7 @@ impl CpuDecoder {
             qkv: Shared::new(vec![0.0; rows * (q_width + 2 * kv_width)]),
             attended: Shared::new(vec![0.0; rows * q_width]),
             act: Shared::new(vec![0.0; rows * config.intermediate_size]),
+            up: Shared::new(vec![0.0; rows * config.intermediate_size]),
             logits: Shared::new(vec![0.0; if self.head.is_some() { rows * config.vocab_size } else { 0 }]),
         };
         // Steps of concurrent requests share the cores instead of each spinning on all of them
@@ -197,6 +194,7 @@ impl CpuDecoder {
             buffers: &buffers,
             barrier: SpinBarrier::new(threads),
             threads,
+            by_rows: adapters.rows_differ(),
             cache: Mutex::new(cache),
             failure: Mutex::new(None),
         };
@@ -235,6 +233,8 @@ struct Buffers {
     attended: Shared,
     /// silu(gate) · up.
     act: Shared,
+    /// up before it joins `act` (rows with different adapters only).
+    up: Shared,
     logits: Shared,
 }
 
@@ -371,6 +371,9 @@ struct Run<'a> {
     buffers: &'a Buffers,
     barrier: SpinBarrier,
     threads: usize,
+    /// Rows run different adapters: each row's LoRA deltas are added by the one thread that
+    /// owns the row, over all outputs, after the base products (each factor read once).
+    by_rows: bool,
     /// Thread 0 appends each layer's keys and values; the others only read what was there.
     cache: Mutex<&'a mut KvCache>,
     failure: Mutex<Option<Error>>,
@@ -415,8 +418,11 @@ impl Run<'_> {
         let (q_width, kv_width) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
         let qkv_width = q_width + 2 * kv_width;
         let b = self.buffers;
+        let no_terms: [Vec<Vec<Term<'_>>>; 7] = std::array::from_fn(|_| vec![Vec::new(); self.rows]);
+        let mine = share(self.rows, self.threads, index, 1);
         for (l, layer) in self.decoder.layers.iter().enumerate() {
-            let terms = &self.terms[l];
+            // Rows with different adapters: the shares get no terms; row owners add them.
+            let terms = if self.by_rows { &no_terms } else { &self.terms[l] };
             // q, k, v: each thread its share of each projection's rows.
             // SAFETY (all reads and writes of `Shared` below): every thread writes only its own
             // share (`share(.., index, ..)`) or thread 0 alone writes, and a barrier separates
@@ -441,6 +447,18 @@ impl Run<'_> {
                 offset += weight.rows();
             }
             self.barrier.wait();
+            if self.by_rows {
+                let mut offset = 0;
+                for (p, weight) in layer.weights[..3].iter().enumerate() {
+                    for r in mine.clone() {
+                        let start = r * qkv_width + offset;
+                        let out = unsafe { b.qkv.write(start..start + weight.rows()) };
+                        lowrank::add_row_range(&scratch.normed[r], out, 0, &self.terms[l][p][r]);
+                    }
+                    offset += weight.rows();
+                }
+                self.barrier.wait();
+            }
 
             // Attention: each thread its share of (row, head) pairs.
             let groups = c.num_heads / c.num_kv_heads;
@@ -459,6 +477,13 @@ impl Run<'_> {
             let attended = |r: usize| unsafe { b.attended.read(r * q_width..(r + 1) * q_width) };
             self.add_to_residual(&layer.weights[3], &terms[3], attended, &mut scratch, index);
             self.barrier.wait();
+            if self.by_rows {
+                for r in mine.clone() {
+                    let x = unsafe { b.x.write(r * hidden..(r + 1) * hidden) };
+                    lowrank::add_row_range(attended(r), x, 0, &self.terms[l][3][r]);
+                }
+                self.barrier.wait();
+            }
 
             // gate and up over the same share of the intermediate width: silu(gate) · up.
             self.normalize(&mut scratch, |r| unsafe { b.x.read(r * hidden..(r + 1) * hidden) }, &layer.mlp_norm, eps);
@@ -473,19 +498,44 @@ impl Run<'_> {
             let outputs = scratch.out.chunks_exact_mut(n.max(1)).zip(scratch.up.chunks_exact_mut(n.max(1)));
             let inputs = terms[4].iter().zip(&terms[5]).zip(&scratch.normed);
             for (r, (((gate_terms, up_terms), normed), (g, u))) in inputs.zip(outputs).enumerate() {
+                let act = unsafe { b.act.write(r * inter + range.start..r * inter + range.end) };
+                if self.by_rows {
+                    // gate and up as they are; the row's owner adds its deltas, then silu · up.
+                    act.copy_from_slice(g);
+                    unsafe { b.up.write(r * inter + range.start..r * inter + range.end) }.copy_from_slice(u);
+                    continue;
+                }
                 lowrank::add_row_range(normed, g, range.start, gate_terms);
                 lowrank::add_row_range(normed, u, range.start, up_terms);
-                let act = unsafe { b.act.write(r * inter + range.start..r * inter + range.end) };
                 for ((a, g), u) in act.iter_mut().zip(g.iter()).zip(u.iter()) {
                     *a = g / (1.0 + (-g).exp()) * u;
                 }
             }
             self.barrier.wait();
+            if self.by_rows {
+                for r in mine.clone() {
+                    let g = unsafe { b.act.write(r * inter..(r + 1) * inter) };
+                    let u = unsafe { b.up.write(r * inter..(r + 1) * inter) };
+                    lowrank::add_row_range(&scratch.normed[r], g, 0, &self.terms[l][4][r]);
+                    lowrank::add_row_range(&scratch.normed[r], u, 0, &self.terms[l][5][r]);
+                    for (g, u) in g.iter_mut().zip(u.iter()) {
+                        *g = *g / (1.0 + (-*g).exp()) * u;
+                    }
+                }
+                self.barrier.wait();
+            }
 
             // down, added to the residual.
             let act = |r: usize| unsafe { b.act.read(r * inter..(r + 1) * inter) };
             self.add_to_residual(&layer.weights[6], &terms[6], act, &mut scratch, index);
             self.barrier.wait();
+            if self.by_rows {
+                for r in mine.clone() {
+                    let x = unsafe { b.x.write(r * hidden..(r + 1) * hidden) };
+                    lowrank::add_row_range(act(r), x, 0, &self.terms[l][6][r]);
+                }
+                self.barrier.wait();
+            }
         }
         if let Some(head) = &self.decoder.head {
             let norm = &self.decoder.final_norm;

@@ -498,17 +498,27 @@ impl HeldFactors<'_> {
 }
 
 impl BatchAdapters {
+    /// Whether rows run different mixes.
+    pub(crate) fn rows_differ(&self) -> bool {
+        matches!(self.plan, Plan::PerRow(_) | Plan::Gathered(_))
+    }
+
     /// Every row's factors for every projection, held for one decoding step of `rows` rows on
-    /// the CPU, when every row runs the same mix (or none); None when rows differ.
+    /// the CPU; None for the plan that gathers factors for batched matmuls.
     pub(crate) fn hold_factors(&self, rows: usize) -> Option<Vec<HeldFactors<'_>>> {
-        let mix = match &self.plan {
-            Plan::Base => return Some(Vec::new()),
-            Plan::Uniform(mix) => mix,
-            Plan::PerRow(_) | Plan::Gathered(_) => return None,
+        let mix_of = |row: usize| -> Option<&AdapterMix> {
+            match &self.plan {
+                Plan::Base | Plan::Gathered(_) => None,
+                Plan::Uniform(mix) => Some(mix),
+                Plan::PerRow(mixes) => mixes.get(row),
+            }
         };
+        if matches!(self.plan, Plan::Gathered(_)) {
+            return None;
+        }
         let mut held = Vec::new();
         for row in 0..rows {
-            for (adapter, weight) in mix {
+            for (adapter, weight) in mix_of(row).into_iter().flatten() {
                 for (&(layer, projection), f) in &adapter.factors {
                     let coef = (*weight as f64 * adapter.scale) as f32;
                     let (a, b_t) = (f.a.storage_and_layout(), f.b_t.storage_and_layout());

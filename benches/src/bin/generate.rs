@@ -144,7 +144,8 @@ fn main() -> Result<()> {
     }
 
     // Mixed batch: every row its own adapter, against every row the same adapter.
-    let steps = 16;
+    // Enough steps that one slow moment of a shared VM does not decide the ratio.
+    let steps = 64;
     let same: Vec<_> = (0..args.batch).map(|_| vec![(loaded[0].clone(), 1.0)]).collect();
     let mixed: Vec<_> = (0..args.batch).map(|i| vec![(loaded[i % loaded.len()].clone(), 1.0)]).collect();
     let base: Vec<_> = (0..args.batch).map(|_| Vec::new()).collect();

@@ -146,7 +146,7 @@ fn fused_steps_equal_candles_ops_with_adapters_in_batches() {
         let plans = [
             ("base", BatchAdapters::none()),
             ("uniform", BatchAdapters::uniform(vec![(a2.clone(), 1.0)], 3, &Device::Cpu).unwrap()),
-            // Rows with different adapters fall back to candle's ops: the same answers.
+            // Rows with different adapters: each row's deltas added by the thread that owns it.
             ("per row", BatchAdapters::per_row(&mixes, &Device::Cpu).unwrap()),
         ];
         for (name, adapters) in &plans {
