@@ -7,7 +7,8 @@
 //! and is a parallel region of its own (the other threads wake up, work, and wait at its end),
 //! and candle has no SIMD kernel for Q4_1, the format the default model ships in. Here the
 //! weights stay in their GGUF blocks ([`crate::qdot`]), each thread quantizes the activation it
-//! needs itself (576 values: cheaper than a barrier), and a step costs 5 barriers a layer.
+//! needs itself (576 values: cheaper than a barrier), and a step costs 5 barriers a layer (9
+//! when rows run different adapters).
 //! Prompts (many positions) keep candle's ops; [`crate::model::Model::forward`] picks.
 
 use std::ops::Range;
@@ -125,18 +126,14 @@ impl CpuDecoder {
         let config = model.config();
         let rows = tokens.len();
         let start = cache.len();
-        let Some(held) = adapters.hold_factors(rows) else { return Ok(None) };
+        let Some(held) = adapters.hold_factors(rows, None) else { return Ok(None) };
         // Each (layer, projection)'s terms per row.
         let mut terms: Vec<[Vec<Vec<Term<'_>>>; 7]> =
             (0..config.num_layers).map(|_| std::array::from_fn(|_| vec![Vec::new(); rows])).collect();
         for h in &held {
-            let Some(term) = h.term() else { return Ok(None) };
             let (input, output) = h.projection.shape(config);
-            let rank = term.a.len() / input.max(1);
-            if term.a.len() != rank * input || term.b_t.len() != rank * output || h.layer >= config.num_layers {
-                // Factors that do not fit: candle's path names the mismatch.
-                return Ok(None);
-            }
+            // Factors that do not fit: candle's path names the mismatch.
+            let Some(term) = h.term(input, output).filter(|_| h.layer < config.num_layers) else { return Ok(None) };
             terms[h.layer][projection_index(h.projection)][h.row].push(term);
         }
 
@@ -418,11 +415,8 @@ impl Run<'_> {
         let (q_width, kv_width) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
         let qkv_width = q_width + 2 * kv_width;
         let b = self.buffers;
-        let no_terms: [Vec<Vec<Term<'_>>>; 7] = std::array::from_fn(|_| vec![Vec::new(); self.rows]);
         let mine = share(self.rows, self.threads, index, 1);
         for (l, layer) in self.decoder.layers.iter().enumerate() {
-            // Rows with different adapters: the shares get no terms; row owners add them.
-            let terms = if self.by_rows { &no_terms } else { &self.terms[l] };
             // q, k, v: each thread its share of each projection's rows.
             // SAFETY (all reads and writes of `Shared` below): every thread writes only its own
             // share (`share(.., index, ..)`) or thread 0 alone writes, and a barrier separates
@@ -434,7 +428,7 @@ impl Run<'_> {
                 let n = range.len();
                 scratch.out.resize(self.rows * n, 0.0);
                 weight.mul_rows(&scratch.quantized, range.start, n, &mut scratch.out);
-                for (r, (row_terms, normed)) in terms[p].iter().zip(&scratch.normed).enumerate() {
+                for (r, normed) in scratch.normed.iter().enumerate() {
                     let out = unsafe {
                         b.qkv.write(r * qkv_width + offset + range.start..r * qkv_width + offset + range.end)
                     };
@@ -442,7 +436,7 @@ impl Run<'_> {
                     if let Some(bias) = &layer.qkv_bias {
                         out.iter_mut().zip(&bias[p][range.clone()]).for_each(|(o, b)| *o += b);
                     }
-                    lowrank::add_row_range(normed, out, range.start, row_terms);
+                    lowrank::add_row_range(normed, out, range.start, self.share_terms(l, p, r));
                 }
                 offset += weight.rows();
             }
@@ -475,15 +469,7 @@ impl Run<'_> {
             }
             // o, added to the residual.
             let attended = |r: usize| unsafe { b.attended.read(r * q_width..(r + 1) * q_width) };
-            self.add_to_residual(&layer.weights[3], &terms[3], attended, &mut scratch, index);
-            self.barrier.wait();
-            if self.by_rows {
-                for r in mine.clone() {
-                    let x = unsafe { b.x.write(r * hidden..(r + 1) * hidden) };
-                    lowrank::add_row_range(attended(r), x, 0, &self.terms[l][3][r]);
-                }
-                self.barrier.wait();
-            }
+            self.add_to_residual(l, 3, attended, &mut scratch, index);
 
             // gate and up over the same share of the intermediate width: silu(gate) · up.
             self.normalize(&mut scratch, |r| unsafe { b.x.read(r * hidden..(r + 1) * hidden) }, &layer.mlp_norm, eps);
@@ -496,8 +482,7 @@ impl Run<'_> {
             gate.mul_rows(&scratch.quantized, range.start, n, &mut scratch.out);
             up.mul_rows(&scratch.quantized, range.start, n, &mut scratch.up);
             let outputs = scratch.out.chunks_exact_mut(n.max(1)).zip(scratch.up.chunks_exact_mut(n.max(1)));
-            let inputs = terms[4].iter().zip(&terms[5]).zip(&scratch.normed);
-            for (r, (((gate_terms, up_terms), normed), (g, u))) in inputs.zip(outputs).enumerate() {
+            for (r, (normed, (g, u))) in scratch.normed.iter().zip(outputs).enumerate() {
                 let act = unsafe { b.act.write(r * inter + range.start..r * inter + range.end) };
                 if self.by_rows {
                     // gate and up as they are; the row's owner adds its deltas, then silu · up.
@@ -505,8 +490,8 @@ impl Run<'_> {
                     unsafe { b.up.write(r * inter + range.start..r * inter + range.end) }.copy_from_slice(u);
                     continue;
                 }
-                lowrank::add_row_range(normed, g, range.start, gate_terms);
-                lowrank::add_row_range(normed, u, range.start, up_terms);
+                lowrank::add_row_range(normed, g, range.start, self.share_terms(l, 4, r));
+                lowrank::add_row_range(normed, u, range.start, self.share_terms(l, 5, r));
                 for ((a, g), u) in act.iter_mut().zip(g.iter()).zip(u.iter()) {
                     *a = g / (1.0 + (-g).exp()) * u;
                 }
@@ -527,15 +512,7 @@ impl Run<'_> {
 
             // down, added to the residual.
             let act = |r: usize| unsafe { b.act.read(r * inter..(r + 1) * inter) };
-            self.add_to_residual(&layer.weights[6], &terms[6], act, &mut scratch, index);
-            self.barrier.wait();
-            if self.by_rows {
-                for r in mine.clone() {
-                    let x = unsafe { b.x.write(r * hidden..(r + 1) * hidden) };
-                    lowrank::add_row_range(act(r), x, 0, &self.terms[l][6][r]);
-                }
-                self.barrier.wait();
-            }
+            self.add_to_residual(l, 6, act, &mut scratch, index);
         }
         if let Some(head) = &self.decoder.head {
             let norm = &self.decoder.final_norm;
@@ -552,27 +529,44 @@ impl Run<'_> {
         }
     }
 
-    /// `x[r] += W input(r)` plus the LoRA terms, over this thread's share of `weight`'s output
-    /// rows, for every row `r`: the two projections (o, down) whose outputs join the residual.
+    /// The LoRA terms a thread adds over its share of projection `p`'s outputs for row `r`:
+    /// none when rows run different adapters (each row's owner adds them over all outputs).
+    fn share_terms(&self, l: usize, p: usize, r: usize) -> &[Term<'_>] {
+        if self.by_rows { &[] } else { &self.terms[l][p][r] }
+    }
+
+    /// `x[r] += W input(r)` plus the LoRA terms for every row `r`, for the two projections (o,
+    /// down) whose outputs join the residual: this thread's share of the outputs, then (rows
+    /// with different adapters) the deltas of the rows it owns; ends at a barrier.
     fn add_to_residual<'b>(
         &self,
-        weight: &BlockRows,
-        terms: &[Vec<Term<'_>>],
+        l: usize,
+        p: usize,
         input: impl Fn(usize) -> &'b [f32],
         scratch: &mut Scratch,
         index: usize,
     ) {
         let hidden = self.config.hidden_size;
+        let weight = &self.decoder.layers[l].weights[p];
         self.quantize(scratch, &input);
         let range = share(weight.rows(), self.threads, index, 4);
         let n = range.len();
         scratch.out.resize(self.rows * n, 0.0);
         weight.mul_rows(&scratch.quantized, range.start, n, &mut scratch.out);
         for (r, out) in scratch.out.chunks_exact_mut(n.max(1)).take(self.rows).enumerate() {
-            lowrank::add_row_range(input(r), out, range.start, &terms[r]);
+            lowrank::add_row_range(input(r), out, range.start, self.share_terms(l, p, r));
             // SAFETY: this share of the residual is this thread's alone until the barrier.
             let x = unsafe { self.buffers.x.write(r * hidden + range.start..r * hidden + range.end) };
             x.iter_mut().zip(out.iter()).for_each(|(x, o)| *x += o);
+        }
+        self.barrier.wait();
+        if self.by_rows {
+            for r in share(self.rows, self.threads, index, 1) {
+                // SAFETY: row r is this thread's alone until the barrier.
+                let x = unsafe { self.buffers.x.write(r * hidden..(r + 1) * hidden) };
+                lowrank::add_row_range(input(r), x, 0, &self.terms[l][p][r]);
+            }
+            self.barrier.wait();
         }
     }
 

@@ -434,7 +434,7 @@ impl BatchAdapters {
         match &self.plan {
             Plan::Base => Ok(base),
             Plan::Uniform(mix) => {
-                if let Some(out) = step_on_cpu(&base, input, key, |_| mix)? {
+                if let Some(out) = self.step_on_cpu(&base, input, key)? {
                     return Ok(out);
                 }
                 match mix_delta(mix, input, key)? {
@@ -443,7 +443,7 @@ impl BatchAdapters {
                 }
             }
             Plan::PerRow(mixes) => {
-                if let Some(out) = step_on_cpu(&base, input, key, |row| &mixes[row])? {
+                if let Some(out) = self.step_on_cpu(&base, input, key)? {
                     return Ok(out);
                 }
                 // A prompt: each row's own matmuls (as many gemm calls as a batched matmul
@@ -489,11 +489,14 @@ pub(crate) struct HeldFactors<'a> {
 }
 
 impl HeldFactors<'_> {
-    /// The factors as a [`lowrank::Term`], or None when they are not contiguous f32 on the CPU.
-    pub(crate) fn term(&self) -> Option<lowrank::Term<'_>> {
+    /// The factors as a [`lowrank::Term`] of a projection from `input` to `output` features, or
+    /// None when they are not contiguous f32 on the CPU or do not fit (the matmul path then
+    /// names the mismatch).
+    pub(crate) fn term(&self, input: usize, output: usize) -> Option<lowrank::Term<'_>> {
         let a = f32_slice(&self.a.0, self.a.1)?;
         let b_t = f32_slice(&self.b_t.0, self.b_t.1)?;
-        Some(lowrank::Term { a, b_t, coef: self.coef })
+        let rank = a.len().checked_div(input)?;
+        (a.len() == rank * input && b_t.len() == rank * output).then_some(lowrank::Term { a, b_t, coef: self.coef })
     }
 }
 
@@ -503,9 +506,9 @@ impl BatchAdapters {
         matches!(self.plan, Plan::PerRow(_) | Plan::Gathered(_))
     }
 
-    /// Every row's factors for every projection, held for one decoding step of `rows` rows on
-    /// the CPU; None for the plan that gathers factors for batched matmuls.
-    pub(crate) fn hold_factors(&self, rows: usize) -> Option<Vec<HeldFactors<'_>>> {
+    /// Every row's factors for every projection (or `only` one), held for one decoding step of
+    /// `rows` rows on the CPU; None for the plan that gathers factors for batched matmuls.
+    pub(crate) fn hold_factors(&self, rows: usize, only: Option<(usize, Projection)>) -> Option<Vec<HeldFactors<'_>>> {
         let mix_of = |row: usize| -> Option<&AdapterMix> {
             match &self.plan {
                 Plan::Base | Plan::Gathered(_) => None,
@@ -519,14 +522,45 @@ impl BatchAdapters {
         let mut held = Vec::new();
         for row in 0..rows {
             for (adapter, weight) in mix_of(row).into_iter().flatten() {
-                for (&(layer, projection), f) in &adapter.factors {
-                    let coef = (*weight as f64 * adapter.scale) as f32;
+                let coef = (*weight as f64 * adapter.scale) as f32;
+                let factors: Vec<(&(usize, Projection), &Factors)> = match only {
+                    Some(key) => adapter.factors.get_key_value(&key).into_iter().collect(),
+                    None => adapter.factors.iter().collect(),
+                };
+                for (&(layer, projection), f) in factors {
                     let (a, b_t) = (f.a.storage_and_layout(), f.b_t.storage_and_layout());
                     held.push(HeldFactors { layer, projection, row, coef, a, b_t });
                 }
             }
         }
         Some(held)
+    }
+
+    /// One decoding step (one position per row) on the CPU in f32: `base` plus every row's terms
+    /// in one pass over the factors' storage, or None where that does not apply (a prompt, another
+    /// device or dtype), for the matmul paths.
+    fn step_on_cpu(&self, base: &Tensor, input: &Tensor, key: (usize, Projection)) -> Result<Option<Tensor>> {
+        let (rows, seq, input_width) = input.dims3()?;
+        let (_, _, output) = base.dims3()?;
+        if seq != 1 || !input.device().is_cpu() || input.dtype() != DType::F32 || base.dtype() != DType::F32 {
+            return Ok(None);
+        }
+        // Every factor's storage, held for the step.
+        let Some(held) = self.hold_factors(rows, Some(key)) else { return Ok(None) };
+        if held.is_empty() {
+            return Ok(Some(base.clone()));
+        }
+        let mut terms = vec![Vec::new(); rows];
+        for h in &held {
+            let Some(term) = h.term(input_width, output) else { return Ok(None) };
+            terms[h.row].push(term);
+        }
+        let x = input.contiguous()?;
+        let (x_storage, x_layout) = x.storage_and_layout();
+        let Some(x) = f32_slice(&x_storage, x_layout) else { return Ok(None) };
+        let mut y = base.flatten_all()?.to_vec1::<f32>()?;
+        lowrank::add_rows(x, input_width, &mut y, output, &terms);
+        Ok(Some(Tensor::from_vec(y, (rows, 1, output), base.device())?))
     }
 }
 
@@ -548,50 +582,6 @@ fn mix_delta(
         }
     }
     Ok(sum)
-}
-
-/// One decoding step (one position per row) on the CPU in f32: `base` plus every row's terms
-/// in one pass over the factors' storage, or None where that does not apply (a prompt, another
-/// device or dtype), for the matmul paths.
-fn step_on_cpu<'m>(
-    base: &Tensor,
-    input: &Tensor,
-    key: (usize, Projection),
-    mix_of: impl Fn(usize) -> &'m AdapterMix,
-) -> Result<Option<Tensor>> {
-    let (rows, seq, input_width) = input.dims3()?;
-    let (_, _, output) = base.dims3()?;
-    if seq != 1 || !input.device().is_cpu() || input.dtype() != DType::F32 || base.dtype() != DType::F32 {
-        return Ok(None);
-    }
-    // Every factor's storage, held for the step.
-    let mut held = Vec::new();
-    for row in 0..rows {
-        for (adapter, weight) in mix_of(row) {
-            if let Some(f) = adapter.factors.get(&key) {
-                let coef = (*weight as f64 * adapter.scale) as f32;
-                held.push((row, coef, f.a.storage_and_layout(), f.b_t.storage_and_layout()));
-            }
-        }
-    }
-    if held.is_empty() {
-        return Ok(Some(base.clone()));
-    }
-    let mut terms = vec![Vec::new(); rows];
-    for (row, coef, (a, a_layout), (b_t, b_layout)) in &held {
-        let (Some(a), Some(b_t)) = (f32_slice(a, a_layout), f32_slice(b_t, b_layout)) else { return Ok(None) };
-        if a.len() * output != b_t.len() * input_width {
-            // Factors that do not fit this projection: the matmul path names the mismatch.
-            return Ok(None);
-        }
-        terms[*row].push(lowrank::Term { a, b_t, coef: *coef });
-    }
-    let x = input.contiguous()?;
-    let (x_storage, x_layout) = x.storage_and_layout();
-    let Some(x) = f32_slice(&x_storage, x_layout) else { return Ok(None) };
-    let mut y = base.flatten_all()?.to_vec1::<f32>()?;
-    lowrank::add_rows(x, input_width, &mut y, output, &terms);
-    Ok(Some(Tensor::from_vec(y, (rows, 1, output), base.device())?))
 }
 
 /// A contiguous f32 CPU tensor's values, without copying.
