@@ -29,6 +29,6 @@ print(f"decode tok/s        ours {o['decode_tokens_per_s']:.1f}  llama.cpp{plain
 if "decode_tokens_per_s_candle_ops" in o:
     print(f"decode tok/s        ours through candle's ops {o['decode_tokens_per_s_candle_ops']:.1f} (fused step: {o.get('fused_decode')})")
 print(f"time to first token ours {o['ttft_ms']:.0f} ms  llama.cpp {p['ttft_ms']:.0f} ms")
-print(f"adapter rank {o['adapter_rank']}: cold load {o['adapter_cold_load_ms_median']:.1f} ms, hot switch {o['adapter_hot_switch_ms_median']*1000:.2f} us")
+print(f"adapter rank {o['adapter_rank']}: cold load {o['adapter_cold_load_ms_median']:.1f} ms, hot switch {o['adapter_hot_switch_ms_median']*1000:.2f} us, {o['adapter_bytes']/2**20:.1f} MiB loaded, first token with it {o['ttft_ms_with_adapter']:.0f} ms")
 print(f"batch of {o['batch_rows']}: base {o['batch_tokens_per_s_base']:.1f} tok/s, one adapter {o['batch_tokens_per_s_same_adapter']:.1f}, mixed {o['batch_tokens_per_s_mixed_adapters']:.1f} (mixed/one {o['mixed_over_same']:.2f})")
 PY

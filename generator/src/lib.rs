@@ -37,7 +37,7 @@ pub use cite::{
 };
 pub use engine::{Completion, FinishReason, GenerationParams, LocalModel, SamplingParams};
 pub use error::{Error, Result};
-pub use lora::{Adapter, AdapterConfig, AdapterMix, AdapterSource, BatchAdapters};
+pub use lora::{Adapter, AdapterConfig, AdapterMix, AdapterSource, BatchAdapters, factor_dtype};
 pub use model::{Architecture, KvCache, Model, ModelConfig, Projection, Requantize, argmax_rows};
 pub use registry::{AdapterCache, AdapterEntry, AdapterRegistry, CacheStats, validate_adapter_id};
 pub use remote::{RemoteConfig, RemoteGenerator};

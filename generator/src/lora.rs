@@ -50,7 +50,7 @@ fn modules<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<St
 
 /// The low-rank factors of one projection, both row-major: A is (rank, in) as PEFT stores
 /// it, and B is kept transposed, (rank, out), so that a decoding step reads both by rows
-/// ([`crate::lowrank`]).
+/// ([`crate::lowrank`]). On the CPU they are kept as f16 (see [`factor_dtype`]).
 #[derive(Debug)]
 struct Factors {
     a: Tensor,
@@ -64,13 +64,25 @@ pub struct Adapter {
     config: AdapterConfig,
     scale: f64,
     factors: HashMap<(usize, Projection), Factors>,
+    /// The dtype the model computes in, to which candle's paths widen the factors.
+    dtype: DType,
     bytes: usize,
+}
+
+/// The dtype an adapter's factors are kept in on `device` for a model computing in `dtype`.
+/// On the CPU: f16, as PEFT often saves them and as LoRA servers run them. A batch whose rows
+/// use different adapters reads every row's factors at each decoding step, so that step is
+/// bound by their bytes; f16 halves them, and the memory each cached adapter takes. A
+/// decoding step widens them in registers; prompts and merges widen them per use.
+pub fn factor_dtype(device: &Device, dtype: DType) -> DType {
+    if device.is_cpu() { DType::F16 } else { dtype }
 }
 
 impl Adapter {
     /// Reads `dir/adapter_config.json` and `dir/adapter_model.safetensors` and checks every
     /// tensor against `model`: names, layers, shapes, rank. Anything that does not fit is an
-    /// [`Error::Adapter`], so a bad upload is refused while the server keeps serving.
+    /// [`Error::Adapter`], so a bad upload is refused while the server keeps serving. `dtype`
+    /// is the dtype the model computes in; the factors are kept in [`factor_dtype`].
     pub fn load(id: &str, dir: &Path, model: &ModelConfig, device: &Device, dtype: DType) -> Result<Self> {
         let bad = |why: String| Error::Adapter { id: id.to_string(), reason: why };
         let config_path = dir.join("adapter_config.json");
@@ -144,6 +156,7 @@ impl Adapter {
             checked.push(((layer, projection), what, a, b, heads.map(|h| output / h / 2)));
         }
         // Each task reads its tensors' bytes into a buffer it reuses (see `WeightsFile`).
+        let storage = factor_dtype(device, dtype);
         let decoded = checked
             .into_par_iter()
             .map_init(Vec::new, |buffer, (key, what, a, b, half)| {
@@ -157,8 +170,12 @@ impl Adapter {
                 let mut decode = |info: &TensorInfo, order: Order<'_>| {
                     weights.view(info, buffer).and_then(|view| decode_rows(&view, order))
                 };
-                let a_rows = decode(a, Order::AsStored).map_err(|e| bad(format!("{what} lora_A: {e}")))?;
-                let b_cols = decode(b, Order::Transposed(&b_row)).map_err(|e| bad(format!("{what} lora_B: {e}")))?;
+                let a_rows = decode(a, Order::AsStored)
+                    .and_then(|v| Values::kept_as(v, storage))
+                    .map_err(|e| bad(format!("{what} lora_A: {e}")))?;
+                let b_cols = decode(b, Order::Transposed(&b_row))
+                    .and_then(|v| Values::kept_as(v, storage))
+                    .map_err(|e| bad(format!("{what} lora_B: {e}")))?;
                 Ok((key, a_rows, b_cols))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -166,12 +183,12 @@ impl Adapter {
         let mut bytes = 0;
         for ((layer, projection), a_rows, b_cols) in decoded {
             let (input, output) = projection.shape(model);
-            bytes += (a_rows.len() + b_cols.len()) * dtype.size_in_bytes();
-            let a = Tensor::from_vec(a_rows, (config.r, input), device)?.to_dtype(dtype)?;
-            let b_t = Tensor::from_vec(b_cols, (config.r, output), device)?.to_dtype(dtype)?;
+            bytes += (a_rows.len() + b_cols.len()) * storage.size_in_bytes();
+            let a = a_rows.tensor((config.r, input), device, storage)?;
+            let b_t = b_cols.tensor((config.r, output), device, storage)?;
             factors.insert((layer, projection), Factors { a, b_t });
         }
-        Ok(Adapter { id: id.to_string(), config, scale, factors, bytes })
+        Ok(Adapter { id: id.to_string(), config, scale, factors, dtype, bytes })
     }
 
     pub fn id(&self) -> &str {
@@ -195,14 +212,15 @@ impl Adapter {
     pub fn delta_weight(&self, layer: usize, projection: Projection) -> Result<Option<Tensor>> {
         let Some(f) = self.factors.get(&(layer, projection)) else { return Ok(None) };
         // (A^T B^T)^T = B A
-        Ok(Some((f.a.t()?.matmul(&f.b_t)?.t()? * self.scale)?))
+        let (a, b_t) = (widen(&f.a, self.dtype)?, widen(&f.b_t, self.dtype)?);
+        Ok(Some((a.t()?.matmul(&b_t)?.t()? * self.scale)?))
     }
 
     /// s · B (A x) for input rows `x` [rows, seq, in], or None when this projection has no factors.
     fn delta(&self, x: &Tensor, layer: usize, projection: Projection) -> Result<Option<Tensor>> {
         let Some(f) = self.factors.get(&(layer, projection)) else { return Ok(None) };
-        let down = x.broadcast_matmul(&f.a.t()?)?;
-        Ok(Some((down.broadcast_matmul(&f.b_t)? * self.scale)?))
+        let down = x.broadcast_matmul(&widen(&f.a, x.dtype())?.t()?)?;
+        Ok(Some((down.broadcast_matmul(&widen(&f.b_t, x.dtype())?)? * self.scale)?))
     }
 }
 
@@ -279,6 +297,61 @@ fn read_at(file: &std::fs::File, buffer: &mut [u8], offset: u64) -> std::io::Res
 enum Order<'a> {
     AsStored,
     Transposed(&'a dyn Fn(usize) -> usize),
+}
+
+/// Decoded factor values in the dtype they are kept in.
+enum Values {
+    F32(Vec<f32>),
+    F16(Vec<half::f16>),
+}
+
+impl Values {
+    /// `values` as `storage` keeps them: f16 (refusing values beyond its range) or as they are
+    /// (other dtypes are converted on the device).
+    fn kept_as(values: Vec<f32>, storage: DType) -> std::result::Result<Values, String> {
+        if storage != DType::F16 {
+            return Ok(Values::F32(values));
+        }
+        use half::slice::HalfFloatSliceExt;
+        let mut narrow = vec![half::f16::ZERO; values.len()];
+        narrow.convert_from_f32_slice(&values);
+        if !narrow.iter().all(|v| v.is_finite()) {
+            return Err("values beyond f16's range (±65504), the dtype adapters are kept in on the CPU".into());
+        }
+        Ok(Values::F16(narrow))
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Values::F32(values) => values.len(),
+            Values::F16(values) => values.len(),
+        }
+    }
+
+    fn tensor(self, shape: (usize, usize), device: &Device, storage: DType) -> Result<Tensor> {
+        Ok(match self {
+            Values::F32(values) => Tensor::from_vec(values, shape, device)?.to_dtype(storage)?,
+            Values::F16(values) => Tensor::from_vec(values, shape, device)?,
+        })
+    }
+}
+
+/// A factor in `dtype`: f16 factors on the CPU are widened by `half`'s vectorized slice
+/// conversion (candle's element-by-element one made a prompt with an adapter ~10 ms slower).
+fn widen(factor: &Tensor, dtype: DType) -> Result<Tensor> {
+    if factor.dtype() == dtype {
+        return Ok(factor.clone());
+    }
+    if dtype == DType::F32 {
+        let (storage, layout) = factor.storage_and_layout();
+        if let Some(values) = f16_slice(&storage, layout) {
+            use half::slice::HalfFloatSliceExt;
+            let mut wide = vec![0f32; values.len()];
+            values.convert_to_f32_slice(&mut wide);
+            return Ok(Tensor::from_vec(wide, factor.shape(), factor.device())?);
+        }
+    }
+    Ok(factor.to_dtype(dtype)?)
 }
 
 /// A 2-d tensor's values as f32 in `order`, refusing non-finite values: one pass over the
@@ -490,11 +563,11 @@ pub(crate) struct HeldFactors<'a> {
 
 impl HeldFactors<'_> {
     /// The factors as a [`lowrank::Term`] of a projection from `input` to `output` features, or
-    /// None when they are not contiguous f32 on the CPU or do not fit (the matmul path then
+    /// None when they are not contiguous f16 on the CPU or do not fit (the matmul path then
     /// names the mismatch).
     pub(crate) fn term(&self, input: usize, output: usize) -> Option<lowrank::Term<'_>> {
-        let a = f32_slice(&self.a.0, self.a.1)?;
-        let b_t = f32_slice(&self.b_t.0, self.b_t.1)?;
+        let a = f16_slice(&self.a.0, self.a.1)?;
+        let b_t = f16_slice(&self.b_t.0, self.b_t.1)?;
         let rank = a.len().checked_div(input)?;
         (a.len() == rank * input && b_t.len() == rank * output).then_some(lowrank::Term { a, b_t, coef: self.coef })
     }
@@ -592,6 +665,14 @@ fn f32_slice<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a [f32]> {
     }
 }
 
+/// A contiguous f16 CPU tensor's values, without copying.
+fn f16_slice<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a [half::f16]> {
+    match storage {
+        Storage::Cpu(CpuStorage::F16(values)) => layout.contiguous_offsets().map(|(start, end)| &values[start..end]),
+        _ => None,
+    }
+}
+
 /// Each row's factors for every projection any row's adapters touch, side by side and
 /// zero-padded to the widest row, stacked into [rows, in, R] and [rows, R, out].
 fn gather_rows(mixes: &[AdapterMix], device: &Device) -> Result<HashMap<(usize, Projection), RowFactors>> {
@@ -607,8 +688,11 @@ fn gather_rows(mixes: &[AdapterMix], device: &Device) -> Result<HashMap<(usize, 
             .map(|m| m.iter().filter(|(a, _)| a.factors.contains_key(&key)).map(|(a, _)| a.rank()).sum::<usize>())
             .max()
             .unwrap_or(0);
-        let Some(first) = mixes.iter().flatten().find_map(|(a, _)| a.factors.get(&key)) else { continue };
-        let (input, output, dtype) = (first.a.dim(1)?, first.b_t.dim(1)?, first.a.dtype());
+        let Some((first, dtype)) = mixes.iter().flatten().find_map(|(a, _)| Some((a.factors.get(&key)?, a.dtype)))
+        else {
+            continue;
+        };
+        let (input, output) = (first.a.dim(1)?, first.b_t.dim(1)?);
         let mut a_rows = Vec::with_capacity(rows);
         let mut b_rows = Vec::with_capacity(rows);
         for mix in mixes {
@@ -617,8 +701,8 @@ fn gather_rows(mixes: &[AdapterMix], device: &Device) -> Result<HashMap<(usize, 
             let mut used = 0;
             for (adapter, weight) in mix {
                 if let Some(f) = adapter.factors.get(&key) {
-                    a_parts.push(f.a.t()?);
-                    b_parts.push((&f.b_t * (*weight as f64 * adapter.scale))?);
+                    a_parts.push(widen(&f.a, dtype)?.t()?);
+                    b_parts.push((widen(&f.b_t, dtype)? * (*weight as f64 * adapter.scale))?);
                     used += adapter.rank();
                 }
             }

@@ -114,6 +114,15 @@ fn the_cache_loads_just_in_time_and_evicts_least_recently_used() {
         registry.register(id, AdapterSource::Path(dir.path().join(id)), model.config()).unwrap();
     }
     let size = load(&dir.path().join("a"), &model).bytes();
+    // Kept as f16 on the CPU: two bytes a value.
+    let values: usize = Projection::ALL
+        .iter()
+        .map(|p| {
+            let (input, output) = p.shape(model.config());
+            4 * (input + output)
+        })
+        .sum();
+    assert_eq!(size, 2 * LAYERS * values);
     let cache = AdapterCache::new(2 * size + size / 2, Device::Cpu, DType::F32);
     assert!(!cache.is_loaded("a"));
     cache.get(&registry, "a", model.config()).unwrap();
@@ -164,6 +173,15 @@ fn bad_adapters_are_refused_with_a_reason() {
         std::fs::write(p.join("adapter_config.json"), config.to_string()).unwrap();
     });
     assert!(module.contains("lm_head"), "{module}");
+    // A value f16 cannot hold (adapters are kept as f16 on the CPU).
+    let range = refuse("range", &|p| {
+        let mut tensors = candle_core::safetensors::load(p.join("adapter_model.safetensors"), &Device::Cpu).unwrap();
+        let name = "base_model.model.model.layers.0.mlp.down_proj.lora_B.weight";
+        let huge = (tensors[name].zeros_like().unwrap() + 1e6).unwrap();
+        tensors.insert(name.to_string(), huge);
+        candle_core::safetensors::save(&tensors, p.join("adapter_model.safetensors")).unwrap();
+    });
+    assert!(range.contains("down_proj lora_B") && range.contains("f16"), "{range}");
     // Another model's shapes (hidden 64 instead of 32).
     let other = tempfile::tempdir().unwrap();
     let mut tensors = HashMap::new();
