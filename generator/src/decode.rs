@@ -21,7 +21,7 @@ use candle_core::{CpuStorage, Device, Storage, Tensor};
 use crate::lora::BatchAdapters;
 use crate::lowrank::{self, Term};
 use crate::model::{KvCache, Model, ModelConfig, Projection};
-use crate::qdot::{BlockFormat, BlockRows, QuantizedActivation};
+use crate::qdot::{BlockFormat, BlockRows, Prefetch, QuantizedActivation};
 use crate::{Error, Result};
 
 /// One layer's weights for the fused step.
@@ -401,7 +401,7 @@ struct Scratch {
     scores: Vec<f32>,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
     fn thread(&self, index: usize) {
         let _poison = PoisonOnPanic(&self.barrier);
         let mut scratch = Scratch {
@@ -423,11 +423,13 @@ impl Run<'_> {
             // each write from every read of the same values.
             self.normalize(&mut scratch, |r| unsafe { b.x.read(r * hidden..(r + 1) * hidden) }, &layer.attn_norm, eps);
             let mut offset = 0;
+            let qkv_rows = layer.weights[..3].iter().map(|w| share(w.rows(), self.threads, index, 4).len()).sum();
+            let mut prefetch = self.prefetch(l, 0..3, &mine, qkv_rows);
             for (p, weight) in layer.weights[..3].iter().enumerate() {
                 let range = share(weight.rows(), self.threads, index, 4);
                 let n = range.len();
                 scratch.out.resize(self.rows * n, 0.0);
-                weight.mul_rows(&scratch.quantized, range.start, n, &mut scratch.out);
+                weight.mul_rows_prefetching(&scratch.quantized, range.start, n, &mut scratch.out, &mut prefetch);
                 for (r, normed) in scratch.normed.iter().enumerate() {
                     let out = unsafe {
                         b.qkv.write(r * qkv_width + offset + range.start..r * qkv_width + offset + range.end)
@@ -479,8 +481,9 @@ impl Run<'_> {
             let n = range.len();
             scratch.out.resize(self.rows * n, 0.0);
             scratch.up.resize(self.rows * n, 0.0);
-            gate.mul_rows(&scratch.quantized, range.start, n, &mut scratch.out);
-            up.mul_rows(&scratch.quantized, range.start, n, &mut scratch.up);
+            let mut prefetch = self.prefetch(l, 4..6, &mine, 2 * n);
+            gate.mul_rows_prefetching(&scratch.quantized, range.start, n, &mut scratch.out, &mut prefetch);
+            up.mul_rows_prefetching(&scratch.quantized, range.start, n, &mut scratch.up, &mut prefetch);
             let outputs = scratch.out.chunks_exact_mut(n.max(1)).zip(scratch.up.chunks_exact_mut(n.max(1)));
             for (r, (normed, (g, u))) in scratch.normed.iter().zip(outputs).enumerate() {
                 let act = unsafe { b.act.write(r * inter + range.start..r * inter + range.end) };
@@ -529,6 +532,23 @@ impl Run<'_> {
         }
     }
 
+    /// Rows with different adapters: the factors of projections `projections` of layer `l`
+    /// that this thread adds for the rows it owns (`mine`) after the base products, to request
+    /// during those products (`weight_rows` rows of them).
+    fn prefetch(&self, l: usize, projections: Range<usize>, mine: &Range<usize>, weight_rows: usize) -> Prefetch<'a> {
+        if !self.by_rows {
+            return Prefetch::none();
+        }
+        let terms: &'a [[Vec<Vec<Term<'a>>>; 7]] = self.terms;
+        let mut spans = Vec::new();
+        for p in projections {
+            for r in mine.clone() {
+                spans.extend(terms[l][p][r].iter().flat_map(|term| [term.a, term.b_t]));
+            }
+        }
+        Prefetch::new(spans, weight_rows)
+    }
+
     /// The LoRA terms a thread adds over its share of projection `p`'s outputs for row `r`:
     /// none when rows run different adapters (each row's owner adds them over all outputs).
     fn share_terms(&self, l: usize, p: usize, r: usize) -> &[Term<'_>] {
@@ -552,7 +572,9 @@ impl Run<'_> {
         let range = share(weight.rows(), self.threads, index, 4);
         let n = range.len();
         scratch.out.resize(self.rows * n, 0.0);
-        weight.mul_rows(&scratch.quantized, range.start, n, &mut scratch.out);
+        let mine = share(self.rows, self.threads, index, 1);
+        let mut prefetch = self.prefetch(l, p..p + 1, &mine, n);
+        weight.mul_rows_prefetching(&scratch.quantized, range.start, n, &mut scratch.out, &mut prefetch);
         for (r, out) in scratch.out.chunks_exact_mut(n.max(1)).take(self.rows).enumerate() {
             lowrank::add_row_range(input(r), out, range.start, self.share_terms(l, p, r));
             // SAFETY: this share of the residual is this thread's alone until the barrier.
@@ -561,7 +583,7 @@ impl Run<'_> {
         }
         self.barrier.wait();
         if self.by_rows {
-            for r in share(self.rows, self.threads, index, 1) {
+            for r in mine {
                 // SAFETY: row r is this thread's alone until the barrier.
                 let x = unsafe { self.buffers.x.write(r * hidden..(r + 1) * hidden) };
                 lowrank::add_row_range(input(r), x, 0, &self.terms[l][p][r]);

@@ -70,7 +70,7 @@ pub struct Adapter {
 }
 
 /// The dtype an adapter's factors are kept in on `device` for a model computing in `dtype`.
-/// On the CPU: f16, as PEFT often saves them and as LoRA servers run them. A batch whose rows
+/// On the CPU: f16, as PEFT often saves them and as GPU LoRA servers run them. A batch whose rows
 /// use different adapters reads every row's factors at each decoding step, so that step is
 /// bound by their bytes; f16 halves them, and the memory each cached adapter takes. A
 /// decoding step widens them in registers; prompts and merges widen them per use.
@@ -337,7 +337,7 @@ impl Values {
 }
 
 /// A factor in `dtype`: f16 factors on the CPU are widened by `half`'s vectorized slice
-/// conversion (candle's element-by-element one made a prompt with an adapter ~10 ms slower).
+/// conversion (candle's `to_dtype` converts value by value).
 fn widen(factor: &Tensor, dtype: DType) -> Result<Tensor> {
     if factor.dtype() == dtype {
         return Ok(factor.clone());
