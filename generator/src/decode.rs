@@ -423,10 +423,10 @@ impl<'a> Run<'a> {
             // each write from every read of the same values.
             self.normalize(&mut scratch, |r| unsafe { b.x.read(r * hidden..(r + 1) * hidden) }, &layer.attn_norm, eps);
             let mut offset = 0;
-            let qkv_rows = layer.weights[..3].iter().map(|w| share(w.rows(), self.threads, index, 4).len()).sum();
-            let mut prefetch = self.prefetch(l, 0..3, &mine, qkv_rows);
-            for (p, weight) in layer.weights[..3].iter().enumerate() {
-                let range = share(weight.rows(), self.threads, index, 4);
+            let ranges: [Range<usize>; 3] =
+                std::array::from_fn(|p| share(layer.weights[p].rows(), self.threads, index, 4));
+            let mut prefetch = self.prefetch(l, 0..3, &mine, ranges.iter().map(Range::len).sum());
+            for (p, (weight, range)) in layer.weights[..3].iter().zip(ranges).enumerate() {
                 let n = range.len();
                 scratch.out.resize(self.rows * n, 0.0);
                 weight.mul_rows_prefetching(&scratch.quantized, range.start, n, &mut scratch.out, &mut prefetch);

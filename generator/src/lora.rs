@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, DType, Device, Layout, Storage, Tensor};
+use candle_core::{DType, Device, Layout, Storage, Tensor};
 use rayon::prelude::*;
 use safetensors::tensor::{Metadata, TensorInfo, TensorView};
 
@@ -344,7 +344,7 @@ fn widen(factor: &Tensor, dtype: DType) -> Result<Tensor> {
     }
     if dtype == DType::F32 {
         let (storage, layout) = factor.storage_and_layout();
-        if let Some(values) = f16_slice(&storage, layout) {
+        if let Some(values) = cpu_slice::<half::f16>(&storage, layout) {
             use half::slice::HalfFloatSliceExt;
             let mut wide = vec![0f32; values.len()];
             values.convert_to_f32_slice(&mut wide);
@@ -566,8 +566,8 @@ impl HeldFactors<'_> {
     /// None when they are not contiguous f16 on the CPU or do not fit (the matmul path then
     /// names the mismatch).
     pub(crate) fn term(&self, input: usize, output: usize) -> Option<lowrank::Term<'_>> {
-        let a = f16_slice(&self.a.0, self.a.1)?;
-        let b_t = f16_slice(&self.b_t.0, self.b_t.1)?;
+        let a = cpu_slice(&self.a.0, self.a.1)?;
+        let b_t = cpu_slice(&self.b_t.0, self.b_t.1)?;
         let rank = a.len().checked_div(input)?;
         (a.len() == rank * input && b_t.len() == rank * output).then_some(lowrank::Term { a, b_t, coef: self.coef })
     }
@@ -630,7 +630,7 @@ impl BatchAdapters {
         }
         let x = input.contiguous()?;
         let (x_storage, x_layout) = x.storage_and_layout();
-        let Some(x) = f32_slice(&x_storage, x_layout) else { return Ok(None) };
+        let Some(x) = cpu_slice::<f32>(&x_storage, x_layout) else { return Ok(None) };
         let mut y = base.flatten_all()?.to_vec1::<f32>()?;
         lowrank::add_rows(x, input_width, &mut y, output, &terms);
         Ok(Some(Tensor::from_vec(y, (rows, 1, output), base.device())?))
@@ -657,20 +657,12 @@ fn mix_delta(
     Ok(sum)
 }
 
-/// A contiguous f32 CPU tensor's values, without copying.
-fn f32_slice<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a [f32]> {
-    match storage {
-        Storage::Cpu(CpuStorage::F32(values)) => layout.contiguous_offsets().map(|(start, end)| &values[start..end]),
-        _ => None,
-    }
-}
-
-/// A contiguous f16 CPU tensor's values, without copying.
-fn f16_slice<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a [half::f16]> {
-    match storage {
-        Storage::Cpu(CpuStorage::F16(values)) => layout.contiguous_offsets().map(|(start, end)| &values[start..end]),
-        _ => None,
-    }
+/// A contiguous CPU tensor's values of type `T`, without copying; None for another dtype or
+/// device.
+fn cpu_slice<'a, T: candle_core::WithDType>(storage: &'a Storage, layout: &Layout) -> Option<&'a [T]> {
+    let Storage::Cpu(values) = storage else { return None };
+    let values = values.as_slice::<T>().ok()?;
+    layout.contiguous_offsets().map(|(start, end)| &values[start..end])
 }
 
 /// Each row's factors for every projection any row's adapters touch, side by side and
