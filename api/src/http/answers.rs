@@ -13,13 +13,13 @@ use tributary_generator::{GenerationParams, SamplingParams};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
 use super::auth::Caller;
 use super::datanets::readable;
 use super::error::{ApiError, ApiResult, Errors};
 use super::extract::Json;
+use super::state::AppState;
 use super::wire;
-use crate::ask::{Cancelled, Question, answer, record};
+use crate::app::answers::{Cancelled, Question, answer, record};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(create_answer))

@@ -4,15 +4,17 @@ use axum::extract::{Multipart, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use tributary_indexer::{Address, ChunkerConfig, DatanetUpdate, IngestOptions, NewDatanet, NoProgress};
-use tributary_retriever::{Query as RetrievalQuery, Retriever, RetrieverConfig};
+use tributary_retriever::Query as RetrievalQuery;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
-use super::auth::{Caller, Role};
+use super::auth::Caller;
 use super::error::{ApiError, ApiResult, Errors};
 use super::extract::{Json, Path, Query, paginate};
+use super::state::AppState;
 use super::wire::{self, PageParams};
+use crate::app::ingest::{Documents, ingest};
+use crate::app::keys::Role;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -410,13 +412,9 @@ async fn upload(
     })
     .await
     .map_err(ApiError::internal)??;
-    let embedder = state.embedder().await?;
-    // One writer per Datanet (the ingest protocol's assumption); other Datanets proceed.
-    let lock = state.writer_lock(datanet.id);
-    let _writing = lock.lock().await;
-    let report =
-        tributary_indexer::ingest_documents(&state.app().store, embedder, &datanet, sources, &options, &NoProgress)
-            .await?;
+    // Loads the model off the async workers first (an error here is `not_ready`).
+    state.embedder().await?;
+    let report = ingest(state.app(), &datanet, Documents::Read(sources), &options, &NoProgress).await?;
     let metrics = state.metrics();
     metrics.ingested_documents.inc_by(report.documents_stored as u64);
     metrics.ingested_chunks.inc_by(report.new_chunks as u64);
@@ -478,7 +476,7 @@ async fn search(
     if !(1..=100).contains(&k) {
         return Err(ApiError::bad_request("k must be between 1 and 100"));
     }
-    let fusion = crate::fusion_of(
+    let fusion = crate::app::search::fusion_of(
         body.fusion.map(|f| match f {
             wire::Fusion::Convex => "convex",
             wire::Fusion::Rrf => "rrf",
@@ -497,11 +495,9 @@ async fn search(
         wire::Mode::Dense => tributary_retriever::Mode::Dense,
         wire::Mode::Bm25 => tributary_retriever::Mode::Bm25,
     };
-    let retriever = Retriever::new(
-        state.app().store.clone(),
-        state.query_embedder().await?,
-        RetrieverConfig { fusion, ..Default::default() },
-    );
+    // Loads the model off the async workers first (an error here is `not_ready`).
+    state.query_embedder().await?;
+    let retriever = crate::app::search::retriever(state.app(), fusion)?;
     let passages =
         retriever.search(&RetrievalQuery { text: &body.query, datanets: &datanets, contributors, k, mode }).await?;
     state.metrics().searches.inc();

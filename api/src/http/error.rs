@@ -9,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::app::onchain::ChainRefused;
+
 /// The body of every error response.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
 pub struct Problem {
@@ -230,6 +232,28 @@ impl From<anyhow::Error> for ApiError {
             Ok(e) => e.into(),
             Err(e) => ApiError::internal(format!("{e:#}")),
         }
+    }
+}
+
+/// Chain failures: refusals the caller can act on are 409 / 503 with their reason; the rest
+/// are logged and answered 502.
+pub fn chain_error(e: anyhow::Error) -> ApiError {
+    match e.downcast::<ChainRefused>() {
+        Ok(
+            refused @ (ChainRefused::NotConfigured
+            | ChainRefused::NoRpc
+            | ChainRefused::NoSigner
+            | ChainRefused::NoPassword),
+        ) => ApiError::new("chain_not_configured", refused.to_string()),
+        Ok(refused @ ChainRefused::NoSuchChunk { .. }) => ApiError::not_found(refused.to_string()),
+        Ok(refused) => ApiError::conflict(refused.to_string()),
+        Err(e) => match e.downcast::<tributary_attribution::Error>() {
+            Ok(e) => e.into(),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "chain request failed");
+                ApiError::new("chain_failed", "the chain refused or failed the transaction")
+            }
+        },
     }
 }
 

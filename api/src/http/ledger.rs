@@ -8,12 +8,13 @@ use tributary_attribution::{AdapterPricing, DatanetPricing, FlagTarget, Policy};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
-use super::auth::{Caller, Role};
+use super::auth::Caller;
 use super::datanets::{governed, parse_address, readable};
-use super::error::{ApiError, ApiResult, Errors};
+use super::error::{ApiError, ApiResult, Errors, chain_error};
 use super::extract::{Json, Path, Query, paginate};
+use super::state::AppState;
 use super::wire::{self, PageParams, view};
+use crate::app::keys::Role;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -138,32 +139,9 @@ async fn claim(
     if !caller.is_admin() && caller.address() != Some(&account) {
         return Err(ApiError::forbidden("a key claims for its own address only"));
     }
-    match crate::chain::claim_for(state.app(), &account).await {
+    match crate::app::onchain::claim_for(state.app(), &account).await {
         Ok(outcome) => Ok(Json(view(&outcome)?)),
         Err(e) => Err(chain_error(e)),
-    }
-}
-
-/// Chain failures: refusals the caller can act on are 409 / 503 with their reason; the rest
-/// are logged and answered 502.
-pub(crate) fn chain_error(e: anyhow::Error) -> ApiError {
-    use crate::chain::ChainRefused;
-    match e.downcast::<ChainRefused>() {
-        Ok(
-            refused @ (ChainRefused::NotConfigured
-            | ChainRefused::NoRpc
-            | ChainRefused::NoSigner
-            | ChainRefused::NoPassword),
-        ) => ApiError::new("chain_not_configured", refused.to_string()),
-        Ok(refused @ ChainRefused::NoSuchChunk { .. }) => ApiError::not_found(refused.to_string()),
-        Ok(refused) => ApiError::conflict(refused.to_string()),
-        Err(e) => match e.downcast::<tributary_attribution::Error>() {
-            Ok(e) => e.into(),
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "chain request failed");
-                ApiError::new("chain_failed", "the chain refused or failed the transaction")
-            }
-        },
     }
 }
 
@@ -176,11 +154,11 @@ pub(crate) fn chain_error(e: anyhow::Error) -> ApiError {
 )]
 async fn settle(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<wire::SettleResult>> {
     caller.require(&[])?;
-    let outcome = state.app().ledger().settle().await?;
+    let crate::app::onchain::Settled { outcome, posted } = crate::app::onchain::settle(state.app()).await?;
     if outcome.closed_now {
         state.metrics().epochs_closed.inc();
     }
-    let (posted_on_chain, chain_error) = match crate::chain::post_pending(state.app()).await {
+    let (posted_on_chain, chain_error) = match posted {
         Ok(posted) => (posted, None),
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "posting epochs failed");

@@ -1,6 +1,7 @@
 //! Prometheus metrics: requests by route and status, latency per route, and counters of the
 //! work behind them (retrieval, generation, ingest, settlement, adapter cache).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -12,8 +13,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-use super::AppState;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -126,13 +125,12 @@ impl Default for Metrics {
 
 /// Counts and times every request under its route template (not its raw path, which would
 /// make one series per Datanet or receipt).
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().to_string();
     let route =
         request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let response = next.run(request).await;
-    let metrics = state.metrics();
     let status = response.status().as_u16();
     metrics.requests.get_or_create(&RequestLabels { method: method.clone(), route: route.clone(), status }).inc();
     metrics.latency.get_or_create(&RouteLabels { method, route }).observe(started.elapsed().as_secs_f64());

@@ -12,13 +12,15 @@
 
 mod answers;
 pub mod auth;
-mod chain;
 mod datanets;
 pub mod error;
 mod extract;
 mod ledger;
 mod metrics;
+mod onchain;
 mod openai;
+mod rate_limit;
+mod state;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -31,162 +33,17 @@ use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
 use axum::response::IntoResponse;
-use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::App;
-pub use auth::{ApiKey, Caller, KeyStore, NewKey, Role};
+pub use auth::Caller;
 pub use datanets::{content_hash, upload_message};
 use error::ApiError;
+pub use state::{AppState, ServeArgs, ServeConfig};
 
-/// `tributary serve` flags.
-#[derive(clap::Args, Debug, Clone)]
-pub struct ServeArgs {
-    #[arg(long, env = "TRIBUTARY_BIND", default_value = "127.0.0.1:8080")]
-    pub bind: SocketAddr,
-    #[command(flatten)]
-    pub config: ServeConfig,
-}
-
-/// Limits of the server.
-#[derive(clap::Args, Debug, Clone)]
-pub struct ServeConfig {
-    /// Seconds before a request without a response head is answered 504.
-    #[arg(long, default_value_t = 120)]
-    pub request_timeout_secs: u64,
-    /// Requests in flight at once; more are refused with 503 at once.
-    #[arg(long, default_value_t = 256)]
-    pub max_in_flight: usize,
-    /// Answers generated at once (each takes a core); more are refused with 503.
-    #[arg(long, default_value_t = 2)]
-    pub max_generating: usize,
-    /// Tokens an answer may generate at most, whatever a request asks for.
-    #[arg(long, default_value_t = 2048)]
-    pub max_answer_tokens: usize,
-    /// Largest request body in bytes (uploads included).
-    #[arg(long, default_value_t = 32 << 20)]
-    pub max_body_bytes: usize,
-    /// Requests per minute per API key without its own rate.
-    #[arg(long, default_value_t = 6000)]
-    pub key_rate_per_minute: u32,
-    /// Requests per minute per client IP without a key.
-    #[arg(long, default_value_t = 600)]
-    pub anonymous_rate_per_minute: u32,
-}
-
-impl Default for ServeConfig {
-    fn default() -> Self {
-        ServeConfig {
-            request_timeout_secs: 120,
-            max_in_flight: 256,
-            max_generating: 2,
-            max_answer_tokens: 2048,
-            max_body_bytes: 32 << 20,
-            key_rate_per_minute: 6000,
-            anonymous_rate_per_minute: 600,
-        }
-    }
-}
-
-/// What every handler shares. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    inner: Arc<StateInner>,
-}
-
-struct StateInner {
-    app: Arc<App>,
-    keys: KeyStore,
-    limiter: auth::RateLimiter,
-    metrics: metrics::Metrics,
-    config: ServeConfig,
-    generating: Arc<Semaphore>,
-    /// One upload at a time per Datanet (the ingest protocol's single-writer assumption).
-    writers: std::sync::Mutex<std::collections::HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-impl AppState {
-    pub fn new(app: Arc<App>, config: ServeConfig) -> Self {
-        let keys = KeyStore::new(app.store.catalog().pool().clone());
-        let generating = Arc::new(Semaphore::new(config.max_generating.max(1)));
-        AppState {
-            inner: Arc::new(StateInner {
-                app,
-                keys,
-                limiter: auth::RateLimiter::new(),
-                metrics: metrics::Metrics::new(),
-                config,
-                generating,
-                writers: Default::default(),
-            }),
-        }
-    }
-
-    pub fn app(&self) -> &Arc<App> {
-        &self.inner.app
-    }
-
-    pub fn catalog(&self) -> &tributary_indexer::Catalog {
-        self.inner.app.store.catalog()
-    }
-
-    pub fn keys(&self) -> &KeyStore {
-        &self.inner.keys
-    }
-
-    fn limiter(&self) -> &auth::RateLimiter {
-        &self.inner.limiter
-    }
-
-    fn metrics(&self) -> &metrics::Metrics {
-        &self.inner.metrics
-    }
-
-    fn config(&self) -> &ServeConfig {
-        &self.inner.config
-    }
-
-    /// A generation slot, or 503 at once when all are taken.
-    fn generation_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-        self.inner.generating.clone().try_acquire_owned().map_err(|_| {
-            self.metrics().overloaded.inc();
-            ApiError::overloaded("every generation slot is busy; retry shortly", 1)
-        })
-    }
-
-    fn writer_lock(&self, datanet_id: i64) -> Arc<tokio::sync::Mutex<()>> {
-        let mut writers = self.inner.writers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        writers.entry(datanet_id).or_default().clone()
-    }
-
-    /// The embedding model (loaded at start by `serve`; on first use in tests).
-    async fn embedder(&self) -> Result<Arc<dyn tributary_indexer::Embedder>, ApiError> {
-        let app = self.app().clone();
-        tokio::task::spawn_blocking(move || app.embedder()).await.map_err(ApiError::internal)?.map_err(|e| {
-            tracing::error!(error = %format!("{e:#}"), "no embedding model");
-            ApiError::new("not_ready", "the embedding model is not available")
-        })
-    }
-
-    /// The cached query embedder (searches and answers).
-    async fn query_embedder(&self) -> Result<Arc<dyn tributary_indexer::Embedder>, ApiError> {
-        self.embedder().await?;
-        let embedder = self.app().query_embedder().map_err(ApiError::internal)?;
-        Ok(embedder)
-    }
-
-    /// The answer backend, loaded on first use.
-    async fn generator(&self) -> Result<Arc<dyn tributary_generator::Generator>, ApiError> {
-        let app = self.app().clone();
-        tokio::task::spawn_blocking(move || app.answer_backend())
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(|e| ApiError::generator_unavailable(&e))
-    }
-}
+use crate::app::App;
 
 /// The API's description: info, security scheme, tags. Paths come from the routers.
 #[derive(OpenApi)]
@@ -238,7 +95,7 @@ fn routers() -> OpenApiRouter<AppState> {
         .merge(answers::router())
         .merge(ledger::router())
         .merge(openai::router())
-        .merge(chain::router())
+        .merge(onchain::router())
         .merge(operations_router())
 }
 
@@ -271,7 +128,7 @@ pub fn app(state: AppState) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(TraceLayer::new_for_http())
-                .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+                .layer(axum::middleware::from_fn_with_state(state.metrics().clone(), metrics::track))
                 .layer(HandleErrorLayer::new(overload_or_timeout))
                 .load_shed()
                 .concurrency_limit(config.max_in_flight.max(1))

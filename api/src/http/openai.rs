@@ -20,12 +20,12 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
 use super::answers::{AnswerSpec, Progress, finish, generation_params, passages_k, start};
 use super::auth::Caller;
 use super::datanets::readable_all;
 use super::error::{ApiError, ApiResult, Errors};
 use super::extract::Json;
+use super::state::AppState;
 use super::wire;
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -9,8 +9,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use serde_json::{Value, json};
 use tower::ServiceExt;
-use tributary::http::{self, AppState, NewKey, Role, ServeConfig};
-use tributary::{App, Settings};
+use tributary::app::keys::{NewKey, Role};
+use tributary::app::{App, Settings};
+use tributary::http::{self, AppState, ServeConfig};
 use tributary_indexer::testing::fresh_pg_schema;
 
 use crate::{ALICE, BOB, llm, model_dir};

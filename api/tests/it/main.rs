@@ -5,6 +5,7 @@ mod chain;
 mod cli;
 mod crash;
 mod http;
+mod layers;
 mod ledger;
 mod serve;
 

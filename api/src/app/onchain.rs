@@ -1,5 +1,7 @@
-//! `tributary chain deploy|register|prove|status`, `claim`, and posting closed epochs at
-//! `settle`; the same functions serve the HTTP API.
+//! On chain: deploying the contracts, closing an epoch and posting it (`settle`), claims and
+//! batch payouts (`push`), a Datanet's contribution root (`register`, `prove`), and the chain's
+//! state against the ledger's (`status`). The CLI's `chain`, `settle` and `claim` and the HTTP
+//! API's chain and settlement routes call these.
 //!
 //! Configuration: `<data-dir>/chain.toml` (RPC URL, chain id, contract addresses, keystore
 //! path), the RPC URL also from `--rpc-url` / `TRIBUTARY_RPC_URL`; the signer is a hex key in
@@ -19,72 +21,24 @@ use std::path::{Path, PathBuf};
 use alloy::primitives::{Address as EvmAddress, B256, U256, keccak256};
 use alloy::providers::Provider;
 use anyhow::{Context, Result};
-use clap::Subcommand;
 use futures_util::{StreamExt, TryStreamExt};
 use tributary_attribution::AccountProof;
 use tributary_attribution::merkle::{MerkleTree, PayoutTree, contribution_leaf};
 use tributary_contracts::chain::{AttributionPayouts, Chain, Deployment, RECEIPT_TIMEOUT, SignerKey, revert};
 
-use crate::App;
+use crate::app::App;
 
-pub(crate) const KEY_ENV: &str = "TRIBUTARY_SIGNER_KEY";
-pub(crate) const KEYSTORE_ENV: &str = "TRIBUTARY_SIGNER_KEYSTORE";
-pub(crate) const PASSWORD_ENV: &str = "TRIBUTARY_SIGNER_PASSWORD";
-pub(crate) const PASSWORD_FILE_ENV: &str = "TRIBUTARY_SIGNER_PASSWORD_FILE";
+pub const KEY_ENV: &str = "TRIBUTARY_SIGNER_KEY";
+pub const KEYSTORE_ENV: &str = "TRIBUTARY_SIGNER_KEYSTORE";
+pub const PASSWORD_ENV: &str = "TRIBUTARY_SIGNER_PASSWORD";
+pub const PASSWORD_FILE_ENV: &str = "TRIBUTARY_SIGNER_PASSWORD_FILE";
 
 /// Tries per epoch within one `settle` (1 s, 2 s between them); later runs try again.
 const POST_ATTEMPTS: u32 = 3;
 
-#[derive(Subcommand)]
-pub(crate) enum ChainCommand {
-    /// Deploy the registry, a test token (unless --token names one) and the payout contract,
-    /// and write their addresses to <data-dir>/chain.toml.
-    Deploy {
-        /// An existing ERC-20 to pay in (then fund the payout contract yourself).
-        #[arg(long)]
-        token: Option<String>,
-        /// Test token supply, all of it sent to the payout contract.
-        #[arg(long, default_value = "1000000000000000000000000")]
-        supply: String,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Commit a Datanet's contribution root (every chunk id with its first contributor) as its
-    /// next version on the registry, registering the Datanet first if the chain lacks it.
-    Register {
-        #[arg(long)]
-        datanet: String,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Prove on chain that a chunk was contributed by its contributor at the latest version.
-    Prove {
-        #[arg(long)]
-        datanet: String,
-        #[arg(long)]
-        chunk: String,
-        #[arg(long)]
-        json: bool,
-    },
-    /// The chain's latest epoch against the ledger's, and what is pending.
-    Status {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Pay every account what the chain's latest epoch owes it, in batches (one transaction
-    /// and one multiproof each); accounts already paid are skipped.
-    Push {
-        /// Accounts per transaction.
-        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=2000))]
-        batch_size: u32,
-        #[arg(long)]
-        json: bool,
-    },
-}
-
 /// `<data-dir>/chain.toml`.
 #[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
-pub(crate) struct ChainConfig {
+pub struct ChainConfig {
     pub rpc_url: Option<String>,
     pub chain_id: Option<u64>,
     pub registry: Option<String>,
@@ -96,11 +50,12 @@ pub(crate) struct ChainConfig {
     pub keystore: Option<PathBuf>,
 }
 
-fn config_path(app: &App) -> PathBuf {
+/// Where the chain configuration of this data directory lives.
+pub fn config_path(app: &App) -> PathBuf {
     app.store.data_dir().join("chain.toml")
 }
 
-pub(crate) fn load_config(path: &Path) -> Result<ChainConfig> {
+pub fn load_config(path: &Path) -> Result<ChainConfig> {
     match std::fs::read_to_string(path) {
         Ok(text) => toml::from_str(&text).with_context(|| format!("{} is not a valid chain config", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ChainConfig::default()),
@@ -142,22 +97,13 @@ fn connect(app: &App, config: &ChainConfig) -> Result<Chain> {
 }
 
 /// A ledger address as alloy's: the same 20 bytes.
-pub(crate) fn evm(address: &tributary_indexer::Address) -> EvmAddress {
+pub fn evm(address: &tributary_indexer::Address) -> EvmAddress {
     EvmAddress::from(*address.as_bytes())
 }
 
 fn registry_address(config: &ChainConfig) -> Result<EvmAddress> {
     let text = config.registry.as_deref().ok_or(ChainRefused::NotConfigured)?;
     parse_evm(text, "registry contract")
-}
-
-fn print(value: &serde_json::Value, json: bool, line: impl FnOnce() -> String) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(value)?);
-    } else {
-        println!("{}", line());
-    }
-    Ok(())
 }
 
 /// The contribution tree of a Datanet: every chunk with its first contributor, and where each
@@ -177,7 +123,7 @@ async fn contribution_tree(
 }
 
 /// Deploys the contracts; when it deploys the test token too, its whole supply funds the payouts.
-pub(crate) async fn deploy_funded(chain: &Chain, token: Option<EvmAddress>, supply: U256) -> Result<Deployment> {
+pub async fn deploy_funded(chain: &Chain, token: Option<EvmAddress>, supply: U256) -> Result<Deployment> {
     let deployment = chain.deploy(token, supply).await?;
     if token.is_none() {
         let test_token = chain.token(deployment.token);
@@ -188,14 +134,14 @@ pub(crate) async fn deploy_funded(chain: &Chain, token: Option<EvmAddress>, supp
 }
 
 /// A closed epoch's root and receipts head as the payout contract takes them.
-pub(crate) fn epoch_words(epoch: &tributary_attribution::Epoch) -> Result<(B256, B256)> {
+pub fn epoch_words(epoch: &tributary_attribution::Epoch) -> Result<(B256, B256)> {
     let root = epoch.root.parse().context("stored epoch root")?;
     let head = format!("0x{}", epoch.receipts_head).parse().context("stored receipts head")?;
     Ok((root, head))
 }
 
 /// Submits `proof` as a claim for its account and waits for it; the transaction hash.
-pub(crate) async fn submit_claim(chain: &Chain, payouts: EvmAddress, proof: &AccountProof) -> Result<B256> {
+pub async fn submit_claim(chain: &Chain, payouts: EvmAddress, proof: &AccountProof) -> Result<B256> {
     let account = evm(&proof.account);
     let path: Vec<B256> = proof.proof.iter().map(|p| p.parse()).collect::<Result<_, _>>().context("stored proof")?;
     let contract = chain.payouts(payouts);
@@ -211,7 +157,7 @@ fn payouts_address(config: &ChainConfig) -> Result<EvmAddress> {
 
 /// What `chain register` committed.
 #[derive(Debug, serde::Serialize)]
-pub(crate) struct Registered {
+pub struct Registered {
     pub datanet: String,
     pub id: String,
     pub version: u64,
@@ -220,7 +166,7 @@ pub(crate) struct Registered {
 
 /// What `chain prove` checked on chain.
 #[derive(Debug, serde::Serialize)]
-pub(crate) struct Proven {
+pub struct Proven {
     pub datanet: String,
     pub chunk_id: String,
     pub contributor: String,
@@ -231,7 +177,7 @@ pub(crate) struct Proven {
 
 /// The chain's epochs against the ledger's.
 #[derive(Debug, serde::Serialize)]
-pub(crate) struct ChainStatus {
+pub struct ChainStatus {
     pub chain_id: Option<u64>,
     pub registry: Option<String>,
     pub payouts: Option<String>,
@@ -243,7 +189,7 @@ pub(crate) struct ChainStatus {
 }
 
 /// Deploys the contracts and writes their addresses to chain.toml.
-pub(crate) async fn deploy(app: &App, token: Option<&str>, supply: &str) -> Result<Deployment> {
+pub async fn deploy(app: &App, token: Option<&str>, supply: &str) -> Result<Deployment> {
     let path = config_path(app);
     let mut config = load_config(&path)?;
     let chain = connect(app, &config)?;
@@ -261,7 +207,7 @@ pub(crate) async fn deploy(app: &App, token: Option<&str>, supply: &str) -> Resu
 
 /// Commits the Datanet's contribution root as its next version, registering it first if the
 /// chain lacks it.
-pub(crate) async fn register(app: &App, datanet: &tributary_indexer::Datanet) -> Result<Registered> {
+pub async fn register(app: &App, datanet: &tributary_indexer::Datanet) -> Result<Registered> {
     let config = load_config(&config_path(app))?;
     let chain = connect(app, &config)?;
     let registry = chain.registry(registry_address(&config)?);
@@ -279,7 +225,7 @@ pub(crate) async fn register(app: &App, datanet: &tributary_indexer::Datanet) ->
 }
 
 /// Checks on chain that `chunk` was contributed by its first contributor at the latest version.
-pub(crate) async fn prove(
+pub async fn prove(
     app: &App,
     datanet: &tributary_indexer::Datanet,
     chunk: &tributary_indexer::ChunkId,
@@ -316,7 +262,7 @@ pub(crate) async fn prove(
 
 /// The chain's latest epoch, the ledger's, and what is pending on chain (every closed epoch
 /// when no contracts are deployed).
-pub(crate) async fn status(app: &App) -> Result<ChainStatus> {
+pub async fn status(app: &App) -> Result<ChainStatus> {
     let config = load_config(&config_path(app))?;
     let on_chain = match config.payouts {
         None => None,
@@ -338,76 +284,24 @@ pub(crate) async fn status(app: &App) -> Result<ChainStatus> {
     })
 }
 
-pub(crate) async fn command(app: &App, command: ChainCommand) -> Result<()> {
-    match command {
-        ChainCommand::Deploy { token, supply, json } => {
-            let deployment = deploy(app, token.as_deref(), &supply).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&deployment)?);
-            } else {
-                println!(
-                    "deployed: registry {}, payouts {}, token {} (written to {})",
-                    deployment.registry,
-                    deployment.payouts,
-                    deployment.token,
-                    config_path(app).display()
-                );
-            }
-        }
-        ChainCommand::Register { datanet, json } => {
-            let registered = register(app, &app.datanet(&datanet).await?).await?;
-            let line = || format!("{} version {}: root {}", registered.datanet, registered.version, registered.root);
-            print(&serde_json::to_value(&registered)?, json, line)?;
-        }
-        ChainCommand::Prove { datanet, chunk, json } => {
-            let chunk: tributary_indexer::ChunkId = chunk.parse()?;
-            let proven = prove(app, &app.datanet(&datanet).await?, &chunk).await?;
-            let line = || {
-                format!(
-                    "chunk {} by {}: verified {} at version {}",
-                    proven.chunk_id, proven.contributor, proven.verified, proven.version
-                )
-            };
-            print(&serde_json::to_value(&proven)?, json, line)?;
-        }
-        ChainCommand::Push { batch_size, json } => {
-            let pushed = push(app, batch_size as usize).await?;
-            let line = || {
-                format!(
-                    "epoch {}: paid {} to {} account(s) in {} transaction(s)",
-                    pushed.epoch,
-                    pushed.total,
-                    pushed.recipients,
-                    pushed.batches.len()
-                )
-            };
-            print(&serde_json::to_value(&pushed)?, json, line)?;
-        }
-        ChainCommand::Status { json } => {
-            let status = status(app).await?;
-            if status.chain_latest_epoch.is_none() {
-                return Err(ChainRefused::NotConfigured.into());
-            }
-            if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
-            } else {
-                println!(
-                    "payouts {}: chain at epoch {}, ledger at {:?}",
-                    status.payouts.as_deref().unwrap_or_default(),
-                    status.chain_latest_epoch.unwrap_or_default(),
-                    status.ledger_latest_epoch
-                );
-                if !status.pending_on_chain.is_empty() {
-                    println!("pending on chain: {:?} (posted by the next `tributary settle`)", status.pending_on_chain);
-                }
-            }
-        }
-    }
-    Ok(())
+/// What `settle` did: the epoch the ledger closed (or its latest), and what went on chain.
+pub struct Settled {
+    pub outcome: tributary_attribution::SettleOutcome,
+    /// Epochs posted now, oldest first; `Ok(None)` without deployed contracts. A failed posting
+    /// leaves its epoch pending on chain: the next settle posts it.
+    pub posted: Result<Option<Vec<i64>>>,
+}
+
+/// Closes the current epoch in the ledger, then posts every closed epoch the chain lacks. The
+/// epoch is closed whatever happens on chain.
+pub async fn settle(app: &App) -> Result<Settled> {
+    let outcome = app.ledger().settle().await?;
+    let posted = post_pending(app).await;
+    Ok(Settled { outcome, posted })
 }
 
 /// Posts every closed epoch the chain lacks, oldest first; `None` when no chain is configured.
-pub(crate) async fn post_pending(app: &App) -> Result<Option<Vec<i64>>> {
+pub async fn post_pending(app: &App) -> Result<Option<Vec<i64>>> {
     let config = load_config(&config_path(app))?;
     if config.payouts.is_none() {
         return Ok(None);
@@ -452,7 +346,7 @@ pub(crate) async fn post_pending(app: &App) -> Result<Option<Vec<i64>>> {
 
 /// What a claim paid.
 #[derive(Debug, serde::Serialize)]
-pub(crate) struct ClaimOutcome {
+pub struct ClaimOutcome {
     pub account: String,
     pub epoch: i64,
     pub paid: String,
@@ -462,7 +356,7 @@ pub(crate) struct ClaimOutcome {
 
 /// Why a chain operation cannot be done now (as opposed to a chain or RPC failure).
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ChainRefused {
+pub enum ChainRefused {
     #[error("no contracts deployed: run `tributary chain deploy`")]
     NotConfigured,
     #[error("no chain configured: set --rpc-url or TRIBUTARY_RPC_URL (an OP Stack chain's RPC works as is)")]
@@ -502,7 +396,7 @@ async fn posted_epoch(app: &App, chain: &Chain, payouts: EvmAddress) -> Result<i
 
 /// The account's proof in the chain's latest epoch (what the contract checks claims against),
 /// submitted by the signer.
-pub(crate) async fn claim_for(app: &App, account: &tributary_indexer::Address) -> Result<ClaimOutcome> {
+pub async fn claim_for(app: &App, account: &tributary_indexer::Address) -> Result<ClaimOutcome> {
     let (chain, payouts) = payout_signer(app)?;
     let epoch = posted_epoch(app, &chain, payouts).await?;
     let proof = app.ledger().proof(account, Some(epoch)).await?;
@@ -523,7 +417,7 @@ pub(crate) async fn claim_for(app: &App, account: &tributary_indexer::Address) -
 
 /// One `pushBatch` transaction.
 #[derive(Debug, serde::Serialize)]
-pub(crate) struct PushedBatch {
+pub struct PushedBatch {
     pub transaction: String,
     pub recipients: usize,
     pub gas_used: u64,
@@ -531,7 +425,7 @@ pub(crate) struct PushedBatch {
 
 /// What `chain push` paid.
 #[derive(Debug, serde::Serialize)]
-pub(crate) struct Pushed {
+pub struct Pushed {
     pub epoch: i64,
     /// Accounts paid now.
     pub recipients: usize,
@@ -541,14 +435,14 @@ pub(crate) struct Pushed {
 }
 
 /// Pays every account the chain's latest epoch owes something, `batch_size` per transaction.
-pub(crate) async fn push(app: &App, batch_size: usize) -> Result<Pushed> {
+pub async fn push(app: &App, batch_size: usize) -> Result<Pushed> {
     let (chain, payouts) = payout_signer(app)?;
     chain.wait_for_pending(RECEIPT_TIMEOUT).await?;
     push_with(app, &chain, payouts, batch_size).await
 }
 
 /// [`push`] with the given signer and payout contract.
-pub(crate) async fn push_with(app: &App, chain: &Chain, payouts: EvmAddress, batch_size: usize) -> Result<Pushed> {
+pub async fn push_with(app: &App, chain: &Chain, payouts: EvmAddress, batch_size: usize) -> Result<Pushed> {
     let epoch = posted_epoch(app, chain, payouts).await?;
     let (stored, leaves) = app.ledger().payout_leaves(Some(epoch)).await?;
     let tree = PayoutTree::new(&leaves).context("the epoch has no accounts")?;
@@ -594,19 +488,4 @@ pub(crate) async fn push_with(app: &App, chain: &Chain, payouts: EvmAddress, bat
     }
     pushed.total = total.to_string();
     Ok(pushed)
-}
-
-/// `tributary claim ADDR`.
-pub(crate) async fn claim(app: &App, address: &str, json: bool) -> Result<()> {
-    let account = crate::parse_address(address)?;
-    let outcome = claim_for(app, &account).await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&outcome)?);
-    } else {
-        println!(
-            "paid {} to {} (cumulative {}, epoch {})",
-            outcome.paid, outcome.account, outcome.cumulative, outcome.epoch
-        );
-    }
-    Ok(())
 }

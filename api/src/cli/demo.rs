@@ -10,7 +10,10 @@ use tributary_generator::GenerationParams;
 use tributary_indexer::{Address, Error as IndexError, IngestOptions, NewDatanet, Visibility};
 use tributary_retriever::{Mode, Query, Retriever, RetrieverConfig};
 
-use crate::App;
+use super::output;
+use crate::app::App;
+use crate::app::answers::{Question, answer, record};
+use crate::app::ingest::{Documents, ingest};
 
 const DATANET: &str = "rivers-demo";
 /// Two well-known test addresses (anvil's first two default accounts).
@@ -23,13 +26,13 @@ const ANSWERED: &str = "Which river is the longest tributary in North America?";
 
 /// The sample documents, compiled in so the binary needs no checkout.
 const FILES: &[(&str, &str)] = &[
-    ("alice/tributaries.md", include_str!("../demo-datanet/alice/tributaries.md")),
-    ("alice/watersheds.txt", include_str!("../demo-datanet/alice/watersheds.txt")),
-    ("alice/floods.md", include_str!("../demo-datanet/alice/floods.md")),
-    ("bob/measurement.md", include_str!("../demo-datanet/bob/measurement.md")),
-    ("bob/confluences.txt", include_str!("../demo-datanet/bob/confluences.txt")),
-    ("bob/watersheds-notes.txt", include_str!("../demo-datanet/bob/watersheds-notes.txt")),
-    ("LICENSE.md", include_str!("../demo-datanet/LICENSE.md")),
+    ("alice/tributaries.md", include_str!("../../demo-datanet/alice/tributaries.md")),
+    ("alice/watersheds.txt", include_str!("../../demo-datanet/alice/watersheds.txt")),
+    ("alice/floods.md", include_str!("../../demo-datanet/alice/floods.md")),
+    ("bob/measurement.md", include_str!("../../demo-datanet/bob/measurement.md")),
+    ("bob/confluences.txt", include_str!("../../demo-datanet/bob/confluences.txt")),
+    ("bob/watersheds-notes.txt", include_str!("../../demo-datanet/bob/watersheds-notes.txt")),
+    ("LICENSE.md", include_str!("../../demo-datanet/LICENSE.md")),
 ];
 
 fn write_samples(dir: &Path) -> Result<()> {
@@ -84,15 +87,8 @@ pub async fn run(app: &App) -> Result<()> {
     for (who, address) in [("alice", alice), ("bob", bob)] {
         let mut options = IngestOptions::new(address);
         options.license = "CC0-1.0".into();
-        let report = tributary_indexer::ingest(
-            &app.store,
-            embedder.clone(),
-            &datanet,
-            &[samples.join(who)],
-            &options,
-            &tributary_indexer::NoProgress,
-        )
-        .await?;
+        let paths = Documents::Paths(vec![samples.join(who)]);
+        let report = ingest(app, &datanet, paths, &options, &tributary_indexer::NoProgress).await?;
         println!("{who} ({address}): {report}");
     }
 
@@ -102,7 +98,7 @@ pub async fn run(app: &App) -> Result<()> {
     let passages = retriever
         .search(&Query { text: QUESTION, datanets: &datanets, contributors: None, k: 3, mode: Mode::Hybrid })
         .await?;
-    crate::print_passages(&passages);
+    output::print_passages(&passages);
 
     let consistency = app.store.verify(&datanets[0]).await?;
     println!(
@@ -123,21 +119,14 @@ pub async fn run(app: &App) -> Result<()> {
     };
     let params = GenerationParams { max_tokens: 96, ..Default::default() };
     let names = [DATANET.to_string()];
-    let question = crate::ask::Question {
-        text: ANSWERED,
-        datanets: &names,
-        contributors: &[],
-        k: 3,
-        params,
-        adapters: Vec::new(),
-    };
-    let answered = crate::ask::answer(app, generator, question, &mut on_token).await?;
+    let question = Question { text: ANSWERED, datanets: &names, contributors: &[], k: 3, params, adapters: Vec::new() };
+    let answered = answer(app, generator, question, &mut on_token).await?;
     println!("\n\nSources:");
-    crate::ask::print_sources(&answered.answer);
+    output::print_sources(&answered.answer);
 
     println!("\n== 6. Receipt: the fee, split among the cited contributors, the owner and the protocol");
-    let receipt = crate::ask::record(app, ANSWERED, &answered, false).await?;
-    crate::ledger::print_receipt(&receipt);
+    let receipt = record(app, ANSWERED, &answered, false).await?;
+    output::print_receipt(&receipt);
 
     println!("\n== 7. Settle: the epoch's Merkle root over every account's cumulative total");
     let outcome = ledger.settle().await?;
@@ -163,7 +152,7 @@ pub async fn run(app: &App) -> Result<()> {
 /// Deploys to `anvil`, posts every closed epoch, claims alice's earnings for her and pays
 /// everyone else in one batch.
 async fn on_chain(app: &App, anvil: &Anvil, alice: Address) -> Result<()> {
-    use crate::chain::{deploy_funded, epoch_words, evm, push_with, submit_claim};
+    use crate::app::onchain::{deploy_funded, epoch_words, evm, push_with, submit_claim};
     let chain = Chain::connect(anvil.url(), ANVIL_KEYS[0])?;
     let deployment = deploy_funded(&chain, None, alloy::primitives::U256::from(10u128.pow(24))).await?;
     println!("deployed at {}: payouts {}, token {}", anvil.url(), deployment.payouts, deployment.token);

@@ -6,12 +6,11 @@ use axum::extract::State;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
 use super::auth::Caller;
 use super::datanets::{governed, readable};
-use super::error::{ApiError, ApiResult, Errors};
+use super::error::{ApiError, ApiResult, Errors, chain_error};
 use super::extract::{Json, Path};
-use super::ledger::chain_error;
+use super::state::AppState;
 use super::wire::{self, view};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -28,7 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// The deployed contracts, the chain's latest epoch against the ledger's, and what is pending.
 #[utoipa::path(get, path = "/v1/chain", tag = "ledger", responses((status = 200, body = wire::ChainStatus), Errors))]
 async fn chain_status(State(state): State<AppState>) -> ApiResult<Json<wire::ChainStatus>> {
-    let status = crate::chain::status(state.app()).await.map_err(chain_error)?;
+    let status = crate::app::onchain::status(state.app()).await.map_err(chain_error)?;
     Ok(Json(view(&status)?))
 }
 
@@ -44,7 +43,8 @@ async fn deploy(
 ) -> ApiResult<Json<wire::Deployment>> {
     caller.require(&[])?;
     let supply = body.supply.as_deref().unwrap_or("1000000000000000000000000");
-    let deployment = crate::chain::deploy(state.app(), body.token.as_deref(), supply).await.map_err(chain_error)?;
+    let deployment =
+        crate::app::onchain::deploy(state.app(), body.token.as_deref(), supply).await.map_err(chain_error)?;
     Ok(Json(view(&deployment)?))
 }
 
@@ -64,7 +64,7 @@ async fn push(
     if !(1..=2000).contains(&batch_size) {
         return Err(ApiError::bad_request("batch_size is between 1 and 2000"));
     }
-    let pushed = crate::chain::push(state.app(), batch_size as usize).await.map_err(chain_error)?;
+    let pushed = crate::app::onchain::push(state.app(), batch_size as usize).await.map_err(chain_error)?;
     Ok(Json(view(&pushed)?))
 }
 
@@ -80,7 +80,7 @@ async fn register(
     Path(name): Path<String>,
 ) -> ApiResult<Json<wire::Registered>> {
     let datanet = governed(&state, &caller, &name).await?;
-    let registered = crate::chain::register(state.app(), &datanet).await.map_err(chain_error)?;
+    let registered = crate::app::onchain::register(state.app(), &datanet).await.map_err(chain_error)?;
     Ok(Json(view(&registered)?))
 }
 
@@ -99,7 +99,7 @@ async fn prove(
     let datanet = readable(&state, &caller, &name).await?;
     let chunk: tributary_indexer::ChunkId =
         chunk.parse().map_err(|_| ApiError::invalid("a chunk id is 64 hex digits"))?;
-    let proven = crate::chain::prove(state.app(), &datanet, &chunk).await.map_err(chain_error)?;
+    let proven = crate::app::onchain::prove(state.app(), &datanet, &chunk).await.map_err(chain_error)?;
     Ok(Json(view(&proven)?))
 }
 
@@ -133,7 +133,7 @@ async fn verify_datanet(
     let found = if body.repair {
         let embedder = state.embedder().await?;
         // One writer per Datanet: a repair writes the indexes.
-        let lock = state.writer_lock(datanet.id);
+        let lock = state.app().writer_lock(datanet.id);
         let _writing = lock.lock().await;
         store.repair(&datanet, embedder.as_ref()).await?
     } else {

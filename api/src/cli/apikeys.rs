@@ -3,11 +3,11 @@
 use anyhow::{Result, bail};
 use clap::Subcommand;
 
-use crate::http::{KeyStore, NewKey, Role};
-use crate::{App, parse_address};
+use crate::app::keys::{KeyStore, NewKey, Role};
+use crate::app::{App, parse_address};
 
 #[derive(Subcommand)]
-pub(crate) enum ApikeyCommand {
+pub enum ApikeyCommand {
     /// Print a new key (shown once; only its hash is stored).
     Create {
         /// admin, owner, contributor or reader.
@@ -32,7 +32,7 @@ pub(crate) enum ApikeyCommand {
     Revoke { id: i64 },
 }
 
-pub(crate) async fn command(app: &App, command: ApikeyCommand) -> Result<()> {
+pub async fn command(app: &App, command: ApikeyCommand) -> Result<()> {
     let keys = KeyStore::new(app.store.catalog().pool().clone());
     match command {
         ApikeyCommand::Create { role, address, label, rate_per_minute, json } => {

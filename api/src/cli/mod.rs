@@ -1,0 +1,191 @@
+//! The command line: one file per command group (arguments, calls into `crate::app`,
+//! printing as text or `--json`, progress bars). `main.rs` parses [`Global`] and [`Command`]
+//! (beside the server's own `serve` and `openapi`, which belong to `crate::http`), opens the
+//! [`App`] and calls [`run`].
+
+mod adapters;
+mod answers;
+mod apikeys;
+mod datanets;
+mod demo;
+mod flags;
+mod onchain;
+mod output;
+mod pricing;
+mod progress;
+mod receipts;
+mod search;
+mod trec;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use tributary_indexer::EmbedBackend;
+
+use crate::app::{App, Settings};
+
+/// The global flags: where the data lives, which models and which chain.
+#[derive(Args)]
+pub struct Global {
+    /// Where the catalog (SQLite by default) and the indexes live.
+    #[arg(long, global = true, env = "TRIBUTARY_DATA_DIR", default_value = "./tributary-data")]
+    data_dir: PathBuf,
+    /// Catalog database; default `sqlite:<data-dir>/tributary.db`. `postgres://…` for PostgreSQL.
+    #[arg(long, global = true, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// Directory with the embedding model (config.json, tokenizer.json, model.safetensors).
+    #[arg(long, global = true, env = "TRIBUTARY_EMBED_MODEL")]
+    embed_model: Option<PathBuf>,
+    /// Embedding engine: auto (ONNX Runtime when installed, else candle), candle or onnx.
+    #[arg(long, global = true, env = "TRIBUTARY_EMBED_BACKEND", default_value = "auto")]
+    embed_backend: EmbedBackend,
+    /// The generator model: a GGUF file, or a Hugging Face checkpoint directory.
+    #[arg(long, global = true, env = "TRIBUTARY_LLM")]
+    llm: Option<PathBuf>,
+    /// A remote OpenAI-compatible engine instead of the local model (vLLM, LoRAX), e.g.
+    /// `http://gpu-1:8000/v1`; `--llm-model` names the served model. Key: `TRIBUTARY_LLM_API_KEY`.
+    #[arg(long, global = true, env = "TRIBUTARY_LLM_URL")]
+    llm_url: Option<String>,
+    #[arg(long, global = true, env = "TRIBUTARY_LLM_MODEL", default_value = "default")]
+    llm_model: String,
+    /// Context length of the remote model.
+    #[arg(long, global = true, env = "TRIBUTARY_LLM_CONTEXT", default_value_t = 4096)]
+    llm_context: usize,
+    /// EVM JSON-RPC endpoint for settlement (anvil, an OP Stack chain, any EVM chain); else the
+    /// one in <data-dir>/chain.toml. The signer key comes from TRIBUTARY_SIGNER_KEY only.
+    #[arg(long, global = true, env = "TRIBUTARY_RPC_URL")]
+    rpc_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create and list Datanets.
+    #[command(subcommand)]
+    Datanet(datanets::DatanetCommand),
+    /// Chunk, embed and index files into a Datanet.
+    Ingest(datanets::IngestArgs),
+    /// Search one or more Datanets; or, with --queries, write a TREC run for evaluation.
+    Search(search::SearchArgs),
+    /// Without --datanet: recompute the receipts' hash chain, every answer's split and every
+    /// epoch's root from the ledger (exit code 1 on any mismatch). With --datanet: check that
+    /// its catalog and both indexes agree; --repair fixes what does not.
+    Verify {
+        #[arg(long)]
+        datanet: Option<String>,
+        #[arg(long, requires = "datanet")]
+        repair: bool,
+    },
+    /// Answer a question from one or more Datanets, citing the passages used.
+    Ask(answers::AskArgs),
+    /// Register, list and remove LoRA adapters.
+    #[command(subcommand)]
+    Adapter(adapters::AdapterCommand),
+    /// What an address earned: total, per Datanet, per epoch and per citation.
+    Earnings {
+        address: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One answer's receipt: fee, split and credits.
+    Receipt {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Close the current epoch (cumulative totals, their Merkle root and every proof), then post
+    /// every closed epoch the chain lacks when contracts are deployed.
+    Settle {
+        #[arg(long)]
+        json: bool,
+    },
+    /// An address's cumulative total and Merkle proof in an epoch (default: the latest).
+    Proof {
+        address: String,
+        #[arg(long)]
+        epoch: Option<i64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Flag a chunk, document or contributor: it leaves retrieval and its unsettled credits are
+    /// slashed.
+    Flag(flags::FlagArgs),
+    /// Lift a flag (the target is retrievable again; slashes stay).
+    Unflag {
+        id: i64,
+        #[arg(long)]
+        reason: String,
+        #[arg(long, default_value = "admin")]
+        actor: String,
+    },
+    /// A Datanet's flags, active and lifted.
+    Flags {
+        #[arg(long)]
+        datanet: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pay an address what its proven cumulative total exceeds what it was paid (anyone may
+    /// submit it; the tokens go to the address).
+    Claim {
+        address: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deploy the contracts; compare the chain's epochs with the ledger's.
+    #[command(subcommand)]
+    Chain(onchain::ChainCommand),
+    /// Prices, shares and influence weighting.
+    #[command(subcommand)]
+    Pricing(pricing::PricingCommand),
+    /// Ingest the sample Datanet, search it and answer a cited question.
+    Demo,
+    /// Create, list and revoke the HTTP API's keys.
+    #[command(subcommand)]
+    Apikey(apikeys::ApikeyCommand),
+}
+
+impl Global {
+    /// What the global flags say.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+            embed_model: self.embed_model.clone(),
+            embed_backend: self.embed_backend,
+            llm: self.llm.clone(),
+            remote: self.llm_url.clone().map(|base_url| tributary_generator::RemoteConfig {
+                base_url,
+                model: self.llm_model.clone(),
+                api_key: std::env::var("TRIBUTARY_LLM_API_KEY").ok(),
+                context_length: self.llm_context,
+            }),
+            rpc_url: self.rpc_url.clone(),
+        }
+    }
+}
+
+/// Runs one command on the opened data directory.
+pub async fn run(app: &App, command: Command) -> Result<()> {
+    match command {
+        Command::Datanet(command) => datanets::datanet(app, command).await,
+        Command::Ingest(args) => datanets::ingest(app, args).await,
+        Command::Search(args) => search::search(app, args).await,
+        Command::Verify { datanet: Some(datanet), repair } => datanets::verify(app, &datanet, repair).await,
+        Command::Verify { datanet: None, .. } => receipts::verify(app).await,
+        Command::Ask(args) => answers::ask(app, args).await,
+        Command::Adapter(command) => adapters::adapter(app, command).await,
+        Command::Earnings { address, json } => receipts::earnings(app, &address, json).await,
+        Command::Receipt { id, json } => receipts::receipt(app, &id, json).await,
+        Command::Settle { json } => onchain::settle(app, json).await,
+        Command::Proof { address, epoch, json } => receipts::proof(app, &address, epoch, json).await,
+        Command::Flag(args) => flags::flag(app, args).await,
+        Command::Unflag { id, reason, actor } => flags::unflag(app, id, &reason, &actor).await,
+        Command::Flags { datanet, json } => flags::flags(app, &datanet, json).await,
+        Command::Pricing(command) => pricing::pricing(app, command).await,
+        Command::Claim { address, json } => onchain::claim(app, &address, json).await,
+        Command::Chain(command) => onchain::command(app, command).await,
+        Command::Demo => demo::run(app).await,
+        Command::Apikey(command) => apikeys::command(app, command).await,
+    }
+}

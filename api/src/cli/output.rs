@@ -1,0 +1,61 @@
+//! What several commands print the same way: JSON, passages, an answer's sources, a receipt.
+
+use anyhow::Result;
+use tributary_attribution::Receipt;
+use tributary_generator::Answer;
+use tributary_retriever::Passage;
+
+/// Pretty JSON on stdout.
+pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub fn print_receipt(receipt: &Receipt) {
+    println!("receipt {}  fee {}  ({} weighting)", receipt.id, receipt.fee, receipt.weighting.as_str());
+    for c in &receipt.credits {
+        let chunk = c.chunk_id.as_deref().map(|id| format!("  chunk {}", &id[..12.min(id.len())])).unwrap_or_default();
+        println!("  {:>28}  {:<14} {}{chunk}", c.amount, c.role.as_str(), c.account);
+    }
+}
+
+pub fn print_passages(passages: &[Passage]) {
+    if passages.is_empty() {
+        println!("no passages found");
+    }
+    for (n, p) in passages.iter().enumerate() {
+        println!(
+            "[{}] score {:.3}  {}  bytes {}..{}  datanet {}\n    contributor {}\n    {}\n",
+            n + 1,
+            p.score,
+            p.document,
+            p.start,
+            p.end,
+            p.datanet,
+            p.contributor,
+            p.text.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+    }
+}
+
+/// The numbered sources an answer cites, with who gets the credit.
+pub fn print_sources(answer: &Answer) {
+    if !answer.grounded {
+        println!("(no passage supports this answer: nobody is credited)");
+    }
+    for c in &answer.citations {
+        println!(
+            "  [{}] {} bytes {}..{}  datanet {}  contributor {}",
+            c.n, c.document, c.start, c.end, c.datanet, c.contributor
+        );
+    }
+    let s = &answer.stats;
+    println!(
+        "  citations: {} of {} sentences by marker, {} post hoc, {} unsupported; {} markers dropped",
+        s.marker,
+        s.sentences,
+        s.post_hoc,
+        s.unsupported,
+        s.dropped_out_of_range + s.dropped_unsupported
+    );
+}

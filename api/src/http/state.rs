@@ -1,0 +1,151 @@
+//! What every handler shares: [`AppState`] (the [`App`], API keys, rate limits, metrics, the
+//! server's limits and its generation slots), and the server's flags.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use super::error::ApiError;
+use super::metrics;
+use super::rate_limit::RateLimiter;
+use crate::app::App;
+use crate::app::keys::KeyStore;
+
+/// `tributary serve` flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    #[arg(long, env = "TRIBUTARY_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    #[command(flatten)]
+    pub config: ServeConfig,
+}
+
+/// Limits of the server.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeConfig {
+    /// Seconds before a request without a response head is answered 504.
+    #[arg(long, default_value_t = 120)]
+    pub request_timeout_secs: u64,
+    /// Requests in flight at once; more are refused with 503 at once.
+    #[arg(long, default_value_t = 256)]
+    pub max_in_flight: usize,
+    /// Answers generated at once (each takes a core); more are refused with 503.
+    #[arg(long, default_value_t = 2)]
+    pub max_generating: usize,
+    /// Tokens an answer may generate at most, whatever a request asks for.
+    #[arg(long, default_value_t = 2048)]
+    pub max_answer_tokens: usize,
+    /// Largest request body in bytes (uploads included).
+    #[arg(long, default_value_t = 32 << 20)]
+    pub max_body_bytes: usize,
+    /// Requests per minute per API key without its own rate.
+    #[arg(long, default_value_t = 6000)]
+    pub key_rate_per_minute: u32,
+    /// Requests per minute per client IP without a key.
+    #[arg(long, default_value_t = 600)]
+    pub anonymous_rate_per_minute: u32,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            request_timeout_secs: 120,
+            max_in_flight: 256,
+            max_generating: 2,
+            max_answer_tokens: 2048,
+            max_body_bytes: 32 << 20,
+            key_rate_per_minute: 6000,
+            anonymous_rate_per_minute: 600,
+        }
+    }
+}
+
+/// What every handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<StateInner>,
+}
+
+struct StateInner {
+    app: Arc<App>,
+    keys: KeyStore,
+    limiter: RateLimiter,
+    metrics: Arc<metrics::Metrics>,
+    config: ServeConfig,
+    generating: Arc<Semaphore>,
+}
+
+impl AppState {
+    pub fn new(app: Arc<App>, config: ServeConfig) -> Self {
+        let keys = KeyStore::new(app.store.catalog().pool().clone());
+        let generating = Arc::new(Semaphore::new(config.max_generating.max(1)));
+        AppState {
+            inner: Arc::new(StateInner {
+                app,
+                keys,
+                limiter: RateLimiter::new(),
+                metrics: Arc::new(metrics::Metrics::new()),
+                config,
+                generating,
+            }),
+        }
+    }
+
+    pub fn app(&self) -> &Arc<App> {
+        &self.inner.app
+    }
+
+    pub fn catalog(&self) -> &tributary_indexer::Catalog {
+        self.inner.app.store.catalog()
+    }
+
+    pub fn keys(&self) -> &KeyStore {
+        &self.inner.keys
+    }
+
+    pub(super) fn limiter(&self) -> &RateLimiter {
+        &self.inner.limiter
+    }
+
+    pub(super) fn metrics(&self) -> &Arc<metrics::Metrics> {
+        &self.inner.metrics
+    }
+
+    pub(super) fn config(&self) -> &ServeConfig {
+        &self.inner.config
+    }
+
+    /// A generation slot, or 503 at once when all are taken.
+    pub(super) fn generation_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.inner.generating.clone().try_acquire_owned().map_err(|_| {
+            self.metrics().overloaded.inc();
+            ApiError::overloaded("every generation slot is busy; retry shortly", 1)
+        })
+    }
+
+    /// The embedding model (loaded at start by `serve`; on first use in tests).
+    pub(super) async fn embedder(&self) -> Result<Arc<dyn tributary_indexer::Embedder>, ApiError> {
+        let app = self.app().clone();
+        tokio::task::spawn_blocking(move || app.embedder()).await.map_err(ApiError::internal)?.map_err(|e| {
+            tracing::error!(error = %format!("{e:#}"), "no embedding model");
+            ApiError::new("not_ready", "the embedding model is not available")
+        })
+    }
+
+    /// The cached query embedder (searches and answers).
+    pub(super) async fn query_embedder(&self) -> Result<Arc<dyn tributary_indexer::Embedder>, ApiError> {
+        self.embedder().await?;
+        let embedder = self.app().query_embedder().map_err(ApiError::internal)?;
+        Ok(embedder)
+    }
+
+    /// The answer backend, loaded on first use.
+    pub(super) async fn generator(&self) -> Result<Arc<dyn tributary_generator::Generator>, ApiError> {
+        let app = self.app().clone();
+        tokio::task::spawn_blocking(move || app.answer_backend())
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|e| ApiError::generator_unavailable(&e))
+    }
+}
