@@ -13,6 +13,7 @@ use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
 use tributary_indexer::{Address, Backend, Catalog, Datanet};
 
 use crate::merkle::{self, PayoutLeaf, PayoutTree};
+use crate::payers::{self, FEES, Move, Payer};
 use crate::policy::{
     self, AdapterPricing, Amount, CitedChunk, DatanetPricing, Policy, Role, Shares, Weighting, split_fee,
 };
@@ -21,10 +22,15 @@ use crate::{Error, Result};
 /// The `prev_hash` of the first receipt.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// The most Datanets one question may search (and be charged for).
+pub const MAX_DATANETS: usize = 16;
+/// The most adapters one question may combine.
+pub const MAX_ADAPTERS: usize = 4;
+
 /// Chunks looked up per query (two parameters each): well under SQLite's bound-parameter limit.
 const BATCH_ROWS: usize = 200;
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
@@ -32,7 +38,7 @@ fn parse_address(text: &str) -> Result<Address> {
     text.parse().map_err(|_| Error::Inconsistent(format!("stored address {text:?} is not valid")))
 }
 
-fn parse_signed(text: &str) -> Result<i128> {
+pub(crate) fn parse_signed(text: &str) -> Result<i128> {
     text.parse().map_err(|_| Error::Inconsistent(format!("stored amount {text:?} is not an integer")))
 }
 
@@ -57,6 +63,36 @@ pub struct Quote {
     pub adapter_owners: Vec<String>,
 }
 
+/// Who pays for an answer being recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payment {
+    /// The payer is charged the quote's fee in the receipt's transaction; the hold placed before
+    /// generating (if any) becomes that charge.
+    Charge { payer: Payer, hold: Option<String> },
+    /// Nobody pays: the answer is free, credits no one, and its receipt says it was unpaid.
+    Unpaid,
+}
+
+/// Who paid for an answer, as its receipt records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaidBy {
+    /// An address's balance.
+    Payer,
+    /// A Datanet's sponsor budget.
+    Sponsor,
+    /// No one: a free answer, which credits no one.
+    Unpaid,
+}
+
+/// How a receipt was paid.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReceiptPayment {
+    pub paid_by: PaidBy,
+    /// The account charged: a checksummed address or `sponsor:<datanet id>`; none when unpaid.
+    pub payer: Option<String>,
+}
+
 /// An answer about to be recorded.
 #[derive(Debug, Clone)]
 pub struct NewReceipt {
@@ -73,6 +109,7 @@ pub struct NewReceipt {
     /// catalog, not from here (a duplicate chunk pays its first contributor only).
     pub cited: Vec<CitedChunk>,
     pub quote: Quote,
+    pub payment: Payment,
 }
 
 /// One credit as the receipt lists it.
@@ -125,6 +162,9 @@ pub struct Receipt {
     pub adapter_owners: Vec<String>,
     pub split: SplitSummary,
     pub credits: Vec<ReceiptCredit>,
+    /// Who paid `fee`. Absent only on receipts recorded before payments existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment: Option<ReceiptPayment>,
     /// Not part of the hashed body.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hash: String,
@@ -148,6 +188,38 @@ fn check_split(receipt: &Receipt) -> Option<String> {
     let splits = split_fee(receipt.fee, &receipt.shares, protocol, &owners, &receipt.cited);
     (receipt_credits(&splits, &receipt.cited) != receipt.credits)
         .then(|| "its credits are not the split of its fee".into())
+}
+
+/// Checks that a receipt's fee was paid: the charge (payer account, amount) recorded for it
+/// must be its payer's and its fee; an unpaid receipt has no fee and no credits. `Some(why)`
+/// when not.
+fn check_payment(receipt: &Receipt, charge: Option<(String, Amount)>) -> Option<String> {
+    let Some(payment) = &receipt.payment else {
+        return (receipt.fee > 0).then(|| "recorded before payments: no payer paid its fee".into());
+    };
+    match payment.paid_by {
+        PaidBy::Unpaid if receipt.fee > 0 || !receipt.credits.is_empty() => {
+            Some("it is unpaid but credits someone".into())
+        }
+        PaidBy::Unpaid => charge.map(|_| "it is unpaid but a payer was charged for it".into()),
+        PaidBy::Payer | PaidBy::Sponsor => {
+            let payer = payment
+                .payer
+                .as_deref()
+                .map(|p| p.parse::<Address>().map(|a| a.to_lower_hex()).unwrap_or_else(|_| p.to_string()));
+            match charge {
+                None if receipt.fee == 0 => None,
+                None => Some(format!("no payer was charged its fee {}", receipt.fee)),
+                Some((account, _)) if Some(&account) != payer.as_ref() => {
+                    Some(format!("{account} was charged, the receipt names {:?}", payment.payer))
+                }
+                Some((_, amount)) if amount != receipt.fee => {
+                    Some(format!("its payer was charged {amount}, its fee is {}", receipt.fee))
+                }
+                Some(_) => None,
+            }
+        }
+    }
 }
 
 /// The receipt's view of a split: accounts by their checksummed address, Datanets by name.
@@ -326,11 +398,11 @@ impl VerifyReport {
 /// Handle to the ledger tables. Cheap to clone.
 #[derive(Clone)]
 pub struct Ledger {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
     backend: Backend,
 }
 
-async fn lock(tx: &mut Transaction<'static, Any>) -> Result<()> {
+pub(crate) async fn lock(tx: &mut Transaction<'static, Any>) -> Result<()> {
     sqlx::query("UPDATE ledger_lock SET writes = writes + 1 WHERE id = 1").execute(&mut **tx).await?;
     Ok(())
 }
@@ -386,13 +458,23 @@ async fn settled_upto(tx: &mut Transaction<'static, Any>) -> Result<i64> {
 }
 
 /// A value bound into a multi-row INSERT.
-enum Param {
+pub(crate) enum Param {
     Int(Option<i64>),
     Text(Option<String>),
 }
 
 /// `head` followed by `rows` as multi-row VALUES lists, a few hundred parameters a statement.
-async fn insert_rows(tx: &mut Transaction<'static, Any>, head: &str, rows: Vec<Vec<Param>>) -> Result<()> {
+pub(crate) async fn insert_rows(tx: &mut Transaction<'static, Any>, head: &str, rows: Vec<Vec<Param>>) -> Result<()> {
+    insert_rows_with(tx, head, "", rows).await
+}
+
+/// [`insert_rows`] with `tail` after the VALUES lists (an `ON CONFLICT` clause).
+pub(crate) async fn insert_rows_with(
+    tx: &mut Transaction<'static, Any>,
+    head: &str,
+    tail: &str,
+    rows: Vec<Vec<Param>>,
+) -> Result<()> {
     let Some(width) = rows.first().map(Vec::len) else { return Ok(()) };
     for batch in rows.chunks((900 / width).max(1)) {
         let mut sql = String::from(head);
@@ -400,6 +482,7 @@ async fn insert_rows(tx: &mut Transaction<'static, Any>, head: &str, rows: Vec<V
             let values: Vec<String> = (1..=width).map(|c| format!("${}", i * width + c)).collect();
             sql.push_str(&format!("{}({})", if i > 0 { ", " } else { " " }, values.join(", ")));
         }
+        sql.push_str(tail);
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for row in batch {
             for value in row {
@@ -557,6 +640,15 @@ impl Ledger {
         Ok(())
     }
 
+    /// A named position (where a chain sync stopped), kept in the ledger's settings.
+    pub async fn sync_cursor(&self, name: &str) -> Result<Option<String>> {
+        self.setting(&format!("cursor:{name}")).await
+    }
+
+    pub async fn set_sync_cursor(&self, name: &str, value: &str) -> Result<()> {
+        self.set_setting(&format!("cursor:{name}"), &value).await
+    }
+
     pub async fn policy(&self) -> Result<Policy> {
         Ok(self.setting("policy").await?.unwrap_or_default())
     }
@@ -570,9 +662,14 @@ impl Ledger {
         Ok(self.setting(&format!("datanet:{datanet_id}")).await?.unwrap_or_default())
     }
 
+    /// Sets a Datanet's price; one above the policy's cap is refused.
     pub async fn set_datanet_pricing(&self, datanet_id: i64, pricing: &DatanetPricing) -> Result<()> {
         if let Some(fee) = pricing.fee {
             policy::check_price(fee)?;
+            let cap = self.policy().await?.max_datanet_fee;
+            if fee > cap {
+                return Err(Error::InvalidArgument(format!("a Datanet's price may be at most {cap}, not {fee}")));
+            }
         }
         self.set_setting(&format!("datanet:{datanet_id}"), pricing).await
     }
@@ -581,21 +678,45 @@ impl Ledger {
         Ok(self.setting(&format!("adapter:{adapter}")).await?.unwrap_or_default())
     }
 
+    /// Sets an adapter's surcharge and owner; a surcharge above the policy's cap, or the zero
+    /// address as owner, is refused.
     pub async fn set_adapter_pricing(&self, adapter: &str, pricing: &AdapterPricing) -> Result<()> {
         policy::check_price(pricing.fee)?;
+        let cap = self.policy().await?.max_adapter_fee;
+        if pricing.fee > cap {
+            return Err(Error::InvalidArgument(format!(
+                "an adapter's surcharge may be at most {cap}, not {}",
+                pricing.fee
+            )));
+        }
+        if pricing.owner == Some(Address::ZERO) {
+            return Err(Error::InvalidArgument("an adapter's owner cannot be the zero address".into()));
+        }
         self.set_setting(&format!("adapter:{adapter}"), pricing).await
     }
 
-    /// The fee of a question over `datanets` with `adapters`: each Datanet's price (or the
-    /// default) plus each adapter's surcharge. Ablation weighting when any of the Datanets asks
-    /// for it, since it is the finer measure.
+    /// The fee of a question over `datanets` with `adapters`: each distinct Datanet's price (or
+    /// the default) plus each distinct adapter's surcharge, each within the policy's caps; at
+    /// most [`MAX_DATANETS`] Datanets and [`MAX_ADAPTERS`] adapters. Ablation weighting when any
+    /// of the Datanets asks for it, since it is the finer measure.
     pub async fn quote(&self, datanets: &[Datanet], adapters: &[String]) -> Result<Quote> {
+        let mut datanets: Vec<&Datanet> = datanets.iter().collect();
+        datanets.sort_by_key(|d| d.id);
+        datanets.dedup_by_key(|d| d.id);
+        let mut adapters: Vec<&String> = adapters.iter().collect();
+        adapters.sort();
+        adapters.dedup();
+        if datanets.len() > MAX_DATANETS || adapters.len() > MAX_ADAPTERS {
+            return Err(Error::InvalidArgument(format!(
+                "a question names at most {MAX_DATANETS} Datanets and {MAX_ADAPTERS} adapters"
+            )));
+        }
         let policy = self.policy().await?;
         let mut fee: Amount = 0;
         let mut weighting = Weighting::Citation;
         for datanet in datanets {
             let pricing = self.datanet_pricing(datanet.id).await?;
-            fee += pricing.fee.unwrap_or(policy.default_fee);
+            fee += policy.datanet_fee(&pricing);
             if pricing.weighting.unwrap_or(policy.default_weighting) == Weighting::Ablation {
                 weighting = Weighting::Ablation;
             }
@@ -603,8 +724,10 @@ impl Ledger {
         let mut adapter_owners = Vec::new();
         for adapter in adapters {
             let pricing = self.adapter_pricing(adapter).await?;
-            fee += pricing.fee;
-            if let Some(owner) = pricing.owner {
+            fee += policy.adapter_fee(&pricing);
+            if let Some(owner) = pricing.owner
+                && owner != Address::ZERO
+            {
                 adapter_owners.push(owner.to_checksummed());
             }
         }
@@ -646,7 +769,23 @@ impl Ledger {
         let payees = payees(&mut tx, wanted).await?;
         let mut out = Vec::with_capacity(batch.len());
         let (mut receipt_rows, mut entry_rows) = (Vec::new(), Vec::new());
+        let (mut charges, mut holds) = (Vec::new(), Vec::new());
         for (new, adapter_owners) in batch.into_iter().zip(owners_of) {
+            // What is charged: the quote, or nothing for an unpaid answer (which credits no one).
+            let (fee, payment, payer) = match &new.payment {
+                Payment::Unpaid => (0, ReceiptPayment { paid_by: PaidBy::Unpaid, payer: None }, None),
+                Payment::Charge { payer, hold } => {
+                    holds.extend(hold.clone());
+                    let paid_by = match payer {
+                        Payer::Address(_) => PaidBy::Payer,
+                        Payer::Sponsor(_) => PaidBy::Sponsor,
+                    };
+                    (new.quote.fee, ReceiptPayment { paid_by, payer: Some(payer.display()) }, Some(*payer))
+                }
+            };
+            if fee > 0 {
+                policy.check_payable()?;
+            }
             // The catalog decides who a chunk pays: its first contributor and its Datanet's owner.
             let mut cited = new.cited.clone();
             for chunk in &mut cited {
@@ -655,7 +794,7 @@ impl Ledger {
                 };
                 (chunk.contributor, chunk.datanet_owner) = (*contributor, *owner);
             }
-            let splits = split_fee(new.quote.fee, &policy.shares, policy.protocol_account, &adapter_owners, &cited);
+            let splits = split_fee(fee, &policy.shares, policy.protocol_account, &adapter_owners, &cited);
             let mut split = SplitSummary::default();
             for s in &splits {
                 let group = match s.role {
@@ -685,12 +824,13 @@ impl Ledger {
                 retrieved: new.retrieved.clone(),
                 cited,
                 weighting: new.quote.weighting,
-                fee: new.quote.fee,
+                fee,
                 shares: policy.shares,
                 protocol_account: policy.protocol_account.to_checksummed(),
                 adapter_owners: adapter_owners.iter().map(Address::to_checksummed).collect(),
                 split,
                 credits,
+                payment: Some(payment),
                 hash: String::new(),
             };
             let body = receipt.body_json()?;
@@ -718,6 +858,18 @@ impl Ledger {
                     Param::Int(Some(created_at_ms)),
                 ]);
             }
+            if let Some(payer) = payer
+                && fee > 0
+            {
+                charges.push(Move {
+                    kind: "charge",
+                    key: format!("receipt:{}", receipt.id),
+                    debit: payer.account(),
+                    credit: FEES.into(),
+                    amount: fee,
+                    receipt_id: Some(receipt.id.clone()),
+                });
+            }
             prev = receipt.hash.clone();
             out.push(receipt);
         }
@@ -731,6 +883,20 @@ impl Ledger {
             entry_rows,
         )
         .await?;
+        // The payers pay what the credits divide (refused, with nothing written, when a payer
+        // cannot); the holds placed for these answers are spent.
+        payers::apply(&mut tx, &charges, &holds).await?;
+        for batch in holds.chunks(200) {
+            let sql = format!(
+                "DELETE FROM payer_holds WHERE id IN ({})",
+                (1..=batch.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for id in batch {
+                query = query.bind(id.clone());
+            }
+            query.execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(out)
     }
@@ -788,6 +954,7 @@ impl Ledger {
             entries_by_receipt.entry(row.try_get("receipt_id")?).or_default().push((account, role, amount));
         }
         let mut problems = Vec::new();
+        let mut charges = self.verify_payers(&mut problems).await?;
         let mut expected_prev = GENESIS.to_string();
         let mut head = GENESIS.to_string();
         let mut chain_intact = true;
@@ -821,6 +988,9 @@ impl Ledger {
             if let Some(problem) = check_split(&receipt) {
                 problems.push(format!("receipt {id}: {problem}"));
             }
+            if let Some(problem) = check_payment(&receipt, charges.remove(&id)) {
+                problems.push(format!("receipt {id}: {problem}"));
+            }
             let listed: Vec<(String, Role, i128)> =
                 receipt.credits.iter().map(|c| (c.account.clone(), c.role, c.amount as i128)).collect();
             if entries_by_receipt.remove(&id).unwrap_or_default() != listed {
@@ -829,6 +999,9 @@ impl Ledger {
         }
         for id in entries_by_receipt.keys() {
             problems.push(format!("credits name receipt {id}, which does not exist"));
+        }
+        for id in charges.keys() {
+            problems.push(format!("a charge names receipt {id}, which is not a paid receipt"));
         }
         let epochs = self.verify_epochs(&mut problems).await?;
         Ok(VerifyReport { receipts: rows.len(), epochs, head, problems })

@@ -5,21 +5,28 @@
 //! - [`Ledger`]: receipts (a blake3 hash chain), append-only ledger entries, flags and slashes,
 //!   epochs and proofs, in the catalog's SQL database (SQLite or PostgreSQL).
 //! - [`merkle`]: the payout tree, as OpenZeppelin's `MerkleProof` checks it.
+//! - payers ([`Payer`], [`Balance`], [`Hold`]): the money behind every credit: deposits and
+//!   grants fund payers' balances, a hold sets an answer's fee aside before generation, and the
+//!   receipt's transaction charges it (double entry: every transfer takes from one account and
+//!   gives to another).
 //!
-//! Invariants: a credit never exists without its receipt (same transaction, and a CHECK); an
-//! answer's credits sum to its fee; every ledger entry lands in exactly one epoch, and an epoch
-//! closes once.
+//! Invariants: a credit never exists without its receipt and a payment (same transaction, and a
+//! CHECK); an answer's credits sum to its fee, which its payer was charged; no payer's balance
+//! goes below zero; every ledger entry lands in exactly one epoch, and an epoch closes once.
 
 mod error;
 mod ledger;
 pub mod merkle;
+mod payers;
 pub mod policy;
 
 pub use error::{Error, Result};
 pub use ledger::{
     AccountProof, DatanetEarnings, Earnings, Entry, Epoch, EpochEarnings, Flag, FlagOutcome, FlagTarget, GENESIS,
-    Ledger, NewReceipt, Quote, Receipt, ReceiptCredit, RetrievedChunk, SettleOutcome, SplitSummary, VerifyReport,
+    Ledger, MAX_ADAPTERS, MAX_DATANETS, NewReceipt, PaidBy, Payment, Quote, Receipt, ReceiptCredit, ReceiptPayment,
+    RetrievedChunk, SettleOutcome, SplitSummary, VerifyReport,
 };
+pub use payers::{Balance, DEFAULT_HOLD_TTL, Deposit, FEES, Hold, Payer, Transfer, WORLD_CHAIN, WORLD_GRANT};
 pub use policy::{
     AdapterPricing, Amount, CitedChunk, DatanetPricing, Policy, Role, Shares, Weighting, ablation_weights,
     citation_weights, split_fee,

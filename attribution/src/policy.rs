@@ -5,8 +5,9 @@
 //! the cited chunks in proportion to their influence weights; each cited chunk's contributor (the
 //! chunk's first contributor: a duplicate earns for no one else) and its Datanet's owner are
 //! credited. Every division rounds down, and all rounding dust goes to the protocol account, as
-//! do the pools nobody can receive: the adapter pool when no adapter has an owner, and the data
-//! pools when no chunk is cited. So an answer's credits always sum exactly to its fee.
+//! do the pools nobody can receive: the adapter pool when no adapter has an owner, the data
+//! pools when no chunk is cited, and any share of the zero address (a Datanet created without
+//! an owner). So an answer's credits always sum exactly to its fee.
 
 use tributary_indexer::Address;
 
@@ -17,6 +18,14 @@ pub type Amount = u128;
 
 /// Upper bound on any configured price: keeps every product below u128's range.
 pub const MAX_PRICE: Amount = 1_000_000_000_000_000_000_000_000_000_000; // 1e30
+
+/// The default cap on a Datanet's price and on an adapter's surcharge: one whole token of 18
+/// decimals. The admin may set another (up to [`MAX_PRICE`]).
+pub const DEFAULT_MAX_FEE: Amount = 1_000_000_000_000_000_000;
+
+fn default_max_fee() -> Amount {
+    DEFAULT_MAX_FEE
+}
 
 /// Basis points of the fee per recipient group; they sum to 10,000.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -82,13 +91,21 @@ pub struct Policy {
     #[serde(with = "crate::amount_string")]
     pub default_fee: Amount,
     pub shares: Shares,
-    /// Receives the protocol share, the rounding dust and unclaimable pools.
+    /// Receives the protocol share, the rounding dust and unclaimable pools. Never the zero
+    /// address; until the admin sets one (the default policy has none), no answer is charged.
     #[serde(with = "crate::address_string")]
     pub protocol_account: Address,
-    /// Receives slashed credits.
+    /// Receives slashed credits. Never the zero address.
     #[serde(with = "crate::address_string")]
     pub slash_sink: Address,
     pub default_weighting: Weighting,
+    /// The highest price a Datanet may set (its owner's price above it is refused; a lower cap
+    /// set later caps the prices already set).
+    #[serde(default = "default_max_fee", with = "crate::amount_string")]
+    pub max_datanet_fee: Amount,
+    /// The highest surcharge an adapter may set.
+    #[serde(default = "default_max_fee", with = "crate::amount_string")]
+    pub max_adapter_fee: Amount,
 }
 
 impl Default for Policy {
@@ -99,14 +116,55 @@ impl Default for Policy {
             protocol_account: Address::ZERO,
             slash_sink: Address::ZERO,
             default_weighting: Weighting::Citation,
+            max_datanet_fee: DEFAULT_MAX_FEE,
+            max_adapter_fee: DEFAULT_MAX_FEE,
         }
     }
 }
 
 impl Policy {
+    /// What a stored policy must be: shares that sum to 10,000, prices within their caps, and
+    /// real accounts for the protocol and the slash sink (the zero address is never a payee: a
+    /// payout leaf for it would make every batch that holds it revert in the token).
     pub fn validate(&self) -> Result<()> {
         self.shares.validate()?;
-        check_price(self.default_fee)
+        check_price(self.default_fee)?;
+        check_price(self.max_datanet_fee)?;
+        check_price(self.max_adapter_fee)?;
+        if self.default_fee > self.max_datanet_fee {
+            return Err(Error::InvalidArgument(format!(
+                "the default fee {} exceeds the Datanet price cap {}",
+                self.default_fee, self.max_datanet_fee
+            )));
+        }
+        if self.protocol_account == Address::ZERO {
+            return Err(Error::InvalidArgument("the protocol account cannot be the zero address".into()));
+        }
+        if self.slash_sink == Address::ZERO {
+            return Err(Error::InvalidArgument("the slash sink cannot be the zero address".into()));
+        }
+        Ok(())
+    }
+
+    /// Refuses to charge while no protocol account is set (the default policy has none).
+    pub fn check_payable(&self) -> Result<()> {
+        if self.protocol_account == Address::ZERO {
+            return Err(Error::Unconfigured(
+                "no protocol account is set, so no answer can be charged: `tributary pricing set --protocol-account ADDR`"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A Datanet's price as charged: its own (or the default), never above the cap.
+    pub fn datanet_fee(&self, pricing: &DatanetPricing) -> Amount {
+        pricing.fee.unwrap_or(self.default_fee).min(self.max_datanet_fee)
+    }
+
+    /// An adapter's surcharge as charged, never above the cap.
+    pub fn adapter_fee(&self, pricing: &AdapterPricing) -> Amount {
+        pricing.fee.min(self.max_adapter_fee)
     }
 }
 
@@ -251,6 +309,9 @@ pub fn split_fee(
         }
     };
 
+    // The zero address is never a payee: what it would get is the protocol's (below).
+    let payee = |account: Address, role: Role| if account == Address::ZERO { None } else { Some((account, role)) };
+
     // Adapter owners: equal parts of the adapter pool.
     let mut contributors_pool = if data_cited { part(shares.contributors_bps) } else { 0 };
     if adapter_owners.is_empty() {
@@ -261,14 +322,8 @@ pub fn split_fee(
     } else {
         let each = part(shares.adapter_bps) / adapter_owners.len() as Amount;
         for owner in adapter_owners {
-            let split = Split {
-                account: *owner,
-                role: Role::AdapterOwner,
-                amount: each,
-                datanet_id: None,
-                chunk_id: None,
-                sentences: Vec::new(),
-            };
+            let Some((account, role)) = payee(*owner, Role::AdapterOwner) else { continue };
+            let split = Split { account, role, amount: each, datanet_id: None, chunk_id: None, sentences: Vec::new() };
             pay(&mut out, split);
         }
     }
@@ -281,6 +336,7 @@ pub fn split_fee(
                 (Role::Contributor, chunk.contributor, contributors_pool),
                 (Role::DatanetOwner, chunk.datanet_owner, datanet_pool),
             ] {
+                let Some((account, role)) = payee(account, role) else { continue };
                 let split = Split {
                     account,
                     role,

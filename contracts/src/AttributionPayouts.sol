@@ -8,12 +8,17 @@ import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProo
 import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
 
 /// @title AttributionPayouts
-/// @notice Pays contributors what the off-chain ledger credited them. Each epoch the settler
+/// @notice Holds what payers deposited and pays contributors what the off-chain ledger credited
+/// them out of it. A payer's tokens come in through `deposit` (the ledger records each
+/// `Deposited` event once, as the payer's balance; answers are charged to it). Each epoch the settler
 /// posts one Merkle root over every account's cumulative total (leaf:
 /// keccak256(bytes.concat(keccak256(abi.encode(index, account, cumulativeAmount)))), OpenZeppelin's
 /// StandardMerkleTree). A claim pays the difference between the proven cumulative total and what
 /// the account was already paid, so nothing is ever paid twice, whoever submits it. Epoch numbers
 /// strictly increase: the same epoch cannot be posted twice.
+/// Solvency: an epoch carries its cumulative total (every credit so far), which may not exceed
+/// what was deposited, and never falls; the contract pays out at most that total. So what it
+/// pays never exceeds what payers deposited, whatever root it is given.
 /// @dev `index` is the account's place in the ledger (assigned once, when it first earns, and
 /// never changed), so that what each account was paid packs three to a storage word: a first
 /// payment then costs a third of a fresh slot instead of a whole one.
@@ -36,8 +41,17 @@ contract AttributionPayouts is AccessControl, Pausable {
     mapping(uint64 => bytes32) public epochRoot;
     mapping(uint256 => uint256) private _paidWords;
     mapping(uint256 => uint256) private _paidLarge;
+    /// @notice Every token deposited through `deposit`, ever.
+    uint256 public totalDeposited;
+    /// @notice The latest epoch's cumulative total: what the ledger credited, ever. Shares a
+    /// word with `totalPaid`: a claim checks and raises what was paid for one cold load.
+    uint128 public epochTotal;
+    /// @notice What claims and batches paid, ever (never more than `epochTotal`).
+    uint128 public totalPaid;
 
-    event EpochPosted(uint64 indexed epoch, bytes32 payoutRoot, bytes32 receiptsHead);
+    event EpochPosted(uint64 indexed epoch, bytes32 payoutRoot, bytes32 receiptsHead, uint256 total);
+    /// `from` paid `amount` of the token into the contract for `payer`'s answers.
+    event Deposited(address indexed payer, address indexed from, uint256 amount);
     event Claimed(uint256 indexed index, address indexed account, uint256 amount);
     /// One per batch; each payment in it is the token's own Transfer event.
     event BatchPushed(uint64 indexed epoch, uint256 recipients, uint256 total);
@@ -50,6 +64,10 @@ contract AttributionPayouts is AccessControl, Pausable {
     error NothingToClaim(address account);
     error LengthMismatch();
     error ZeroAddress();
+    error ZeroAmount();
+    error EpochOverfunded(uint256 total, uint256 deposited);
+    error TotalFalling(uint256 total, uint256 latest);
+    error OverPaid(uint256 paid, uint256 epochTotal);
 
     constructor(IERC20 token_, address admin, address settler) {
         if (address(token_) == address(0) || admin == address(0) || settler == address(0)) revert ZeroAddress();
@@ -59,13 +77,34 @@ contract AttributionPayouts is AccessControl, Pausable {
         _grantRole(SETTLER_ROLE, settler);
     }
 
-    /// @notice Posts epoch `epoch` (greater than every epoch before it).
-    function postEpoch(uint64 epoch, bytes32 root, bytes32 head) external onlyRole(SETTLER_ROLE) whenNotPaused {
+    /// @notice Takes `amount` of the token from the caller (who approved it) for `payer`: the
+    /// ledger credits it to the payer's balance once `Deposited` has its confirmations. What is
+    /// recorded is what arrived (a token that charges a transfer fee delivers less).
+    function deposit(address payer, uint256 amount) external whenNotPaused returns (uint256 received) {
+        if (payer == address(0)) revert ZeroAddress();
+        if (amount == 0) revert ZeroAmount();
+        uint256 before = token.balanceOf(address(this));
+        token.safeTransferFrom(msg.sender, address(this), amount);
+        received = token.balanceOf(address(this)) - before;
+        totalDeposited += received;
+        emit Deposited(payer, msg.sender, received);
+    }
+
+    /// @notice Posts epoch `epoch` (greater than every epoch before it) with its cumulative
+    /// `total`, which may not exceed what was deposited nor fall below the last epoch's.
+    function postEpoch(uint64 epoch, bytes32 root, bytes32 head, uint256 total)
+        external
+        onlyRole(SETTLER_ROLE)
+        whenNotPaused
+    {
         if (epoch <= latestEpoch) revert EpochNotIncreasing(epoch, latestEpoch);
         if (root == bytes32(0)) revert EmptyRoot();
+        if (total > totalDeposited || total > type(uint128).max) revert EpochOverfunded(total, totalDeposited);
+        if (total < epochTotal) revert TotalFalling(total, epochTotal);
         latestEpoch = epoch;
         epochRoot[epoch] = root;
-        emit EpochPosted(epoch, root, head);
+        epochTotal = uint128(total);
+        emit EpochPosted(epoch, root, head, total);
     }
 
     /// @notice Pays `account` what its proven cumulative total exceeds what it was paid. Anyone
@@ -80,6 +119,7 @@ contract AttributionPayouts is AccessControl, Pausable {
         }
         amount = _recordPaid(index, cumulativeAmount);
         if (amount == 0) revert NothingToClaim(account);
+        _addPaid(amount);
         token.safeTransfer(account, amount);
         emit Claimed(index, account, amount);
     }
@@ -103,6 +143,7 @@ contract AttributionPayouts is AccessControl, Pausable {
         if (!MerkleProof.multiProofVerifyCalldata(proof, proofFlags, _latestRoot(), leaves)) revert InvalidBatchProof();
         uint256 recipients;
         (recipients, total) = _payAll(indices, accounts, cumulativeAmounts);
+        _addPaid(total);
         emit BatchPushed(latestEpoch, recipients, total);
     }
 
@@ -148,6 +189,14 @@ contract AttributionPayouts is AccessControl, Pausable {
             mstore(0x00, keccak256(ptr, 0x60))
             leaf := keccak256(0x00, 0x20)
         }
+    }
+
+    /// Counts `amount` as paid out; refuses to pay past the latest epoch's total (which is
+    /// within what was deposited).
+    function _addPaid(uint256 amount) private {
+        uint256 paidNow = uint256(totalPaid) + amount;
+        if (paidNow > epochTotal) revert OverPaid(paidNow, epochTotal);
+        totalPaid = uint128(paidNow);
     }
 
     /// Pays every account of a proven batch what it is owed; how many were paid, and how much.

@@ -233,9 +233,53 @@ impl Chain {
         TributaryTestToken::new(address, self.provider.clone())
     }
 
-    /// Posts an epoch's payout root and receipts head; waits for the receipt.
-    pub async fn post_epoch(&self, payouts: Address, epoch: u64, root: B256, head: B256) -> Result<B256> {
-        self.post_epoch_confirmed(payouts, epoch, root, head, 1).await
+    /// Posts an epoch's payout root, receipts head and cumulative total (refused by the
+    /// contract beyond what was deposited into it); waits for the receipt.
+    pub async fn post_epoch(&self, payouts: Address, epoch: u64, root: B256, head: B256, total: U256) -> Result<B256> {
+        self.post_epoch_confirmed(payouts, PostedEpoch { epoch, root, head, total }, 1).await
+    }
+
+    /// Deposits `amount` of the signer's tokens into the payout contract for `payer` (an ERC-20
+    /// approval, then `deposit`); the deposit's transaction hash.
+    pub async fn deposit(&self, payouts: Address, token: Address, payer: Address, amount: U256) -> Result<B256> {
+        let approval = self.token(token).approve(payouts, amount).send().await.map_err(revert)?;
+        let approved = approval.with_timeout(Some(RECEIPT_TIMEOUT)).get_receipt().await.map_err(chain_err)?;
+        if !approved.status() {
+            return Err(Error::Reverted("approve".into()));
+        }
+        let sent = self.payouts(payouts).deposit(payer, amount).send().await.map_err(revert)?;
+        let receipt = sent.with_timeout(Some(RECEIPT_TIMEOUT)).get_receipt().await.map_err(chain_err)?;
+        if !receipt.status() {
+            return Err(Error::Reverted("deposit".into()));
+        }
+        Ok(receipt.transaction_hash)
+    }
+
+    /// The payout contract's `Deposited` events in blocks `from..=to`, in chain order.
+    pub async fn deposits(&self, payouts: Address, from: u64, to: u64) -> Result<Vec<DepositLog>> {
+        let filter = alloy::rpc::types::Filter::new()
+            .address(payouts)
+            .event_signature(<AttributionPayouts::Deposited as alloy::sol_types::SolEvent>::SIGNATURE_HASH)
+            .from_block(from)
+            .to_block(to);
+        let logs = self.provider.get_logs(&filter).await.map_err(chain_err)?;
+        let mut out = Vec::with_capacity(logs.len());
+        for log in logs {
+            let (Some(transaction), Some(log_index), Some(block)) =
+                (log.transaction_hash, log.log_index, log.block_number)
+            else {
+                return Err(Error::Chain("a Deposited log without its transaction, index or block".into()));
+            };
+            let event = log.log_decode::<AttributionPayouts::Deposited>().map_err(chain_err)?;
+            out.push(DepositLog {
+                payer: event.inner.data.payer,
+                amount: event.inner.data.amount,
+                transaction,
+                log_index,
+                block,
+            });
+        }
+        Ok(out)
     }
 
     /// [`Chain::post_epoch`], waiting for `confirmations` blocks (1: the block that includes it).
@@ -244,12 +288,11 @@ impl Chain {
     pub async fn post_epoch_confirmed(
         &self,
         payouts: Address,
-        epoch: u64,
-        root: B256,
-        head: B256,
+        posted: PostedEpoch,
         confirmations: u64,
     ) -> Result<B256> {
-        let pending = self.payouts(payouts).postEpoch(epoch, root, head).send().await.map_err(revert)?;
+        let PostedEpoch { epoch, root, head, total } = posted;
+        let pending = self.payouts(payouts).postEpoch(epoch, root, head, total).send().await.map_err(revert)?;
         // Test hook: a crash after the transaction left, before its receipt came back.
         if std::env::var("TRIBUTARY_FAILPOINT").is_ok_and(|v| v == "post-after-send") {
             std::process::abort();
@@ -307,6 +350,26 @@ impl Chain {
         }
         Ok(receipt)
     }
+}
+
+/// What `postEpoch` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PostedEpoch {
+    pub epoch: u64,
+    pub root: B256,
+    pub head: B256,
+    /// The epoch's cumulative total: every credit so far.
+    pub total: U256,
+}
+
+/// One `Deposited` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DepositLog {
+    pub payer: Address,
+    pub amount: U256,
+    pub transaction: B256,
+    pub log_index: u64,
+    pub block: u64,
 }
 
 /// A contract call's error, with the contract's own revert reason when it gave one.

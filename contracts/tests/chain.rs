@@ -1,4 +1,5 @@
-//! The contracts on a real anvil: deploy, registry proofs, three epochs, claims (valid, bad
+//! The contracts on a real anvil: deploy, deposits, registry proofs, epochs within what was
+//! deposited, claims (valid, bad
 //! proof, wrong index, double, later deltas), pushBatch with a multiproof, pause, each revert
 //! reason, paid totals packed three to a word (and one past a lane's 85 bits), and balances that
 //! reconcile with the cumulative totals to the wei. Keystore signers.
@@ -66,16 +67,19 @@ async fn deploy_settle_claim_and_reconcile_on_anvil() {
     let (a, b) = (alice.signer(), bob.signer());
 
     let deployment = settler.deploy(None, U256::from(10u128.pow(27))).await.unwrap();
+    let payouts = settler.payouts(deployment.payouts);
+    // Payers' money comes in through `deposit` (approve, then pull): a Deposited event per
+    // deposit, the amount counted in totalDeposited. Nothing for the zero address, nothing of 0.
     let funding = U256::from(10u128.pow(26));
-    settler
-        .token(deployment.token)
-        .transfer(deployment.payouts, funding)
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    let tx = settler.deposit(deployment.payouts, deployment.token, b, funding).await.unwrap();
+    let head = alloy::providers::Provider::get_block_number(settler.provider()).await.unwrap();
+    let logs = settler.deposits(deployment.payouts, 0, head).await.unwrap();
+    assert_eq!(logs.len(), 1);
+    assert_eq!((logs[0].payer, logs[0].amount, logs[0].transaction), (b, funding, tx));
+    assert_eq!(payouts.totalDeposited().call().await.unwrap(), funding);
+    expect_revert(payouts.deposit(Address::ZERO, U256::from(1)).send().await, "ZeroAddress").await;
+    expect_revert(payouts.deposit(a, U256::ZERO).send().await, "ZeroAmount").await;
+    expect_revert(alice.payouts(deployment.payouts).deposit(a, U256::from(1)).send().await, "revert").await;
 
     // The registry: a contribution root, a chunk proven against it.
     let registry = settler.registry(deployment.registry);
@@ -97,16 +101,23 @@ async fn deploy_settle_claim_and_reconcile_on_anvil() {
     expect_revert(registry.register("rivers".into()).send().await, "DatanetExists").await;
 
     // Epoch 1: alice at index 0, bob at 1 (one storage word holds both).
-    let payouts = settler.payouts(deployment.payouts);
     let tree1 = payout_tree(&[(0, a, 100), (1, b, 50)]);
     let root1 = root_of(&tree1);
     expect_revert(payouts.claim(U256::ZERO, a, U256::from(100), vec![]).send().await, "NoEpoch").await;
-    settler.post_epoch(deployment.payouts, 1, root1, B256::repeat_byte(1)).await.unwrap();
-    let err = settler.post_epoch(deployment.payouts, 1, root1, B256::ZERO).await.unwrap_err();
+    // Solvency: an epoch crediting more than was deposited is refused.
+    let over = funding + U256::from(1);
+    let err = settler.post_epoch(deployment.payouts, 1, root1, B256::repeat_byte(1), over).await.unwrap_err();
+    assert!(err.to_string().contains("EpochOverfunded"), "{err}");
+    settler.post_epoch(deployment.payouts, 1, root1, B256::repeat_byte(1), U256::from(150)).await.unwrap();
+    let err = settler.post_epoch(deployment.payouts, 1, root1, B256::ZERO, U256::from(150)).await.unwrap_err();
     assert!(err.to_string().contains("EpochNotIncreasing"), "{err}");
-    expect_revert(payouts.postEpoch(2, B256::ZERO, B256::ZERO).send().await, "EmptyRoot").await;
-    expect_revert(alice.payouts(deployment.payouts).postEpoch(2, root1, B256::ZERO).send().await, "AccessControl")
-        .await;
+    expect_revert(payouts.postEpoch(2, B256::ZERO, B256::ZERO, U256::from(150)).send().await, "EmptyRoot").await;
+    expect_revert(payouts.postEpoch(2, root1, B256::ZERO, U256::from(149)).send().await, "TotalFalling").await;
+    expect_revert(
+        alice.payouts(deployment.payouts).postEpoch(2, root1, B256::ZERO, U256::from(150)).send().await,
+        "AccessControl",
+    )
+    .await;
 
     // alice claims (bob submits it for her: anyone may); again: nothing; a forged amount or
     // index: refused.
@@ -123,7 +134,8 @@ async fn deploy_settle_claim_and_reconcile_on_anvil() {
     let carol = Address::repeat_byte(0xca);
     let big: u128 = (1 << 85) + 5;
     let tree2 = payout_tree(&[(0, a, 160), (1, b, 80), (2, carol, big)]);
-    settler.post_epoch(deployment.payouts, 2, root_of(&tree2), B256::repeat_byte(2)).await.unwrap();
+    let total2 = U256::from(160 + 80) + U256::from(big);
+    settler.post_epoch(deployment.payouts, 2, root_of(&tree2), B256::repeat_byte(2), total2).await.unwrap();
     // Pausing stops claims and batches.
     payouts.pause().send().await.unwrap().get_receipt().await.unwrap();
     let ((ia, _, va), pa) = proof_of(&tree2, a);
@@ -176,7 +188,10 @@ async fn deploy_settle_claim_and_reconcile_on_anvil() {
 
     // Epoch 3: carol's large total grows by 10: a claim pays exactly that.
     let tree3 = payout_tree(&[(0, a, 160), (1, b, 80), (2, carol, big + 10)]);
-    settler.post_epoch(deployment.payouts, 3, root_of(&tree3), B256::repeat_byte(3)).await.unwrap();
+    settler
+        .post_epoch(deployment.payouts, 3, root_of(&tree3), B256::repeat_byte(3), total2 + U256::from(10))
+        .await
+        .unwrap();
     let ((ic, _, vc), pc) = proof_of(&tree3, carol);
     assert_eq!(payouts.claimable(ic, vc).call().await.unwrap(), U256::from(10));
     let receipt = as_bob.claim(ic, carol, vc, pc).send().await.unwrap().get_receipt().await.unwrap();
@@ -192,6 +207,19 @@ async fn deploy_settle_claim_and_reconcile_on_anvil() {
     assert_eq!(token.balanceOf(deployment.payouts).call().await.unwrap(), funding - paid_out);
     assert_eq!(payouts.latestEpoch().call().await.unwrap(), 3);
     assert_eq!(payouts.epochRoot(1).call().await.unwrap(), root1);
+    assert_eq!(U256::from(payouts.totalPaid().call().await.unwrap()), paid_out);
+
+    // A root that promises more than its epoch's total (a settler's mistake, or worse) cannot
+    // pay out past it: payouts never exceed the total, which never exceeds the deposits.
+    let dave = Address::repeat_byte(0xda);
+    let tree4 = payout_tree(&[(0, a, 160), (1, b, 80), (2, carol, big + 10), (3, dave, 1_000)]);
+    settler
+        .post_epoch(deployment.payouts, 4, root_of(&tree4), B256::repeat_byte(4), total2 + U256::from(10 + 999))
+        .await
+        .unwrap();
+    let ((id, _, vd), pd) = proof_of(&tree4, dave);
+    expect_revert(as_bob.claim(id, dave, vd, pd).send().await, "OverPaid").await;
+    assert_eq!(token.balanceOf(dave).call().await.unwrap(), U256::ZERO);
 }
 
 #[test]

@@ -14,6 +14,10 @@ pub struct Address([u8; 20]);
 impl Address {
     pub const ZERO: Address = Address([0; 20]);
 
+    pub const fn from_bytes(bytes: [u8; 20]) -> Address {
+        Address(bytes)
+    }
+
     pub fn as_bytes(&self) -> &[u8; 20] {
         &self.0
     }

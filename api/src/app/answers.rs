@@ -1,11 +1,14 @@
-//! Answering: retrieve, generate, cite, then record the receipt and its credits. `tributary
-//! ask`, the demo, `/v1/answers` and `/v1/chat/completions` all answer through here.
+//! Answering: check and price the question and set its fee aside (`prepare`), retrieve,
+//! generate and cite (`generate`), then record the receipt, its charge and its credits in one
+//! transaction (`record`). `tributary ask`, the demo, `/v1/answers` and `/v1/chat/completions`
+//! all answer through here.
 
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use tributary_attribution::{
-    CitedChunk, NewReceipt, Quote, Receipt, RetrievedChunk, Weighting, ablation_weights, citation_weights,
+    Amount, CitedChunk, DEFAULT_HOLD_TTL, Error as AttributionError, Hold, MAX_ADAPTERS, MAX_DATANETS, NewReceipt,
+    Payer, Payment, Quote, Receipt, RetrievedChunk, Weighting, ablation_weights, citation_weights,
 };
 use tributary_generator::{Answer, AnswerEvent, AnswerRequest, CitationPolicy, GenerationParams, Generator, Source};
 use tributary_indexer::{Address, Datanet, Visibility};
@@ -34,7 +37,34 @@ pub fn source_of(p: &Passage) -> Source {
 #[error("the answer was cancelled: its consumer went away")]
 pub struct Cancelled;
 
-/// One question, where to look and how to generate.
+/// What a server does with an answer nobody pays for (anonymous, or a key without an
+/// address) when no sponsor budget covers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Unpaid {
+    /// Answer it for free: its receipt says it was unpaid and it credits no one.
+    #[default]
+    Free,
+    /// Refuse it before any generation ([`PayerRequired`]).
+    Refuse,
+}
+
+impl std::str::FromStr for Unpaid {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "free" => Ok(Unpaid::Free),
+            "refuse" => Ok(Unpaid::Refuse),
+            other => Err(format!("free or refuse, not {other:?}")),
+        }
+    }
+}
+
+/// A question nobody pays for, on a server that refuses those.
+#[derive(Debug, thiserror::Error)]
+#[error("this server answers paid questions only: ask with an API key whose address has a balance")]
+pub struct PayerRequired;
+
+/// One question, where to look, how to generate and who pays.
 pub struct Question<'a> {
     pub text: &'a str,
     pub datanets: &'a [String],
@@ -42,6 +72,41 @@ pub struct Question<'a> {
     pub k: usize,
     pub params: GenerationParams,
     pub adapters: Vec<(String, f32)>,
+    /// Who pays: an API key's address, `ask --payer`; `None` for anonymous questions.
+    pub payer: Option<Address>,
+    pub unpaid: Unpaid,
+}
+
+/// Who pays for an answer, and the money set aside for it before generating.
+#[derive(Debug)]
+pub struct Funding {
+    pub payment: Payment,
+    pub hold: Option<Hold>,
+}
+
+impl Funding {
+    /// Gives the held money back (the answer failed, was refused or cancelled).
+    pub async fn release(&self, app: &App) {
+        if let Some(hold) = &self.hold
+            && let Err(e) = app.ledger().release(hold).await
+        {
+            // The hold expires on its own; the payer waits for it at worst.
+            tracing::warn!(error = %e, hold = %hold.id, "releasing a hold failed");
+        }
+    }
+}
+
+/// A question checked, priced and funded: ready to generate.
+pub struct Prepared {
+    pub question: String,
+    pub datanets: Vec<Datanet>,
+    pub contributors: Vec<Address>,
+    pub k: usize,
+    pub params: GenerationParams,
+    pub adapters: Vec<(String, f32)>,
+    /// The price and weighting the ledger quoted before generating.
+    pub quote: Quote,
+    pub funding: Funding,
 }
 
 /// An answer with what it was made from.
@@ -50,53 +115,204 @@ pub struct Answered {
     pub passages: Vec<Passage>,
     pub datanets: Vec<Datanet>,
     pub adapters: Vec<(String, f32)>,
-    /// The price and weighting the ledger quoted before generating.
     pub quote: Quote,
+    pub funding: Funding,
+}
+
+/// Datanet names once each, in the order first named.
+pub fn distinct_names(names: &[String]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    names.iter().filter(|n| seen.insert(n.as_str())).cloned().collect()
+}
+
+/// Adapters once each: a repeated adapter's weights add up (a mix is linear in them).
+pub fn distinct_adapters(adapters: &[(String, f32)]) -> Vec<(String, f32)> {
+    let mut out: Vec<(String, f32)> = Vec::new();
+    for (id, weight) in adapters {
+        match out.iter_mut().find(|(seen, _)| seen == id) {
+            Some((_, total)) => *total += weight,
+            None => out.push((id.clone(), *weight)),
+        }
+    }
+    out
+}
+
+/// What an answer would cost and who would pay, without answering.
+#[derive(Debug, Clone)]
+pub struct Priced {
+    pub quote: Quote,
+    /// payer, sponsor, unpaid (free), or refused.
+    pub billing: Billing,
+    /// The paying account: a checksummed address or `sponsor:<datanet id>`.
+    pub payer: Option<String>,
+    /// What the payer has available now (a payer with less gets 402).
+    pub available: Option<Amount>,
+}
+
+/// Who would pay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Billing {
+    Payer,
+    Sponsor,
+    Unpaid,
+    Refused,
+}
+
+/// Checks the names, prices the question and sets its fee aside: from the payer's balance
+/// (short: [`tributary_attribution::Error::InsufficientBalance`]); without a payer, from the
+/// sponsor budget of the one Datanet asked when it covers the fee (questions naming adapters
+/// are never sponsored: their surcharges would spend a Datanet owner's budget on adapter
+/// owners); otherwise free and crediting no one, or refused ([`PayerRequired`]), as `unpaid` says.
+pub async fn prepare(app: &App, question: Question<'_>) -> Result<Prepared> {
+    let Question { text, datanets: names, contributors, k, params, adapters, payer, unpaid } = question;
+    let names = distinct_names(names);
+    let adapters = distinct_adapters(&adapters);
+    if names.len() > MAX_DATANETS || adapters.len() > MAX_ADAPTERS {
+        return Err(tributary_attribution::Error::InvalidArgument(format!(
+            "a question names at most {MAX_DATANETS} Datanets and {MAX_ADAPTERS} adapters"
+        ))
+        .into());
+    }
+    let mut datanets = Vec::new();
+    for name in &names {
+        datanets.push(app.datanet(name).await?);
+    }
+    let contributors = contributors.iter().map(|c| parse_address(c)).collect::<Result<Vec<_>>>()?;
+    let adapter_ids: Vec<String> = adapters.iter().map(|(id, _)| id.clone()).collect();
+    let ledger = app.ledger();
+    let quote = ledger.quote(&datanets, &adapter_ids).await?;
+    let ids: Vec<i64> = datanets.iter().map(|d| d.id).collect();
+    let funding = match (payer, sponsor_of(&ids, adapters.is_empty(), quote.fee)) {
+        (Some(address), _) => {
+            let payer = Payer::Address(address);
+            let hold = ledger.hold(&payer, quote.fee, DEFAULT_HOLD_TTL).await?;
+            Funding { payment: Payment::Charge { payer, hold: Some(hold.id.clone()) }, hold: Some(hold) }
+        }
+        (None, Some(sponsor)) => match ledger.hold(&sponsor, quote.fee, DEFAULT_HOLD_TTL).await {
+            Ok(hold) => {
+                Funding { payment: Payment::Charge { payer: sponsor, hold: Some(hold.id.clone()) }, hold: Some(hold) }
+            }
+            Err(AttributionError::InsufficientBalance { .. } | AttributionError::Unconfigured(_)) => {
+                unpaid_funding(unpaid)?
+            }
+            Err(e) => return Err(e.into()),
+        },
+        (None, None) => unpaid_funding(unpaid)?,
+    };
+    Ok(Prepared { question: text.to_string(), datanets, contributors, k, params, adapters, quote, funding })
+}
+
+/// The sponsor budget that may pay for an unpaid question: that of the one Datanet asked
+/// (`datanet_ids`, distinct), with no adapters and a fee to pay.
+fn sponsor_of(datanet_ids: &[i64], no_adapters: bool, fee: Amount) -> Option<Payer> {
+    match (datanet_ids, no_adapters, fee > 0) {
+        ([id], true, true) => Some(Payer::Sponsor(*id)),
+        _ => None,
+    }
+}
+
+fn unpaid_funding(unpaid: Unpaid) -> Result<Funding> {
+    match unpaid {
+        Unpaid::Free => Ok(Funding { payment: Payment::Unpaid, hold: None }),
+        Unpaid::Refuse => Err(PayerRequired.into()),
+    }
+}
+
+/// The fee of a question over `datanets` with `adapters` and who would pay it, as
+/// [`prepare`] would decide, without holding anything.
+pub async fn price(
+    app: &App,
+    datanets: &[Datanet],
+    adapters: &[String],
+    payer: Option<Address>,
+    unpaid: Unpaid,
+) -> Result<Priced> {
+    let ledger = app.ledger();
+    let quote = ledger.quote(datanets, adapters).await?;
+    let mut ids: Vec<i64> = datanets.iter().map(|d| d.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let sponsor = sponsor_of(&ids, adapters.is_empty(), quote.fee);
+    let priced = |billing, payer: Option<&Payer>, available| Priced {
+        quote: quote.clone(),
+        billing,
+        payer: payer.map(Payer::display),
+        available,
+    };
+    if let Some(address) = payer {
+        let payer = Payer::Address(address);
+        let available = ledger.balance(&payer).await?.available();
+        return Ok(priced(Billing::Payer, Some(&payer), Some(available)));
+    }
+    if let Some(sponsor) = sponsor {
+        let available = ledger.balance(&sponsor).await?.available();
+        if available >= quote.fee && ledger.policy().await?.check_payable().is_ok() {
+            return Ok(priced(Billing::Sponsor, Some(&sponsor), Some(available)));
+        }
+    }
+    let billing = match unpaid {
+        Unpaid::Free => Billing::Unpaid,
+        Unpaid::Refuse => Billing::Refused,
+    };
+    Ok(priced(billing, None, None))
 }
 
 /// Retrieves, generates and returns the checked answer; `on_token` sees the stream and returns
 /// false to stop it (the consumer went away): generation is cancelled and nothing is recorded.
+/// A failure or a cancellation releases the money held for it.
+pub async fn generate(
+    app: &App,
+    generator: Arc<dyn Generator>,
+    prepared: Prepared,
+    on_token: &mut (dyn FnMut(&str) -> bool + Send),
+) -> Result<Answered> {
+    let Prepared { question, datanets, contributors, k, params, adapters, quote, funding } = prepared;
+    let outcome = async {
+        let contributors = (!contributors.is_empty()).then_some(contributors.as_slice());
+        let retriever = Retriever::new(app.store.clone(), app.query_embedder()?, RetrieverConfig::default());
+        let query = Query { text: &question, datanets: &datanets, contributors, k, mode: Mode::Hybrid };
+        let passages = retriever.search(&query).await?;
+        let request = AnswerRequest {
+            question: question.clone(),
+            sources: passages.iter().map(source_of).collect(),
+            params,
+            adapters: adapters.clone(),
+            policy: CitationPolicy::default(),
+            influence: quote.weighting == Weighting::Ablation,
+        };
+        let mut events = tributary_generator::answer(generator, request);
+        while let Some(event) = events.recv().await {
+            match event? {
+                AnswerEvent::Token(piece) => {
+                    if !on_token(&piece) {
+                        // Dropping the stream cancels generation.
+                        bail!(Cancelled);
+                    }
+                }
+                AnswerEvent::Done(answer) => return Ok((*answer, passages)),
+            }
+        }
+        bail!("the answer stream ended without a result")
+    }
+    .await;
+    match outcome {
+        Ok((answer, passages)) => Ok(Answered { answer, passages, datanets, adapters, quote, funding }),
+        Err(e) => {
+            funding.release(app).await;
+            Err(e)
+        }
+    }
+}
+
+/// [`prepare`], then [`generate`].
 pub async fn answer(
     app: &App,
     generator: Arc<dyn Generator>,
     question: Question<'_>,
     on_token: &mut (dyn FnMut(&str) -> bool + Send),
 ) -> Result<Answered> {
-    let Question { text: question, datanets: datanet_names, contributors, k, params, adapters } = question;
-    let mut datanets = Vec::new();
-    for name in datanet_names {
-        datanets.push(app.datanet(name).await?);
-    }
-    let contributors = contributors.iter().map(|c| parse_address(c)).collect::<Result<Vec<_>>>()?;
-    let contributors = (!contributors.is_empty()).then_some(contributors.as_slice());
-    let retriever = Retriever::new(app.store.clone(), app.query_embedder()?, RetrieverConfig::default());
-    let passages =
-        retriever.search(&Query { text: question, datanets: &datanets, contributors, k, mode: Mode::Hybrid }).await?;
-    let adapter_ids: Vec<String> = adapters.iter().map(|(id, _)| id.clone()).collect();
-    let quote = app.ledger().quote(&datanets, &adapter_ids).await?;
-    let request = AnswerRequest {
-        question: question.to_string(),
-        sources: passages.iter().map(source_of).collect(),
-        params,
-        adapters: adapters.clone(),
-        policy: CitationPolicy::default(),
-        influence: quote.weighting == Weighting::Ablation,
-    };
-    let mut events = tributary_generator::answer(generator, request);
-    while let Some(event) = events.recv().await {
-        match event? {
-            AnswerEvent::Token(piece) => {
-                if !on_token(&piece) {
-                    // Dropping the stream cancels generation.
-                    bail!(Cancelled);
-                }
-            }
-            AnswerEvent::Done(answer) => {
-                return Ok(Answered { answer: *answer, passages, datanets, adapters, quote });
-            }
-        }
-    }
-    bail!("the answer stream ended without a result")
+    let prepared = prepare(app, question).await?;
+    generate(app, generator, prepared, on_token).await
 }
 
 /// Writes the answer's receipt and credits. The fee is the quote for the Datanets searched and
@@ -105,7 +321,7 @@ pub async fn answer(
 /// when they could not be measured (a remote engine) or are all zero, sentences citing a chunk
 /// times its retrieval score. The receipt records the weighting actually used.
 pub async fn record(app: &App, question: &str, answered: &Answered, private_question: bool) -> Result<Receipt> {
-    let Answered { answer, passages, datanets, adapters, quote } = answered;
+    let Answered { answer, passages, datanets, adapters, quote, funding } = answered;
     let mut quote = quote.clone();
     if answer.sources_offered == 0 {
         quote.fee = 0;
@@ -162,6 +378,13 @@ pub async fn record(app: &App, question: &str, answered: &Answered, private_ques
             .collect(),
         cited,
         quote,
+        payment: funding.payment.clone(),
     };
-    Ok(app.ledger().record(new).await?)
+    match app.ledger().record(new).await {
+        Ok(receipt) => Ok(receipt),
+        Err(e) => {
+            funding.release(app).await;
+            Err(e.into())
+        }
+    }
 }

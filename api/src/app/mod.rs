@@ -5,6 +5,7 @@
 //! This layer knows neither clap nor axum: the command line (`crate::cli`) and the HTTP API
 //! (`crate::http`) parse their input, call in here, and present the result their own way.
 
+pub mod accounts;
 pub mod answers;
 mod context;
 pub mod ingest;

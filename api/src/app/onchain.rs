@@ -24,7 +24,9 @@ use anyhow::{Context, Result};
 use futures_util::{StreamExt, TryStreamExt};
 use tributary_attribution::AccountProof;
 use tributary_attribution::merkle::{MerkleTree, PayoutTree, contribution_leaf};
-use tributary_contracts::chain::{AttributionPayouts, Chain, Deployment, RECEIPT_TIMEOUT, SignerKey, revert};
+use tributary_contracts::chain::{
+    AttributionPayouts, Chain, Deployment, PostedEpoch, RECEIPT_TIMEOUT, SignerKey, revert,
+};
 
 use crate::app::App;
 
@@ -48,6 +50,8 @@ pub struct ChainConfig {
     pub confirmations: Option<u64>,
     /// An encrypted JSON keystore holding the signer key (its password never goes here).
     pub keystore: Option<PathBuf>,
+    /// The block the payout contract was deployed in: deposits are read from there on.
+    pub deployed_at: Option<u64>,
 }
 
 /// Where the chain configuration of this data directory lives.
@@ -122,22 +126,12 @@ async fn contribution_tree(
     Ok((tree, leaves))
 }
 
-/// Deploys the contracts; when it deploys the test token too, its whole supply funds the payouts.
-pub async fn deploy_funded(chain: &Chain, token: Option<EvmAddress>, supply: U256) -> Result<Deployment> {
-    let deployment = chain.deploy(token, supply).await?;
-    if token.is_none() {
-        let test_token = chain.token(deployment.token);
-        let transfer = test_token.transfer(deployment.payouts, supply).send().await.map_err(revert)?;
-        transfer.get_receipt().await.context("funding the payout contract")?;
-    }
-    Ok(deployment)
-}
-
-/// A closed epoch's root and receipts head as the payout contract takes them.
-pub fn epoch_words(epoch: &tributary_attribution::Epoch) -> Result<(B256, B256)> {
+/// A closed epoch as the payout contract takes it: number, root, receipts head, cumulative total.
+pub fn epoch_words(epoch: &tributary_attribution::Epoch) -> Result<PostedEpoch> {
     let root = epoch.root.parse().context("stored epoch root")?;
     let head = format!("0x{}", epoch.receipts_head).parse().context("stored receipts head")?;
-    Ok((root, head))
+    let number = u64::try_from(epoch.number).context("epoch number")?;
+    Ok(PostedEpoch { epoch: number, root, head, total: U256::from(epoch.total) })
 }
 
 /// Submits `proof` as a claim for its account and waits for it; the transaction hash.
@@ -186,6 +180,10 @@ pub struct ChainStatus {
     pub chain_latest_epoch: Option<u64>,
     pub ledger_latest_epoch: Option<i64>,
     pub pending_on_chain: Vec<i64>,
+    /// Deposited into the payout contract, the latest epoch's total, and paid out, ever.
+    pub deposited: Option<String>,
+    pub epoch_total: Option<String>,
+    pub paid_out: Option<String>,
 }
 
 /// Deploys the contracts and writes their addresses to chain.toml.
@@ -195,8 +193,9 @@ pub async fn deploy(app: &App, token: Option<&str>, supply: &str) -> Result<Depl
     let chain = connect(app, &config)?;
     let supply: U256 = supply.parse().context("the supply is not an integer")?;
     let token = token.map(|t| parse_evm(t, "token")).transpose()?;
-    let deployment = deploy_funded(&chain, token, supply).await?;
+    let deployment = chain.deploy(token, supply).await?;
     config.rpc_url = app.settings.rpc_url.clone().or(config.rpc_url);
+    config.deployed_at = Some(chain.provider().get_block_number().await.context("reading the block number")?);
     config.chain_id = Some(chain.provider().get_chain_id().await.context("reading the chain id")?);
     config.registry = Some(deployment.registry.to_string());
     config.payouts = Some(deployment.payouts.to_string());
@@ -264,11 +263,18 @@ pub async fn prove(
 /// when no contracts are deployed).
 pub async fn status(app: &App) -> Result<ChainStatus> {
     let config = load_config(&config_path(app))?;
+    let mut money = [None, None, None];
     let on_chain = match config.payouts {
         None => None,
         Some(_) => {
             let chain = connect(app, &config)?;
-            Some(chain.payouts(payouts_address(&config)?).latestEpoch().call().await.map_err(revert)?)
+            let contract = chain.payouts(payouts_address(&config)?);
+            money = [
+                Some(contract.totalDeposited().call().await.map_err(revert)?.to_string()),
+                Some(contract.epochTotal().call().await.map_err(revert)?.to_string()),
+                Some(contract.totalPaid().call().await.map_err(revert)?.to_string()),
+            ];
+            Some(contract.latestEpoch().call().await.map_err(revert)?)
         }
     };
     let epochs = app.ledger().epochs().await?;
@@ -281,6 +287,9 @@ pub async fn status(app: &App) -> Result<ChainStatus> {
         chain_latest_epoch: on_chain,
         ledger_latest_epoch: epochs.last().map(|e| e.number),
         pending_on_chain: pending,
+        deposited: money[0].take(),
+        epoch_total: money[1].take(),
+        paid_out: money[2].take(),
     })
 }
 
@@ -315,13 +324,24 @@ pub async fn post_pending(app: &App) -> Result<Option<Vec<i64>>> {
     let mut posted = Vec::new();
     let confirmations = config.confirmations.unwrap_or(1);
     for epoch in app.ledger().epochs().await?.into_iter().filter(|e| e.number > on_chain as i64) {
-        let (root, head) = epoch_words(&epoch)?;
+        let words = epoch_words(&epoch)?;
+        // Solvency: the contract pays out at most what was deposited into it, and refuses an
+        // epoch that credits more; say why here rather than spend gas on the revert.
+        let deposited = chain.payouts(payouts).totalDeposited().call().await.map_err(revert)?;
+        if words.total > deposited {
+            return Err(ChainRefused::Overfunded {
+                epoch: epoch.number,
+                total: epoch.total,
+                deposited: deposited.to_string(),
+            }
+            .into());
+        }
         // A few tries with backoff; between tries the chain is asked whether the epoch landed
         // after all (a send that timed out may have been mined): never posted twice.
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match chain.post_epoch_confirmed(payouts, epoch.number as u64, root, head, confirmations).await {
+            match chain.post_epoch_confirmed(payouts, words, confirmations).await {
                 Ok(_) => break,
                 Err(e) if attempt >= POST_ATTEMPTS => {
                     return Err(anyhow::Error::from(e)).with_context(|| {
@@ -342,6 +362,122 @@ pub async fn post_pending(app: &App) -> Result<Option<Vec<i64>>> {
         posted.push(epoch.number);
     }
     Ok(Some(posted))
+}
+
+/// Logs asked for per `eth_getLogs` call (public RPCs cap the range).
+const SYNC_BLOCKS: u64 = 5_000;
+
+/// What `chain sync` read.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Synced {
+    /// Blocks read, inclusive; none when the chain had nothing confirmed past the last sync.
+    pub from_block: Option<u64>,
+    pub to_block: Option<u64>,
+    /// Deposits recorded now.
+    pub recorded: usize,
+    /// Deposits seen before (recorded by an earlier sync).
+    pub already_recorded: usize,
+}
+
+/// Where the last sync of `payouts` stopped (`ledger_settings`, one row per contract).
+fn sync_scope(payouts: EvmAddress) -> String {
+    format!("chain_sync:{payouts}")
+}
+
+/// Records the payout contract's `Deposited` events that have `confirmations` blocks (each
+/// once, keyed by transaction hash and log index) as their payers' balances; `None` without
+/// deployed contracts.
+pub async fn sync(app: &App) -> Result<Option<Synced>> {
+    let config = load_config(&config_path(app))?;
+    if config.payouts.is_none() {
+        return Ok(None);
+    }
+    let chain = connect(app, &config)?;
+    let payouts = payouts_address(&config)?;
+    let start = config.deployed_at.unwrap_or(0);
+    Ok(Some(sync_with(app, &chain, payouts, start, config.confirmations.unwrap_or(1)).await?))
+}
+
+/// [`sync`] with the given chain and payout contract, reading from block `start` the first time.
+pub async fn sync_with(
+    app: &App,
+    chain: &Chain,
+    payouts: EvmAddress,
+    start: u64,
+    confirmations: u64,
+) -> Result<Synced> {
+    let ledger = app.ledger();
+    let scope = sync_scope(payouts);
+    // The cursor names the last block read and its hash: if the chain no longer has that block
+    // (a reorg past the confirmations, or a chain reset under the same contract address), read
+    // again from the start: deposits are keyed, so a re-read records nothing twice.
+    let from = match ledger.sync_cursor(&scope).await?.as_deref().and_then(|c| c.split_once(':')) {
+        Some((block, hash)) => {
+            let block: u64 = block.parse().context("stored sync cursor")?;
+            let on_chain = chain.provider().get_block_by_number(block.into()).await.context("reading a block")?;
+            match on_chain {
+                Some(b) if b.header.hash.to_string() == hash => block + 1,
+                _ => start,
+            }
+        }
+        None => start,
+    };
+    let head = chain.provider().get_block_number().await.context("reading the block number")?;
+    // A block has one confirmation when it is the head.
+    let Some(to) = (head + 1).checked_sub(confirmations.max(1)).filter(|to| *to >= from) else {
+        return Ok(Synced::default());
+    };
+    let mut synced = Synced { from_block: Some(from), to_block: Some(to), ..Synced::default() };
+    let mut low = from;
+    while low <= to {
+        let high = (low + SYNC_BLOCKS - 1).min(to);
+        for log in chain.deposits(payouts, low, high).await? {
+            let deposit = tributary_attribution::Deposit {
+                payer: tributary_indexer::Address::from_bytes(log.payer.into_array()),
+                amount: u128::try_from(log.amount).context("a deposit past 2^128 base units")?,
+                transaction: log.transaction.to_string(),
+                log_index: log.log_index,
+            };
+            if ledger.record_deposit(&deposit).await? {
+                synced.recorded += 1;
+            } else {
+                synced.already_recorded += 1;
+            }
+        }
+        // Each range is recorded before the cursor moves past it: a crash re-reads it, and
+        // the deposits' keys keep it from counting twice.
+        let block = chain.provider().get_block_by_number(high.into()).await.context("reading a block")?;
+        let hash = block.map(|b| b.header.hash.to_string()).unwrap_or_default();
+        ledger.set_sync_cursor(&scope, &format!("{high}:{hash}")).await?;
+        low = high + 1;
+    }
+    Ok(synced)
+}
+
+/// What `chain deposit` did.
+#[derive(Debug, serde::Serialize)]
+pub struct Deposited {
+    pub payer: String,
+    pub amount: String,
+    pub transaction: String,
+    /// What the sync after it recorded (the deposit, once it has its confirmations).
+    pub synced: Synced,
+}
+
+/// Deposits `amount` of the signer's tokens into the payout contract for `payer`, then syncs.
+pub async fn deposit(app: &App, payer: &tributary_indexer::Address, amount: u128) -> Result<Deposited> {
+    let config = load_config(&config_path(app))?;
+    let (chain, payouts) = payout_signer(app)?;
+    let token = parse_evm(config.token.as_deref().ok_or(ChainRefused::NotConfigured)?, "token")?;
+    let transaction = chain.deposit(payouts, token, evm(payer), U256::from(amount)).await?;
+    let synced =
+        sync_with(app, &chain, payouts, config.deployed_at.unwrap_or(0), config.confirmations.unwrap_or(1)).await?;
+    Ok(Deposited {
+        payer: payer.to_checksummed(),
+        amount: amount.to_string(),
+        transaction: transaction.to_string(),
+        synced,
+    })
 }
 
 /// What a claim paid.
@@ -373,6 +509,12 @@ pub enum ChainRefused {
     NothingToClaim(String),
     #[error("a keystore is configured but no password: set {PASSWORD_ENV} or {PASSWORD_FILE_ENV}")]
     NoPassword,
+    #[error(
+        "epoch {epoch} credits {total} in all, but only {deposited} was deposited into the payout contract: the \
+         contract pays out deposits only (grants from `account fund` are not on chain); deposit the difference \
+         with `tributary chain deposit`, then settle again"
+    )]
+    Overfunded { epoch: i64, total: u128, deposited: String },
 }
 
 /// The configured signer and payout contract; refused without deployed contracts.
@@ -432,6 +574,23 @@ pub struct Pushed {
     /// Their sum, in the token's smallest unit.
     pub total: String,
     pub batches: Vec<PushedBatch>,
+    /// Accounts owed that could not be paid (the zero address, a recipient the token refuses),
+    /// with why: the batches around them went ahead.
+    pub skipped: Vec<SkippedLeaf>,
+}
+
+/// An account `push` could not pay.
+#[derive(Debug, serde::Serialize)]
+pub struct SkippedLeaf {
+    pub account: String,
+    pub cumulative: String,
+    pub reason: String,
+}
+
+/// Whether a failed transaction was refused by the chain (it reverts: a retry gives the same),
+/// as opposed to the RPC failing.
+fn reverted(e: &tributary_contracts::Error) -> bool {
+    matches!(e, tributary_contracts::Error::Reverted(_)) || e.to_string().contains("revert")
 }
 
 /// Pays every account the chain's latest epoch owes something, `batch_size` per transaction.
@@ -465,14 +624,51 @@ pub async fn push_with(app: &App, chain: &Chain, payouts: EvmAddress, batch_size
         .filter(|(leaf, paid)| *paid < U256::from(leaf.cumulative))
         .map(|(l, _)| l.account)
         .collect();
-    let mut pushed = Pushed { epoch, recipients: 0, total: "0".into(), batches: Vec::new() };
+    let mut pushed = Pushed { epoch, recipients: 0, total: "0".into(), batches: Vec::new(), skipped: Vec::new() };
     let mut total = U256::ZERO;
-    for accounts in owed.chunks(batch_size) {
-        let multi = tree.multiproof(accounts);
+    let cumulative_of = |account: &tributary_indexer::Address| {
+        leaves.iter().find(|l| l.account == *account).map(|l| l.cumulative.to_string()).unwrap_or_default()
+    };
+    // The zero address can hold no tokens: its leaf would revert every batch that holds it.
+    let (payable, unpayable): (Vec<_>, Vec<_>) = owed.into_iter().partition(|a| *a != tributary_indexer::Address::ZERO);
+    for account in unpayable {
+        let reason = "the zero address cannot receive tokens".to_string();
+        pushed.skipped.push(SkippedLeaf {
+            account: account.to_checksummed(),
+            cumulative: cumulative_of(&account),
+            reason,
+        });
+    }
+    // A batch the chain refuses is split in two until the leaf it cannot pay stands alone;
+    // that leaf is skipped and reported, and every other batch goes ahead.
+    let mut queue: std::collections::VecDeque<Vec<tributary_indexer::Address>> =
+        payable.chunks(batch_size).map(<[_]>::to_vec).collect();
+    while let Some(accounts) = queue.pop_front() {
+        let multi = tree.multiproof(&accounts);
         let args: Vec<(U256, EvmAddress, U256)> =
             multi.leaves.iter().map(|l| (U256::from(l.index), evm(&l.account), U256::from(l.cumulative))).collect();
         let proof = multi.proof.into_iter().map(B256::from).collect();
-        let receipt = chain.push_batch(payouts, &args, proof, multi.flags).await?;
+        let receipt = match chain.push_batch(payouts, &args, proof, multi.flags).await {
+            Ok(receipt) => receipt,
+            Err(e) if reverted(&e) && accounts.len() > 1 => {
+                let (first, second) = accounts.split_at(accounts.len() / 2);
+                queue.push_front(second.to_vec());
+                queue.push_front(first.to_vec());
+                continue;
+            }
+            Err(e) if reverted(&e) => {
+                let account = accounts[0];
+                tracing::warn!(account = %account, error = %e, "push: skipping a leaf the chain will not pay");
+                let skipped = SkippedLeaf {
+                    account: account.to_checksummed(),
+                    cumulative: cumulative_of(&account),
+                    reason: e.to_string(),
+                };
+                pushed.skipped.push(skipped);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         // What the contract says it paid: an account claimed in between is skipped there.
         let event = receipt
             .decoded_log::<AttributionPayouts::BatchPushed>()

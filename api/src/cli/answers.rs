@@ -8,8 +8,8 @@ use clap::Args;
 use tributary_generator::{GenerationParams, SamplingParams};
 
 use super::output;
-use crate::app::App;
-use crate::app::answers::{Question, answer, record};
+use crate::app::answers::{Question, Unpaid, answer, record};
+use crate::app::{App, parse_address};
 
 #[derive(Args)]
 pub struct AskArgs {
@@ -40,6 +40,11 @@ pub struct AskArgs {
     /// Stop before this text; repeat for several.
     #[arg(long = "stop")]
     stops: Vec<String>,
+    /// The address that pays the answer's fee from its balance (`account fund`, `chain
+    /// deposit`). Without one the answer is free and credits no one, unless the one Datanet
+    /// asked has a sponsor budget that covers it.
+    #[arg(long)]
+    payer: Option<String>,
     /// Keep only the question's hash in the receipt, not its text.
     #[arg(long)]
     private_question: bool,
@@ -87,6 +92,8 @@ pub async fn ask(app: &App, args: AskArgs) -> Result<()> {
         k: args.k,
         params,
         adapters,
+        payer: args.payer.as_deref().map(parse_address).transpose()?,
+        unpaid: Unpaid::Free,
     };
     let answered = answer(app, generator, question, &mut on_token).await?;
     let receipt = record(app, &args.question, &answered, args.private_question).await?;
@@ -95,6 +102,7 @@ pub async fn ask(app: &App, args: AskArgs) -> Result<()> {
         value["receipt_id"] = receipt.id.clone().into();
         value["fee"] = receipt.fee.to_string().into();
         value["credits"] = serde_json::to_value(&receipt.credits)?;
+        value["payment"] = serde_json::to_value(&receipt.payment)?;
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!("\n\nSources:");

@@ -3,6 +3,7 @@
 //! (beside the server's own `serve` and `openapi`, which belong to `crate::http`), opens the
 //! [`App`] and calls [`run`].
 
+mod accounts;
 mod adapters;
 mod answers;
 mod apikeys;
@@ -138,6 +139,9 @@ pub enum Command {
     /// Prices, shares and influence weighting.
     #[command(subcommand)]
     Pricing(pricing::PricingCommand),
+    /// Payers' balances: grants off chain, sponsor budgets, transfers.
+    #[command(subcommand)]
+    Account(accounts::AccountCommand),
     /// Ingest the sample Datanet, search it and answer a cited question.
     Demo,
     /// Create, list and revoke the HTTP API's keys.
@@ -183,6 +187,7 @@ pub async fn run(app: &App, command: Command) -> Result<()> {
         Command::Unflag { id, reason, actor } => flags::unflag(app, id, &reason, &actor).await,
         Command::Flags { datanet, json } => flags::flags(app, &datanet, json).await,
         Command::Pricing(command) => pricing::pricing(app, command).await,
+        Command::Account(command) => accounts::command(app, command).await,
         Command::Claim { address, json } => onchain::claim(app, &address, json).await,
         Command::Chain(command) => onchain::command(app, command).await,
         Command::Demo => demo::run(app).await,

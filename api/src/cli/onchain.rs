@@ -4,8 +4,10 @@ use anyhow::Result;
 use clap::Subcommand;
 
 use super::output;
+use crate::app::accounts::parse_amount;
 use crate::app::onchain::{
-    ChainRefused, Settled, claim_for, config_path, deploy, prove, push, register, settle as settle_and_post, status,
+    ChainRefused, Settled, claim_for, config_path, deploy, deposit, prove, push, register, settle as settle_and_post,
+    status, sync,
 };
 use crate::app::{App, parse_address};
 
@@ -14,10 +16,10 @@ pub enum ChainCommand {
     /// Deploy the registry, a test token (unless --token names one) and the payout contract,
     /// and write their addresses to <data-dir>/chain.toml.
     Deploy {
-        /// An existing ERC-20 to pay in (then fund the payout contract yourself).
+        /// An existing ERC-20 to pay in (payers deposit it with `chain deposit`).
         #[arg(long)]
         token: Option<String>,
-        /// Test token supply, all of it sent to the payout contract.
+        /// Test token supply, all of it to the signer (who deposits for payers).
         #[arg(long, default_value = "1000000000000000000000000")]
         supply: String,
         #[arg(long)]
@@ -51,6 +53,21 @@ pub enum ChainCommand {
         /// Accounts per transaction.
         #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=2000))]
         batch_size: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deposit the signer's tokens into the payout contract for PAYER (an approval, then
+    /// `deposit`), then sync: answers are charged to the payer's balance.
+    Deposit {
+        payer: String,
+        /// In the token's smallest unit.
+        amount: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record the payout contract's deposits that have their confirmations (each once) as
+    /// their payers' balances. `tributary serve` does this on an interval.
+    Sync {
         #[arg(long)]
         json: bool,
     },
@@ -109,6 +126,29 @@ pub async fn command(app: &App, command: ChainCommand) -> Result<()> {
                 )
             };
             print(&serde_json::to_value(&pushed)?, json, line)?;
+            for skipped in &pushed.skipped {
+                eprintln!("skipped {} (owed up to {}): {}", skipped.account, skipped.cumulative, skipped.reason);
+            }
+        }
+        ChainCommand::Deposit { payer, amount, json } => {
+            let deposited = deposit(app, &parse_address(&payer)?, parse_amount(&amount)?).await?;
+            let line = || {
+                format!(
+                    "deposited {} for {} in {}; sync recorded {} deposit(s)",
+                    deposited.amount, deposited.payer, deposited.transaction, deposited.synced.recorded
+                )
+            };
+            print(&serde_json::to_value(&deposited)?, json, line)?;
+        }
+        ChainCommand::Sync { json } => {
+            let synced = sync(app).await?.ok_or(ChainRefused::NotConfigured)?;
+            let line = || {
+                format!(
+                    "blocks {:?}..={:?}: {} deposit(s) recorded, {} seen before",
+                    synced.from_block, synced.to_block, synced.recorded, synced.already_recorded
+                )
+            };
+            print(&serde_json::to_value(&synced)?, json, line)?;
         }
         ChainCommand::Status { json } => {
             let status = status(app).await?;

@@ -1,7 +1,7 @@
 //! What several commands print the same way: JSON, passages, an answer's sources, a receipt.
 
 use anyhow::Result;
-use tributary_attribution::Receipt;
+use tributary_attribution::{PaidBy, Receipt, ReceiptPayment};
 use tributary_generator::Answer;
 use tributary_retriever::Passage;
 
@@ -12,7 +12,12 @@ pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
 }
 
 pub fn print_receipt(receipt: &Receipt) {
-    println!("receipt {}  fee {}  ({} weighting)", receipt.id, receipt.fee, receipt.weighting.as_str());
+    let paid_by = match &receipt.payment {
+        Some(ReceiptPayment { paid_by: PaidBy::Unpaid, .. }) => "unpaid: free, credits no one".to_string(),
+        Some(ReceiptPayment { payer: Some(payer), .. }) => format!("paid by {payer}"),
+        Some(ReceiptPayment { payer: None, .. }) | None => "paid by no one (recorded before payments)".to_string(),
+    };
+    println!("receipt {}  fee {}  {paid_by}  ({} weighting)", receipt.id, receipt.fee, receipt.weighting.as_str());
     for c in &receipt.credits {
         let chunk = c.chunk_id.as_deref().map(|id| format!("  chunk {}", &id[..12.min(id.len())])).unwrap_or_default();
         println!("  {:>28}  {:<14} {}{chunk}", c.amount, c.role.as_str(), c.account);

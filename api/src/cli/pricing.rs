@@ -29,6 +29,12 @@ pub enum PricingCommand {
         /// citation or ablation.
         #[arg(long)]
         weighting: Option<String>,
+        /// The highest price a Datanet may set.
+        #[arg(long)]
+        max_datanet_fee: Option<Amount>,
+        /// The highest surcharge an adapter may set.
+        #[arg(long)]
+        max_adapter_fee: Option<Amount>,
     },
     /// A Datanet's own price and weighting.
     Datanet {
@@ -68,7 +74,15 @@ pub async fn pricing(app: &App, command: PricingCommand) -> Result<()> {
             }
             println!("{}", serde_json::to_string_pretty(&value)?);
         }
-        PricingCommand::Set { default_fee, shares, protocol_account, slash_sink, weighting: w } => {
+        PricingCommand::Set {
+            default_fee,
+            shares,
+            protocol_account,
+            slash_sink,
+            weighting: w,
+            max_datanet_fee,
+            max_adapter_fee,
+        } => {
             let mut policy = ledger.policy().await?;
             if let Some(fee) = default_fee {
                 policy.default_fee = fee;
@@ -88,6 +102,16 @@ pub async fn pricing(app: &App, command: PricingCommand) -> Result<()> {
             }
             if let Some(w) = weighting(w.as_deref())? {
                 policy.default_weighting = w;
+            }
+            if let Some(cap) = max_datanet_fee {
+                policy.max_datanet_fee = cap;
+            }
+            if let Some(cap) = max_adapter_fee {
+                policy.max_adapter_fee = cap;
+            }
+            // Slashes go to the protocol unless told otherwise (never to the zero address).
+            if policy.slash_sink == tributary_indexer::Address::ZERO {
+                policy.slash_sink = policy.protocol_account;
             }
             ledger.set_policy(&policy).await?;
             println!("{}", serde_json::to_string_pretty(&policy)?);

@@ -9,6 +9,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
+use tributary_attribution::{MAX_ADAPTERS, MAX_DATANETS};
 use tributary_generator::{GenerationParams, SamplingParams};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -19,7 +20,7 @@ use super::error::{ApiError, ApiResult, Errors};
 use super::extract::Json;
 use super::state::AppState;
 use super::wire;
-use crate::app::answers::{Cancelled, Question, answer, record};
+use crate::app::answers::{Cancelled, Question, generate, prepare, record};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(create_answer))
@@ -46,6 +47,12 @@ impl AnswerSpec {
                 return Err(ApiError::bad_request("repeat_penalty must be between 0.1 and 10"));
             }
             params.repeat_penalty = penalty;
+        }
+        if body.datanets.len() > MAX_DATANETS {
+            return Err(ApiError::bad_request(format!("at most {MAX_DATANETS} Datanets")));
+        }
+        if body.adapters.len() > MAX_ADAPTERS {
+            return Err(ApiError::bad_request(format!("at most {MAX_ADAPTERS} adapters")));
         }
         let mut adapters = Vec::new();
         for choice in body.adapters {
@@ -141,19 +148,24 @@ pub(crate) async fn start(
     }
     let permit = state.generation_slot()?;
     let generator = state.generator().await?;
+    // Priced and paid for before anything is generated: a short balance is a 402 now, not an
+    // error event after the stream began.
+    let question = Question {
+        text: &spec.question,
+        datanets: &spec.datanets,
+        contributors: &spec.contributors,
+        k: spec.k,
+        params: spec.params.clone(),
+        adapters: spec.adapters.clone(),
+        payer: caller.address().copied(),
+        unpaid: state.config().unpaid_answers,
+    };
+    let prepared = prepare(state.app(), question).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let task_state = state.clone();
     tokio::spawn(async move {
         let slot = permit;
         let app = task_state.app().clone();
-        let question = Question {
-            text: &spec.question,
-            datanets: &spec.datanets,
-            contributors: &spec.contributors,
-            k: spec.k,
-            params: spec.params.clone(),
-            adapters: spec.adapters.clone(),
-        };
         let token_tx = tx.clone();
         let mut tokens = 0u64;
         let mut on_token = |piece: &str| {
@@ -163,7 +175,7 @@ pub(crate) async fn start(
             token_tx.send(Progress::Token(piece.to_string())).is_ok()
         };
         let outcome = async {
-            let answered = answer(&app, generator, question, &mut on_token).await?;
+            let answered = generate(&app, generator, prepared, &mut on_token).await?;
             let receipt = record(&app, &spec.question, &answered, spec.private_question).await?;
             Ok::<_, anyhow::Error>((answered, receipt))
         }

@@ -25,6 +25,14 @@ pub struct Problem {
     /// Stable machine-readable code; the list is in the `Problem` schema description of
     /// `openapi/openapi.json` and in `api/src/http/error.rs`.
     pub code: String,
+    /// With `insufficient_balance`: the fee the answer would cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[0-9]+$")]
+    pub quote: Option<String>,
+    /// With `insufficient_balance`: what the payer has available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[0-9]+$")]
+    pub balance: Option<String>,
 }
 
 /// An error on its way to the client.
@@ -35,6 +43,8 @@ pub struct ApiError {
     pub detail: String,
     /// Seconds, for 429 and 503.
     pub retry_after: Option<u64>,
+    /// (quote, available balance), for 402 `insufficient_balance`.
+    pub shortfall: Option<(u128, u128)>,
 }
 
 /// Every `code` the API answers with: its status and title. An error's status is looked up
@@ -59,6 +69,9 @@ pub const CODES: &[(&str, u16, &str)] = &[
     ("not_acceptable", 406, "Not acceptable"),
     ("conflict", 409, "Conflict"),
     ("datanet_exists", 409, "Conflict"),
+    ("insufficient_balance", 402, "Payment required"),
+    ("insufficient_funds", 422, "Insufficient funds"),
+    ("payer_required", 402, "Payment required"),
     ("payload_too_large", 413, "Payload too large"),
     ("unsupported_media_type", 415, "Unsupported media type"),
     ("invalid_adapter", 422, "Invalid adapter"),
@@ -71,6 +84,7 @@ pub const CODES: &[(&str, u16, &str)] = &[
     ("generator_unavailable", 503, "Generator unavailable"),
     ("not_ready", 503, "Not ready"),
     ("chain_not_configured", 503, "Chain not configured"),
+    ("pricing_not_configured", 503, "Pricing not configured"),
     ("timeout", 504, "Timeout"),
 ];
 
@@ -87,7 +101,7 @@ fn status_and_title(code: &str) -> (StatusCode, &'static str) {
 impl ApiError {
     /// An error with `code` (one of [`CODES`], which gives its status).
     pub fn new(code: &'static str, detail: impl Into<String>) -> Self {
-        ApiError { status: status_and_title(code).0, code, detail: detail.into(), retry_after: None }
+        ApiError { status: status_and_title(code).0, code, detail: detail.into(), retry_after: None, shortfall: None }
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
@@ -140,6 +154,8 @@ impl ApiError {
             status: self.status.as_u16(),
             detail: self.detail.clone(),
             code: self.code.into(),
+            quote: self.shortfall.map(|(quote, _)| quote.to_string()),
+            balance: self.shortfall.map(|(_, balance)| balance.to_string()),
         }
     }
 }
@@ -192,6 +208,14 @@ impl From<tributary_attribution::Error> for ApiError {
         match e {
             E::InvalidArgument(detail) => ApiError::invalid(detail),
             E::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            E::InsufficientBalance { account, needed, available } => ApiError {
+                shortfall: Some((needed, available)),
+                ..ApiError::new(
+                    "insufficient_balance",
+                    format!("{account} has {available} available; {needed} is needed"),
+                )
+            },
+            E::Unconfigured(detail) => ApiError::new("pricing_not_configured", detail),
             E::Catalog(e) => e.into(),
             e @ (E::Inconsistent(_) | E::Database(_)) => ApiError::internal(e),
         }
@@ -228,6 +252,9 @@ impl From<anyhow::Error> for ApiError {
             Ok(e) => return e.into(),
             Err(e) => e,
         };
+        if let Some(refused) = e.downcast_ref::<crate::app::answers::PayerRequired>() {
+            return ApiError::new("payer_required", refused.to_string());
+        }
         match e.downcast::<tributary_generator::Error>() {
             Ok(e) => e.into(),
             Err(e) => ApiError::internal(format!("{e:#}")),
@@ -267,6 +294,9 @@ pub enum Errors {
     /// An API key is needed, or the one sent is unknown, revoked or malformed.
     #[response(status = 401, content_type = "application/problem+json")]
     Unauthorized(Problem),
+    /// The answer needs a payer, or its payer's balance is short of its fee.
+    #[response(status = 402, content_type = "application/problem+json")]
+    PaymentRequired(Problem),
     /// The key's role may not do this.
     #[response(status = 403, content_type = "application/problem+json")]
     Forbidden(Problem),

@@ -10,6 +10,7 @@
 //! stream's body is not cut); authentication and rate limits (per key, or per IP for anonymous
 //! callers); body size limits.
 
+mod accounts;
 mod answers;
 pub mod auth;
 mod datanets;
@@ -61,6 +62,7 @@ use crate::app::App;
         (name = "datanets", description = "Datanets, their members and access requests, and contributions"),
         (name = "search", description = "Hybrid retrieval"),
         (name = "answers", description = "Cited answers, JSON or server-sent events"),
+        (name = "accounts", description = "Payers' balances and transfers, grants, quotes, sponsor budgets"),
         (name = "ledger", description = "Receipts, earnings, epochs, proofs, flags, settlement, pricing"),
         (name = "adapters", description = "LoRA adapters"),
         (name = "openai", description = "OpenAI-compatible endpoints"),
@@ -92,6 +94,7 @@ impl utoipa::Modify for Security {
 fn routers() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(datanets::router())
+        .merge(accounts::router())
         .merge(answers::router())
         .merge(ledger::router())
         .merge(openai::router())
@@ -188,6 +191,7 @@ async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
 
 /// Binds, serves until SIGTERM or Ctrl-C, then lets requests in flight finish.
 pub async fn serve(app: Arc<App>, args: ServeArgs) -> anyhow::Result<()> {
+    let sync_every = args.config.chain_sync_secs;
     let state = AppState::new(app.clone(), args.config);
     // Load the embedding model before taking traffic: the first search should not pay for it.
     let loader = app.clone();
@@ -197,9 +201,28 @@ pub async fn serve(app: Arc<App>, args: ServeArgs) -> anyhow::Result<()> {
     // Tests and scripts read this line to find a port chosen by the OS (`--bind 127.0.0.1:0`).
     println!("listening on http://{local}");
     tracing::info!(%local, "serving");
+    let syncing = (sync_every > 0).then(|| tokio::spawn(sync_deposits(app.clone(), Duration::from_secs(sync_every))));
     axum::serve(listener, app_router_with_ip(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    if let Some(task) = syncing {
+        task.abort();
+    }
     app.store.catalog().close().await;
     Ok(())
+}
+
+/// Records the payout contract's confirmed deposits every `every` while the server runs (a
+/// data directory without deployed contracts has nothing to read).
+async fn sync_deposits(app: Arc<App>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match crate::app::onchain::sync(&app).await {
+            Ok(Some(synced)) if synced.recorded > 0 => tracing::info!(recorded = synced.recorded, "deposits synced"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "syncing deposits failed; retrying next tick"),
+        }
+    }
 }
 
 fn app_router_with_ip(

@@ -18,6 +18,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(chain_status))
         .routes(routes!(deploy))
         .routes(routes!(push))
+        .routes(routes!(sync))
         .routes(routes!(register))
         .routes(routes!(prove))
         .routes(routes!(verify_ledger))
@@ -46,6 +47,21 @@ async fn deploy(
     let deployment =
         crate::app::onchain::deploy(state.app(), body.token.as_deref(), supply).await.map_err(chain_error)?;
     Ok(Json(view(&deployment)?))
+}
+
+/// Records the payout contract's confirmed deposits (each once) as their payers' balances
+/// (admin); the server also does this on an interval (`--chain-sync-secs`).
+#[utoipa::path(
+    post, path = "/v1/admin/chain/sync", tag = "ledger", security(("api_key" = [])),
+    responses((status = 200, body = wire::Synced), Errors)
+)]
+async fn sync(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<wire::Synced>> {
+    caller.require(&[])?;
+    let synced = crate::app::onchain::sync(state.app())
+        .await
+        .map_err(chain_error)?
+        .ok_or_else(|| chain_error(crate::app::onchain::ChainRefused::NotConfigured.into()))?;
+    Ok(Json(view(&synced)?))
 }
 
 /// Pays every account the chain's latest epoch owes something, in batches of `batch_size`

@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use tributary_attribution::MAX_DATANETS;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -129,8 +130,9 @@ pub struct ChatCompletionRequest {
     #[schema(minimum = 0, maximum = 9223372036854775807_i64)]
     pub seed: Option<i64>,
     pub stop: Option<Stop>,
-    /// Extension: the Datanets to answer from.
+    /// Extension: the Datanets to answer from (up to 16).
     #[serde(default)]
+    #[schema(max_items = 16)]
     pub datanets: Vec<String>,
     /// Extension: passages retrieved, 1 to 20 (default 3).
     #[serde(default, deserialize_with = "super::extract::integer::option")]
@@ -159,6 +161,11 @@ pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
     pub total_tokens: usize,
+    /// What the answer cost its payer, in the token's smallest unit ("0" when unpaid).
+    #[schema(pattern = "^[0-9]+$")]
+    pub cost: String,
+    /// Who paid: `payer`, `sponsor` or `unpaid`.
+    pub paid_by: Option<wire::PaidBy>,
 }
 
 /// Tributary's additions to a completion.
@@ -222,6 +229,9 @@ fn spec_of(body: ChatCompletionRequest) -> ApiResult<(AnswerSpec, String, bool)>
         return Err(ApiError::invalid("the model is bound to other Datanets than `datanets` names"));
     }
     let datanets = if bound.is_empty() { body.datanets } else { bound };
+    if datanets.len() > MAX_DATANETS {
+        return Err(ApiError::bad_request(format!("at most {MAX_DATANETS} Datanets")));
+    }
     let question = body
         .messages
         .iter()
@@ -318,6 +328,8 @@ async fn chat_completions(
             prompt_tokens: answer.prompt_tokens,
             completion_tokens: answer.completion_tokens,
             total_tokens: answer.prompt_tokens + answer.completion_tokens,
+            cost: receipt.fee.clone(),
+            paid_by: receipt.payment.as_ref().map(|p| p.paid_by),
         },
         tributary: attribution(answer, receipt),
     };

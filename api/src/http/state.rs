@@ -10,6 +10,7 @@ use super::error::ApiError;
 use super::metrics;
 use super::rate_limit::RateLimiter;
 use crate::app::App;
+use crate::app::answers::Unpaid;
 use crate::app::keys::KeyStore;
 
 /// `tributary serve` flags.
@@ -45,6 +46,13 @@ pub struct ServeConfig {
     /// Requests per minute per client IP without a key.
     #[arg(long, default_value_t = 600)]
     pub anonymous_rate_per_minute: u32,
+    /// Answers nobody pays for (anonymous, or a key without an address) when no sponsor budget
+    /// covers them: `free` (answered, crediting no one) or `refuse` (402 `payer_required`).
+    #[arg(long, default_value = "free")]
+    pub unpaid_answers: Unpaid,
+    /// Seconds between reads of the payout contract's deposits (`chain sync`); 0: never.
+    #[arg(long, default_value_t = 15)]
+    pub chain_sync_secs: u64,
 }
 
 impl Default for ServeConfig {
@@ -57,6 +65,8 @@ impl Default for ServeConfig {
             max_body_bytes: 32 << 20,
             key_rate_per_minute: 6000,
             anonymous_rate_per_minute: 600,
+            unpaid_answers: Unpaid::Free,
+            chain_sync_secs: 15,
         }
     }
 }
@@ -112,7 +122,7 @@ impl AppState {
         &self.inner.metrics
     }
 
-    pub(super) fn config(&self) -> &ServeConfig {
+    pub fn config(&self) -> &ServeConfig {
         &self.inner.config
     }
 

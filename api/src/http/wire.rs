@@ -360,11 +360,14 @@ pub struct AdapterChoice {
 #[schema(example = json!({"question": "What is the longest river in North America?", "datanets": ["rivers"], "max_tokens": 32}))]
 pub struct AnswerRequest {
     pub question: String,
+    /// 1 to 16 Datanets; a name repeated counts (and is charged) once.
+    #[schema(min_items = 1, max_items = 16)]
     pub datanets: Vec<String>,
     #[serde(default)]
     pub contributors: Vec<String>,
-    /// LoRA adapters; several make a weighted ensemble.
+    /// LoRA adapters, up to 4; several make a weighted ensemble (a repeated id adds its weights).
     #[serde(default)]
+    #[schema(max_items = 4)]
     pub adapters: Vec<AdapterChoice>,
     /// Passages retrieved, 1 to 20 (default 3).
     #[schema(minimum = 1, maximum = 20)]
@@ -595,8 +598,130 @@ pub struct Receipt {
     pub adapter_owners: Vec<String>,
     pub split: Split,
     pub credits: Vec<Credit>,
+    /// Who paid `fee`; absent only on receipts recorded before payments existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment: Option<ReceiptPayment>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hash: String,
+}
+
+/// Who paid for an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaidBy {
+    /// An address's balance.
+    Payer,
+    /// A Datanet's sponsor budget.
+    Sponsor,
+    /// No one: the answer was free and credits no one.
+    Unpaid,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptPayment {
+    pub paid_by: PaidBy,
+    /// The account charged: an address, or `sponsor:<datanet id>`; null when unpaid.
+    pub payer: Option<String>,
+}
+
+/// An account's money (a payer's balance, or a Datanet's sponsor budget).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Balance {
+    /// The address, or `sponsor:<datanet id>`.
+    pub address: String,
+    /// Everything that reached the account less everything that left it.
+    #[schema(pattern = "^[0-9]+$")]
+    pub balance: String,
+    /// Set aside for answers being generated now.
+    #[schema(pattern = "^[0-9]+$")]
+    pub held: String,
+    /// Deposited on chain.
+    #[schema(pattern = "^[0-9]+$")]
+    pub deposited: String,
+    /// Granted off chain by the operator.
+    #[schema(pattern = "^[0-9]+$")]
+    pub granted: String,
+    /// Charged for answers, and moved into sponsor budgets.
+    #[schema(pattern = "^[0-9]+$")]
+    pub spent: String,
+}
+
+/// One movement of money.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Transfer {
+    pub id: i64,
+    /// deposit, grant, sponsor or charge.
+    pub kind: String,
+    pub key: String,
+    pub debit: String,
+    pub credit: String,
+    #[schema(pattern = "^[0-9]+$")]
+    pub amount: String,
+    pub receipt_id: Option<String>,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TransferPage {
+    pub items: Vec<Transfer>,
+    pub next_cursor: Option<String>,
+}
+
+/// An amount to move.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Funds {
+    /// A positive integer in the token's smallest unit.
+    #[schema(pattern = "^[0-9]+$")]
+    pub amount: String,
+    /// Makes a retried grant land once (grants only).
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+/// What an answer would cost, and who would pay.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuoteRequest {
+    /// 1 to 16 Datanets, as an answer would name them.
+    #[schema(min_items = 1, max_items = 16)]
+    pub datanets: Vec<String>,
+    /// Up to 4 adapters.
+    #[serde(default)]
+    #[schema(max_items = 4)]
+    pub adapters: Vec<String>,
+}
+
+/// Who would pay for an answer.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Billing {
+    /// The caller's address.
+    Payer,
+    /// The Datanet's sponsor budget.
+    Sponsor,
+    /// No one: the answer would be free and credit no one.
+    Unpaid,
+    /// This server refuses unpaid answers: the request would get 402.
+    Refused,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuoteResult {
+    /// The fee, in the token's smallest unit.
+    #[schema(pattern = "^[0-9]+$")]
+    pub fee: String,
+    pub weighting: Weighting,
+    pub billing: Billing,
+    /// The paying account, when someone pays.
+    pub payer: Option<String>,
+    /// What the payer has available now; less than `fee` gets 402.
+    #[schema(pattern = "^[0-9]+$")]
+    pub available: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -806,6 +931,14 @@ pub struct Policy {
     #[schema(pattern = "^0x[0-9a-fA-F]{40}$")]
     pub slash_sink: String,
     pub default_weighting: Weighting,
+    /// The highest price a Datanet may set (default 10^18).
+    #[schema(pattern = "^[0-9]+$")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_datanet_fee: Option<String>,
+    /// The highest surcharge an adapter may set (default 10^18).
+    #[schema(pattern = "^[0-9]+$")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_adapter_fee: Option<String>,
 }
 
 /// A Datanet's own price and weighting; null leaves it to the policy.
@@ -853,10 +986,19 @@ pub struct ChainStatus {
     pub ledger_latest_epoch: Option<i64>,
     /// Closed epochs the chain lacks (the next settle posts them).
     pub pending_on_chain: Vec<i64>,
+    /// Tokens deposited into the payout contract, ever (absent without contracts).
+    #[schema(pattern = "^[0-9]+$")]
+    pub deposited: Option<String>,
+    /// The latest posted epoch's cumulative total: at most `deposited`.
+    #[schema(pattern = "^[0-9]+$")]
+    pub epoch_total: Option<String>,
+    /// Paid out by claims and batches, ever: at most `epoch_total`.
+    #[schema(pattern = "^[0-9]+$")]
+    pub paid_out: Option<String>,
 }
 
 /// Deploys the registry, the payout contract and (without `token`) a test token whose whole
-/// supply funds the payouts.
+/// supply goes to the server's signer (it funds payers with `chain deposit`).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {
@@ -907,6 +1049,31 @@ pub struct Pushed {
     #[schema(pattern = "^[0-9]+$")]
     pub total: String,
     pub batches: Vec<PushedBatch>,
+    /// Accounts owed that could not be paid (the zero address, a recipient the token refuses),
+    /// with why; the other batches went ahead.
+    pub skipped: Vec<SkippedLeaf>,
+}
+
+/// What a sync of the payout contract's deposits read.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Synced {
+    /// Blocks read (inclusive); null when nothing new was confirmed.
+    pub from_block: Option<u64>,
+    pub to_block: Option<u64>,
+    /// Deposits recorded now.
+    pub recorded: usize,
+    /// Deposits an earlier sync recorded.
+    pub already_recorded: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SkippedLeaf {
+    pub account: String,
+    #[schema(pattern = "^[0-9]+$")]
+    pub cumulative: String,
+    pub reason: String,
 }
 
 /// A Datanet's contribution root committed on the registry.

@@ -9,15 +9,21 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use serde_json::{Value, json};
 use tower::ServiceExt;
+use tributary::app::answers::Unpaid;
 use tributary::app::keys::{NewKey, Role};
 use tributary::app::{App, Settings};
 use tributary::http::{self, AppState, ServeConfig};
+use tributary_attribution::Policy;
 use tributary_indexer::testing::fresh_pg_schema;
 
 use crate::{ALICE, BOB, llm, model_dir};
 
 const CAROL: &str = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC";
 const DAVE: &str = "0x90F79bf6EB2c4f870365E785982E1f101E93b906";
+/// The protocol's account (anvil's sixth).
+const TREASURY: &str = "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc";
+/// Who pays for answers in these tests (anvil's seventh).
+const PAYER: &str = "0x976EA74026E726554dB657fA54763abd0C3a0aa9";
 /// Anvil's first key: ALICE.
 const ALICE_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 
@@ -44,6 +50,14 @@ impl Server {
             ..Default::default()
         };
         let app = Arc::new(App::open(&settings).await.unwrap());
+        // An operator names the protocol's account before any answer can be charged.
+        let ledger = app.ledger();
+        let policy = Policy {
+            protocol_account: TREASURY.parse().unwrap(),
+            slash_sink: TREASURY.parse().unwrap(),
+            ..Policy::default()
+        };
+        ledger.set_policy(&policy).await.unwrap();
         let state = AppState::new(app, config);
         let router = http::app(state.clone());
         Server { state, router, _dir: dir }
@@ -561,7 +575,29 @@ async fn answers_stream_and_pay() {
 
     let question =
         json!({"question": "What is the longest river in North America?", "datanets": ["rivers"], "max_tokens": 48});
-    let answered = s.call("POST", "/v1/answers", None, Some(question.clone())).await;
+    // The payer's key: its address pays. Unfunded, it is refused before anything is generated,
+    // with the quote and its balance.
+    let payer = s.key(Role::Reader, Some(PAYER), None).await;
+    let quote = s.call("POST", "/v1/quotes", Some(&payer), Some(json!({"datanets": ["rivers", "rivers"]}))).await;
+    assert_eq!((quote.body["billing"].as_str(), quote.body["available"].as_str()), (Some("payer"), Some("0")));
+    let price: u128 = quote.body["fee"].as_str().unwrap().parse().unwrap();
+    assert_eq!(price, 1_000_000_000_000_000, "a Datanet named twice is priced once");
+    let short = s.call("POST", "/v1/answers", Some(&payer), Some(question.clone())).await;
+    assert_eq!(
+        (short.status.as_u16(), short.body["code"].as_str()),
+        (402, Some("insufficient_balance")),
+        "{}",
+        short.body
+    );
+    assert_eq!((short.body["quote"].as_str(), short.body["balance"].as_str()), (Some("1000000000000000"), Some("0")));
+    let funds = json!({"amount": (price * 10).to_string(), "key": "payer-1"});
+    let uri = format!("/v1/accounts/{PAYER}/grants");
+    assert_eq!(s.call("POST", &uri, Some(&payer), Some(funds.clone())).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(s.call("POST", &uri, Some(&admin), Some(funds.clone())).await.status, StatusCode::CREATED);
+    assert_eq!(s.call("POST", &uri, Some(&admin), Some(funds)).await.status, StatusCode::CREATED, "the same key");
+    let uri = format!("/v1/accounts/{ALICE}/grants");
+    s.call("POST", &uri, Some(&admin), Some(json!({"amount": (price * 10).to_string()}))).await;
+    let answered = s.call("POST", "/v1/answers", Some(&payer), Some(question.clone())).await;
     assert_eq!(answered.status, StatusCode::OK, "{}", answered.body);
     let receipt = &answered.body["receipt"];
     assert!(answered.body["answer"]["citations"].as_array().is_some_and(|c| !c.is_empty()), "{}", answered.body);
@@ -572,8 +608,24 @@ async fn answers_stream_and_pay() {
         .iter()
         .map(|c| c["amount"].as_str().unwrap().parse::<u128>().unwrap())
         .sum();
-    assert!(fee > 0 && credited == fee, "{receipt}");
+    assert!(fee == price && credited == fee, "{receipt}");
+    assert_eq!(
+        (receipt["payment"]["paid_by"].as_str(), receipt["payment"]["payer"].as_str()),
+        (Some("payer"), Some(PAYER))
+    );
     assert!(receipt["credits"].as_array().unwrap().iter().any(|c| c["account"] == BOB && c["role"] == "contributor"));
+    let account = s.call("GET", &format!("/v1/accounts/{PAYER}"), Some(&payer), None).await.body;
+    assert_eq!(account["balance"].as_str().unwrap().parse::<u128>().unwrap(), price * 9, "granted once: {account}");
+    assert_eq!((account["spent"].as_str(), account["held"].as_str()), (Some("1000000000000000"), Some("0")));
+    assert_eq!(s.call("GET", &format!("/v1/accounts/{PAYER}"), Some(&alice), None).await.status, StatusCode::FORBIDDEN);
+    // Anonymous, on a server that answers unpaid questions for free: nobody is credited.
+    let free = s.call("POST", "/v1/answers", None, Some(question.clone())).await;
+    assert_eq!(free.status, StatusCode::OK, "{}", free.body);
+    assert_eq!(
+        (free.body["receipt"]["fee"].as_str(), free.body["receipt"]["payment"]["paid_by"].as_str()),
+        (Some("0"), Some("unpaid"))
+    );
+    assert!(free.body["receipt"]["credits"].as_array().unwrap().is_empty());
     let fetched = s.call("GET", &format!("/v1/receipts/{}", receipt["id"].as_str().unwrap()), None, None).await;
     assert_eq!(&fetched.body, receipt);
 
@@ -596,6 +648,7 @@ async fn answers_stream_and_pay() {
     let streaming = client
         .post(format!("{url}/v1/answers"))
         .header("accept", "text/event-stream")
+        .bearer_auth(&payer)
         .json(&long)
         .send()
         .await
@@ -626,8 +679,13 @@ async fn answers_stream_and_pay() {
         "model": "base", "messages": [{"role": "user", "content": "What is the longest river in North America?"}],
         "datanets": ["rivers"], "max_tokens": 48
     });
-    let completion = s.call("POST", "/v1/chat/completions", None, Some(chat)).await;
+    let completion = s.call("POST", "/v1/chat/completions", Some(&payer), Some(chat)).await;
     assert_eq!(completion.status, StatusCode::OK, "{}", completion.body);
+    assert_eq!(completion.body["usage"]["cost"], completion.body["tributary"]["fee"]);
+    assert_eq!(
+        (completion.body["usage"]["cost"].as_str(), completion.body["usage"]["paid_by"].as_str()),
+        (Some("1000000000000000"), Some("payer"))
+    );
     assert_eq!(completion.body["object"], "chat.completion");
     assert_eq!(completion.body["choices"][0]["message"]["role"], "assistant");
     let receipt_id = completion.body["tributary"]["receipt_id"].as_str().unwrap();
@@ -654,7 +712,7 @@ async fn answers_stream_and_pay() {
 
     let metrics = s.call("GET", "/metrics", None, None).await.body;
     let metrics = metrics.as_str().unwrap();
-    assert!(metrics.contains("tributary_answers_total 4"), "{metrics}");
+    assert!(metrics.contains("tributary_answers_total 5"), "{metrics}");
     // The same question came five times: embedded once per distinct text, then cached.
     let counter = |name: &str| -> u64 {
         let line = metrics.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name}"));
@@ -662,6 +720,22 @@ async fn answers_stream_and_pay() {
     };
     assert!(counter("tributary_query_cache_hits") >= 2, "{metrics}");
     assert!(counter("tributary_query_cache_misses") <= 3, "{metrics}");
+    let report = s.call("GET", "/v1/admin/verify", Some(&admin), None).await;
+    assert_eq!(report.body["problems"], json!([]), "{}", report.body);
+
+    // A server that refuses unpaid answers: 402 before anything is generated.
+    let strict = Server::start(ServeConfig { unpaid_answers: Unpaid::Refuse, ..Default::default() }, None).await;
+    let owner = strict.key(Role::Owner, Some(ALICE), None).await;
+    strict.call("POST", "/v1/datanets", Some(&owner), Some(json!({"name": "rivers"}))).await;
+    let refused = strict.call("POST", "/v1/answers", None, Some(question)).await;
+    assert_eq!(
+        (refused.status.as_u16(), refused.body["code"].as_str()),
+        (402, Some("payer_required")),
+        "{}",
+        refused.body
+    );
+    let quote = strict.call("POST", "/v1/quotes", None, Some(json!({"datanets": ["rivers"]}))).await;
+    assert_eq!(quote.body["billing"], "refused");
 }
 
 /// What a row of the matrix expects of one caller.

@@ -4,6 +4,9 @@ use std::process::Stdio;
 
 use crate::{ALICE, run_ok, tributary};
 
+/// The asker the demo funds.
+const CAROL: &str = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC";
+
 fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
@@ -19,15 +22,32 @@ fn answers_pay_their_sources_and_epochs_settle_once() {
     let demo = run_ok(tributary(&data).arg("demo"));
     assert!(demo.contains("closed") || demo.contains("epoch 1"), "{demo}");
 
-    // ask --json carries the receipt: fee and credits that sum to it.
+    // ask --json carries the receipt: fee and credits that sum to it, charged to the payer the
+    // demo funded.
     let question = "Which river is the longest tributary in North America?";
-    let answer = json(&run_ok(tributary(&data).args(["ask", "--json", "--datanet", "rivers-demo", question])));
+    let before = json(&run_ok(tributary(&data).args(["account", "balance", CAROL, "--json"])));
+    let answer =
+        json(&run_ok(tributary(&data).args(["ask", "--json", "--payer", CAROL, "--datanet", "rivers-demo", question])));
     let id = answer["receipt_id"].as_str().expect("receipt_id").to_string();
     let fee = amount(&answer["fee"]);
     assert_eq!(fee, 1_000_000_000_000_000, "the default price of one Datanet");
     let credits = answer["credits"].as_array().unwrap();
     assert_eq!(credits.iter().map(|c| amount(&c["amount"])).sum::<u128>(), fee);
     assert!(credits.iter().any(|c| c["role"] == "contributor" && c["account"] == ALICE), "{answer}");
+    assert_eq!(
+        (answer["payment"]["paid_by"].as_str(), answer["payment"]["payer"].as_str()),
+        (Some("payer"), Some(CAROL))
+    );
+    let after = json(&run_ok(tributary(&data).args(["account", "balance", CAROL, "--json"])));
+    assert_eq!(amount(&before["balance"]) - amount(&after["balance"]), fee, "the payer paid the fee");
+    // Without a payer the answer is free and credits no one.
+    let free = json(&run_ok(tributary(&data).args(["ask", "--json", "--datanet", "rivers-demo", question])));
+    assert_eq!((amount(&free["fee"]), free["payment"]["paid_by"].as_str()), (0, Some("unpaid")));
+    assert!(free["credits"].as_array().unwrap().is_empty());
+    // A payer without the money is refused before anything is generated.
+    let out = tributary(&data).args(["ask", "--payer", ALICE, "--datanet", "rivers-demo", question]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("available"), "{stderr}");
 
     let receipt = json(&run_ok(tributary(&data).args(["receipt", &id, "--json"])));
     assert_eq!(amount(&receipt["fee"]), fee);
@@ -39,6 +59,8 @@ fn answers_pay_their_sources_and_epochs_settle_once() {
     let none = json(&run_ok(tributary(&data).args([
         "ask",
         "--json",
+        "--payer",
+        CAROL,
         "--datanet",
         "rivers-demo",
         "How do I bake sourdough bread?",
@@ -51,6 +73,8 @@ fn answers_pay_their_sources_and_epochs_settle_once() {
     let ablated = json(&run_ok(tributary(&data).args([
         "ask",
         "--json",
+        "--payer",
+        CAROL,
         "--private-question",
         "--datanet",
         "rivers-demo",

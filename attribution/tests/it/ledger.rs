@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use tributary_attribution::{
-    Amount, CitedChunk, FlagTarget, Ledger, NewReceipt, Policy, Quote, RetrievedChunk, Role, Shares, Weighting, merkle,
+    Amount, CitedChunk, FlagTarget, Ledger, NewReceipt, Payer, Payment, Policy, Quote, RetrievedChunk, Role, Shares,
+    Weighting, merkle,
 };
 use tributary_indexer::{Address, ChunkRecord};
 
@@ -20,7 +21,13 @@ async fn ledger(fx: &Fixture) -> Ledger {
     let ledger = Ledger::new(fx.store.catalog());
     let policy = Policy { protocol_account: treasury(), slash_sink: treasury(), ..Policy::default() };
     ledger.set_policy(&policy).await.unwrap();
+    // The askers' payer: funded well past any fee these tests charge.
+    ledger.grant(&payer(), u128::MAX / 4, Some("tests")).await.unwrap();
     ledger
+}
+
+fn payer() -> Address {
+    crate::address("0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65")
 }
 
 /// An answer citing `chunks` (record, sentences citing it), all of them retrieved.
@@ -56,6 +63,7 @@ fn answer(fx: &Fixture, chunks: &[(&ChunkRecord, usize)], fee: Amount, claimed: 
             .collect(),
         cited,
         quote: Quote { fee, weighting: Weighting::Citation, adapter_owners: Vec::new() },
+        payment: Payment::Charge { payer: Payer::Address(payer()), hold: None },
     }
 }
 

@@ -1,6 +1,7 @@
 //! Integration tests of the ledger on SQLite and PostgreSQL: one binary (it links once).
 
 mod ledger;
+mod payers;
 mod properties;
 
 use std::path::PathBuf;

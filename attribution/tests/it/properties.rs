@@ -2,7 +2,9 @@
 //! proofs that verify for every account and fail for altered amounts or accounts.
 
 use proptest::prelude::*;
-use tributary_attribution::{Amount, CitedChunk, Ledger, NewReceipt, Policy, Quote, RetrievedChunk, Shares, Weighting};
+use tributary_attribution::{
+    Amount, CitedChunk, Ledger, NewReceipt, Payer, Payment, Policy, Quote, RetrievedChunk, Shares, Weighting,
+};
 use tributary_attribution::{merkle, split_fee};
 use tributary_indexer::Address;
 
@@ -113,6 +115,7 @@ fn epochs_conserve_and_cumulative_totals_never_fall() {
         runtime.block_on(async {
             let policy = Policy { shares, protocol_account: account(250), slash_sink: account(251), ..Policy::default() };
             ledger.set_policy(&policy).await.unwrap();
+            ledger.grant(&account(252), 10_000_000_000_000_000_000, Some("payer")).await.unwrap();
             for (fee, picks, settle) in steps {
                 let picked: Vec<_> = picks.iter().map(|i| &chunks[i % chunks.len()]).collect();
                 let mut seen = std::collections::HashSet::new();
@@ -130,6 +133,7 @@ fn epochs_conserve_and_cumulative_totals_never_fall() {
                         chunk_id: c.chunk_id.to_hex(), contributor: Address::ZERO, sentences: vec![], score: 1.0, weight: i as u64 + 1,
                     }).collect(),
                     quote: Quote { fee, weighting: Weighting::Citation, adapter_owners: vec![] },
+                    payment: Payment::Charge { payer: Payer::Address(account(252)), hold: None },
                 };
                 let receipt = ledger.record(new).await.unwrap();
                 assert_eq!(receipt.credits.iter().map(|c| c.amount).sum::<Amount>(), fee);

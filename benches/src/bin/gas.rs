@@ -20,14 +20,17 @@ fn leaf(index: u64, account: Address, cumulative: u128) -> Result<PayoutLeaf> {
     Ok(PayoutLeaf { index, account: account.to_string().parse()?, cumulative })
 }
 
-/// Posts a tree over `leaves` as the next epoch; its gas.
+/// Posts a tree as the next epoch with its cumulative `total` (checked against the deposits);
+/// its gas.
 async fn post(
     payouts: &AttributionPayouts::AttributionPayoutsInstance<alloy::providers::DynProvider>,
     epoch: u64,
     tree: &PayoutTree,
+    total: u128,
 ) -> Result<u64> {
-    let receipt =
-        payouts.postEpoch(epoch, B256::from(tree.root()), B256::repeat_byte(7)).send().await?.get_receipt().await?;
+    let call = payouts.postEpoch(epoch, B256::from(tree.root()), B256::repeat_byte(7), U256::from(total));
+    let receipt = call.send().await?.get_receipt().await?;
+    anyhow::ensure!(receipt.status(), "postEpoch reverted");
     Ok(receipt.gas_used)
 }
 
@@ -88,9 +91,19 @@ async fn main() -> Result<()> {
     let deployment = chain.deploy(None, supply).await?;
     let token = chain.token(deployment.token);
     let payouts = chain.payouts(deployment.payouts);
-    token.transfer(deployment.payouts, supply / U256::from(2)).send().await?.get_receipt().await?;
+    // Payers' money comes in through `deposit` (after an approval): the first deposit into the
+    // contract, then a second (its total's slot already written).
+    let half = supply / U256::from(2);
+    token.approve(deployment.payouts, half).send().await?.get_receipt().await?;
+    let mut deposit_gas = Vec::new();
+    for (payer, amount) in [(recipient(999, 0), half / U256::from(2)), (recipient(999, 1), half / U256::from(2))] {
+        deposit_gas.push(payouts.deposit(payer, amount).send().await?.get_receipt().await?.gas_used);
+    }
     let mut results = serde_json::Map::new();
+    results.insert("deposit_gas".into(), serde_json::json!(deposit_gas));
     let mut epoch = 0u64;
+    // Cumulative totals of earlier batches' accounts: an epoch's total counts them too.
+    let mut settled_before = 0u128;
     for (batch, n) in [10usize, 100, 500].into_iter().enumerate() {
         // n recipients pushed, and three more who claim (indices 3k, 3k+1, 3k+2 share a word:
         // the first claim of a word pays for the fresh slot, the other two do not).
@@ -107,16 +120,18 @@ async fn main() -> Result<()> {
             PayoutTree::new(&leaves).context("leaves")
         };
 
+        let sum = |round: u128| (0..n + 3).map(|i| amount(i, round)).sum::<u128>();
         let fresh = tree_at(0)?;
         epoch += 1;
-        let post_gas = post(&payouts, epoch, &fresh).await?;
+        let post_gas = post(&payouts, epoch, &fresh, settled_before + sum(0)).await?;
         let (fresh_claims, depth) = claims(&payouts, &fresh, &claimers).await?;
         let fresh_push = push(&chain, deployment.payouts, &fresh, &pushed).await?;
         let peer_fresh = transfers(&token, &(0..n).map(|i| recipient(batch + 100, i)).collect::<Vec<_>>()).await?;
 
         let returning = tree_at(1)?;
         epoch += 1;
-        let post_again = post(&payouts, epoch, &returning).await?;
+        let post_again = post(&payouts, epoch, &returning, settled_before + sum(1)).await?;
+        settled_before += sum(1);
         let (returning_claims, _) = claims(&payouts, &returning, &claimers).await?;
         let returning_push = push(&chain, deployment.payouts, &returning, &pushed).await?;
         let peer_returning = transfers(&token, &(0..n).map(|i| recipient(batch + 100, i)).collect::<Vec<_>>()).await?;

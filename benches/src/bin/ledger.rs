@@ -1,4 +1,6 @@
-//! Ledger speed: receipts recorded per second (each with its credits, one transaction each),
+//! Ledger speed: paid receipts recorded per second (each answer's fee held from its payer's
+//! balance first, as the server does before generating; then the receipt, its charge and its
+//! credits in one transaction, or in group commits),
 //! and the time to close an epoch over many credits and contributors (tree and proofs
 //! included), on SQLite or PostgreSQL. Prints one JSON line.
 //!
@@ -13,7 +15,9 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Parser;
 use sqlx::{AssertSqlSafe, Row};
-use tributary_attribution::{CitedChunk, Ledger, NewReceipt, Quote, RetrievedChunk, Weighting};
+use tributary_attribution::{
+    CitedChunk, DEFAULT_HOLD_TTL, Ledger, NewReceipt, Payer, Payment, Policy, Quote, RetrievedChunk, Weighting,
+};
 use tributary_indexer::{Address, NewDatanet, Store, StoreConfig, Visibility};
 
 #[derive(Parser)]
@@ -33,6 +37,11 @@ struct Args {
     #[arg(long, default_value_t = 64)]
     group: usize,
 }
+
+/// Each answer's fee.
+const FEE: u128 = 1_000_000_000_000_000;
+/// Distinct payers the answers rotate over.
+const PAYERS: usize = 16;
 
 fn address(n: usize) -> Address {
     format!("0x{:040x}", n + 1).parse().expect("a valid address")
@@ -165,22 +174,44 @@ async fn main() -> Result<()> {
                     weight: k as u64 + 1,
                 })
                 .collect(),
-            quote: Quote { fee: 1_000_000_000_000_000, weighting: Weighting::Citation, adapter_owners: Vec::new() },
+            quote: Quote { fee: FEE, weighting: Weighting::Citation, adapter_owners: Vec::new() },
+            payment: Payment::Unpaid,
         }
+    };
+    // The payers: a few addresses, funded for every answer; the protocol account set.
+    let policy = Policy { protocol_account: address(1_000_000), slash_sink: address(1_000_000), ..Policy::default() };
+    ledger.set_policy(&policy).await?;
+    let payers: Vec<Payer> = (0..PAYERS).map(|p| Payer::Address(address(2_000_000 + p))).collect();
+    for payer in &payers {
+        let Payer::Address(who) = payer else { continue };
+        ledger.grant(who, FEE * (2 * args.receipts as u128 + 1), None).await?;
+    }
+    let paid = |r: usize, hold: String| {
+        let mut new = answer(r);
+        new.payment = Payment::Charge { payer: payers[r % PAYERS], hold: Some(hold) };
+        new
     };
     let started = Instant::now();
     for r in 0..args.receipts {
-        ledger.record(answer(r)).await?;
+        let hold = ledger.hold(&payers[r % PAYERS], FEE, DEFAULT_HOLD_TTL).await?;
+        ledger.record(paid(r, hold.id)).await?;
     }
     let record_s = started.elapsed().as_secs_f64();
     let started = Instant::now();
     let mut r = 0;
     while r < args.receipts {
         let end = (r + args.group).min(args.receipts);
-        ledger.record_many((r..end).map(|i| answer(args.receipts + i)).collect()).await?;
+        let mut group = Vec::with_capacity(end - r);
+        for i in args.receipts + r..args.receipts + end {
+            let hold = ledger.hold(&payers[i % PAYERS], FEE, DEFAULT_HOLD_TTL).await?;
+            group.push(paid(i, hold.id));
+        }
+        ledger.record_many(group).await?;
         r = end;
     }
     let grouped_s = started.elapsed().as_secs_f64();
+    let report = ledger.verify().await?;
+    anyhow::ensure!(report.ok(), "the ledger does not check after the run: {:?}", report.problems);
     let settle_small = Instant::now();
     ledger.settle().await?;
     let settle_small_s = settle_small.elapsed().as_secs_f64();
