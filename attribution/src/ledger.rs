@@ -497,6 +497,11 @@ pub(crate) async fn insert_rows_with(
     Ok(())
 }
 
+/// The policy as stored (the default without one), inside a transaction.
+pub(crate) async fn read_policy(tx: &mut Transaction<'static, Any>) -> Result<Policy> {
+    Ok(read_setting(&mut **tx, "policy").await?.unwrap_or_default())
+}
+
 /// One JSON setting, read through the pool or inside a transaction.
 async fn read_setting<'e, T, E>(executor: E, scope: &str) -> Result<Option<T>>
 where

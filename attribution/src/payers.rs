@@ -420,37 +420,62 @@ impl Ledger {
     /// refuses with [`Error::InsufficientBalance`]. Refused as well while the policy has no
     /// protocol account (nobody could receive the protocol's share or the dust).
     pub async fn hold(&self, payer: &Payer, amount: Amount, ttl: Duration) -> Result<Hold> {
-        if let Payer::Address(address) = payer
-            && *address == Address::ZERO
-        {
-            return Err(Error::InvalidArgument("the zero address cannot pay".into()));
-        }
-        self.policy().await?.check_payable()?;
-        let account = payer.account();
+        let mut held = self.hold_many(&[(*payer, amount)], ttl).await?;
+        held.pop().ok_or_else(|| Error::Inconsistent("a hold of one came back empty".into()))?
+    }
+
+    /// Several holds in one transaction (answers that start together), each decided in order as
+    /// [`Ledger::hold`] would: one refused does not refuse the others.
+    pub async fn hold_many(&self, requests: &[(Payer, Amount)], ttl: Duration) -> Result<Vec<Result<Hold>>> {
         let mut tx = self.pool.begin().await?;
         lock(&mut tx).await?;
+        let payable = crate::ledger::read_policy(&mut tx).await?.check_payable();
         let now = now_ms();
         // Holds whose process died: their money is free again.
         sqlx::query("DELETE FROM payer_holds WHERE expires_at <= $1").bind(now).execute(&mut *tx).await?;
-        let balance =
-            load_accounts(&mut tx, std::slice::from_ref(&account)).await?.get(&account).map_or(0, |r| r.balance);
-        let reserved = held(&mut tx, std::slice::from_ref(&account), &[]).await?.get(&account).copied().unwrap_or(0);
-        let available = (balance - reserved).max(0) as Amount;
-        if available < amount {
-            tx.rollback().await?;
-            return Err(Error::InsufficientBalance { account: payer.display(), needed: amount, available });
-        }
-        let hold = Hold { id: hold_id(payer, amount), payer: *payer, amount };
+        let mut accounts: Vec<String> = requests.iter().map(|(p, _)| p.account()).collect();
+        accounts.sort();
+        accounts.dedup();
+        let balances = load_accounts(&mut tx, &accounts).await?;
+        let mut reserved = held(&mut tx, &accounts, &[]).await?;
         let expires_at = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
-        sqlx::query("INSERT INTO payer_holds (id, account, amount, expires_at) VALUES ($1, $2, $3, $4)")
-            .bind(&hold.id)
-            .bind(&account)
-            .bind(amount.to_string())
-            .bind(expires_at)
-            .execute(&mut *tx)
-            .await?;
+        let (mut out, mut rows) = (Vec::with_capacity(requests.len()), Vec::new());
+        for (payer, amount) in requests {
+            if let Payer::Address(address) = payer
+                && *address == Address::ZERO
+            {
+                out.push(Err(Error::InvalidArgument("the zero address cannot pay".into())));
+                continue;
+            }
+            if let Err(e) = &payable {
+                let why = match e {
+                    Error::Unconfigured(why) => why.clone(),
+                    other => other.to_string(),
+                };
+                out.push(Err(Error::Unconfigured(why)));
+                continue;
+            }
+            let account = payer.account();
+            let balance = balances.get(&account).map_or(0, |r| r.balance);
+            let set_aside = reserved.entry(account.clone()).or_default();
+            let available = (balance - *set_aside).max(0) as Amount;
+            if available < *amount {
+                out.push(Err(Error::InsufficientBalance { account: payer.display(), needed: *amount, available }));
+                continue;
+            }
+            *set_aside += *amount as i128;
+            let hold = Hold { id: hold_id(payer, *amount), payer: *payer, amount: *amount };
+            rows.push(vec![
+                Param::Text(Some(hold.id.clone())),
+                Param::Text(Some(account)),
+                Param::Text(Some(amount.to_string())),
+                Param::Int(Some(expires_at)),
+            ]);
+            out.push(Ok(hold));
+        }
+        insert_rows(&mut tx, "INSERT INTO payer_holds (id, account, amount, expires_at) VALUES", rows).await?;
         tx.commit().await?;
-        Ok(hold)
+        Ok(out)
     }
 
     /// Gives a hold's money back (the answer failed, was refused or cancelled). Releasing a hold

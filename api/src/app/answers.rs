@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use tributary_attribution::{
-    Amount, CitedChunk, DEFAULT_HOLD_TTL, Error as AttributionError, Hold, MAX_ADAPTERS, MAX_DATANETS, NewReceipt,
-    Payer, Payment, Quote, Receipt, RetrievedChunk, Weighting, ablation_weights, citation_weights,
+    Amount, CitedChunk, Error as AttributionError, Hold, MAX_ADAPTERS, MAX_DATANETS, NewReceipt, Payer, Payment, Quote,
+    Receipt, RetrievedChunk, Weighting, ablation_weights, citation_weights,
 };
 use tributary_generator::{Answer, AnswerEvent, AnswerRequest, CitationPolicy, GenerationParams, Generator, Source};
 use tributary_indexer::{Address, Datanet, Visibility};
@@ -185,10 +185,10 @@ pub async fn prepare(app: &App, question: Question<'_>) -> Result<Prepared> {
     let funding = match (payer, sponsor_of(&ids, adapters.is_empty(), quote.fee)) {
         (Some(address), _) => {
             let payer = Payer::Address(address);
-            let hold = ledger.hold(&payer, quote.fee, DEFAULT_HOLD_TTL).await?;
+            let hold = app.batcher().hold(payer, quote.fee).await?;
             Funding { payment: Payment::Charge { payer, hold: Some(hold.id.clone()) }, hold: Some(hold) }
         }
-        (None, Some(sponsor)) => match ledger.hold(&sponsor, quote.fee, DEFAULT_HOLD_TTL).await {
+        (None, Some(sponsor)) => match app.batcher().hold(sponsor, quote.fee).await {
             Ok(hold) => {
                 Funding { payment: Payment::Charge { payer: sponsor, hold: Some(hold.id.clone()) }, hold: Some(hold) }
             }
@@ -380,7 +380,7 @@ pub async fn record(app: &App, question: &str, answered: &Answered, private_ques
         quote,
         payment: funding.payment.clone(),
     };
-    match app.ledger().record(new).await {
+    match app.batcher().record(new).await {
         Ok(receipt) => Ok(receipt),
         Err(e) => {
             funding.release(app).await;

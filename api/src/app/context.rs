@@ -31,6 +31,8 @@ pub struct App {
     /// One writer per Datanet at a time (the ingest protocol's assumption), across every
     /// front end of this process.
     writers: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+    /// Group commit of holds and receipts (started with the App, on its runtime).
+    batcher: crate::app::batch::LedgerBatcher,
 }
 
 /// Distinct queries whose embeddings are kept (384 floats each: about 6 MiB).
@@ -54,7 +56,9 @@ impl App {
         let store = Store::open(config)
             .await
             .with_context(|| format!("opening the data directory {}", settings.data_dir.display()))?;
+        let batcher = crate::app::batch::LedgerBatcher::start(tributary_attribution::Ledger::new(store.catalog()));
         Ok(App {
+            batcher,
             store: Arc::new(store),
             settings: settings.clone(),
             embedder: Mutex::new(None),
@@ -132,6 +136,11 @@ impl App {
             };
             Ok(backend)
         })
+    }
+
+    /// The ledger's group commit: holds and receipts of concurrent answers share transactions.
+    pub fn batcher(&self) -> &crate::app::batch::LedgerBatcher {
+        &self.batcher
     }
 
     /// The attribution ledger, in the catalog's database.

@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod answers;
+pub mod batch;
 mod context;
 pub mod ingest;
 pub mod keys;

@@ -209,9 +209,8 @@ async fn on_chain(app: &App, chain: &Chain, deployment: &Deployment, alice: Addr
     }
     let proof = app.ledger().proof(&alice, None).await?;
     submit_claim(chain, deployment.payouts, &proof).await?;
-    let account = evm(&alice);
-    let balance = chain.token(deployment.token).balanceOf(account).call().await.map_err(revert)?;
-    println!("alice claimed her cumulative {}: her token balance is now {balance}", proof.cumulative);
+    let paid = chain.payouts(deployment.payouts).paid(U256::from(proof.index)).call().await.map_err(revert)?;
+    println!("alice claimed her cumulative {}: the contract has now paid her {paid}", proof.cumulative);
     let pushed = push_with(app, chain, deployment.payouts, 200).await?;
     println!(
         "one pushBatch paid the other {} account(s) {} in total (gas {})",

@@ -582,6 +582,11 @@ async fn answers_stream_and_pay() {
     assert_eq!((quote.body["billing"].as_str(), quote.body["available"].as_str()), (Some("payer"), Some("0")));
     let price: u128 = quote.body["fee"].as_str().unwrap().parse().unwrap();
     assert_eq!(price, 1_000_000_000_000_000, "a Datanet named twice is priced once");
+    // A Datanet named 100,000 times is refused outright (at most 16 names; a repeat is charged once).
+    let mut inflated = question.clone();
+    inflated["datanets"] = json!(vec!["rivers"; 100_000]);
+    let refused = s.call("POST", "/v1/answers", Some(&payer), Some(inflated)).await;
+    assert_eq!((refused.status, refused.body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_request")));
     let short = s.call("POST", "/v1/answers", Some(&payer), Some(question.clone())).await;
     assert_eq!(
         (short.status.as_u16(), short.body["code"].as_str()),

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `tributary` binary: real processes, real files.
 
 mod ask;
+mod batch;
 mod chain;
 mod cli;
 mod crash;

@@ -1,0 +1,66 @@
+//! The ledger's group commit (`app::batch`): concurrent answers share hold and record
+//! transactions, each keeps its own outcome, and the books still balance.
+
+use std::sync::Arc;
+
+use tributary::app::{App, Settings};
+use tributary_attribution::{Error, NewReceipt, PaidBy, Payer, Payment, Policy, Quote, Weighting};
+use tributary_indexer::Address;
+
+const TREASURY: &str = "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc";
+
+fn receipt(payer: Payer, hold: String, fee: u128) -> NewReceipt {
+    NewReceipt {
+        question: "q".into(),
+        keep_question: true,
+        datanets: Vec::new(),
+        model: "m".into(),
+        adapters: Vec::new(),
+        answer: "a".into(),
+        retrieved: Vec::new(),
+        cited: Vec::new(),
+        quote: Quote { fee, weighting: Weighting::Citation, adapter_owners: Vec::new() },
+        payment: Payment::Charge { payer, hold: Some(hold) },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_answers_share_commits_and_keep_their_own_outcomes() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings { data_dir: dir.path().to_path_buf(), ..Default::default() };
+    let app = Arc::new(App::open(&settings).await.unwrap());
+    let ledger = app.ledger();
+    let treasury: Address = TREASURY.parse().unwrap();
+    ledger.set_policy(&Policy { protocol_account: treasury, slash_sink: treasury, ..Policy::default() }).await.unwrap();
+    let rich: Address = "0x976EA74026E726554dB657fA54763abd0C3a0aa9".parse().unwrap();
+    let poor: Address = "0x14dC79964da2C08b23698B3D3cc7Ca32193d9955".parse().unwrap();
+    ledger.grant(&rich, 1_000, None).await.unwrap();
+    ledger.grant(&poor, 20, None).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..45 {
+        let app = app.clone();
+        let payer = Payer::Address(if i % 9 == 0 { poor } else { rich });
+        tasks.push(tokio::spawn(async move {
+            let hold = app.batcher().hold(payer, 10).await?;
+            app.batcher().record(receipt(payer, hold.id, 10)).await
+        }));
+    }
+    let (mut paid, mut refused) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(receipt) => {
+                assert_eq!(receipt.payment.map(|p| p.paid_by), Some(PaidBy::Payer));
+                paid += 1;
+            }
+            Err(Error::InsufficientBalance { needed: 10, .. }) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // The rich payer's 40 answers, and two of the poor one's five.
+    assert_eq!((paid, refused), (42, 3));
+    let rich_balance = ledger.balance(&Payer::Address(rich)).await.unwrap();
+    assert_eq!((rich_balance.balance, rich_balance.spent, rich_balance.held), (600, 400, 0));
+    assert_eq!(ledger.balance(&Payer::Address(poor)).await.unwrap().balance, 0);
+    let report = ledger.verify().await.unwrap();
+    assert!(report.ok() && report.receipts == 42, "{report:?}");
+}
