@@ -193,6 +193,15 @@ impl Chain {
         Ok(Chain { provider, signer: address })
     }
 
+    /// Connects to `rpc_url` without a key: reads only (a transaction sent through it fails).
+    /// What a periodic read (deposits, status) should use, so that it never unlocks a keystore.
+    pub fn reader(rpc_url: &str) -> Result<Chain> {
+        let url = rpc_url.parse().map_err(|e| Error::Chain(format!("RPC URL {rpc_url:?}: {e}")))?;
+        let provider = ProviderBuilder::new().disable_recommended_fillers().connect_http(url).erased();
+        Ok(Chain { provider, signer: Address::ZERO })
+    }
+
+    /// The signing address (the zero address for a [`Chain::reader`]).
     pub fn signer(&self) -> Address {
         self.signer
     }

@@ -78,6 +78,12 @@ fn parse_evm(text: &str, what: &str) -> Result<EvmAddress> {
     text.parse().with_context(|| format!("{what} {text:?} is not an address"))
 }
 
+/// The configured chain, for reads only (no key is loaded).
+fn reader(app: &App, config: &ChainConfig) -> Result<Chain> {
+    let url = app.settings.rpc_url.clone().or_else(|| config.rpc_url.clone()).ok_or(ChainRefused::NoRpc)?;
+    Ok(Chain::reader(&url)?)
+}
+
 /// The signer on the configured chain.
 fn connect(app: &App, config: &ChainConfig) -> Result<Chain> {
     let url = app.settings.rpc_url.clone().or_else(|| config.rpc_url.clone()).ok_or(ChainRefused::NoRpc)?;
@@ -267,7 +273,7 @@ pub async fn status(app: &App) -> Result<ChainStatus> {
     let on_chain = match config.payouts {
         None => None,
         Some(_) => {
-            let chain = connect(app, &config)?;
+            let chain = reader(app, &config)?;
             let contract = chain.payouts(payouts_address(&config)?);
             money = [
                 Some(contract.totalDeposited().call().await.map_err(revert)?.to_string()),
@@ -392,7 +398,8 @@ pub async fn sync(app: &App) -> Result<Option<Synced>> {
     if config.payouts.is_none() {
         return Ok(None);
     }
-    let chain = connect(app, &config)?;
+    // Reading logs needs no key: a keystore is not unlocked on every tick of the server's sync.
+    let chain = reader(app, &config)?;
     let payouts = payouts_address(&config)?;
     let start = config.deployed_at.unwrap_or(0);
     Ok(Some(sync_with(app, &chain, payouts, start, config.confirmations.unwrap_or(1)).await?))
