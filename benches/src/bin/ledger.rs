@@ -198,6 +198,7 @@ async fn main() -> Result<()> {
     }
     let record_s = started.elapsed().as_secs_f64();
     let started = Instant::now();
+    let mut hold_s = 0.0;
     let mut r = 0;
     while r < args.receipts {
         let end = (r + args.group).min(args.receipts);
@@ -205,7 +206,9 @@ async fn main() -> Result<()> {
         // their holds in one transaction, their receipts in another.
         let ids: Vec<usize> = (args.receipts + r..args.receipts + end).collect();
         let requests: Vec<(Payer, u128)> = ids.iter().map(|i| (payers[i % PAYERS], FEE)).collect();
+        let holding = Instant::now();
         let holds = ledger.hold_many(&requests, DEFAULT_HOLD_TTL).await?;
+        hold_s += holding.elapsed().as_secs_f64();
         let mut group = Vec::with_capacity(ids.len());
         for (i, hold) in ids.into_iter().zip(holds) {
             group.push(paid(i, hold?.id));
@@ -274,6 +277,7 @@ async fn main() -> Result<()> {
             "receipts": args.receipts, "credits_per_receipt": 7, "record_s": record_s,
             "receipts_per_s": args.receipts as f64 / record_s,
             "group": args.group, "grouped_receipts_per_s": args.receipts as f64 / grouped_s,
+            "grouped_hold_share": hold_s / grouped_s,
             "settle_receipts_epoch_s": settle_small_s,
             "epoch_credits": args.credits, "epoch_accounts": epoch.accounts, "bulk_setup_s": setup_s,
             "settle_s": settle_s,
