@@ -892,10 +892,7 @@ impl Ledger {
         // cannot); the holds placed for these answers are spent.
         payers::apply(&mut tx, &charges, &holds).await?;
         for batch in holds.chunks(200) {
-            let sql = format!(
-                "DELETE FROM payer_holds WHERE id IN ({})",
-                (1..=batch.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
-            );
+            let sql = format!("DELETE FROM payer_holds WHERE id IN ({})", payers::placeholders(1, batch.len()));
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for id in batch {
                 query = query.bind(id.clone());

@@ -166,7 +166,7 @@ fn is_world(account: &str) -> bool {
 }
 
 /// `$first, $first+1, …` for `n` values.
-fn placeholders(first: usize, n: usize) -> String {
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
@@ -242,17 +242,25 @@ pub(crate) async fn apply(tx: &mut Transaction<'static, Any>, moves: &[Move], re
                 "a transfer moves a positive amount between two accounts: {m:?}"
             )));
         }
-        let amount = m.amount as i128;
+        // Every sum stays within i128 (the books' range, far past any token's supply): one that
+        // would not is refused, never wrapped into money moving the other way.
+        let out_of_range =
+            || Error::InvalidArgument(format!("{} {} would take an account past the books' range", m.kind, m.amount));
+        let amount = i128::try_from(m.amount).map_err(|_| out_of_range())?;
+        let add = |total: &mut i128, by: i128| -> Result<()> {
+            *total = total.checked_add(by).ok_or_else(out_of_range)?;
+            Ok(())
+        };
         let debit = accounts.entry(m.debit.clone()).or_default();
-        debit.balance -= amount;
+        add(&mut debit.balance, -amount)?;
         if matches!(m.kind, "charge" | "sponsor") {
-            debit.spent += amount;
+            add(&mut debit.spent, amount)?;
         }
         let credit = accounts.entry(m.credit.clone()).or_default();
-        credit.balance += amount;
+        add(&mut credit.balance, amount)?;
         match m.kind {
-            "deposit" => credit.deposited += amount,
-            "grant" => credit.granted += amount,
+            "deposit" => add(&mut credit.deposited, amount)?,
+            "grant" => add(&mut credit.granted, amount)?,
             _ => {}
         }
     }
@@ -390,6 +398,14 @@ impl Ledger {
         lock(&mut tx).await?;
         if let Some(existing) = transfer_by_key(&mut tx, &m.key).await? {
             tx.rollback().await?;
+            // A retry of the same transfer is answered with it; the key of another is refused.
+            let same = existing.kind == m.kind
+                && existing.debit == m.debit
+                && existing.credit == m.credit
+                && existing.amount == m.amount;
+            if !same {
+                return Err(Error::InvalidArgument(format!("key {} was used for another transfer", m.key)));
+            }
             return Ok(existing);
         }
         apply(&mut tx, std::slice::from_ref(&m), &[]).await?;
@@ -511,8 +527,14 @@ impl Ledger {
         let mut charges = BTreeMap::new();
         for row in &rows {
             let t = transfer_from_row(row)?;
-            *sums.entry(t.debit.clone()).or_default() -= t.amount as i128;
-            *sums.entry(t.credit.clone()).or_default() += t.amount as i128;
+            let Ok(amount) = i128::try_from(t.amount) else {
+                problems.push(format!("transfer {} moves {}, past the books' range", t.key, t.amount));
+                continue;
+            };
+            let debit = sums.entry(t.debit.clone()).or_default();
+            *debit = debit.saturating_sub(amount);
+            let credit = sums.entry(t.credit.clone()).or_default();
+            *credit = credit.saturating_add(amount);
             if t.kind == "charge" {
                 if t.credit != FEES {
                     problems.push(format!("charge {} goes to {}, not to {FEES}", t.key, t.credit));
@@ -522,7 +544,7 @@ impl Ledger {
                 }
             }
         }
-        if sums.values().sum::<i128>() != 0 {
+        if sums.values().try_fold(0i128, |total, v| total.checked_add(*v)) != Some(0) {
             problems.push("the payers' accounts do not sum to zero".into());
         }
         let stored = sqlx::query("SELECT account, balance FROM payer_accounts").fetch_all(&self.pool).await?;

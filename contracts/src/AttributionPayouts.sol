@@ -86,6 +86,8 @@ contract AttributionPayouts is AccessControl, Pausable {
         uint256 before = token.balanceOf(address(this));
         token.safeTransferFrom(msg.sender, address(this), amount);
         received = token.balanceOf(address(this)) - before;
+        // Nothing arrived (a token that takes it all as a fee): no deposit to record.
+        if (received == 0) revert ZeroAmount();
         totalDeposited += received;
         emit Deposited(payer, msg.sender, received);
     }

@@ -518,3 +518,83 @@ impl Model {
         }
     }
 }
+
+/// Amounts at the edge of the integers: a balance that would outgrow the books is refused with
+/// an error and nothing written, never wrapped (a wrapped i128 would turn a grant into a debit
+/// and mint on the other side).
+#[tokio::test]
+async fn amounts_past_the_books_range_are_refused_not_wrapped() {
+    let fx = fixture(crate::Backend::Sqlite).await;
+    let ledger = ledger(&fx).await;
+    let huge: Amount = u128::MAX / 2 + 1; // past i128::MAX
+    assert!(matches!(ledger.grant(&carol(), huge, None).await, Err(Error::InvalidArgument(_))));
+    let big: Amount = i128::MAX as u128 / 2 + 1;
+    ledger.grant(&carol(), big, Some("first")).await.unwrap();
+    // A second one would take carol (and the grant source) past i128's range.
+    let refused = ledger.grant(&carol(), big, Some("second")).await;
+    assert!(matches!(refused, Err(Error::InvalidArgument(_))), "{refused:?}");
+    let balance = ledger.balance(&Payer::Address(carol())).await.unwrap();
+    assert_eq!((balance.balance, balance.granted), (big, big), "nothing of the refused grant landed");
+    // Holding more than exists is refused, whatever the amount.
+    let refused = ledger.hold(&Payer::Address(carol()), u128::MAX, Duration::from_secs(60)).await;
+    assert!(matches!(refused, Err(Error::InsufficientBalance { .. })), "{refused:?}");
+    let deposit = Deposit { payer: carol(), amount: huge, transaction: format!("0x{}", "cd".repeat(32)), log_index: 0 };
+    assert!(ledger.record_deposit(&deposit).await.is_err());
+    let report = ledger.verify().await.unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+}
+
+/// A grant's key lands it once; the same key cannot be reused to claim a grant for someone
+/// else or for another amount (it would report a grant that never happened).
+#[tokio::test]
+async fn a_grant_key_is_not_reused_for_another_grant() {
+    let fx = fixture(crate::Backend::Sqlite).await;
+    let ledger = ledger(&fx).await;
+    let first = ledger.grant(&carol(), 100, Some("k")).await.unwrap();
+    assert_eq!(ledger.grant(&carol(), 100, Some("k")).await.unwrap(), first, "a retry is the same grant");
+    assert!(matches!(ledger.grant(&bob(), 100, Some("k")).await, Err(Error::InvalidArgument(_))));
+    assert!(matches!(ledger.grant(&carol(), 101, Some("k")).await, Err(Error::InvalidArgument(_))));
+    assert_eq!(ledger.balance(&Payer::Address(bob())).await.unwrap().balance, 0);
+    assert_eq!(ledger.balance(&Payer::Address(carol())).await.unwrap().balance, 100);
+}
+
+/// A receipt cannot name one payer and charge another, nor be charged twice: the charge is
+/// keyed by the receipt, and `verify` ties it to the payer the receipt names.
+#[tokio::test]
+async fn a_charge_is_the_named_payers_and_happens_once() {
+    let fx = fixture(crate::Backend::Sqlite).await;
+    let ledger = ledger(&fx).await;
+    let chunks = chunks(&fx).await;
+    ledger.grant(&carol(), 1_000, None).await.unwrap();
+    ledger.grant(&bob(), 1_000, None).await.unwrap();
+    let quote = Quote { fee: 300, weighting: Weighting::Citation, adapter_owners: Vec::new() };
+    let receipt = ledger.record(answer(&fx, &[&chunks[0]], quote, charge(carol(), None))).await.unwrap();
+    let pool = fx.store.catalog().pool();
+    // Moved onto bob's account after the fact: caught.
+    sqlx::query("UPDATE payer_transfers SET debit = $1 WHERE receipt_id = $2")
+        .bind(bob().to_lower_hex())
+        .bind(&receipt.id)
+        .execute(pool)
+        .await
+        .unwrap();
+    let problems = ledger.verify().await.unwrap().problems;
+    assert!(problems.iter().any(|p| p.contains(&receipt.id) && p.contains("was charged")), "{problems:?}");
+    sqlx::query("UPDATE payer_transfers SET debit = $1 WHERE receipt_id = $2")
+        .bind(carol().to_lower_hex())
+        .bind(&receipt.id)
+        .execute(pool)
+        .await
+        .unwrap();
+    // A second charge for the same receipt: refused by the key.
+    let twice = sqlx::query(
+        "INSERT INTO payer_transfers (kind, key, debit, credit, amount, receipt_id, created_at) \
+         VALUES ('charge', $1, $2, 'fees', '300', $3, 0)",
+    )
+    .bind(format!("receipt:{}", receipt.id))
+    .bind(carol().to_lower_hex())
+    .bind(&receipt.id)
+    .execute(pool)
+    .await;
+    assert!(twice.is_err(), "the charge's key is unique");
+    assert!(ledger.verify().await.unwrap().ok());
+}
