@@ -269,33 +269,37 @@ pub async fn prove(
 /// when no contracts are deployed).
 pub async fn status(app: &App) -> Result<ChainStatus> {
     let config = load_config(&config_path(app))?;
-    let mut money = [None, None, None];
+    // The contract's latest epoch and its money (deposited, epoch total, paid out).
     let on_chain = match config.payouts {
         None => None,
         Some(_) => {
             let chain = reader(app, &config)?;
             let contract = chain.payouts(payouts_address(&config)?);
-            money = [
-                Some(contract.totalDeposited().call().await.map_err(revert)?.to_string()),
-                Some(contract.epochTotal().call().await.map_err(revert)?.to_string()),
-                Some(contract.totalPaid().call().await.map_err(revert)?.to_string()),
-            ];
-            Some(contract.latestEpoch().call().await.map_err(revert)?)
+            let latest = contract.latestEpoch().call().await.map_err(revert)?;
+            let deposited = contract.totalDeposited().call().await.map_err(revert)?.to_string();
+            let epoch_total = contract.epochTotal().call().await.map_err(revert)?.to_string();
+            let paid_out = contract.totalPaid().call().await.map_err(revert)?.to_string();
+            Some((latest, deposited, epoch_total, paid_out))
         }
     };
     let epochs = app.ledger().epochs().await?;
-    let pending: Vec<i64> = epochs.iter().map(|e| e.number).filter(|n| *n > on_chain.unwrap_or(0) as i64).collect();
+    let latest = on_chain.as_ref().map(|(latest, ..)| *latest);
+    let pending: Vec<i64> = epochs.iter().map(|e| e.number).filter(|n| *n > latest.unwrap_or(0) as i64).collect();
+    let (deposited, epoch_total, paid_out) = match on_chain {
+        Some((_, deposited, epoch_total, paid_out)) => (Some(deposited), Some(epoch_total), Some(paid_out)),
+        None => (None, None, None),
+    };
     Ok(ChainStatus {
         chain_id: config.chain_id,
         registry: config.registry,
         payouts: config.payouts,
         token: config.token,
-        chain_latest_epoch: on_chain,
+        chain_latest_epoch: latest,
         ledger_latest_epoch: epochs.last().map(|e| e.number),
         pending_on_chain: pending,
-        deposited: money[0].take(),
-        epoch_total: money[1].take(),
-        paid_out: money[2].take(),
+        deposited,
+        epoch_total,
+        paid_out,
     })
 }
 
@@ -474,7 +478,8 @@ pub struct Deposited {
 /// Deposits `amount` of the signer's tokens into the payout contract for `payer`, then syncs.
 pub async fn deposit(app: &App, payer: &tributary_indexer::Address, amount: u128) -> Result<Deposited> {
     let config = load_config(&config_path(app))?;
-    let (chain, payouts) = payout_signer(app)?;
+    let payouts = payouts_address(&config)?;
+    let chain = connect(app, &config)?;
     let token = parse_evm(config.token.as_deref().ok_or(ChainRefused::NotConfigured)?, "token")?;
     let transaction = chain.deposit(payouts, token, evm(payer), U256::from(amount)).await?;
     let synced =

@@ -48,9 +48,6 @@ impl AnswerSpec {
             }
             params.repeat_penalty = penalty;
         }
-        if body.datanets.len() > MAX_DATANETS {
-            return Err(ApiError::bad_request(format!("at most {MAX_DATANETS} Datanets")));
-        }
         if body.adapters.len() > MAX_ADAPTERS {
             return Err(ApiError::bad_request(format!("at most {MAX_ADAPTERS} adapters")));
         }
@@ -139,6 +136,9 @@ pub(crate) async fn start(
     }
     if spec.datanets.is_empty() {
         return Err(ApiError::invalid("name at least one Datanet"));
+    }
+    if spec.datanets.len() > MAX_DATANETS {
+        return Err(ApiError::bad_request(format!("at most {MAX_DATANETS} Datanets")));
     }
     for name in &spec.datanets {
         readable(state, caller, name).await?;

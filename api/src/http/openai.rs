@@ -16,7 +16,6 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use tributary_attribution::MAX_DATANETS;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -229,9 +228,6 @@ fn spec_of(body: ChatCompletionRequest) -> ApiResult<(AnswerSpec, String, bool)>
         return Err(ApiError::invalid("the model is bound to other Datanets than `datanets` names"));
     }
     let datanets = if bound.is_empty() { body.datanets } else { bound };
-    if datanets.len() > MAX_DATANETS {
-        return Err(ApiError::bad_request(format!("at most {MAX_DATANETS} Datanets")));
-    }
     let question = body
         .messages
         .iter()
