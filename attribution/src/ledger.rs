@@ -463,6 +463,12 @@ pub(crate) enum Param {
     Text(Option<String>),
 }
 
+/// Whether `tx` runs on SQLite (whose statements take anonymous `?` parameters; see
+/// [`crate::payers::placeholders_for`]).
+pub(crate) fn is_sqlite(tx: &Transaction<'static, Any>) -> bool {
+    tx.backend_name().eq_ignore_ascii_case("sqlite")
+}
+
 /// `head` followed by `rows` as multi-row VALUES lists, a few hundred parameters a statement.
 pub(crate) async fn insert_rows(tx: &mut Transaction<'static, Any>, head: &str, rows: Vec<Vec<Param>>) -> Result<()> {
     insert_rows_with(tx, head, "", rows).await
@@ -476,11 +482,12 @@ pub(crate) async fn insert_rows_with(
     rows: Vec<Vec<Param>>,
 ) -> Result<()> {
     let Some(width) = rows.first().map(Vec::len) else { return Ok(()) };
+    let sqlite = is_sqlite(tx);
     for batch in rows.chunks((900 / width).max(1)) {
         let mut sql = String::from(head);
         for i in 0..batch.len() {
-            let values: Vec<String> = (1..=width).map(|c| format!("${}", i * width + c)).collect();
-            sql.push_str(&format!("{}({})", if i > 0 { ", " } else { " " }, values.join(", ")));
+            let values = crate::payers::placeholders_for(sqlite, i * width + 1, width);
+            sql.push_str(&format!("{}({values})", if i > 0 { ", " } else { " " }));
         }
         sql.push_str(tail);
         let mut query = sqlx::query(AssertSqlSafe(sql));
@@ -892,7 +899,7 @@ impl Ledger {
         // cannot); the holds placed for these answers are spent.
         payers::apply(&mut tx, &charges, &holds).await?;
         for batch in holds.chunks(200) {
-            let sql = format!("DELETE FROM payer_holds WHERE id IN ({})", payers::placeholders(1, batch.len()));
+            let sql = format!("DELETE FROM payer_holds WHERE id IN ({})", payers::placeholders(&tx, 1, batch.len()));
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for id in batch {
                 query = query.bind(id.clone());

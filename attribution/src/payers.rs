@@ -165,9 +165,20 @@ fn is_world(account: &str) -> bool {
     account.starts_with("world:")
 }
 
-/// `$first, $first+1, …` for `n` values.
-pub(crate) fn placeholders(first: usize, n: usize) -> String {
+/// `$first, $first+1, …` for `n` values; on SQLite `?, ?, …` (anonymous parameters bound in
+/// order). sqlx binds a SQLite statement's parameters by asking each one's name, a scan of the
+/// statement's named parameters: with `$n` names that is quadratic in the parameters of a
+/// statement (a sixth of a grouped commit's time at 900 a statement, measured with perf).
+pub(crate) fn placeholders_for(sqlite: bool, first: usize, n: usize) -> String {
+    if sqlite {
+        return vec!["?"; n].join(", ");
+    }
     (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// [`placeholders_for`] the backend `tx` runs on.
+pub(crate) fn placeholders(tx: &Transaction<'static, Any>, first: usize, n: usize) -> String {
+    placeholders_for(crate::ledger::is_sqlite(tx), first, n)
 }
 
 /// The stored rows of `accounts` (missing ones at zero).
@@ -176,7 +187,7 @@ async fn load_accounts(tx: &mut Transaction<'static, Any>, accounts: &[String]) 
     for batch in accounts.chunks(200) {
         let sql = format!(
             "SELECT account, balance, deposited, granted, spent FROM payer_accounts WHERE account IN ({})",
-            placeholders(1, batch.len())
+            placeholders(tx, 1, batch.len())
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for account in batch {
@@ -203,11 +214,13 @@ async fn held(
     accounts: &[String],
     except: &[String],
 ) -> Result<BTreeMap<String, i128>> {
+    let except: std::collections::HashSet<&String> = except.iter().collect();
     let mut out = BTreeMap::new();
     for batch in accounts.chunks(200) {
         let sql = format!(
-            "SELECT id, account, amount FROM payer_holds WHERE expires_at > $1 AND account IN ({})",
-            placeholders(2, batch.len())
+            "SELECT id, account, amount FROM payer_holds WHERE expires_at > {} AND account IN ({})",
+            placeholders(tx, 1, 1),
+            placeholders(tx, 2, batch.len())
         );
         let mut query = sqlx::query(AssertSqlSafe(sql)).bind(now_ms());
         for account in batch {

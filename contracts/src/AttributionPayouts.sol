@@ -34,8 +34,13 @@ contract AttributionPayouts is AccessControl, Pausable {
     uint256 private constant LANE_MAX = (1 << LANE_BITS) - 1;
 
     IERC20 public immutable token;
-    /// Shares a storage word with Pausable's flag: a claim reads both for one cold load.
-    uint64 public latestEpoch;
+    /// One storage word with Pausable's flag (8 bits): the latest epoch (32 bits), its
+    /// cumulative total and what claims and batches paid, ever (104 bits each, 2e31 base units:
+    /// 2e13 tokens of 18 decimals). A claim reads the flag, the epoch and both totals, and
+    /// raises the paid total, for one cold load and one write.
+    uint32 private _latestEpoch;
+    uint104 private _epochTotal;
+    uint104 private _totalPaid;
     /// @notice Every posted epoch's payout root. The receipts head is in its EpochPosted event
     /// (logs are part of the chain too), which keeps a posting to one fresh storage slot.
     mapping(uint64 => bytes32) public epochRoot;
@@ -43,11 +48,6 @@ contract AttributionPayouts is AccessControl, Pausable {
     mapping(uint256 => uint256) private _paidLarge;
     /// @notice Every token deposited through `deposit`, ever.
     uint256 public totalDeposited;
-    /// @notice The latest epoch's cumulative total: what the ledger credited, ever. Shares a
-    /// word with `totalPaid`: a claim checks and raises what was paid for one cold load.
-    uint128 public epochTotal;
-    /// @notice What claims and batches paid, ever (never more than `epochTotal`).
-    uint128 public totalPaid;
 
     event EpochPosted(uint64 indexed epoch, bytes32 payoutRoot, bytes32 receiptsHead, uint256 total);
     /// `from` paid `amount` of the token into the contract for `payer`'s answers.
@@ -68,6 +68,7 @@ contract AttributionPayouts is AccessControl, Pausable {
     error EpochOverfunded(uint256 total, uint256 deposited);
     error TotalFalling(uint256 total, uint256 latest);
     error OverPaid(uint256 paid, uint256 epochTotal);
+    error EpochOutOfRange(uint64 epoch);
 
     constructor(IERC20 token_, address admin, address settler) {
         if (address(token_) == address(0) || admin == address(0) || settler == address(0)) revert ZeroAddress();
@@ -99,13 +100,14 @@ contract AttributionPayouts is AccessControl, Pausable {
         onlyRole(SETTLER_ROLE)
         whenNotPaused
     {
-        if (epoch <= latestEpoch) revert EpochNotIncreasing(epoch, latestEpoch);
+        if (epoch <= _latestEpoch) revert EpochNotIncreasing(epoch, _latestEpoch);
+        if (epoch > type(uint32).max) revert EpochOutOfRange(epoch);
         if (root == bytes32(0)) revert EmptyRoot();
-        if (total > totalDeposited || total > type(uint128).max) revert EpochOverfunded(total, totalDeposited);
-        if (total < epochTotal) revert TotalFalling(total, epochTotal);
-        latestEpoch = epoch;
+        if (total > totalDeposited || total > type(uint104).max) revert EpochOverfunded(total, totalDeposited);
+        if (total < _epochTotal) revert TotalFalling(total, _epochTotal);
+        _latestEpoch = uint32(epoch);
         epochRoot[epoch] = root;
-        epochTotal = uint128(total);
+        _epochTotal = uint104(total);
         emit EpochPosted(epoch, root, head, total);
     }
 
@@ -146,7 +148,7 @@ contract AttributionPayouts is AccessControl, Pausable {
         uint256 recipients;
         (recipients, total) = _payAll(indices, accounts, cumulativeAmounts);
         _addPaid(total);
-        emit BatchPushed(latestEpoch, recipients, total);
+        emit BatchPushed(_latestEpoch, recipients, total);
     }
 
     function pause() external onlyRole(PAUSER_ROLE) {
@@ -155,6 +157,21 @@ contract AttributionPayouts is AccessControl, Pausable {
 
     function unpause() external onlyRole(PAUSER_ROLE) {
         _unpause();
+    }
+
+    /// @notice The latest posted epoch (0 before the first).
+    function latestEpoch() external view returns (uint64) {
+        return _latestEpoch;
+    }
+
+    /// @notice The latest epoch's cumulative total: what the ledger credited, ever.
+    function epochTotal() external view returns (uint128) {
+        return _epochTotal;
+    }
+
+    /// @notice What claims and batches paid, ever (never more than `epochTotal`).
+    function totalPaid() external view returns (uint128) {
+        return _totalPaid;
     }
 
     /// @notice What the account at `index` was paid so far, in total.
@@ -171,11 +188,11 @@ contract AttributionPayouts is AccessControl, Pausable {
 
     /// @notice The latest epoch's root: claims and batches are proven against it.
     function payoutRoot() public view returns (bytes32) {
-        return epochRoot[latestEpoch];
+        return epochRoot[_latestEpoch];
     }
 
     function _latestRoot() private view returns (bytes32) {
-        uint64 epoch = latestEpoch;
+        uint32 epoch = _latestEpoch;
         if (epoch == 0) revert NoEpoch();
         return epochRoot[epoch];
     }
@@ -196,9 +213,9 @@ contract AttributionPayouts is AccessControl, Pausable {
     /// Counts `amount` as paid out; refuses to pay past the latest epoch's total (which is
     /// within what was deposited).
     function _addPaid(uint256 amount) private {
-        uint256 paidNow = uint256(totalPaid) + amount;
-        if (paidNow > epochTotal) revert OverPaid(paidNow, epochTotal);
-        totalPaid = uint128(paidNow);
+        uint256 paidNow = uint256(_totalPaid) + amount;
+        if (paidNow > _epochTotal) revert OverPaid(paidNow, _epochTotal);
+        _totalPaid = uint104(paidNow);
     }
 
     /// Pays every account of a proven batch what it is owed; how many were paid, and how much.

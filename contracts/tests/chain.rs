@@ -113,6 +113,11 @@ async fn deploy_settle_claim_and_reconcile_on_anvil() {
     assert!(err.to_string().contains("EpochNotIncreasing"), "{err}");
     expect_revert(payouts.postEpoch(2, B256::ZERO, B256::ZERO, U256::from(150)).send().await, "EmptyRoot").await;
     expect_revert(payouts.postEpoch(2, root1, B256::ZERO, U256::from(149)).send().await, "TotalFalling").await;
+    // The epoch number is packed into 32 bits with the totals: past it, refused (not truncated
+    // into an epoch before this one).
+    let past = u64::from(u32::MAX) + 2;
+    expect_revert(payouts.postEpoch(past, root1, B256::ZERO, U256::from(150)).send().await, "EpochOutOfRange").await;
+    assert_eq!(payouts.latestEpoch().call().await.unwrap(), 1);
     expect_revert(
         alice.payouts(deployment.payouts).postEpoch(2, root1, B256::ZERO, U256::from(150)).send().await,
         "AccessControl",
