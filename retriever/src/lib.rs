@@ -68,6 +68,14 @@ impl Default for RetrieverConfig {
     }
 }
 
+/// The most characters a query's text may have: a question, not a document. Past it a query is
+/// refused (one 2 MB query of distinct words once cost 45 s of CPU).
+pub const MAX_QUERY_CHARS: usize = 8 * 1024;
+/// The most Datanets one query may search (each costs a dense and a BM25 search).
+pub const MAX_QUERY_DATANETS: usize = 16;
+/// The most contributors one query may filter by.
+pub const MAX_QUERY_CONTRIBUTORS: usize = 64;
+
 /// A question.
 #[derive(Debug, Clone)]
 pub struct Query<'a> {
@@ -77,6 +85,36 @@ pub struct Query<'a> {
     pub contributors: Option<&'a [Address]>,
     pub k: usize,
     pub mode: Mode,
+}
+
+impl Query<'_> {
+    /// Refuses a query past the bounds above, or with nothing to search: what one request may
+    /// cost is bounded before any work is done.
+    pub fn check(&self) -> Result<()> {
+        check_bounds(self.text, self.datanets.len(), self.contributors.map_or(0, <[Address]>::len))?;
+        if self.text.trim().is_empty() {
+            return Err(Error::InvalidArgument("the query is empty".into()));
+        }
+        if self.datanets.is_empty() {
+            return Err(Error::InvalidArgument("name at least one Datanet".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The bounds of [`Query::check`] on a query's text and the lengths of its lists, for front ends
+/// that check a request before resolving its names.
+pub fn check_bounds(text: &str, datanets: usize, contributors: usize) -> Result<()> {
+    if text.chars().nth(MAX_QUERY_CHARS).is_some() {
+        return Err(Error::InvalidArgument(format!("a query has at most {MAX_QUERY_CHARS} characters")));
+    }
+    if datanets > MAX_QUERY_DATANETS {
+        return Err(Error::InvalidArgument(format!("a query names at most {MAX_QUERY_DATANETS} Datanets")));
+    }
+    if contributors > MAX_QUERY_CONTRIBUTORS {
+        return Err(Error::InvalidArgument(format!("a query names at most {MAX_QUERY_CONTRIBUTORS} contributors")));
+    }
+    Ok(())
 }
 
 /// A retrieved passage, with everything a citation needs.
@@ -106,6 +144,35 @@ pub struct Retriever {
     config: RetrieverConfig,
 }
 
+/// A dense and a BM25 candidate list over the Datanets `ids`, each `depth` deep.
+type Candidates = (Vec<(i64, ChunkId, f32)>, Vec<(i64, ChunkId, f32)>);
+
+fn candidates(
+    store: &Store,
+    ids: &[i64],
+    vector: Option<&[f32]>,
+    text: &str,
+    mode: Mode,
+    contributors: Option<&[Address]>,
+    depth: usize,
+) -> Result<Candidates> {
+    let (mut dense, mut bm25) = (Vec::new(), Vec::new());
+    for &id in ids {
+        let indexes = store.indexes(id)?;
+        if let Some(vector) = vector {
+            for hit in indexes.vectors.search(vector, depth, contributors)? {
+                dense.push((id, hit.chunk_id, hit.score));
+            }
+        }
+        if mode != Mode::Dense {
+            for hit in indexes.keywords.search(text, depth, contributors)? {
+                bm25.push((id, hit.chunk_id, hit.score));
+            }
+        }
+    }
+    Ok((dense, bm25))
+}
+
 #[derive(Default, Clone, Copy)]
 struct Candidate {
     dense: Option<(usize, f32)>,
@@ -122,14 +189,9 @@ impl Retriever {
     }
 
     pub async fn search(&self, query: &Query<'_>) -> Result<Vec<Passage>> {
+        query.check()?;
         if query.k == 0 {
             return Ok(Vec::new());
-        }
-        if query.text.trim().is_empty() {
-            return Err(Error::InvalidArgument("the query is empty".into()));
-        }
-        if query.datanets.is_empty() {
-            return Err(Error::InvalidArgument("name at least one Datanet".into()));
         }
         let depth = self.config.candidates.max(query.k);
         let query_vector = match query.mode {
@@ -144,22 +206,22 @@ impl Retriever {
             }
         };
 
-        // Candidates from every Datanet, keyed by (Datanet, chunk).
-        let mut dense: Vec<(i64, ChunkId, f32)> = Vec::new();
-        let mut bm25: Vec<(i64, ChunkId, f32)> = Vec::new();
-        for datanet in query.datanets {
-            let indexes = self.store.indexes(datanet.id)?;
-            if let Some(vector) = &query_vector {
-                for hit in indexes.vectors.search(vector, depth, query.contributors)? {
-                    dense.push((datanet.id, hit.chunk_id, hit.score));
-                }
-            }
-            if query.mode != Mode::Dense {
-                for hit in indexes.keywords.search(query.text, depth, query.contributors)? {
-                    bm25.push((datanet.id, hit.chunk_id, hit.score));
-                }
-            }
+        // Candidates from every Datanet (each once), keyed by (Datanet, chunk): searched on a
+        // blocking thread, never on the async workers.
+        let mut ids: Vec<i64> = query.datanets.iter().map(|d| d.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut contributors = query.contributors.map(<[Address]>::to_vec);
+        if let Some(list) = &mut contributors {
+            list.sort_unstable();
+            list.dedup();
         }
+        let (store, text, mode) = (self.store.clone(), query.text.to_string(), query.mode);
+        let (mut dense, mut bm25) = tokio::task::spawn_blocking(move || {
+            candidates(&store, &ids, query_vector.as_deref(), &text, mode, contributors.as_deref(), depth)
+        })
+        .await
+        .map_err(|e| Error::KeywordIndex(format!("search task failed: {e}")))??;
         let scored = fuse(&mut dense, &mut bm25, query.mode, self.config.fusion, depth);
         // Candidates without a citable catalog row (flagged, or still being ingested) drop out:
         // resolve further down the list until k passages are found or the list ends.

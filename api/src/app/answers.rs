@@ -75,6 +75,8 @@ pub struct Question<'a> {
     /// Who pays: an API key's address, `ask --payer`; `None` for anonymous questions.
     pub payer: Option<Address>,
     pub unpaid: Unpaid,
+    /// Who asks, as the query cache sees it ([`crate::app::search::cache_scope`]).
+    pub scope: &'a str,
 }
 
 /// Who pays for an answer, and the money set aside for it before generating.
@@ -107,6 +109,8 @@ pub struct Prepared {
     /// The price and weighting the ledger quoted before generating.
     pub quote: Quote,
     pub funding: Funding,
+    /// Who asks, as the query cache sees it.
+    pub scope: String,
 }
 
 /// An answer with what it was made from.
@@ -164,7 +168,8 @@ pub enum Billing {
 /// are never sponsored: their surcharges would spend a Datanet owner's budget on adapter
 /// owners); otherwise free and crediting no one, or refused ([`PayerRequired`]), as `unpaid` says.
 pub async fn prepare(app: &App, question: Question<'_>) -> Result<Prepared> {
-    let Question { text, datanets: names, contributors, k, params, adapters, payer, unpaid } = question;
+    let Question { text, datanets: names, contributors, k, params, adapters, payer, unpaid, scope } = question;
+    tributary_retriever::check_bounds(text, names.len(), contributors.len())?;
     let names = distinct_names(names);
     let adapters = distinct_adapters(&adapters);
     if names.len() > MAX_DATANETS || adapters.len() > MAX_ADAPTERS {
@@ -199,7 +204,8 @@ pub async fn prepare(app: &App, question: Question<'_>) -> Result<Prepared> {
         },
         (None, None) => unpaid_funding(unpaid)?,
     };
-    Ok(Prepared { question: text.to_string(), datanets, contributors, k, params, adapters, quote, funding })
+    let scope = scope.to_string();
+    Ok(Prepared { question: text.to_string(), datanets, contributors, k, params, adapters, quote, funding, scope })
 }
 
 /// The sponsor budget that may pay for an unpaid question: that of the one Datanet asked
@@ -266,10 +272,11 @@ pub async fn generate(
     prepared: Prepared,
     on_token: &mut (dyn FnMut(&str) -> bool + Send),
 ) -> Result<Answered> {
-    let Prepared { question, datanets, contributors, k, params, adapters, quote, funding } = prepared;
+    let Prepared { question, datanets, contributors, k, params, adapters, quote, funding, scope } = prepared;
     let outcome = async {
         let contributors = (!contributors.is_empty()).then_some(contributors.as_slice());
-        let retriever = Retriever::new(app.store.clone(), app.query_embedder()?, RetrieverConfig::default());
+        let retriever =
+            Retriever::new(app.store.clone(), app.query_embedder()?.scoped(&scope), RetrieverConfig::default());
         let query = Query { text: &question, datanets: &datanets, contributors, k, mode: Mode::Hybrid };
         let passages = retriever.search(&query).await?;
         let request = AnswerRequest {

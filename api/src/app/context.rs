@@ -35,8 +35,9 @@ pub struct App {
     batcher: crate::app::batch::LedgerBatcher,
 }
 
-/// Distinct queries whose embeddings are kept (384 floats each: about 6 MiB).
-pub const QUERY_CACHE_ENTRIES: usize = 4096;
+/// Bytes of query embeddings kept (1,632 bytes an entry with MiniLM's 384 floats: about 10,000
+/// queries).
+pub const QUERY_CACHE_BYTES: u64 = 16 << 20;
 
 /// The value in `slot`, made by `make` the first time.
 fn cached<T: Clone>(slot: &Mutex<Option<T>>, make: impl FnOnce() -> Result<T>) -> Result<T> {
@@ -80,10 +81,10 @@ impl App {
     }
 
     /// The embedder for queries: the same model behind a cache of the last
-    /// [`QUERY_CACHE_ENTRIES`] distinct queries (a repeated question skips the embedding).
+    /// [`QUERY_CACHE_BYTES`] of query vectors (a repeated question skips the embedding).
     pub fn query_embedder(&self) -> Result<Arc<tributary_indexer::QueryCache>> {
         cached(&self.query_embedder, || {
-            Ok(Arc::new(tributary_indexer::QueryCache::new(self.embedder()?, QUERY_CACHE_ENTRIES)))
+            Ok(Arc::new(tributary_indexer::QueryCache::new(self.embedder()?, QUERY_CACHE_BYTES)))
         })
     }
 

@@ -14,4 +14,4 @@ pub mod keys;
 pub mod onchain;
 pub mod search;
 
-pub use context::{App, QUERY_CACHE_ENTRIES, Settings, parse_address};
+pub use context::{App, QUERY_CACHE_BYTES, Settings, parse_address};

@@ -33,8 +33,13 @@ pub fn fusion_of(fusion: Option<&str>, alpha: Option<f32>) -> Result<Fusion, Fus
     }
 }
 
-/// A retriever over the data directory, embedding queries through the query cache.
-pub fn retriever(app: &App, fusion: Fusion) -> anyhow::Result<Retriever> {
-    let embedder: Arc<dyn tributary_indexer::Embedder> = app.query_embedder()?;
+/// The query-cache scope of the command line (one user: the operator).
+pub const CLI_SCOPE: &str = "cli";
+
+/// A retriever over the data directory, embedding queries through the query cache as `scope`
+/// (who asks: a caller's queries only ever hit the cache entries its own queries made, so no
+/// one learns from a hit what someone else asked).
+pub fn retriever(app: &App, fusion: Fusion, scope: &str) -> anyhow::Result<Retriever> {
+    let embedder: Arc<dyn tributary_indexer::Embedder> = app.query_embedder()?.scoped(scope);
     Ok(Retriever::new(app.store.clone(), embedder, RetrieverConfig { fusion, ..Default::default() }))
 }

@@ -149,6 +149,7 @@ pub async fn run(app: &App) -> Result<()> {
         adapters: Vec::new(),
         payer: Some(carol),
         unpaid: Unpaid::Free,
+        scope: crate::app::search::CLI_SCOPE,
     };
     let answered = answer(app, generator, question, &mut on_token).await?;
     println!("\n\nSources:");

@@ -46,7 +46,7 @@ pub async fn search(app: &App, args: SearchArgs) -> Result<()> {
         datanets.push(app.datanet(name).await?);
     }
     let contributors = args.contributors.iter().map(|c| parse_address(c)).collect::<Result<Vec<_>>>()?;
-    let retriever = retriever(app, fusion_of(args.fusion.as_deref(), args.alpha)?)?;
+    let retriever = retriever(app, fusion_of(args.fusion.as_deref(), args.alpha)?, crate::app::search::CLI_SCOPE)?;
     let contributors = (!contributors.is_empty()).then_some(contributors.as_slice());
 
     if let (Some(queries), Some(run)) = (&args.queries, &args.run) {

@@ -140,6 +140,8 @@ pub(crate) async fn start(
     if spec.datanets.len() > MAX_DATANETS {
         return Err(ApiError::bad_request(format!("at most {MAX_DATANETS} Datanets")));
     }
+    tributary_retriever::check_bounds(&spec.question, spec.datanets.len(), spec.contributors.len())
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     for name in &spec.datanets {
         readable(state, caller, name).await?;
     }
@@ -159,6 +161,7 @@ pub(crate) async fn start(
         adapters: spec.adapters.clone(),
         payer: caller.address().copied(),
         unpaid: state.config().unpaid_answers,
+        scope: &caller.cache_scope(),
     };
     let prepared = prepare(state.app(), question).await?;
     let (tx, rx) = mpsc::unbounded_channel();

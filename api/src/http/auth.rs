@@ -33,6 +33,15 @@ impl Caller {
         }
     }
 
+    /// Who asks, as the query cache sees it: each key its own scope; anonymous callers share
+    /// one (they read public Datanets only).
+    pub fn cache_scope(&self) -> String {
+        match self {
+            Caller::Anonymous => "anonymous".into(),
+            Caller::Key(key) => format!("key:{}", key.id),
+        }
+    }
+
     pub fn is_admin(&self) -> bool {
         self.role() == Some(Role::Admin)
     }

@@ -484,6 +484,9 @@ async fn search(
         body.alpha,
     )
     .map_err(|e| ApiError::invalid(e.to_string()))?;
+    // What the request may cost is bounded before any name is looked up.
+    tributary_retriever::check_bounds(&body.query, body.datanets.len(), body.contributors.len())
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let mut datanets = Vec::new();
     for name in &body.datanets {
         datanets.push(readable(&state, &caller, name).await?);
@@ -497,7 +500,7 @@ async fn search(
     };
     // Loads the model off the async workers first (an error here is `not_ready`).
     state.query_embedder().await?;
-    let retriever = crate::app::search::retriever(state.app(), fusion)?;
+    let retriever = crate::app::search::retriever(state.app(), fusion, &caller.cache_scope())?;
     let passages =
         retriever.search(&RetrievalQuery { text: &body.query, datanets: &datanets, contributors, k, mode }).await?;
     state.metrics().searches.inc();

@@ -123,11 +123,27 @@ impl Default for Metrics {
     }
 }
 
+/// A method as a label: the standard ones by name, anything else `other` (a method is whatever
+/// token a client sends; each invented one would otherwise be a new series, kept forever).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    const KNOWN: [(Method, &str); 7] = [
+        (Method::GET, "GET"),
+        (Method::POST, "POST"),
+        (Method::PUT, "PUT"),
+        (Method::PATCH, "PATCH"),
+        (Method::DELETE, "DELETE"),
+        (Method::HEAD, "HEAD"),
+        (Method::OPTIONS, "OPTIONS"),
+    ];
+    KNOWN.iter().find(|(m, _)| m == method).map_or("other", |(_, name)| name)
+}
+
 /// Counts and times every request under its route template (not its raw path, which would
 /// make one series per Datanet or receipt).
 pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
+    let method = method_label(request.method()).to_string();
     let route =
         request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let response = next.run(request).await;

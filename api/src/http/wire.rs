@@ -302,11 +302,15 @@ pub enum Fusion {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"query": "longest river in North America", "datanets": ["rivers"], "k": 3}))]
 pub struct SearchRequest {
+    /// At most 8,192 characters.
+    #[schema(max_length = 8192)]
     pub query: String,
-    /// Datanet names (at least one).
+    /// 1 to 16 Datanet names (a repeated name is searched once).
+    #[schema(min_items = 1, max_items = 16)]
     pub datanets: Vec<String>,
-    /// Only passages credited to these addresses.
+    /// Only passages credited to these addresses (up to 64).
     #[serde(default)]
+    #[schema(max_items = 64)]
     pub contributors: Vec<String>,
     /// Passages to return, 1 to 100 (default 5).
     #[schema(minimum = 1, maximum = 100)]
@@ -359,11 +363,15 @@ pub struct AdapterChoice {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"question": "What is the longest river in North America?", "datanets": ["rivers"], "max_tokens": 32}))]
 pub struct AnswerRequest {
+    /// At most 8,192 characters.
+    #[schema(max_length = 8192)]
     pub question: String,
     /// 1 to 16 Datanets; a name repeated counts (and is charged) once.
     #[schema(min_items = 1, max_items = 16)]
     pub datanets: Vec<String>,
+    /// Only passages credited to these addresses (up to 64).
     #[serde(default)]
+    #[schema(max_items = 64)]
     pub contributors: Vec<String>,
     /// LoRA adapters, up to 4; several make a weighted ensemble (a repeated id adds its weights).
     #[serde(default)]

@@ -488,7 +488,19 @@ async fn bad_requests_are_problems() {
     // Operations.
     assert_eq!(s.call("GET", "/healthz", None, None).await.status, StatusCode::OK);
     assert_eq!(s.call("GET", "/readyz", None, None).await.status, StatusCode::OK);
+    // Invented methods are one `other` series, not one series each (issue #24, defect 5).
+    for method in ["BREW", "PROPFIND", "X-1"] {
+        assert_eq!(s.call(method, "/v1/epochs", None, None).await.status, StatusCode::METHOD_NOT_ALLOWED);
+    }
     let metrics = s.call("GET", "/metrics", None, None).await.body;
+    assert!(!metrics.as_str().unwrap().contains("BREW"), "{metrics}");
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("tributary_http_requests_total{method=\"other\",route=\"/v1/epochs\",status=\"405\"} 3"),
+        "{metrics}"
+    );
     let metrics = metrics.as_str().unwrap();
     assert!(
         metrics.contains("tributary_http_requests_total{method=\"GET\",route=\"/v1/epochs\",status=\"429\"} 1"),
@@ -586,6 +598,33 @@ async fn answers_stream_and_pay() {
     let mut inflated = question.clone();
     inflated["datanets"] = json!(vec!["rivers"; 100_000]);
     let refused = s.call("POST", "/v1/answers", Some(&payer), Some(inflated)).await;
+    assert_eq!((refused.status, refused.body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_request")));
+    // Every list and the text of a search or a question are bounded (issue #24, defect 1):
+    // refused before any name is looked up or anything searched.
+    let search = json!({"query": "river", "datanets": ["rivers"]});
+    let bounds = [
+        ("datanets", json!(vec!["rivers"; 17])),
+        ("contributors", json!(vec![BOB; 65])),
+        ("query", json!("r".repeat(8193))),
+    ];
+    for (field, value) in bounds {
+        let mut over = search.clone();
+        over[field] = value;
+        let refused = s.call("POST", "/v1/search", None, Some(over)).await;
+        assert_eq!(
+            (refused.status, refused.body["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_request")),
+            "{field}"
+        );
+    }
+    let mut at_bounds = search.clone();
+    at_bounds["datanets"] = json!(vec!["rivers"; 16]);
+    at_bounds["contributors"] = json!(vec![BOB; 64]);
+    let found = s.call("POST", "/v1/search", None, Some(at_bounds)).await;
+    assert_eq!(found.status, StatusCode::OK, "{}", found.body);
+    let mut long = question.clone();
+    long["question"] = json!("r".repeat(8193));
+    let refused = s.call("POST", "/v1/answers", Some(&payer), Some(long)).await;
     assert_eq!((refused.status, refused.body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_request")));
     let short = s.call("POST", "/v1/answers", Some(&payer), Some(question.clone())).await;
     assert_eq!(
@@ -718,13 +757,14 @@ async fn answers_stream_and_pay() {
     let metrics = s.call("GET", "/metrics", None, None).await.body;
     let metrics = metrics.as_str().unwrap();
     assert!(metrics.contains("tributary_answers_total 5"), "{metrics}");
-    // The same question came five times: embedded once per distinct text, then cached.
+    // The same question came five times: embedded once per distinct text and caller, then
+    // cached (one more miss: the search at the bounds).
     let counter = |name: &str| -> u64 {
         let line = metrics.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name}"));
         line.rsplit(' ').next().unwrap().parse().unwrap()
     };
     assert!(counter("tributary_query_cache_hits") >= 2, "{metrics}");
-    assert!(counter("tributary_query_cache_misses") <= 3, "{metrics}");
+    assert!(counter("tributary_query_cache_misses") <= 4, "{metrics}");
     let report = s.call("GET", "/v1/admin/verify", Some(&admin), None).await;
     assert_eq!(report.body["problems"], json!([]), "{}", report.body);
 

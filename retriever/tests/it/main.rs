@@ -7,7 +7,9 @@ use tributary_indexer::{
     Address, Datanet, EmbedBackend, Embedder, IngestOptions, NewDatanet, NoProgress, Store, StoreConfig, Visibility,
     ingest,
 };
-use tributary_retriever::{Fusion, Mode, Query, Retriever, RetrieverConfig};
+use tributary_retriever::{
+    Error, Fusion, MAX_QUERY_CHARS, MAX_QUERY_CONTRIBUTORS, MAX_QUERY_DATANETS, Mode, Query, Retriever, RetrieverConfig,
+};
 
 fn model_dir() -> PathBuf {
     std::env::var_os("TRIBUTARY_EMBED_MODEL")
@@ -141,4 +143,41 @@ async fn rrf_and_bad_queries() {
         .await
         .unwrap();
     assert!(stop.is_empty());
+}
+
+/// What one query may cost is bounded (issue #24, defects 1 and 2): a Datanet named many times
+/// is searched once, and past 16 names, 64 contributors or 8,192 characters the query is refused
+/// before any search; a long query of distinct words runs with its first terms only.
+#[tokio::test(flavor = "multi_thread")]
+async fn queries_are_bounded_and_deduplicated() {
+    let f = fixture(RetrieverConfig::default()).await;
+    let q = |text, datanets, contributors| Query { text, datanets, contributors, k: 10, mode: Mode::Hybrid };
+    let once = [f.rivers.clone()];
+    let repeated = vec![f.rivers.clone(); MAX_QUERY_DATANETS];
+    let single = f.retriever.search(&q("river discharge", &once, None)).await.unwrap();
+    let same = f.retriever.search(&q("river discharge", &repeated, None)).await.unwrap();
+    assert_eq!(same, single, "a repeated Datanet is searched once (no passage twice)");
+
+    let too_many = vec![f.rivers.clone(); MAX_QUERY_DATANETS + 1];
+    let refused = f.retriever.search(&q("river", &too_many, None)).await.unwrap_err();
+    assert!(matches!(refused, Error::InvalidArgument(_)), "{refused}");
+    let bob: Address = BOB.parse().unwrap();
+    let contributors = vec![bob; MAX_QUERY_CONTRIBUTORS + 1];
+    let refused = f.retriever.search(&q("river", &once, Some(&contributors))).await.unwrap_err();
+    assert!(matches!(refused, Error::InvalidArgument(_)), "{refused}");
+    let contributors = vec![bob; MAX_QUERY_CONTRIBUTORS];
+    let bobs = f.retriever.search(&q("river", &once, Some(&contributors))).await.unwrap();
+    assert!(bobs.iter().all(|p| p.contributor == BOB), "{bobs:?}");
+
+    let long = "é".repeat(MAX_QUERY_CHARS + 1);
+    let refused = f.retriever.search(&q(&long, &once, None)).await.unwrap_err();
+    assert!(matches!(refused, Error::InvalidArgument(_)), "{refused}");
+    // At the bound, of distinct words (the query that once took 45 s of CPU, 250 times shorter):
+    // answered, from the first terms.
+    let words: Vec<String> = (0..MAX_QUERY_CHARS / 8).map(|i| format!("w{i:06}")).collect();
+    let mut text = format!("rating curve {}", words.join(" "));
+    text.truncate(MAX_QUERY_CHARS);
+    let bm25 = Query { text: &text, datanets: &once, contributors: None, k: 3, mode: Mode::Bm25 };
+    let found = f.retriever.search(&bm25).await.unwrap();
+    assert_eq!(found.first().map(|p| p.document.as_str()), Some("gauges.md"), "{found:?}");
 }
