@@ -89,7 +89,10 @@ pub mod integer {
     }
 }
 
-/// A page of a list: `next_cursor` is given back as `cursor` for the next page.
+/// A page of a list: `next_cursor` is given back as `cursor` for the next page. Items are put
+/// in `key` order here, whatever order the database returned them in: a cursor is compared in
+/// Rust's order, and PostgreSQL under a locale collation (en_US.UTF-8) orders text otherwise
+/// (it ignores `-` and `_`), which made pages skip rows.
 pub fn paginate<T, K: Ord + ToString + std::str::FromStr>(
     items: Vec<T>,
     key: impl Fn(&T) -> K,
@@ -105,6 +108,7 @@ pub fn paginate<T, K: Ord + ToString + std::str::FromStr>(
         None => None,
     };
     let mut page: Vec<T> = items.into_iter().filter(|item| after.as_ref().is_none_or(|a| key(item) > *a)).collect();
+    page.sort_by_cached_key(|item| key(item));
     let next = if page.len() > limit {
         page.truncate(limit);
         page.last().map(|last| key(last).to_string())

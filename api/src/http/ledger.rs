@@ -60,7 +60,9 @@ async fn get_receipt(
 }
 
 /// What an address earned, per Datanet and per epoch, with its entries (per citation, per
-/// slash) a page at a time: for that address's own keys and admins.
+/// slash) a page at a time: for that address's own keys and admins. Entries of a Datanet the
+/// caller cannot read keep their amounts but not their Datanet, chunk, receipt or sentences;
+/// such Datanets' totals are one `(not readable)` row.
 #[utoipa::path(
     get, path = "/v1/earnings/{address}", tag = "ledger",
     params(("address" = String, Path, pattern = "^0x[0-9a-fA-F]{40}$"), PageParams),
@@ -79,11 +81,56 @@ async fn get_earnings(
         return Err(ApiError::forbidden("a key reads its own address's earnings only"));
     }
     let mut earnings: wire::Earnings = view(&state.app().ledger().earnings(&account).await?)?;
+    redact_unreadable(&state, &caller, &mut earnings).await?;
     let (entries, next_cursor) =
         paginate(std::mem::take(&mut earnings.entries), |e| e.id, page.cursor.as_deref(), page.limit)?;
     earnings.entries = entries;
     earnings.next_cursor = next_cursor;
     Ok(Json(earnings))
+}
+
+/// What an earner may no longer read (a Datanet made private, a membership removed) is not
+/// shown through its earnings either: the entries keep their amounts (the money is the
+/// earner's) but lose the Datanet, the chunk, the receipt and the cited sentences, and the
+/// per-Datanet totals of such Datanets are one row named `(not readable)`.
+async fn redact_unreadable(state: &AppState, caller: &Caller, earnings: &mut wire::Earnings) -> ApiResult<()> {
+    const HIDDEN: &str = "(not readable)";
+    let mut verdicts: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+    let mut names: Vec<String> = earnings.entries.iter().filter_map(|e| e.datanet.clone()).collect();
+    names.extend(earnings.by_datanet.iter().map(|d| d.datanet.clone()));
+    for name in names {
+        if !verdicts.contains_key(&name) {
+            let can = readable(state, caller, &name).await.is_ok();
+            verdicts.insert(name, can);
+        }
+    }
+    let hidden = |name: &Option<String>| name.as_ref().is_some_and(|n| verdicts.get(n) == Some(&false));
+    for entry in &mut earnings.entries {
+        if hidden(&entry.datanet) {
+            entry.datanet = None;
+            entry.datanet_id = None;
+            entry.chunk_id = None;
+            entry.receipt_id = None;
+            entry.offsets = None;
+            entry.sentences.clear();
+        }
+    }
+    let mut hidden_total: i128 = 0;
+    let mut any_hidden = false;
+    let mut kept = Vec::with_capacity(earnings.by_datanet.len());
+    for row in std::mem::take(&mut earnings.by_datanet) {
+        if verdicts.get(&row.datanet) == Some(&false) {
+            any_hidden = true;
+            hidden_total += row.amount.parse::<i128>().map_err(ApiError::internal)?;
+        } else {
+            kept.push(row);
+        }
+    }
+    if any_hidden {
+        kept.push(wire::DatanetEarnings { datanet: HIDDEN.into(), amount: hidden_total.to_string() });
+    }
+    earnings.by_datanet = kept;
+    Ok(())
 }
 
 /// Closed epochs, oldest first.

@@ -754,17 +754,50 @@ async fn answers_stream_and_pay() {
     let every: Vec<i64> = all["entries"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect();
     assert!(ids.len() >= 3 && ids == every, "{ids:?} vs {every:?}");
 
+    // Issue #24, defect 8: bob's passages in alice's private Datanet are cited (alice may read
+    // it); bob may not read it, so his own earnings show the money but nothing of the Datanet.
+    let private = json!({"question": "How long is the Missouri River?", "datanets": ["secret"], "max_tokens": 16});
+    let asked = s.call("POST", "/v1/answers", Some(&alice), Some(private)).await;
+    assert_eq!(asked.status, StatusCode::OK, "{}", asked.body);
+    let bob = s.key(Role::Contributor, Some(BOB), None).await;
+    let seen_by = |key: String| {
+        let s = &s;
+        async move { s.call("GET", &format!("/v1/earnings/{BOB}?limit=1000"), Some(&key), None).await.body }
+    };
+    let (own, full) = (seen_by(bob).await, seen_by(admin.clone()).await);
+    let secret: Vec<&Value> = full["entries"].as_array().unwrap().iter().filter(|e| e["datanet"] == "secret").collect();
+    assert!(!secret.is_empty() && secret.iter().any(|e| !e["sentences"].as_array().unwrap().is_empty()), "{full}");
+    assert!(!own.to_string().contains("secret"), "{own}");
+    let redacted: Vec<&Value> = own["entries"].as_array().unwrap().iter().filter(|e| e["datanet"].is_null()).collect();
+    assert_eq!(redacted.len(), secret.len(), "{own}");
+    for e in redacted {
+        assert_eq!(
+            (&e["sentences"], &e["chunk_id"], &e["receipt_id"]),
+            (&json!([]), &Value::Null, &Value::Null),
+            "{own}"
+        );
+    }
+    assert_eq!(
+        (own["total"].as_str(), own["entries"].as_array().map(Vec::len)),
+        (full["total"].as_str(), full["entries"].as_array().map(Vec::len))
+    );
+    let hidden: Vec<&Value> =
+        own["by_datanet"].as_array().unwrap().iter().filter(|d| d["datanet"] == "(not readable)").collect();
+    let private_total = full["by_datanet"].as_array().unwrap().iter().find(|d| d["datanet"] == "secret").unwrap();
+    assert_eq!(hidden.len(), 1, "{own}");
+    assert_eq!(hidden[0]["amount"], private_total["amount"]);
+
     let metrics = s.call("GET", "/metrics", None, None).await.body;
     let metrics = metrics.as_str().unwrap();
-    assert!(metrics.contains("tributary_answers_total 5"), "{metrics}");
+    assert!(metrics.contains("tributary_answers_total 6"), "{metrics}");
     // The same question came five times: embedded once per distinct text and caller, then
-    // cached (one more miss: the search at the bounds).
+    // cached (two more misses: the search at the bounds, alice's private question).
     let counter = |name: &str| -> u64 {
         let line = metrics.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name}"));
         line.rsplit(' ').next().unwrap().parse().unwrap()
     };
     assert!(counter("tributary_query_cache_hits") >= 2, "{metrics}");
-    assert!(counter("tributary_query_cache_misses") <= 4, "{metrics}");
+    assert!(counter("tributary_query_cache_misses") <= 5, "{metrics}");
     let report = s.call("GET", "/v1/admin/verify", Some(&admin), None).await;
     assert_eq!(report.body["problems"], json!([]), "{}", report.body);
 
@@ -964,4 +997,45 @@ async fn refusal_matrix() {
         }
     }
     assert!(failures.is_empty(), "{} cells differ:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// Issue #24, defect 17, on a real PostgreSQL whose names sort under a locale collation (ICU
+/// English with punctuation shifted: `-` and `_` ignored, as glibc's en_US.UTF-8 does): paging
+/// the Datanets one at a time
+/// returns each once (`a-c` was skipped when pages followed the database's order).
+#[tokio::test(flavor = "multi_thread")]
+async fn pages_skip_nothing_on_a_locale_collated_postgres() {
+    let url = fresh_pg_schema("coll").await.expect("PostgreSQL reachable at TEST_DATABASE_URL");
+    // The schema as the server makes it, then the column collated as a production database's
+    // default would, then the server again (its connections' plans predate the change).
+    drop(Server::start(ServeConfig::default(), Some(url.clone())).await);
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    sqlx::query("CREATE COLLATION en_shifted (provider = icu, locale = 'en-u-ka-shifted')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE datanets ALTER COLUMN name TYPE TEXT COLLATE en_shifted").execute(&pool).await.unwrap();
+    let s = Server::start(ServeConfig::default(), Some(url.clone())).await;
+    let admin = s.key(Role::Admin, None, None).await;
+    for name in ["ab", "a-c", "b"] {
+        let created = s.call("POST", "/v1/datanets", Some(&admin), Some(json!({"name": name}))).await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    }
+    let mut uri = "/v1/datanets?limit=1".to_string();
+    let mut names = Vec::new();
+    loop {
+        let page = s.call("GET", &uri, None, None).await.body;
+        names.extend(
+            page["items"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{uri}: {page}"))
+                .iter()
+                .map(|d| d["name"].as_str().unwrap().to_string()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(cursor) => uri = format!("/v1/datanets?limit=1&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(names, ["a-c", "ab", "b"]);
 }
