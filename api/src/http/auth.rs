@@ -94,28 +94,47 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-/// Resolves the caller, applies its rate limit and hands it to the handler.
+/// Resolves the caller, applies its rate limit and hands it to the handler. A client's network
+/// (IPv4 address, IPv6 /64) is limited before its key is looked up: a request with a key that
+/// does not resolve spends from that network's anonymous bucket, and once it is empty such
+/// requests get 429 without a lookup (unknown keys cannot buy unlimited database reads).
 pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let network = match request.extensions().get::<ConnectInfo<SocketAddr>>() {
+        Some(ConnectInfo(addr)) => super::rate_limit::client_bucket(addr.ip()),
+        None => "ip:".to_string(),
+    };
+    let anonymous_rate = state.config().anonymous_rate_per_minute;
+    let limited = |state: &AppState, rate: u32, wait: u64| {
+        state.metrics().rate_limited.inc();
+        ApiError {
+            retry_after: Some(wait),
+            ..ApiError::new("rate_limited", format!("over {rate} requests per minute"))
+        }
+        .into_response()
+    };
+    let failed_keys = format!("{network}:failed-keys");
+    if request.headers().contains_key(header::AUTHORIZATION)
+        && let Err(wait) = state.limiter().peek(&failed_keys, anonymous_rate)
+    {
+        return limited(&state, anonymous_rate, wait);
+    }
     let caller = match caller_of(&state, request.headers()).await {
         Ok(caller) => caller,
-        Err(e) => return e.into_response(),
+        Err(e) => {
+            if let Err(wait) = state.limiter().check(&failed_keys, anonymous_rate) {
+                return limited(&state, anonymous_rate, wait);
+            }
+            return e.into_response();
+        }
     };
     let (bucket, rate) = match &caller {
         Caller::Key(key) => {
             (format!("key:{}", key.id), key.rate_per_minute.unwrap_or(state.config().key_rate_per_minute))
         }
-        Caller::Anonymous => {
-            let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
-            (format!("ip:{}", ip.unwrap_or_default()), state.config().anonymous_rate_per_minute)
-        }
+        Caller::Anonymous => (network, anonymous_rate),
     };
     if let Err(wait) = state.limiter().check(&bucket, rate) {
-        state.metrics().rate_limited.inc();
-        let e = ApiError {
-            retry_after: Some(wait),
-            ..ApiError::new("rate_limited", format!("over {rate} requests per minute"))
-        };
-        return e.into_response();
+        return limited(&state, rate, wait);
     }
     request.extensions_mut().insert(caller);
     next.run(request).await

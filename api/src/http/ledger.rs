@@ -95,14 +95,13 @@ async fn get_earnings(
 /// per-Datanet totals of such Datanets are one row named `(not readable)`.
 async fn redact_unreadable(state: &AppState, caller: &Caller, earnings: &mut wire::Earnings) -> ApiResult<()> {
     const HIDDEN: &str = "(not readable)";
-    let mut verdicts: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
-    let mut names: Vec<String> = earnings.entries.iter().filter_map(|e| e.datanet.clone()).collect();
+    let mut names: std::collections::BTreeSet<String> =
+        earnings.entries.iter().filter_map(|e| e.datanet.clone()).collect();
     names.extend(earnings.by_datanet.iter().map(|d| d.datanet.clone()));
+    let mut verdicts = std::collections::HashMap::new();
     for name in names {
-        if !verdicts.contains_key(&name) {
-            let can = readable(state, caller, &name).await.is_ok();
-            verdicts.insert(name, can);
-        }
+        let can = readable(state, caller, &name).await.is_ok();
+        verdicts.insert(name, can);
     }
     let hidden = |name: &Option<String>| name.as_ref().is_some_and(|n| verdicts.get(n) == Some(&false));
     for entry in &mut earnings.entries {

@@ -20,7 +20,7 @@ mod ledger;
 mod metrics;
 mod onchain;
 mod openai;
-mod rate_limit;
+pub mod rate_limit;
 mod state;
 pub mod wire;
 

@@ -222,6 +222,12 @@ async fn epochs_post_on_chain_once_and_claims_pay_the_ledger_amount() {
     with_keystore(wrong_password.args(["chain", "push"]).env("TRIBUTARY_SIGNER_PASSWORD", "nope"));
     let out = wrong_password.output().unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("keystore"));
+    // Reads never unlock the signer (issue #24, defect 6: the status decrypted the keystore,
+    // scrypt, per request): with the same wrong password, the status still answers.
+    let mut status = tributary(&data);
+    with_keystore(status.args(["chain", "status", "--json"]).env("TRIBUTARY_SIGNER_PASSWORD", "nope"));
+    let status = json(&run_ok(&mut status));
+    assert_eq!(status["chain_latest_epoch"], 2, "{status}");
     let pushed: serde_json::Value = client
         .post(format!("{}/v1/admin/chain/push", server.url))
         .bearer_auth(&key)

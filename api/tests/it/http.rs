@@ -1039,3 +1039,45 @@ async fn pages_skip_nothing_on_a_locale_collated_postgres() {
     }
     assert_eq!(names, ["a-c", "ab", "b"]);
 }
+
+/// Issue #24, defect 7: requests with well-formed keys that do not resolve spend the client
+/// network's anonymous bucket and, once it is empty, get 429 before any key lookup; IPv6
+/// clients are limited per /64; the limiter's memory is bounded and its buckets survive while
+/// in use.
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limits_come_before_key_lookups_and_stay_bounded() {
+    use std::net::IpAddr;
+    use tributary::http::rate_limit::{GENERATION, RateLimiter, client_bucket};
+
+    let s = Server::start(ServeConfig { anonymous_rate_per_minute: 10, ..Default::default() }, None).await;
+    let real = s.key(Role::Reader, None, None).await;
+    let mut unknown = real.clone();
+    let last = if unknown.ends_with('a') { "b" } else { "a" };
+    unknown.replace_range(unknown.len() - 1.., last);
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(s.call("GET", "/v1/epochs", Some(&unknown), None).await.status);
+    }
+    assert!(statuses[..10].iter().all(|s| *s == StatusCode::UNAUTHORIZED), "{statuses:?}");
+    assert_eq!(statuses[10..], [StatusCode::TOO_MANY_REQUESTS; 2], "{statuses:?}");
+
+    let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+    let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
+    let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+    assert_eq!(client_bucket(a), client_bucket(b));
+    assert_ne!(client_bucket(a), client_bucket(c));
+    let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+    assert_eq!(client_bucket(mapped), client_bucket("192.0.2.7".parse().unwrap()));
+
+    // Memory: two generations at most, however many networks come; a bucket in use (an
+    // exhausted one here) is carried over, not reset to a full burst.
+    let limiter = RateLimiter::new();
+    while limiter.check("busy", 60).is_ok() {}
+    for i in 0..(GENERATION * 5 / 2) {
+        let _ = limiter.check(&format!("ip:{i}"), 60);
+        if i % 1000 == 0 {
+            assert!(limiter.check("busy", 60).is_err(), "the busy bucket was forgotten at {i}");
+        }
+    }
+    assert!(limiter.len() <= 2 * GENERATION, "{}", limiter.len());
+}
