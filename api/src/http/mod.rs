@@ -24,7 +24,6 @@ pub mod rate_limit;
 mod state;
 pub mod wire;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -202,7 +201,11 @@ pub async fn serve(app: Arc<App>, args: ServeArgs) -> anyhow::Result<()> {
     println!("listening on http://{local}");
     tracing::info!(%local, "serving");
     let syncing = (sync_every > 0).then(|| tokio::spawn(sync_deposits(app.clone(), Duration::from_secs(sync_every))));
-    axum::serve(listener, app_router_with_ip(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    let limits = Limits {
+        max_connections: args.max_connections.max(1),
+        header_read_timeout: Duration::from_secs(args.header_read_timeout_secs.max(1)),
+    };
+    run_listener(listener, self::app(state), limits, shutdown_signal()).await;
     if let Some(task) = syncing {
         task.abort();
     }
@@ -225,10 +228,66 @@ async fn sync_deposits(app: Arc<App>, every: Duration) {
     }
 }
 
-fn app_router_with_ip(
-    state: AppState,
-) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Router, SocketAddr> {
-    app(state).into_make_service_with_connect_info::<SocketAddr>()
+/// What the listener allows each client.
+struct Limits {
+    max_connections: usize,
+    header_read_timeout: Duration,
+}
+
+/// Accepts connections (at most `max_connections` open; the rest wait in the kernel's backlog)
+/// and serves HTTP/1.1 on each, closing one whose client has not sent a request's headers
+/// within `header_read_timeout` (a slow client cannot hold a socket forever). On `shutdown`:
+/// stops accepting, closes idle connections and waits for requests in flight.
+async fn run_listener(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            router.clone().oneshot(request.map(axum::body::Body::new))
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 async fn shutdown_signal() {

@@ -18,6 +18,13 @@ use crate::app::keys::KeyStore;
 pub struct ServeArgs {
     #[arg(long, env = "TRIBUTARY_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
+    /// Connections open at once; more wait in the listen backlog until one closes.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Seconds a client may take to send a request's headers (the first request's, and each
+    /// next one's on a kept-alive connection); past it the connection is closed.
+    #[arg(long, default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
     #[command(flatten)]
     pub config: ServeConfig,
 }

@@ -157,3 +157,55 @@ fn schemathesis_finds_no_contract_violations() {
     assert!(out.status.success(), "schemathesis found problems:\n{report}");
     assert!(server.stop().success());
 }
+
+/// Issue #24, defect 4: a client that sends its headers a byte at a time is cut off once the
+/// header-read timeout is up (it held its socket for as long as it liked), and past
+/// `--max-connections` a new connection waits until one closes.
+#[test]
+fn slow_clients_are_cut_off_and_connections_are_capped() {
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serving::start(dir.path(), &["--header-read-timeout-secs", "1"]);
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let mut slow = TcpStream::connect(&addr).unwrap();
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: {}", "a".repeat(100));
+    // Three seconds of headers, a byte every 0.1 s (writes may fail once the server closed).
+    for byte in request.bytes().take(30) {
+        if slow.write_all(&[byte]).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut rest = Vec::new();
+    match slow.read_to_end(&mut rest) {
+        Ok(_) => {} // closed (after a 408, or without a word)
+        Err(e) => assert!(
+            matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe),
+            "the slow connection is still open: {e}"
+        ),
+    }
+    drop(server);
+
+    let server = Serving::start(dir.path(), &["--max-connections", "1"]);
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let get = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut first = TcpStream::connect(&addr).unwrap();
+    first.write_all(get).unwrap();
+    let mut buffer = [0u8; 1024];
+    let n = first.read(&mut buffer).unwrap();
+    assert!(buffer[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buffer[..n]));
+    // The first connection stays open (kept alive): the second waits.
+    let mut second = TcpStream::connect(&addr).unwrap();
+    second.write_all(get).unwrap();
+    second.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+    let waited = second.read(&mut buffer).unwrap_err();
+    assert!(matches!(waited.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut), "{waited}");
+    drop(first);
+    second.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let n = second.read(&mut buffer).unwrap();
+    assert!(buffer[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buffer[..n]));
+}
