@@ -5,10 +5,6 @@
 //! them), `contributor` (uploads as its address), `reader` (reads; with an address, the private
 //! Datanets that address was let into). A key's address is who it acts as.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
 use sqlx::AnyPool;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -75,7 +71,6 @@ pub struct NewKey {
 pub const KEY_PREFIX: &str = "trb_";
 /// A key's length: the prefix and 64 hex digits.
 pub const KEY_LEN: usize = KEY_PREFIX.len() + 64;
-const CACHE_TTL: Duration = Duration::from_secs(5);
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -85,11 +80,11 @@ fn hash_key(secret: &str) -> String {
     blake3::hash(secret.as_bytes()).to_hex().to_string()
 }
 
-/// The `api_keys` table. Lookups are cached for a few seconds: a revocation takes effect within
-/// [`CACHE_TTL`] on every server.
+/// The `api_keys` table. Every lookup reads it (one indexed row): a revocation takes effect at
+/// once, on every server and from the command line. (A cache of lookups made revocations late
+/// across processes, and a lookup racing a revocation could cache the revoked key again.)
 pub struct KeyStore {
     pool: AnyPool,
-    cache: Mutex<HashMap<String, (Option<ApiKey>, Instant)>>,
 }
 
 fn key_from_row(row: &AnyRow) -> anyhow::Result<ApiKey> {
@@ -112,7 +107,7 @@ const KEY_COLUMNS: &str = "id, prefix, role, address, label, rate_per_minute, cr
 
 impl KeyStore {
     pub fn new(pool: AnyPool) -> Self {
-        KeyStore { pool, cache: Mutex::new(HashMap::new()) }
+        KeyStore { pool }
     }
 
     /// Creates a key; the secret is returned here and nowhere else.
@@ -164,30 +159,14 @@ impl KeyStore {
             .bind(id)
             .execute(&self.pool)
             .await?;
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.clear();
-        }
         Ok(done.rows_affected() == 1)
     }
 
     /// The live key with this secret.
     pub async fn lookup(&self, secret: &str) -> anyhow::Result<Option<ApiKey>> {
         let hash = hash_key(secret);
-        if let Ok(cache) = self.cache.lock()
-            && let Some((key, at)) = cache.get(&hash)
-            && at.elapsed() < CACHE_TTL
-        {
-            return Ok(key.clone());
-        }
         let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&hash).fetch_optional(&self.pool).await?;
-        let key = row.as_ref().map(key_from_row).transpose()?;
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() > 10_000 {
-                cache.clear();
-            }
-            cache.insert(hash, (key.clone(), Instant::now()));
-        }
-        Ok(key)
+        row.as_ref().map(key_from_row).transpose()
     }
 }

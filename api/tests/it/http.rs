@@ -144,7 +144,7 @@ fn signed_upload(datanet: &str, documents: Value) -> Value {
 
 /// Who may do what, and what a private Datanet shows to whom (nothing, to outsiders).
 async fn access_matrix(database_url: Option<String>) {
-    let s = Server::start(ServeConfig::default(), database_url).await;
+    let s = Server::start(ServeConfig::default(), database_url.clone()).await;
     let Cast { admin, alice, bob, carol, reader, dave } = Cast::new(&s).await;
 
     // Creating Datanets: owners (as themselves) and admins.
@@ -380,6 +380,18 @@ async fn access_matrix(database_url: Option<String>) {
     let carol_id = listed.iter().find(|k| k.address.map(|a| a.to_checksummed()).as_deref() == Some(CAROL)).unwrap().id;
     assert!(s.state.keys().revoke(carol_id).await.unwrap());
     assert_eq!(s.call("GET", "/v1/datanets", Some(&carol), None).await.status, StatusCode::UNAUTHORIZED);
+
+    // Issue #24, defect 12: a revocation made by another process (`tributary apikey revoke`:
+    // its own pool over the same database) takes effect at once on the running server, though
+    // the server has just used the key.
+    assert_eq!(s.call("GET", "/v1/datanets", Some(&dave), None).await.status, StatusCode::OK);
+    let settings =
+        Settings { data_dir: s._dir.path().to_path_buf(), database_url: database_url.clone(), ..Default::default() };
+    let other = App::open(&settings).await.unwrap();
+    let elsewhere = tributary::app::keys::KeyStore::new(other.store.catalog().pool().clone());
+    let dave_id = listed.iter().find(|k| k.address.map(|a| a.to_checksummed()).as_deref() == Some(DAVE)).unwrap().id;
+    assert!(elsewhere.revoke(dave_id).await.unwrap());
+    assert_eq!(s.call("GET", "/v1/datanets", Some(&dave), None).await.status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test(flavor = "multi_thread")]
