@@ -422,17 +422,18 @@ fn epoch_of(epochs: &[Epoch], id: i64) -> Option<i64> {
 }
 
 /// Who each of `chunks` pays: its first contributor and its Datanet's owner, in a few queries.
-async fn payees(
-    tx: &mut Transaction<'static, Any>,
-    mut chunks: Vec<(i64, String)>,
-) -> Result<BTreeMap<(i64, String), (Address, Address)>> {
+/// Who each chunk pays (its first contributor, its Datanet's owner), and whether any of their
+/// Datanets has an active flag (then new credits are checked against the flags).
+async fn payees(tx: &mut Transaction<'static, Any>, mut chunks: Vec<(i64, String)>) -> Result<(Payees, bool)> {
     chunks.sort();
     chunks.dedup();
     let mut out = BTreeMap::new();
+    let mut flagged = false;
     for batch in chunks.chunks(BATCH_ROWS) {
         let mut sql = String::from(
-            "SELECT c.datanet_id, c.chunk_id, c.contributor, d.owner FROM chunks c \
-             JOIN datanets d ON d.id = c.datanet_id WHERE ",
+            "SELECT c.datanet_id, c.chunk_id, c.contributor, d.owner, \
+             EXISTS (SELECT 1 FROM flags f WHERE f.datanet_id = c.datanet_id AND f.active = 1) AS flagged \
+             FROM chunks c JOIN datanets d ON d.id = c.datanet_id WHERE ",
         );
         for i in 0..batch.len() {
             let or = if i > 0 { " OR " } else { "" };
@@ -446,9 +447,83 @@ async fn payees(
             let key: (i64, String) = (row.try_get("datanet_id")?, row.try_get("chunk_id")?);
             let contributor = parse_address(&row.try_get::<String, _>("contributor")?)?;
             out.insert(key, (contributor, parse_address(&row.try_get::<String, _>("owner")?)?));
+            // An integer on SQLite, a boolean on PostgreSQL.
+            flagged |=
+                row.try_get::<bool, _>("flagged").or_else(|_| row.try_get::<i64, _>("flagged").map(|n| n != 0))?;
         }
     }
-    Ok(out)
+    Ok((out, flagged))
+}
+
+/// Chunk (Datanet id, chunk id) -> (contributor, Datanet owner).
+type Payees = BTreeMap<(i64, String), (Address, Address)>;
+
+/// Offsets one contributor credit (`row`: its id, account, amount and chunk) with a slash
+/// pair for `flag_id`: the credit's amount back from its account, to the slash sink. What
+/// was slashed.
+async fn slash_credit(
+    tx: &mut Transaction<'static, Any>,
+    row: &sqlx::any::AnyRow,
+    flag_id: i64,
+    datanet_id: i64,
+    policy: &Policy,
+    now: i64,
+) -> Result<Amount> {
+    let credit_id: i64 = row.try_get("id")?;
+    let account: String = row.try_get("account")?;
+    let amount = parse_signed(&row.try_get::<String, _>("amount")?)?;
+    let chunk_id: Option<String> = row.try_get("chunk_id")?;
+    for (who, role, signed) in
+        [(account.clone(), Role::Contributor, -amount), (policy.slash_sink.to_lower_hex(), Role::Sink, amount)]
+    {
+        sqlx::query(
+            "INSERT INTO ledger_entries (kind, flag_id, offsets, account, role, amount, datanet_id, chunk_id, \
+             created_at) VALUES ('slash', $1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(flag_id)
+        .bind(credit_id)
+        .bind(who)
+        .bind(role.as_str())
+        .bind(signed.to_string())
+        .bind(datanet_id)
+        .bind(chunk_id.clone())
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(amount.max(0) as Amount)
+}
+
+/// Slashes the contributor credits written after entry `after` (this transaction's: all
+/// credits, so the query names no `kind`, which would make SQLite walk every credit through the
+/// kind index instead of the id range) whose chunk, document or
+/// contributor an active flag names (inside the recording transaction, under the ledger lock,
+/// which flagging takes too: a flag either came first and is found here, or comes after and
+/// finds these credits).
+async fn slash_flagged_since(tx: &mut Transaction<'static, Any>, after: i64, policy: &Policy, now: i64) -> Result<()> {
+    let rows = sqlx::query(
+        "SELECT e.id, e.account, e.amount, e.chunk_id, e.datanet_id, f.id AS flag_id FROM ledger_entries e \
+         JOIN flags f ON f.datanet_id = e.datanet_id AND f.active = 1 \
+         WHERE e.id > $1 AND e.role = 'contributor' \
+         AND ((f.kind = 'chunk' AND f.target = e.chunk_id) \
+           OR (f.kind = 'contributor' AND f.target = e.account) \
+           OR (f.kind = 'document' AND e.chunk_id IN (SELECT c.chunk_id FROM chunks c \
+               WHERE c.datanet_id = e.datanet_id AND CAST(c.document_id AS TEXT) = f.target))) \
+         ORDER BY e.id, f.id",
+    )
+    .bind(after)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut done = std::collections::HashSet::new();
+    for row in &rows {
+        let credit_id: i64 = row.try_get("id")?;
+        // A credit two flags name is slashed once (by the first).
+        if done.insert(credit_id) {
+            let (flag_id, datanet_id): (i64, i64) = (row.try_get("flag_id")?, row.try_get("datanet_id")?);
+            slash_credit(tx, row, flag_id, datanet_id, policy, now).await?;
+        }
+    }
+    Ok(())
 }
 
 /// The last settled entry id (0 before the first epoch).
@@ -778,7 +853,7 @@ impl Ledger {
         let mut prev = head(&mut tx).await?;
         let wanted: Vec<(i64, String)> =
             batch.iter().flat_map(|n| n.cited.iter().map(|c| (c.datanet_id, c.chunk_id.clone()))).collect();
-        let payees = payees(&mut tx, wanted).await?;
+        let (payees, flagged) = payees(&mut tx, wanted).await?;
         let mut out = Vec::with_capacity(batch.len());
         let (mut receipt_rows, mut entry_rows) = (Vec::new(), Vec::new());
         let (mut charges, mut holds) = (Vec::new(), Vec::new());
@@ -885,6 +960,15 @@ impl Ledger {
             prev = receipt.hash.clone();
             out.push(receipt);
         }
+        let entries_before: Option<i64> = match flagged {
+            true => Some(
+                sqlx::query("SELECT COALESCE(MAX(id), 0) AS n FROM ledger_entries")
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("n")?,
+            ),
+            false => None,
+        };
         // Receipts first: every credit's foreign key names one.
         insert_rows(&mut tx, "INSERT INTO receipts (id, created_at, fee, prev_hash, hash, body) VALUES", receipt_rows)
             .await?;
@@ -895,6 +979,11 @@ impl Ledger {
             entry_rows,
         )
         .await?;
+        // An answer retrieved before a flag and recorded after it: its credits to the flagged
+        // target are slashed now, as the flag slashed every credit before it.
+        if let Some(after) = entries_before {
+            slash_flagged_since(&mut tx, after, &policy, now_ms()).await?;
+        }
         // The payers pay what the credits divide (refused, with nothing written, when a payer
         // cannot); the holds placed for these answers are spent.
         payers::apply(&mut tx, &charges, &holds).await?;
@@ -1193,29 +1282,7 @@ impl Ledger {
         .await?;
         let mut slashed: Amount = 0;
         for row in &rows {
-            let credit_id: i64 = row.try_get("id")?;
-            let account: String = row.try_get("account")?;
-            let amount = parse_signed(&row.try_get::<String, _>("amount")?)?;
-            let chunk_id: Option<String> = row.try_get("chunk_id")?;
-            for (who, role, signed) in
-                [(account.clone(), Role::Contributor, -amount), (policy.slash_sink.to_lower_hex(), Role::Sink, amount)]
-            {
-                sqlx::query(
-                    "INSERT INTO ledger_entries (kind, flag_id, offsets, account, role, amount, datanet_id, chunk_id, \
-                     created_at) VALUES ('slash', $1, $2, $3, $4, $5, $6, $7, $8)",
-                )
-                .bind(flag_id)
-                .bind(credit_id)
-                .bind(who)
-                .bind(role.as_str())
-                .bind(signed.to_string())
-                .bind(datanet_id)
-                .bind(chunk_id.clone())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
-            slashed += amount.max(0) as Amount;
+            slashed += slash_credit(&mut tx, row, flag_id, datanet_id, &policy, now).await?;
         }
         tx.commit().await?;
         let flag = Flag {

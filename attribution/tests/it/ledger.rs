@@ -292,3 +292,38 @@ async fn flags_slash_unsettled_credits_and_leave_retrieval() {
         assert!(report.ok(), "{backend:?}: {:?}", report.problems);
     }
 }
+
+/// Issue #24, defect 14: an answer retrieved before a flag and recorded after it is slashed
+/// when it is recorded (it used to keep its credit: the flag had slashed everything before it,
+/// and retrieval had already happened).
+#[tokio::test]
+async fn an_answer_recorded_after_a_flag_is_slashed_at_once() {
+    for backend in BOTH {
+        let fx = fixture(backend).await;
+        let ledger = ledger(&fx).await;
+        let longest = chunk(&fx, "longest").await;
+        let ohio = chunk(&fx, "Ohio River").await;
+        // Both answers were retrieved (and generated) before the flags below.
+        let first = answer(&fx, &[(&longest, 1), (&ohio, 1)], 10_000, alice());
+        let second = answer(&fx, &[(&longest, 1), (&ohio, 1)], 10_000, alice());
+        let chunk_flag =
+            ledger.flag(fx.datanet.id, &FlagTarget::Chunk(longest.chunk_id.to_hex()), "copied", "admin").await.unwrap();
+        assert_eq!(chunk_flag.slashed_credits, 0, "nothing recorded yet");
+        ledger.record(first).await.unwrap();
+        let alice_now = ledger.earnings(&alice()).await.unwrap();
+        assert_eq!((alice_now.total, alice_now.slashed), (3_500, 3_500), "{backend:?}: the flagged chunk's half");
+        // A document flag, then the second answer (its two chunks: one flagged twice over).
+        let doc_flag =
+            ledger.flag(fx.datanet.id, &FlagTarget::Document(ohio.document_id), "wrong source", "admin").await.unwrap();
+        assert_eq!(doc_flag.slashed_credits, 1, "the first answer's ohio credit");
+        ledger.record(second).await.unwrap();
+        let alice_now = ledger.earnings(&alice()).await.unwrap();
+        assert_eq!((alice_now.total, alice_now.slashed), (0, 14_000), "{backend:?}");
+        let sink = ledger.earnings(&treasury()).await.unwrap();
+        assert_eq!(sink.entries.iter().filter(|e| e.role == Role::Sink).map(|e| e.amount).sum::<i128>(), 14_000);
+        let report = ledger.verify().await.unwrap();
+        assert!(report.ok(), "{backend:?}: {:?}", report.problems);
+        let epoch = ledger.settle().await.unwrap().epoch.unwrap();
+        assert_eq!(epoch.total, 20_000, "{backend:?}: slashes move value, never create or destroy it");
+    }
+}
