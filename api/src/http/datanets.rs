@@ -368,6 +368,20 @@ async fn upload(
     Path(name): Path<String>,
     request: Request,
 ) -> ApiResult<Json<wire::UploadResult>> {
+    // Who may upload is decided before the body (up to --max-body-bytes) is read: the Datanet
+    // must be one the caller sees, and a key one that uploads. An anonymous upload is
+    // authorized by the signature inside it, so only it is read first (bounded by the body
+    // limit and the network's rate).
+    let datanet = readable(&state, &caller, &name).await?;
+    if let Caller::Key(key) = &caller {
+        match key.role {
+            Role::Reader => return Err(ApiError::forbidden("a reader key may not upload")),
+            Role::Contributor | Role::Owner if key.address.is_none() => {
+                return Err(ApiError::forbidden("this key has no address"));
+            }
+            _ => {}
+        }
+    }
     let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let upload = if content_type.starts_with("multipart/form-data") {
         use axum::extract::FromRequest;
@@ -379,7 +393,6 @@ async fn upload(
         use axum::extract::FromRequest;
         Json::<wire::Upload>::from_request(request, &state).await?.0
     };
-    let datanet = readable(&state, &caller, &name).await?;
     if upload.documents.is_empty() {
         return Err(ApiError::invalid("the upload has no documents"));
     }

@@ -168,6 +168,25 @@ async fn access_matrix(database_url: Option<String>) {
         s.call("POST", "/v1/datanets", Some(&alice), Some(create("secret", true))).await.status,
         StatusCode::CREATED
     );
+    // Issue #24, defect 16: who may upload is decided before the body is read: a reader key,
+    // or anyone on a Datanet it cannot see, is refused whatever the body holds (it was parsed
+    // first, and a malformed one answered 400).
+    let garbage = |name: &str, key: Option<&str>| {
+        let mut request =
+            Request::post(format!("/v1/datanets/{name}/documents")).header(header::CONTENT_TYPE, "application/json");
+        if let Some(key) = key {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
+        }
+        request.body(Body::from(format!("{{\"documents\": [{}", "x".repeat(100_000)))).unwrap()
+    };
+    assert_eq!(s.send(garbage("rivers", Some(&reader))).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(s.send(garbage("secret", None)).await.body["code"], "datanet_not_found");
+    assert_eq!(s.send(garbage("secret", Some(&bob))).await.body["code"], "datanet_not_found");
+    assert_eq!(
+        s.send(garbage("rivers", None)).await.body["code"],
+        "invalid_json",
+        "anonymous: the signature is inside"
+    );
     let again = s.call("POST", "/v1/datanets", Some(&admin), Some(create("rivers", false))).await;
     assert_eq!((again.status, again.body["code"].as_str()), (StatusCode::CONFLICT, Some("datanet_exists")));
     let bad_name = s.call("POST", "/v1/datanets", Some(&admin), Some(create("Bad Name", false))).await;
