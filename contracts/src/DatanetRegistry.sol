@@ -30,10 +30,12 @@ contract DatanetRegistry {
     error ZeroAddress();
     error UnknownVersion(bytes32 id, uint64 version);
 
-    /// @notice Registers `name`; the caller owns it.
+    /// @notice Registers `name` under the caller, who owns it. Entries are keyed by registrant
+    /// and name (`datanetId`): anyone may register any name, under their own address only, so
+    /// no one can take an operator's name first and lock it out.
     function register(string calldata name) external returns (bytes32 id) {
         if (bytes(name).length == 0) revert EmptyName();
-        id = keccak256(bytes(name));
+        id = datanetId(msg.sender, name);
         if (_datanets[id].owner != address(0)) revert DatanetExists(id);
         _datanets[id] = Datanet({owner: msg.sender, versions: 0});
         emit DatanetRegistered(id, name, msg.sender);
@@ -53,6 +55,11 @@ contract DatanetRegistry {
         if (to == address(0)) revert ZeroAddress();
         emit DatanetOwnershipTransferred(id, datanet.owner, to);
         datanet.owner = to;
+    }
+
+    /// @notice The id of `name` as registered by `registrant`.
+    function datanetId(address registrant, string calldata name) public pure returns (bytes32) {
+        return keccak256(abi.encode(registrant, name));
     }
 
     function ownerOf(bytes32 id) external view returns (address) {

@@ -83,8 +83,16 @@ async fn deploy_settle_claim_and_reconcile_on_anvil() {
 
     // The registry: a contribution root, a chunk proven against it.
     let registry = settler.registry(deployment.registry);
+    // Squatting (issue #24, defect 10): bob registers "rivers" first; it is his entry, under
+    // his address, and the operator's own registration of the name still goes through.
+    let bobs = bob.registry(deployment.registry);
+    bobs.register("rivers".into()).send().await.unwrap().get_receipt().await.unwrap();
     registry.register("rivers".into()).send().await.unwrap().get_receipt().await.unwrap();
-    let id = keccak256("rivers".as_bytes());
+    let id = keccak256((settler.signer(), "rivers".to_string()).abi_encode_params());
+    assert_eq!(registry.datanetId(settler.signer(), "rivers".into()).call().await.unwrap(), id);
+    assert_eq!(registry.ownerOf(id).call().await.unwrap(), settler.signer());
+    let bob_id = keccak256((b, "rivers".to_string()).abi_encode_params());
+    assert_eq!(registry.ownerOf(bob_id).call().await.unwrap(), b);
     let leaf = |chunk: B256, who: Address| keccak256(keccak256((chunk, who).abi_encode()));
     let (c1, c2) = (B256::repeat_byte(0x11), B256::repeat_byte(0x22));
     let (l1, l2) = (leaf(c1, a), leaf(c2, b));

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use alloy::primitives::{Address as EvmAddress, B256, U256, keccak256};
 use alloy::providers::Provider;
+use alloy::sol_types::SolValue;
 use anyhow::{Context, Result};
 use futures_util::{StreamExt, TryStreamExt};
 use tributary_attribution::AccountProof;
@@ -210,6 +211,12 @@ pub async fn deploy(app: &App, token: Option<&str>, supply: &str) -> Result<Depl
     Ok(deployment)
 }
 
+/// A Datanet's id in the registry: its name under the operator that registered it (the
+/// contract's `datanetId`), so another account registering the same name first takes nothing.
+fn registry_id(operator: EvmAddress, name: &str) -> B256 {
+    keccak256((operator, name.to_string()).abi_encode_params())
+}
+
 /// Commits the Datanet's contribution root as its next version, registering it first if the
 /// chain lacks it.
 pub async fn register(app: &App, datanet: &tributary_indexer::Datanet) -> Result<Registered> {
@@ -217,7 +224,7 @@ pub async fn register(app: &App, datanet: &tributary_indexer::Datanet) -> Result
     let chain = connect(app, &config)?;
     let registry = chain.registry(registry_address(&config)?);
     let (tree, _) = contribution_tree(app, datanet).await?;
-    let id = keccak256(datanet.name.as_bytes());
+    let id = registry_id(chain.signer(), &datanet.name);
     if registry.ownerOf(id).call().await.is_err() {
         let sent = registry.register(datanet.name.clone()).send().await.map_err(revert)?;
         sent.get_receipt().await.context("registering the Datanet")?;
@@ -244,7 +251,7 @@ pub async fn prove(
     else {
         return Err(ChainRefused::NoSuchChunk { datanet: datanet.name.clone(), chunk: chunk.to_hex() }.into());
     };
-    let id = keccak256(datanet.name.as_bytes());
+    let id = registry_id(chain.signer(), &datanet.name);
     let version = registry.versions(id).call().await.map_err(revert)?;
     let on_chain = registry.contributionRoot(id, version).call().await.map_err(revert)?;
     if on_chain != B256::from(tree.root()) {
