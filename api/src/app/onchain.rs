@@ -225,11 +225,19 @@ pub async fn register(app: &App, datanet: &tributary_indexer::Datanet) -> Result
     let registry = chain.registry(registry_address(&config)?);
     let (tree, _) = contribution_tree(app, datanet).await?;
     let id = registry_id(chain.signer(), &datanet.name);
+    let root = B256::from(tree.root());
     if registry.ownerOf(id).call().await.is_err() {
         let sent = registry.register(datanet.name.clone()).send().await.map_err(revert)?;
         sent.get_receipt().await.context("registering the Datanet")?;
+    } else {
+        // The operator pays for every commit, and Datanet owners may ask for one: a root
+        // already on chain is not sent again (new data must have arrived, through uploads
+        // that have their own limits, before an owner can spend the operator's gas again).
+        let version = registry.versions(id).call().await.map_err(revert)?;
+        if version > 0 && registry.contributionRoot(id, version).call().await.map_err(revert)? == root {
+            return Err(ChainRefused::RegistryCurrent { datanet: datanet.name.clone(), version }.into());
+        }
     }
-    let root = B256::from(tree.root());
     let sent = registry.commitRoot(id, root).send().await.map_err(revert)?;
     sent.get_receipt().await.context("committing the contribution root")?;
     let version = registry.versions(id).call().await.map_err(revert)?;
@@ -522,6 +530,8 @@ pub enum ChainRefused {
     NoSuchChunk { datanet: String, chunk: String },
     #[error("Datanet {datanet} changed since version {version}: run `tributary chain register` first")]
     StaleRegistry { datanet: String, version: u64 },
+    #[error("Datanet {datanet} is unchanged since version {version}: nothing to commit (no transaction sent)")]
+    RegistryCurrent { datanet: String, version: u64 },
     #[error("epoch {epoch} is not on chain yet (the chain has {on_chain}): run `tributary settle`")]
     NotPosted { epoch: i64, on_chain: u64 },
     #[error("nothing to claim: {0} was already paid its cumulative total")]

@@ -177,8 +177,21 @@ async fn epochs_post_on_chain_once_and_claims_pay_the_ledger_amount() {
         (status["chain_latest_epoch"].clone(), status["pending_on_chain"].clone()),
         (1.into(), serde_json::json!([]))
     );
-    let registered = client.post(format!("{}/v1/datanets/rivers-demo/registry", server.url)).bearer_auth(&key).send();
-    let registered: serde_json::Value = registered.await.unwrap().json().await.unwrap();
+    // Issue #24, defect 13: a commit spends the operator's gas, and an owner may ask for one: a
+    // root already on chain is refused (409) with no transaction; new data makes a new version.
+    let register = || client.post(format!("{}/v1/datanets/rivers-demo/registry", server.url)).bearer_auth(&key).send();
+    let unchanged = register().await.unwrap();
+    assert_eq!(unchanged.status(), 409);
+    let unchanged: serde_json::Value = unchanged.json().await.unwrap();
+    assert!(unchanged["detail"].as_str().unwrap().contains("unchanged since version 1"), "{unchanged}");
+    let upload = serde_json::json!({
+        "documents": [{"name": "yukon.txt", "text": "The Yukon River flows from British Columbia to the Bering Sea."}],
+        "contributor": BOB,
+    });
+    let uploaded =
+        client.post(format!("{}/v1/datanets/rivers-demo/documents", server.url)).bearer_auth(&key).json(&upload).send();
+    assert_eq!(uploaded.await.unwrap().status(), 200);
+    let registered: serde_json::Value = register().await.unwrap().json().await.unwrap();
     assert_eq!(registered["version"], 2, "{registered}");
     let proven: serde_json::Value =
         get(&format!("/v1/datanets/rivers-demo/registry/chunks/{chunk}")).await.unwrap().json().await.unwrap();
