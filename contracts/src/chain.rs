@@ -213,6 +213,13 @@ impl Chain {
     /// Deploys the registry, a test token (all of `supply` to the signer) unless `token` is
     /// given, and the payout contract (the signer is admin and settler).
     pub async fn deploy(&self, token: Option<Address>, supply: U256) -> Result<Deployment> {
+        self.deploy_with_admin(token, supply, self.signer).await
+    }
+
+    /// [`Chain::deploy`] with the payout contract's admin (who grants roles and pauses) apart
+    /// from the signer, which is its settler (posts epochs, pushes batches): a leaked server
+    /// key can then neither pause nor grant.
+    pub async fn deploy_with_admin(&self, token: Option<Address>, supply: U256, admin: Address) -> Result<Deployment> {
         let registry = *DatanetRegistry::deploy(&self.provider).await.map_err(chain_err)?.address();
         let token = match token {
             Some(t) => t,
@@ -223,10 +230,8 @@ impl Chain {
                     .address()
             }
         };
-        let payouts = *AttributionPayouts::deploy(&self.provider, token, self.signer, self.signer)
-            .await
-            .map_err(chain_err)?
-            .address();
+        let payouts =
+            *AttributionPayouts::deploy(&self.provider, token, admin, self.signer).await.map_err(chain_err)?.address();
         Ok(Deployment { registry, payouts, token })
     }
 

@@ -67,6 +67,18 @@ async fn deploy_settle_claim_and_reconcile_on_anvil() {
     let (a, b) = (alice.signer(), bob.signer());
 
     let deployment = settler.deploy(None, U256::from(10u128.pow(27))).await.unwrap();
+    // Roles apart (issue #24, defect 13): alice as admin, the signer as settler only; the
+    // settler can neither pause nor grant, the admin can pause.
+    let apart = settler.deploy_with_admin(None, U256::from(1u64), alice.signer()).await.unwrap();
+    let contract = settler.payouts(apart.payouts);
+    let (admin_role, settler_role) = (B256::ZERO, contract.SETTLER_ROLE().call().await.unwrap());
+    assert!(contract.hasRole(admin_role, alice.signer()).call().await.unwrap());
+    assert!(!contract.hasRole(admin_role, settler.signer()).call().await.unwrap());
+    assert!(contract.hasRole(settler_role, settler.signer()).call().await.unwrap());
+    expect_revert(contract.pause().send().await, "AccessControl").await;
+    expect_revert(contract.grantRole(admin_role, settler.signer()).send().await, "AccessControl").await;
+    alice.payouts(apart.payouts).pause().send().await.unwrap().get_receipt().await.unwrap();
+    assert!(contract.paused().call().await.unwrap());
     let payouts = settler.payouts(deployment.payouts);
     // Payers' money comes in through `deposit` (approve, then pull): a Deposited event per
     // deposit, the amount counted in totalDeposited. Nothing for the zero address, nothing of 0.

@@ -194,13 +194,15 @@ pub struct ChainStatus {
 }
 
 /// Deploys the contracts and writes their addresses to chain.toml.
-pub async fn deploy(app: &App, token: Option<&str>, supply: &str) -> Result<Deployment> {
+/// `admin`: the payout contract's admin (role grants, pause), if not the signer.
+pub async fn deploy(app: &App, token: Option<&str>, supply: &str, admin: Option<&str>) -> Result<Deployment> {
     let path = config_path(app);
     let mut config = load_config(&path)?;
     let chain = connect(app, &config)?;
     let supply: U256 = supply.parse().context("the supply is not an integer")?;
     let token = token.map(|t| parse_evm(t, "token")).transpose()?;
-    let deployment = chain.deploy(token, supply).await?;
+    let admin = admin.map(|a| parse_evm(a, "admin")).transpose()?.unwrap_or(chain.signer());
+    let deployment = chain.deploy_with_admin(token, supply, admin).await?;
     config.rpc_url = app.settings.rpc_url.clone().or(config.rpc_url);
     config.deployed_at = Some(chain.provider().get_block_number().await.context("reading the block number")?);
     config.chain_id = Some(chain.provider().get_chain_id().await.context("reading the chain id")?);

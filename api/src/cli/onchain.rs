@@ -22,6 +22,10 @@ pub enum ChainCommand {
         /// Test token supply, all of it to the signer (who deposits for payers).
         #[arg(long, default_value = "1000000000000000000000000")]
         supply: String,
+        /// The payout contract's admin (grants roles, pauses): a cold key or multisig in
+        /// production. Default: the signer, which is always the settler.
+        #[arg(long)]
+        admin: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -84,8 +88,8 @@ fn print(value: &serde_json::Value, json: bool, line: impl FnOnce() -> String) -
 
 pub async fn command(app: &App, command: ChainCommand) -> Result<()> {
     match command {
-        ChainCommand::Deploy { token, supply, json } => {
-            let deployment = deploy(app, token.as_deref(), &supply).await?;
+        ChainCommand::Deploy { token, supply, admin, json } => {
+            let deployment = deploy(app, token.as_deref(), &supply, admin.as_deref()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&deployment)?);
             } else {

@@ -45,7 +45,7 @@ async fn deploy(
     caller.require(&[])?;
     let supply = body.supply.as_deref().unwrap_or("1000000000000000000000000");
     let deployment =
-        crate::app::onchain::deploy(state.app(), body.token.as_deref(), supply).await.map_err(chain_error)?;
+        crate::app::onchain::deploy(state.app(), body.token.as_deref(), supply, None).await.map_err(chain_error)?;
     Ok(Json(view(&deployment)?))
 }
 
