@@ -421,9 +421,9 @@ fn epoch_of(epochs: &[Epoch], id: i64) -> Option<i64> {
     epochs.get(i).map(|e| e.number)
 }
 
-/// Who each of `chunks` pays: its first contributor and its Datanet's owner, in a few queries.
-/// Who each chunk pays (its first contributor, its Datanet's owner), and whether any of their
-/// Datanets has an active flag (then new credits are checked against the flags).
+/// Who each of `chunks` pays (its first contributor, its Datanet's owner), in a few queries,
+/// and whether any of their Datanets has an active flag (then new credits are checked against
+/// the flags).
 async fn payees(tx: &mut Transaction<'static, Any>, mut chunks: Vec<(i64, String)>) -> Result<(Payees, bool)> {
     chunks.sort();
     chunks.dedup();
@@ -494,12 +494,12 @@ async fn slash_credit(
     Ok(amount.max(0) as Amount)
 }
 
-/// Slashes the contributor credits written after entry `after` (this transaction's: all
-/// credits, so the query names no `kind`, which would make SQLite walk every credit through the
-/// kind index instead of the id range) whose chunk, document or
-/// contributor an active flag names (inside the recording transaction, under the ledger lock,
-/// which flagging takes too: a flag either came first and is found here, or comes after and
-/// finds these credits).
+/// Slashes the contributor credits written after entry `after` whose chunk, document or
+/// contributor an active flag names. Runs inside the recording transaction, under the ledger
+/// lock, which flagging takes too: a flag either came first and is found here, or comes after
+/// and finds these credits. The entries after `after` are this transaction's credits only, so
+/// the query names no `kind` (which would make SQLite walk every credit through the kind index
+/// instead of the id range).
 async fn slash_flagged_since(tx: &mut Transaction<'static, Any>, after: i64, policy: &Policy, now: i64) -> Result<()> {
     let rows = sqlx::query(
         "SELECT e.id, e.account, e.amount, e.chunk_id, e.datanet_id, f.id AS flag_id FROM ledger_entries e \
@@ -960,14 +960,15 @@ impl Ledger {
             prev = receipt.hash.clone();
             out.push(receipt);
         }
-        let entries_before: Option<i64> = match flagged {
-            true => Some(
+        let entries_before: Option<i64> = if flagged {
+            Some(
                 sqlx::query("SELECT COALESCE(MAX(id), 0) AS n FROM ledger_entries")
                     .fetch_one(&mut *tx)
                     .await?
                     .try_get("n")?,
-            ),
-            false => None,
+            )
+        } else {
+            None
         };
         // Receipts first: every credit's foreign key names one.
         insert_rows(&mut tx, "INSERT INTO receipts (id, created_at, fee, prev_hash, hash, body) VALUES", receipt_rows)

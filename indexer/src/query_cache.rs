@@ -25,7 +25,8 @@ impl quick_cache::Weighter<[u8; 32], Arc<[f32]>> for ByBytes {
     }
 }
 
-/// An [`Embedder`] that remembers query vectors, up to `capacity_bytes` of them.
+/// Remembers query vectors, up to `capacity_bytes` of them. It embeds only through a caller's
+/// view ([`QueryCache::scoped`]), so no lookup can hit another caller's entries.
 pub struct QueryCache {
     inner: Arc<dyn Embedder>,
     entries: quick_cache::sync::Cache<[u8; 32], Arc<[f32]>, ByBytes>,
@@ -89,24 +90,6 @@ impl QueryCache {
     }
 }
 
-impl Embedder for QueryCache {
-    fn dimension(&self) -> usize {
-        self.inner.dimension()
-    }
-
-    fn count_tokens(&self, text: &str) -> usize {
-        self.inner.count_tokens(text)
-    }
-
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        self.embed_in("", texts)
-    }
-
-    fn model_name(&self) -> &str {
-        self.inner.model_name()
-    }
-}
-
 /// [`QueryCache::scoped`].
 struct Scoped {
     cache: Arc<QueryCache>,
@@ -115,11 +98,11 @@ struct Scoped {
 
 impl Embedder for Scoped {
     fn dimension(&self) -> usize {
-        self.cache.dimension()
+        self.cache.inner.dimension()
     }
 
     fn count_tokens(&self, text: &str) -> usize {
-        self.cache.count_tokens(text)
+        self.cache.inner.count_tokens(text)
     }
 
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
@@ -127,7 +110,7 @@ impl Embedder for Scoped {
     }
 
     fn model_name(&self) -> &str {
-        self.cache.model_name()
+        self.cache.inner.model_name()
     }
 }
 
@@ -158,14 +141,15 @@ mod tests {
     #[test]
     fn repeated_queries_are_embedded_once() {
         let inner = Arc::new(Counting(AtomicUsize::new(0)));
-        let cache = QueryCache::new(inner.clone(), 1 << 20);
-        assert_eq!(cache.embed(&["a"]).unwrap(), vec![vec![1.0]]);
-        assert_eq!(cache.embed(&["bb"]).unwrap(), vec![vec![2.0]]);
-        assert_eq!(cache.embed(&["a"]).unwrap(), vec![vec![1.0]]);
+        let cache = Arc::new(QueryCache::new(inner.clone(), 1 << 20));
+        let view = cache.scoped("key:1");
+        assert_eq!(view.embed(&["a"]).unwrap(), vec![vec![1.0]]);
+        assert_eq!(view.embed(&["bb"]).unwrap(), vec![vec![2.0]]);
+        assert_eq!(view.embed(&["a"]).unwrap(), vec![vec![1.0]]);
         assert_eq!(inner.0.load(Ordering::SeqCst), 2);
         assert_eq!(cache.counts(), (1, 2));
         // Batches pass through, uncached.
-        cache.embed(&["a", "a"]).unwrap();
+        view.embed(&["a", "a"]).unwrap();
         assert_eq!(inner.0.load(Ordering::SeqCst), 4);
     }
 
@@ -191,10 +175,11 @@ mod tests {
     fn long_distinct_queries_stay_within_the_byte_capacity() {
         let inner = Arc::new(Counting(AtomicUsize::new(0)));
         let capacity = 64 * 1024;
-        let cache = QueryCache::new(inner.clone(), capacity);
+        let cache = Arc::new(QueryCache::new(inner.clone(), capacity));
+        let view = cache.scoped("anonymous");
         let long = "q".repeat(100_000);
         for i in 0..5_000 {
-            cache.embed(&[format!("{i} {long}").as_str()]).unwrap();
+            view.embed(&[format!("{i} {long}").as_str()]).unwrap();
             let (_, bytes) = cache.size();
             assert!(bytes <= capacity, "{bytes} bytes held after {i} queries");
         }

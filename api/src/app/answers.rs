@@ -75,7 +75,8 @@ pub struct Question<'a> {
     /// Who pays: an API key's address, `ask --payer`; `None` for anonymous questions.
     pub payer: Option<Address>,
     pub unpaid: Unpaid,
-    /// Who asks, as the query cache sees it ([`crate::app::search::cache_scope`]).
+    /// Who asks, as the query cache sees it: an API key's id, `anonymous`, or
+    /// [`crate::app::search::CLI_SCOPE`].
     pub scope: &'a str,
 }
 

@@ -150,8 +150,8 @@ impl AppState {
         })
     }
 
-    /// The cached query embedder (searches and answers).
-    pub(super) async fn query_embedder(&self) -> Result<Arc<dyn tributary_indexer::Embedder>, ApiError> {
+    /// The query cache (searches and answers embed through a caller's view of it).
+    pub(super) async fn query_embedder(&self) -> Result<Arc<tributary_indexer::QueryCache>, ApiError> {
         self.embedder().await?;
         let embedder = self.app().query_embedder().map_err(ApiError::internal)?;
         Ok(embedder)
