@@ -79,6 +79,19 @@ async fn deploy_settle_claim_and_reconcile_on_anvil() {
     expect_revert(contract.grantRole(admin_role, settler.signer()).send().await, "AccessControl").await;
     alice.payouts(apart.payouts).pause().send().await.unwrap().get_receipt().await.unwrap();
     assert!(contract.paused().call().await.unwrap());
+
+    // The packed totals cannot be truncated into a smaller number: with more deposited than
+    // 104 bits hold, an epoch total past 2^104 - 1 is refused, and the largest one fits exactly.
+    let huge = settler.deploy(None, U256::from(1u8) << 106).await.unwrap();
+    settler.deposit(huge.payouts, huge.token, a, (U256::from(1u8) << 105) + U256::from(1u8)).await.unwrap();
+    let big = settler.payouts(huge.payouts);
+    let top = (U256::from(1u8) << 104) - U256::from(1u8);
+    let root = B256::repeat_byte(9);
+    let err = settler.post_epoch(huge.payouts, 1, root, B256::ZERO, top + U256::from(1u8)).await.unwrap_err();
+    assert!(err.to_string().contains("EpochOverfunded"), "{err}");
+    settler.post_epoch(huge.payouts, 1, root, B256::ZERO, top).await.unwrap();
+    assert_eq!(U256::from(big.epochTotal().call().await.unwrap()), top);
+    assert_eq!(big.totalPaid().call().await.unwrap(), 0);
     let payouts = settler.payouts(deployment.payouts);
     // Payers' money comes in through `deposit` (approve, then pull): a Deposited event per
     // deposit, the amount counted in totalDeposited. Nothing for the zero address, nothing of 0.

@@ -319,11 +319,18 @@ async fn an_answer_recorded_after_a_flag_is_slashed_at_once() {
         ledger.record(second).await.unwrap();
         let alice_now = ledger.earnings(&alice()).await.unwrap();
         assert_eq!((alice_now.total, alice_now.slashed), (0, 14_000), "{backend:?}");
+        // A contributor flag: bob's passage, retrieved before it, recorded after it.
+        let columbia = chunk(&fx, "Columbia").await;
+        let third = answer(&fx, &[(&columbia, 1)], 10_000, alice());
+        ledger.flag(fx.datanet.id, &FlagTarget::Contributor(bob()), "spam", "owner").await.unwrap();
+        ledger.record(third).await.unwrap();
+        let bob_now = ledger.earnings(&bob()).await.unwrap();
+        assert_eq!((bob_now.total, bob_now.slashed), (0, 7_000), "{backend:?}");
         let sink = ledger.earnings(&treasury()).await.unwrap();
-        assert_eq!(sink.entries.iter().filter(|e| e.role == Role::Sink).map(|e| e.amount).sum::<i128>(), 14_000);
+        assert_eq!(sink.entries.iter().filter(|e| e.role == Role::Sink).map(|e| e.amount).sum::<i128>(), 21_000);
         let report = ledger.verify().await.unwrap();
         assert!(report.ok(), "{backend:?}: {:?}", report.problems);
         let epoch = ledger.settle().await.unwrap().epoch.unwrap();
-        assert_eq!(epoch.total, 20_000, "{backend:?}: slashes move value, never create or destroy it");
+        assert_eq!(epoch.total, 30_000, "{backend:?}: slashes move value, never create or destroy it");
     }
 }
