@@ -34,7 +34,9 @@ pub const WORLD_GRANT: &str = "world:grant";
 /// Where charges go: its balance is the sum of every paid receipt's credits.
 pub const FEES: &str = "fees";
 
-/// How long a hold keeps its money when nobody charges or releases it (a crashed process).
+/// How long a hold keeps its money when nobody charges, releases or renews it (a crashed
+/// process). The service holds for a short lease instead and renews it while the answer is
+/// being generated (`Ledger::renew_holds`), so a killed process's holds return within it.
 pub const DEFAULT_HOLD_TTL: Duration = Duration::from_secs(3600);
 
 /// Who pays for an answer.
@@ -505,6 +507,31 @@ impl Ledger {
         insert_rows(&mut tx, "INSERT INTO payer_holds (id, account, amount, expires_at) VALUES", rows).await?;
         tx.commit().await?;
         Ok(out)
+    }
+
+    /// Extends the live holds among `ids` to `ttl` from now: the process generating their
+    /// answers is alive (a lease; see `DEFAULT_HOLD_TTL`). Holds already charged, released or
+    /// expired stay gone. How many were extended.
+    pub async fn renew_holds(&self, ids: &[String], ttl: Duration) -> Result<u64> {
+        let mut renewed = 0;
+        for batch in ids.chunks(200) {
+            let mut tx = self.pool.begin().await?;
+            let now = now_ms();
+            let expires_at = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+            let sql = format!(
+                "UPDATE payer_holds SET expires_at = {} WHERE expires_at > {} AND id IN ({})",
+                placeholders(&tx, 1, 1),
+                placeholders(&tx, 2, 1),
+                placeholders(&tx, 3, batch.len())
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(expires_at).bind(now);
+            for id in batch {
+                query = query.bind(id.clone());
+            }
+            renewed += query.execute(&mut *tx).await?.rows_affected();
+            tx.commit().await?;
+        }
+        Ok(renewed)
     }
 
     /// Gives a hold's money back (the answer failed, was refused or cancelled). Releasing a hold

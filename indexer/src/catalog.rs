@@ -209,6 +209,9 @@ impl Catalog {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+            // A PostgreSQL server that refuses connections (stopped, restarting) is retried for
+            // this long, then the caller gets an error (an HTTP 503) instead of waiting 30 s.
+            .acquire_timeout(std::time::Duration::from_secs(if backend == Backend::Sqlite { 30 } else { 10 }))
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

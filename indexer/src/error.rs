@@ -3,6 +3,13 @@ use std::path::PathBuf;
 /// Everything the indexer can fail with. Variants carry what a user needs to fix the input.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The disk holding the data directory is nearly full: nothing more is written (an index
+    /// written through a memory map on a full disk would kill the process instead of failing).
+    #[error(
+        "{}: {} MiB free, under the {} MiB kept free: nothing more is written until there is room (or lower --min-free-disk-mb)",
+        dir.display(), available >> 20, reserve >> 20
+    )]
+    DiskFull { dir: PathBuf, available: u64, reserve: u64 },
     #[error("invalid EVM address {input:?}: {reason}")]
     InvalidAddress { input: String, reason: &'static str },
     #[error("invalid Datanet name {0:?}: use 1-64 characters of a-z, 0-9, '-' and '_'")]

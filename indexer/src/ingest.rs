@@ -243,6 +243,7 @@ impl BatchWriter<'_> {
         }
 
         let new_ids: Vec<ChunkId> = to_embed.iter().map(|c| c.id).collect();
+        store.ensure_room()?;
         store.catalog().journal_add(datanet.id, &new_ids).await?;
 
         let contributor = options.contributor;

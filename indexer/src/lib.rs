@@ -37,5 +37,5 @@ pub use ingest::{IngestOptions, IngestReport, NoProgress, Progress, ingest, inge
 pub use keywords::{KeywordDoc, KeywordHit, KeywordIndex, TantivyKeywordIndex};
 pub use query_cache::QueryCache;
 pub use source::{SourceDocument, read_file, read_sources, read_upload};
-pub use store::{Consistency, DatanetIndexes, Store, StoreConfig};
+pub use store::{Consistency, DEFAULT_MIN_FREE_BYTES, DatanetIndexes, Store, StoreConfig};
 pub use vectors::{EdgeIndexConfig, EdgeVectorIndex, VectorHit, VectorIndex, VectorPoint};

@@ -19,12 +19,23 @@ pub struct StoreConfig {
     /// `postgres://…` or `sqlite:…`; default: `sqlite:<data_dir>/tributary.db`.
     pub database_url: Option<String>,
     pub vectors: EdgeIndexConfig,
+    /// Bytes kept free on the data directory's disk: an ingest batch that would start with
+    /// less fails with [`Error::DiskFull`] (default [`DEFAULT_MIN_FREE_BYTES`]).
+    pub min_free_bytes: u64,
 }
+
+/// What [`StoreConfig::min_free_bytes`] defaults to: far more than one ingest batch writes.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 << 20;
 
 impl StoreConfig {
     /// Defaults for all-MiniLM-L6-v2 (384 dimensions).
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        StoreConfig { data_dir: data_dir.into(), database_url: None, vectors: EdgeIndexConfig::new(384) }
+        StoreConfig {
+            data_dir: data_dir.into(),
+            database_url: None,
+            vectors: EdgeIndexConfig::new(384),
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+        }
     }
 }
 
@@ -97,6 +108,21 @@ impl Store {
 
     pub fn data_dir(&self) -> &Path {
         &self.config.data_dir
+    }
+
+    /// Fails with [`Error::DiskFull`] when the data directory's disk has less than the reserve
+    /// free. The vector index writes through memory maps, and a write to a map on a full disk
+    /// is a SIGBUS that kills the process: checked before each ingest batch writes, so the
+    /// batch fails cleanly instead (a reserve, like a database's disk watermark; another
+    /// process filling the disk between the check and the write can still outrun it).
+    pub fn ensure_room(&self) -> Result<()> {
+        let dir = &self.config.data_dir;
+        let stats = rustix::fs::statvfs(dir).map_err(|e| Error::io(dir)(std::io::Error::from(e)))?;
+        let available = stats.f_bavail.saturating_mul(stats.f_frsize);
+        if available < self.config.min_free_bytes {
+            return Err(Error::DiskFull { dir: dir.clone(), available, reserve: self.config.min_free_bytes });
+        }
+        Ok(())
     }
 
     fn index_dir(&self, datanet_id: i64) -> PathBuf {

@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use tributary_attribution::{
-    Amount, CitedChunk, Error as AttributionError, Hold, MAX_ADAPTERS, MAX_DATANETS, NewReceipt, Payer, Payment, Quote,
+    Amount, CitedChunk, Error as AttributionError, MAX_ADAPTERS, MAX_DATANETS, NewReceipt, Payer, Payment, Quote,
     Receipt, RetrievedChunk, Weighting, ablation_weights, citation_weights,
 };
 use tributary_generator::{Answer, AnswerEvent, AnswerRequest, CitationPolicy, GenerationParams, Generator, Source};
 use tributary_indexer::{Address, Datanet, Visibility};
 use tributary_retriever::{Mode, Passage, Query, Retriever, RetrieverConfig};
 
+use crate::app::batch::LeasedHold;
 use crate::app::{App, parse_address};
 
 /// A retrieved passage as the generator sees it.
@@ -36,6 +37,11 @@ pub fn source_of(p: &Passage) -> Source {
 #[derive(Debug, thiserror::Error)]
 #[error("the answer was cancelled: its consumer went away")]
 pub struct Cancelled;
+
+/// The answer was not done by its deadline (a server's request timeout).
+#[derive(Debug, thiserror::Error)]
+#[error("the answer took longer than its deadline")]
+pub struct TimedOut;
 
 /// What a server does with an answer nobody pays for (anonymous, or a key without an
 /// address) when no sponsor budget covers it.
@@ -84,13 +90,13 @@ pub struct Question<'a> {
 #[derive(Debug)]
 pub struct Funding {
     pub payment: Payment,
-    pub hold: Option<Hold>,
+    pub hold: Option<LeasedHold>,
 }
 
 impl Funding {
     /// Gives the held money back (the answer failed, was refused or cancelled).
     pub async fn release(&self, app: &App) {
-        if let Some(hold) = &self.hold
+        if let Some(LeasedHold { hold, .. }) = &self.hold
             && let Err(e) = app.ledger().release(hold).await
         {
             // The hold expires on its own; the payer waits for it at worst.
@@ -192,12 +198,13 @@ pub async fn prepare(app: &App, question: Question<'_>) -> Result<Prepared> {
         (Some(address), _) => {
             let payer = Payer::Address(address);
             let hold = app.batcher().hold(payer, quote.fee).await?;
-            Funding { payment: Payment::Charge { payer, hold: Some(hold.id.clone()) }, hold: Some(hold) }
+            Funding { payment: Payment::Charge { payer, hold: Some(hold.hold.id.clone()) }, hold: Some(hold) }
         }
         (None, Some(sponsor)) => match app.batcher().hold(sponsor, quote.fee).await {
-            Ok(hold) => {
-                Funding { payment: Payment::Charge { payer: sponsor, hold: Some(hold.id.clone()) }, hold: Some(hold) }
-            }
+            Ok(hold) => Funding {
+                payment: Payment::Charge { payer: sponsor, hold: Some(hold.hold.id.clone()) },
+                hold: Some(hold),
+            },
             Err(AttributionError::InsufficientBalance { .. } | AttributionError::Unconfigured(_)) => {
                 unpaid_funding(unpaid)?
             }
@@ -266,11 +273,13 @@ pub async fn price(
 
 /// Retrieves, generates and returns the checked answer; `on_token` sees the stream and returns
 /// false to stop it (the consumer went away): generation is cancelled and nothing is recorded.
-/// A failure or a cancellation releases the money held for it.
+/// Past `deadline` it is cancelled the same way ([`TimedOut`]). A failure, a cancellation or a
+/// timeout releases the money held for it.
 pub async fn generate(
     app: &App,
     generator: Arc<dyn Generator>,
     prepared: Prepared,
+    deadline: Option<tokio::time::Instant>,
     on_token: &mut (dyn FnMut(&str) -> bool + Send),
 ) -> Result<Answered> {
     let Prepared { question, datanets, contributors, k, params, adapters, quote, funding, scope } = prepared;
@@ -301,8 +310,12 @@ pub async fn generate(
             }
         }
         bail!("the answer stream ended without a result")
-    }
-    .await;
+    };
+    // Dropping the future at the deadline drops the stream, which cancels generation.
+    let outcome = match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, outcome).await.unwrap_or_else(|_| Err(TimedOut.into())),
+        None => outcome.await,
+    };
     match outcome {
         Ok((answer, passages)) => Ok(Answered { answer, passages, datanets, adapters, quote, funding }),
         Err(e) => {
@@ -320,7 +333,7 @@ pub async fn answer(
     on_token: &mut (dyn FnMut(&str) -> bool + Send),
 ) -> Result<Answered> {
     let prepared = prepare(app, question).await?;
-    generate(app, generator, prepared, on_token).await
+    generate(app, generator, prepared, None, on_token).await
 }
 
 /// Writes the answer's receipt and credits. The fee is the quote for the Datanets searched and

@@ -17,6 +17,9 @@ pub struct Settings {
     pub llm: Option<PathBuf>,
     pub remote: Option<tributary_generator::RemoteConfig>,
     pub rpc_url: Option<String>,
+    /// Bytes kept free on the data directory's disk (default
+    /// [`tributary_indexer::DEFAULT_MIN_FREE_BYTES`]).
+    pub min_free_bytes: Option<u64>,
 }
 
 /// The opened data directory and the models, loaded once on first use.
@@ -54,6 +57,9 @@ impl App {
     pub async fn open(settings: &Settings) -> Result<Self> {
         let mut config = StoreConfig::new(&settings.data_dir);
         config.database_url = settings.database_url.clone();
+        if let Some(bytes) = settings.min_free_bytes {
+            config.min_free_bytes = bytes;
+        }
         let store = Store::open(config)
             .await
             .with_context(|| format!("opening the data directory {}", settings.data_dir.display()))?;

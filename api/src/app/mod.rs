@@ -13,5 +13,6 @@ pub mod ingest;
 pub mod keys;
 pub mod onchain;
 pub mod search;
+pub mod uploads;
 
 pub use context::{App, QUERY_CACHE_BYTES, Settings, parse_address};

@@ -57,6 +57,10 @@ pub struct Global {
     /// one in <data-dir>/chain.toml. The signer key comes from TRIBUTARY_SIGNER_KEY only.
     #[arg(long, global = true, env = "TRIBUTARY_RPC_URL")]
     rpc_url: Option<String>,
+    /// MiB kept free on the data directory's disk: an ingest stops with an error rather than
+    /// fill it (default 64).
+    #[arg(long, global = true, env = "TRIBUTARY_MIN_FREE_DISK_MB")]
+    min_free_disk_mb: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -165,6 +169,7 @@ impl Global {
                 context_length: self.llm_context,
             }),
             rpc_url: self.rpc_url.clone(),
+            min_free_bytes: self.min_free_disk_mb.map(|mb| mb.saturating_mul(1 << 20)),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! The same run serves `/v1/chat/completions` (`openai.rs`).
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
@@ -20,7 +21,7 @@ use super::error::{ApiError, ApiResult, Errors};
 use super::extract::Json;
 use super::state::AppState;
 use super::wire;
-use crate::app::answers::{Cancelled, Question, generate, prepare, record};
+use crate::app::answers::{Cancelled, Question, TimedOut, generate, prepare, record};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(create_answer))
@@ -164,6 +165,9 @@ pub(crate) async fn start(
         scope: &caller.cache_scope(),
     };
     let prepared = prepare(state.app(), question).await?;
+    // A stream's body outlives the timeout layer (which only waits for the headers): its
+    // generation keeps the request's deadline itself.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(state.config().request_timeout_secs.max(1));
     let (tx, rx) = mpsc::unbounded_channel();
     let task_state = state.clone();
     tokio::spawn(async move {
@@ -178,7 +182,7 @@ pub(crate) async fn start(
             token_tx.send(Progress::Token(piece.to_string())).is_ok()
         };
         let outcome = async {
-            let answered = generate(&app, generator, prepared, &mut on_token).await?;
+            let answered = generate(&app, generator, prepared, Some(deadline), &mut on_token).await?;
             let receipt = record(&app, &spec.question, &answered, spec.private_question).await?;
             Ok::<_, anyhow::Error>((answered, receipt))
         }
@@ -199,6 +203,9 @@ pub(crate) async fn start(
             Err(e) if e.is::<Cancelled>() => {
                 tracing::debug!("answer cancelled: the client went away");
                 return;
+            }
+            Err(e) if e.is::<TimedOut>() => {
+                Progress::Failed(ApiError::new("timeout", "the answer took longer than the request timeout"))
             }
             Err(e) => Progress::Failed(ApiError::from(e)),
         };

@@ -150,7 +150,7 @@ async fn caller_of(state: &AppState, headers: &axum::http::HeaderMap) -> ApiResu
     if !secret.starts_with(KEY_PREFIX) || secret.len() != KEY_LEN {
         return Err(invalid("this is not a Tributary API key"));
     }
-    match state.keys().lookup(secret).await.map_err(ApiError::internal)? {
+    match state.keys().lookup(secret).await.map_err(ApiError::from)? {
         Some(key) => Ok(Caller::Key(key)),
         None => Err(invalid("unknown or revoked API key")),
     }

@@ -3,7 +3,7 @@
 use axum::extract::{Multipart, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use tributary_indexer::{Address, ChunkerConfig, DatanetUpdate, IngestOptions, NewDatanet, NoProgress};
+use tributary_indexer::{Address, ChunkerConfig, Datanet, DatanetUpdate, IngestOptions, NewDatanet, NoProgress};
 use tributary_retriever::Query as RetrievalQuery;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -15,6 +15,7 @@ use super::state::AppState;
 use super::wire::{self, PageParams};
 use crate::app::ingest::{Documents, ingest};
 use crate::app::keys::Role;
+use crate::app::uploads;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -25,6 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_access_requests, request_access))
         .routes(routes!(decide_access_request))
         .routes(routes!(list_documents, upload))
+        .routes(routes!(upload_typed_data))
         .routes(routes!(search))
 }
 
@@ -309,13 +311,9 @@ pub fn content_hash(documents: &[wire::UploadDocument]) -> String {
     hasher.finalize().to_hex().to_string()
 }
 
-/// The text an uploader signs (EIP-191 `personal_sign`).
-pub fn upload_message(datanet: &str, content_hash: &str) -> String {
-    format!("Tributary upload to {datanet}: {content_hash}")
-}
-
-/// Who an upload is credited to: the key's address, or the signer.
-fn contributor_of(caller: &Caller, upload: &wire::Upload, datanet: &str, hash: &str) -> ApiResult<Address> {
+/// Who an upload is credited to: the key's address, or the `contributor` a signature names
+/// (checked by [`uploads::verify`] next).
+fn contributor_of(caller: &Caller, upload: &wire::Upload) -> ApiResult<Address> {
     let named = upload.contributor.as_deref().map(parse_address).transpose()?;
     match caller {
         Caller::Key(key) if key.role == Role::Admin => {
@@ -329,25 +327,107 @@ fn contributor_of(caller: &Caller, upload: &wire::Upload, datanet: &str, hash: &
             Ok(own)
         }
         Caller::Key(_) => Err(ApiError::forbidden("a reader key may not upload")),
-        Caller::Anonymous => {
-            let (Some(named), Some(signature)) = (named, upload.signature.as_deref()) else {
-                return Err(ApiError::new(
-                    "missing_api_key",
-                    "upload with a contributor key, or sign it: `contributor` and `signature`",
-                ));
-            };
-            let invalid = |detail: &str| ApiError::new("invalid_signature", detail);
-            let signature: alloy::primitives::Signature =
-                signature.parse().map_err(|_| invalid("the signature is not 65 bytes of 0x-hex"))?;
-            let signer = signature
-                .recover_address_from_msg(upload_message(datanet, hash).as_bytes())
-                .map_err(|_| invalid("the signature does not recover an address"))?;
-            if signer.as_slice() != named.as_bytes() {
-                return Err(invalid("the signature is not the contributor's over this upload"));
-            }
-            Ok(named)
-        }
+        Caller::Anonymous => match (named, &upload.signature) {
+            (Some(named), Some(_)) => Ok(named),
+            _ => Err(ApiError::new(
+                "missing_api_key",
+                "upload with a contributor key, or sign it: `contributor`, `signature`, `nonce` and `deadline`",
+            )),
+        },
     }
+}
+
+/// The typed data a signed upload's signature must cover: the upload as it will be stored.
+pub fn typed_upload(
+    datanet: &str,
+    content_hash: &str,
+    options: &IngestOptions,
+    nonce: alloy::primitives::U256,
+    deadline: u64,
+) -> ApiResult<uploads::Upload> {
+    let tokens = |n: usize| u32::try_from(n).map_err(|_| ApiError::bad_request("chunk sizes are at most 100000"));
+    Ok(uploads::Upload {
+        datanet: datanet.to_string(),
+        contentHash: content_hash.parse().map_err(ApiError::internal)?,
+        license: options.license.clone(),
+        chunkTokens: tokens(options.chunker.target_tokens)?,
+        overlapTokens: tokens(options.chunker.overlap_tokens)?,
+        nonce,
+        deadline,
+    })
+}
+
+fn refused(e: uploads::SignatureError) -> ApiError {
+    match e {
+        uploads::SignatureError::Replayed { .. } => ApiError::new("signature_replayed", e.to_string()),
+        _ => ApiError::new("invalid_signature", e.to_string()),
+    }
+}
+
+/// Checks an anonymous upload's signature and claims its nonce (after the signer was found
+/// allowed on the Datanet by the caller).
+async fn signed_by(
+    state: &AppState,
+    upload: &wire::Upload,
+    datanet: &str,
+    hash: &str,
+    options: &IngestOptions,
+) -> ApiResult<uploads::Upload> {
+    let (Some(nonce), Some(deadline)) = (upload.nonce.as_deref(), upload.deadline) else {
+        return Err(ApiError::new("invalid_signature", "a signed upload names its `nonce` and `deadline`"));
+    };
+    let nonce = nonce
+        .trim()
+        .parse::<alloy::primitives::U256>()
+        .map_err(|_| ApiError::invalid("nonce is a uint256, decimal or 0x-hex"))?;
+    let typed = typed_upload(datanet, hash, options, nonce, deadline)?;
+    let signature = upload.signature.as_deref().unwrap_or_default();
+    let contributor = contributor_of(&Caller::Anonymous, upload)?;
+    uploads::verify(state.app(), &typed, signature, &contributor).await?.map_err(refused)?;
+    Ok(typed)
+}
+
+/// The EIP-712 typed data an upload without a key is signed as (`eth_signTypedData_v4`):
+/// this deployment's domain, the `Upload` type, and the defaults an upload's message states.
+#[utoipa::path(
+    get, path = "/v1/uploads/eip712", tag = "datanets",
+    responses((status = 200, body = wire::UploadTypedData), Errors)
+)]
+async fn upload_typed_data(State(state): State<AppState>) -> ApiResult<Json<wire::UploadTypedData>> {
+    use alloy::sol_types::SolStruct;
+    let domain = uploads::domain(state.app()).await?;
+    let field = |name: &str, kind: &str| wire::TypedField { name: name.into(), kind: kind.into() };
+    let mut domain_fields = vec![field("name", "string"), field("version", "string")];
+    if domain.chain_id.is_some() {
+        domain_fields.push(field("chainId", "uint256"));
+    }
+    if domain.verifying_contract.is_some() {
+        domain_fields.push(field("verifyingContract", "address"));
+    }
+    domain_fields.push(field("salt", "bytes32"));
+    // `Upload(string datanet,bytes32 contentHash,...)`, from the type itself.
+    let encoded = uploads::Upload::eip712_encode_type();
+    let inner = encoded.trim_start_matches("Upload(").trim_end_matches(')');
+    let upload_fields =
+        inner.split(',').filter_map(|member| member.split_once(' ')).map(|(kind, name)| field(name, kind)).collect();
+    let defaults = ChunkerConfig::default();
+    Ok(Json(wire::UploadTypedData {
+        domain: wire::UploadDomain {
+            name: uploads::DOMAIN_NAME.into(),
+            version: uploads::DOMAIN_VERSION.into(),
+            chain_id: domain.chain_id.map(|id| id.saturating_to::<u64>()),
+            verifying_contract: domain.verifying_contract.map(|a| a.to_checksum(None)),
+            salt: domain.salt.map(|s| s.to_string()).unwrap_or_default(),
+        },
+        types: [("EIP712Domain".to_string(), domain_fields), ("Upload".to_string(), upload_fields)].into(),
+        primary_type: "Upload".into(),
+        defaults: wire::UploadDefaults {
+            license: IngestOptions::new(Address::ZERO).license,
+            chunk_tokens: defaults.target_tokens as u64,
+            overlap_tokens: defaults.overlap_tokens as u64,
+        },
+        max_lifetime_secs: uploads::MAX_SIGNATURE_LIFETIME_SECS,
+    }))
 }
 
 /// Uploads documents: JSON (`Upload`), or `multipart/form-data` with one or more `file` parts
@@ -397,11 +477,7 @@ async fn upload(
         return Err(ApiError::invalid("the upload has no documents"));
     }
     let hash = content_hash(&upload.documents);
-    let contributor = contributor_of(&caller, &upload, &datanet.name, &hash)?;
-    // A signed upload to a private Datanet needs the signer to be let in, as a key would.
-    if !caller.is_admin() && !state.catalog().can_read(&datanet, Some(&contributor)).await? {
-        return Err(ApiError::datanet_not_found(&name));
-    }
+    let contributor = contributor_of(&caller, &upload)?;
     let mut options = IngestOptions::new(contributor);
     if let Some(license) = &upload.license {
         options.license = license.clone();
@@ -415,7 +491,43 @@ async fn upload(
         return Err(ApiError::bad_request("chunk_tokens and overlap_tokens are at most 100000"));
     }
     options.chunker.validate()?;
-    let documents = upload.documents.clone();
+    let signed = match caller {
+        Caller::Anonymous => Some(signed_by(&state, &upload, &datanet.name, &hash, &options).await?),
+        Caller::Key(_) => None,
+    };
+    // A signed upload to a private Datanet needs the signer to be let in, as a key would.
+    if !caller.is_admin() && !state.catalog().can_read(&datanet, Some(&contributor)).await? {
+        return Err(ApiError::datanet_not_found(&name));
+    }
+    // The nonce is used from here on; given back if nothing was stored, so the same signed
+    // upload may be retried.
+    let claim = match &signed {
+        Some(typed) => Some(uploads::claim(state.app(), typed, &contributor).await?.map_err(refused)?),
+        None => None,
+    };
+    let stored = store_upload(&state, &datanet, upload, &options).await;
+    if let (Err(_), Some(claim)) = (&stored, claim)
+        && let Err(e) = claim.release(state.app()).await
+    {
+        tracing::warn!(error = %e, "giving back a signed upload's nonce failed");
+    }
+    let report = stored?;
+    Ok(Json(wire::UploadResult {
+        datanet: datanet.name,
+        contributor: contributor.to_checksummed(),
+        content_hash: hash,
+        report: wire::view(&report)?,
+    }))
+}
+
+/// Reads the upload's documents (off the async workers) and ingests them.
+async fn store_upload(
+    state: &AppState,
+    datanet: &Datanet,
+    upload: wire::Upload,
+    options: &IngestOptions,
+) -> ApiResult<tributary_indexer::IngestReport> {
+    let documents = upload.documents;
     let sources = tokio::task::spawn_blocking(move || {
         let mut sources = Vec::new();
         for d in documents {
@@ -427,17 +539,12 @@ async fn upload(
     .map_err(ApiError::internal)??;
     // Loads the model off the async workers first (an error here is `not_ready`).
     state.embedder().await?;
-    let report = ingest(state.app(), &datanet, Documents::Read(sources), &options, &NoProgress).await?;
+    let report = ingest(state.app(), datanet, Documents::Read(sources), options, &NoProgress).await?;
     let metrics = state.metrics();
     metrics.ingested_documents.inc_by(report.documents_stored as u64);
     metrics.ingested_chunks.inc_by(report.new_chunks as u64);
     metrics.duplicate_chunks.inc_by(report.duplicate_chunks as u64);
-    Ok(Json(wire::UploadResult {
-        datanet: datanet.name,
-        contributor: contributor.to_checksummed(),
-        content_hash: hash,
-        report: wire::view(&report)?,
-    }))
+    Ok(report)
 }
 
 async fn read_multipart(mut multipart: Multipart) -> ApiResult<wire::Upload> {
@@ -445,6 +552,8 @@ async fn read_multipart(mut multipart: Multipart) -> ApiResult<wire::Upload> {
         documents: Vec::new(),
         contributor: None,
         signature: None,
+        nonce: None,
+        deadline: None,
         license: None,
         chunk_tokens: None,
         overlap_tokens: None,
@@ -466,6 +575,8 @@ async fn read_multipart(mut multipart: Multipart) -> ApiResult<wire::Upload> {
             }
             "contributor" => upload.contributor = Some(text),
             "signature" => upload.signature = Some(text),
+            "nonce" => upload.nonce = Some(text),
+            "deadline" => upload.deadline = Some(number(&text)? as u64),
             "license" => upload.license = Some(text),
             "chunk_tokens" => upload.chunk_tokens = Some(number(&text)?),
             "overlap_tokens" => upload.overlap_tokens = Some(number(&text)?),

@@ -69,6 +69,7 @@ pub const CODES: &[(&str, u16, &str)] = &[
     ("not_acceptable", 406, "Not acceptable"),
     ("conflict", 409, "Conflict"),
     ("datanet_exists", 409, "Conflict"),
+    ("signature_replayed", 409, "Conflict"),
     ("insufficient_balance", 402, "Payment required"),
     ("insufficient_funds", 422, "Insufficient funds"),
     ("payer_required", 402, "Payment required"),
@@ -82,6 +83,8 @@ pub const CODES: &[(&str, u16, &str)] = &[
     ("chain_failed", 502, "Chain request failed"),
     ("overloaded", 503, "Overloaded"),
     ("generator_unavailable", 503, "Generator unavailable"),
+    ("database_unavailable", 503, "Database unavailable"),
+    ("insufficient_storage", 507, "Insufficient storage"),
     ("not_ready", 503, "Not ready"),
     ("chain_not_configured", 503, "Chain not configured"),
     ("pricing_not_configured", 503, "Pricing not configured"),
@@ -129,6 +132,21 @@ impl ApiError {
 
     pub fn conflict(detail: impl Into<String>) -> Self {
         Self::new("conflict", detail)
+    }
+
+    /// The database cannot be reached (stopped, restarting, the network to it down), or `e` is
+    /// another database failure (a 500 then).
+    pub fn database(e: &sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                tracing::warn!(error = %e, "the database is unreachable");
+                ApiError {
+                    retry_after: Some(5),
+                    ..Self::new("database_unavailable", "the database cannot be reached; retry shortly")
+                }
+            }
+            _ => ApiError::internal(e),
+        }
     }
 
     pub fn overloaded(detail: impl Into<String>, retry_after: u64) -> Self {
@@ -189,9 +207,16 @@ impl From<tributary_indexer::Error> for ApiError {
             E::InvalidArgument(detail) => ApiError::invalid(detail),
             E::NotFound(_) => ApiError::not_found(text),
             E::Conflict(detail) => ApiError::conflict(detail),
+            E::Database(e) => ApiError::database(&e),
+            E::DiskFull { .. } => {
+                tracing::error!(error = %text, "the data directory's disk is full");
+                ApiError::new(
+                    "insufficient_storage",
+                    "the server's disk is full: the upload stopped (what it stored stays; send it again once there is room)",
+                )
+            }
             E::ModelNotFound(_)
             | E::Model(_)
-            | E::Database(_)
             | E::Migration(_)
             | E::VectorIndex(_)
             | E::KeywordIndex(_)
@@ -217,7 +242,8 @@ impl From<tributary_attribution::Error> for ApiError {
             },
             E::Unconfigured(detail) => ApiError::new("pricing_not_configured", detail),
             E::Catalog(e) => e.into(),
-            e @ (E::Inconsistent(_) | E::Database(_)) => ApiError::internal(e),
+            E::Database(e) => ApiError::database(&e),
+            e @ E::Inconsistent(_) => ApiError::internal(e),
         }
     }
 }
@@ -252,6 +278,9 @@ impl From<anyhow::Error> for ApiError {
             Ok(e) => return e.into(),
             Err(e) => e,
         };
+        if let Some(e) = e.downcast_ref::<sqlx::Error>() {
+            return ApiError::database(e);
+        }
         if let Some(refused) = e.downcast_ref::<crate::app::answers::PayerRequired>() {
             return ApiError::new("payer_required", refused.to_string());
         }
@@ -324,9 +353,13 @@ pub enum Errors {
     /// A remote engine or the chain failed.
     #[response(status = 502, content_type = "application/problem+json")]
     BadGateway(Problem),
-    /// Busy (see `Retry-After`), or a needed component is not configured.
+    /// Busy or the database unreachable (see `Retry-After`), or a needed component is not
+    /// configured.
     #[response(status = 503, content_type = "application/problem+json")]
     Unavailable(Problem),
     #[response(status = 504, content_type = "application/problem+json")]
     Timeout(Problem),
+    /// The server's disk is full.
+    #[response(status = 507, content_type = "application/problem+json")]
+    InsufficientStorage(Problem),
 }

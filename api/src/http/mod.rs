@@ -39,7 +39,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 pub use auth::Caller;
-pub use datanets::{content_hash, upload_message};
+pub use datanets::{content_hash, typed_upload};
 use error::ApiError;
 pub use state::{AppState, ServeArgs, ServeConfig};
 

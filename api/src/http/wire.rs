@@ -192,10 +192,13 @@ pub struct UploadDocument {
 }
 
 /// An upload. Made with a contributor (or owner) key, it is credited to the key's address;
-/// without a key, `contributor` and `signature` are required: an EIP-191 `personal_sign` by
-/// `contributor` of the text `Tributary upload to <datanet>: <content hash>`, where the content
-/// hash is the hex blake3 of, for each document in order, blake3(name) followed by
-/// blake3(text) (32 bytes each). Admin keys name any `contributor`.
+/// without a key, `contributor`, `signature`, `nonce` and `deadline` are required: the
+/// signature is `contributor`'s EIP-712 signature (`eth_signTypedData_v4`) of the typed data
+/// `GET /v1/uploads/eip712` gives, its message holding the Datanet, the content hash (the hex
+/// blake3 of, for each document in order, blake3(name) followed by blake3(text), 32 bytes
+/// each), the license and chunk sizes as stored (their defaults when not sent), the nonce (used
+/// once) and the deadline (Unix seconds, at most a day ahead). Admin keys name any
+/// `contributor`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({
@@ -210,6 +213,11 @@ pub struct Upload {
     pub contributor: Option<String>,
     /// 0x-hex 65-byte signature.
     pub signature: Option<String>,
+    /// The signed message's nonce: a uint256, decimal or 0x-hex, used once per signer.
+    pub nonce: Option<String>,
+    /// The signed message's deadline, Unix seconds.
+    #[serde(default, deserialize_with = "super::extract::integer::option")]
+    pub deadline: Option<u64>,
     /// SPDX identifier (default "unspecified").
     pub license: Option<String>,
     /// Chunk length limit in embedder tokens (default 254).
@@ -220,6 +228,53 @@ pub struct Upload {
     #[serde(default, deserialize_with = "super::extract::integer::option")]
     #[schema(minimum = 0, maximum = 100000)]
     pub overlap_tokens: Option<usize>,
+}
+
+/// What a contributor signs for an upload without a key, as `eth_signTypedData_v4` takes it
+/// (fill in `message`: the fields of `types.Upload`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadTypedData {
+    pub domain: UploadDomain,
+    /// `EIP712Domain` (the domain's fields present here) and `Upload`.
+    pub types: std::collections::BTreeMap<String, Vec<TypedField>>,
+    #[serde(rename = "primaryType")]
+    pub primary_type: String,
+    /// The license and chunk sizes signed when an upload does not send them.
+    pub defaults: UploadDefaults,
+    /// How far ahead of now a deadline may be.
+    pub max_lifetime_secs: u64,
+}
+
+/// This deployment's EIP-712 domain: its salt always; the chain id and the registry contract
+/// once contracts are deployed.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadDomain {
+    pub name: String,
+    pub version: String,
+    #[serde(rename = "chainId", default, skip_serializing_if = "Option::is_none")]
+    pub chain_id: Option<u64>,
+    #[serde(rename = "verifyingContract", default, skip_serializing_if = "Option::is_none")]
+    pub verifying_contract: Option<String>,
+    /// 0x-hex, 32 bytes.
+    pub salt: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TypedField {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadDefaults {
+    pub license: String,
+    pub chunk_tokens: u64,
+    pub overlap_tokens: u64,
 }
 
 /// An upload as `multipart/form-data` (documented only; read part by part).
@@ -233,6 +288,8 @@ pub struct MultipartUpload {
     #[schema(pattern = "^0x[0-9a-fA-F]{40}$")]
     pub contributor: Option<String>,
     pub signature: Option<String>,
+    pub nonce: Option<String>,
+    pub deadline: Option<u64>,
     pub license: Option<String>,
     #[schema(minimum = 1, maximum = 100000)]
     pub chunk_tokens: Option<usize>,

@@ -23,7 +23,7 @@ const DAVE: &str = "0x90F79bf6EB2c4f870365E785982E1f101E93b906";
 /// The protocol's account (anvil's sixth).
 const TREASURY: &str = "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc";
 /// Who pays for answers in these tests (anvil's seventh).
-const PAYER: &str = "0x976EA74026E726554dB657fA54763abd0C3a0aa9";
+pub const PAYER: &str = "0x976EA74026E726554dB657fA54763abd0C3a0aa9";
 /// Anvil's first key: ALICE.
 const ALICE_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 
@@ -41,14 +41,24 @@ pub struct Reply {
 
 impl Server {
     pub async fn start(config: ServeConfig, database_url: Option<String>) -> Server {
+        Server::start_with(config, database_url, |_| {}).await
+    }
+
+    /// [`Server::start`] with settings changed by `adjust`.
+    pub async fn start_with(
+        config: ServeConfig,
+        database_url: Option<String>,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let settings = Settings {
+        let mut settings = Settings {
             data_dir: dir.path().to_path_buf(),
             database_url,
             embed_model: Some(model_dir()),
             llm: Some(llm()),
             ..Default::default()
         };
+        adjust(&mut settings);
         let app = Arc::new(App::open(&settings).await.unwrap());
         // An operator names the protocol's account before any answer can be charged.
         let ledger = app.ledger();
@@ -126,20 +136,75 @@ impl Cast {
     }
 }
 
-fn doc(name: &str, text: &str) -> Value {
+pub fn doc(name: &str, text: &str) -> Value {
     json!({"name": name, "text": text})
 }
 
-const RIVERS: &str = "The Missouri River is the longest river in North America. It flows 3,767 km from the \
+pub const RIVERS: &str = "The Missouri River is the longest river in North America. It flows 3,767 km from the \
 Rocky Mountains to the Mississippi River near St. Louis.\n\nThe Mississippi River drains most of \
 the continental United States.";
 
-fn signed_upload(datanet: &str, documents: Value) -> Value {
+/// What a signed upload's message holds beyond the Datanet and the documents.
+#[derive(Clone)]
+struct Terms {
+    license: Option<&'static str>,
+    chunk_tokens: Option<u32>,
+    nonce: u64,
+    /// Seconds from now.
+    expires_in: i64,
+    /// Another deployment's salt instead of the server's.
+    salt: Option<alloy::primitives::B256>,
+}
+
+impl Terms {
+    fn nonce(nonce: u64) -> Terms {
+        Terms { license: None, chunk_tokens: None, nonce, expires_in: 600, salt: None }
+    }
+}
+
+/// An upload ALICE signed as EIP-712 typed data, under the domain the server publishes.
+async fn signed_upload(s: &Server, datanet: &str, documents: Value, terms: Terms) -> Value {
+    use alloy::sol_types::SolStruct;
     let parsed: Vec<tributary::http::wire::UploadDocument> = serde_json::from_value(documents.clone()).unwrap();
     let hash = http::content_hash(&parsed);
+    let typed = s.call("GET", "/v1/uploads/eip712", None, None).await.body;
+    assert_eq!(typed["primaryType"], "Upload", "{typed}");
+    let fields: Vec<&str> =
+        typed["types"]["Upload"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["datanet", "contentHash", "license", "chunkTokens", "overlapTokens", "nonce", "deadline"]);
+    let salt = terms.salt.unwrap_or_else(|| typed["domain"]["salt"].as_str().unwrap().parse().unwrap());
+    let domain = alloy::sol_types::Eip712Domain::new(
+        Some("Tributary".into()),
+        Some("1".into()),
+        typed["domain"]["chainId"].as_u64().map(alloy::primitives::U256::from),
+        typed["domain"]["verifyingContract"].as_str().map(|a| a.parse().unwrap()),
+        Some(salt),
+    );
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let deadline = (now + terms.expires_in) as u64;
+    let defaults = &typed["defaults"];
+    let message = tributary::app::uploads::Upload {
+        datanet: datanet.into(),
+        contentHash: hash.parse().unwrap(),
+        license: terms.license.unwrap_or(defaults["license"].as_str().unwrap()).into(),
+        chunkTokens: terms.chunk_tokens.unwrap_or(defaults["chunk_tokens"].as_u64().unwrap() as u32),
+        overlapTokens: defaults["overlap_tokens"].as_u64().unwrap() as u32,
+        nonce: alloy::primitives::U256::from(terms.nonce),
+        deadline,
+    };
     let signer: PrivateKeySigner = ALICE_KEY.parse().unwrap();
-    let signature = signer.sign_message_sync(http::upload_message(datanet, &hash).as_bytes()).unwrap();
-    json!({"documents": documents, "contributor": ALICE, "signature": alloy::hex::encode_prefixed(signature.as_bytes())})
+    let signature = signer.sign_hash_sync(&message.eip712_signing_hash(&domain)).unwrap();
+    let mut body = json!({
+        "documents": documents, "contributor": ALICE, "signature": alloy::hex::encode_prefixed(signature.as_bytes()),
+        "nonce": terms.nonce.to_string(), "deadline": deadline,
+    });
+    if let Some(license) = terms.license {
+        body["license"] = json!(license);
+    }
+    if let Some(chunk_tokens) = terms.chunk_tokens {
+        body["chunk_tokens"] = json!(chunk_tokens);
+    }
+    body
 }
 
 /// Who may do what, and what a private Datanet shows to whom (nothing, to outsiders).
@@ -266,18 +331,50 @@ async fn access_matrix(database_url: Option<String>) {
         )
         .await;
     assert_eq!(unsigned.body["code"], "missing_api_key");
-    let mut forged = signed_upload("rivers", documents.clone());
+    let mut forged = signed_upload(&s, "rivers", documents.clone(), Terms::nonce(1)).await;
     forged["contributor"] = json!(BOB);
     assert_eq!(
         s.call("POST", "/v1/datanets/rivers/documents", None, Some(forged)).await.body["code"],
         "invalid_signature"
     );
-    let other_datanet = signed_upload("secret", documents.clone());
+    let other_datanet = signed_upload(&s, "secret", documents.clone(), Terms::nonce(1)).await;
     let replayed = s.call("POST", "/v1/datanets/rivers/documents", None, Some(other_datanet)).await;
     assert_eq!(replayed.body["code"], "invalid_signature");
-    let signed =
-        s.call("POST", "/v1/datanets/rivers/documents", None, Some(signed_upload("rivers", documents.clone()))).await;
+    // Issue #24, defect 11: the signature covers the license and the chunking (a leaked payload
+    // submitted first with another license, or other chunk sizes, is refused), has a deadline
+    // (past, or more than a day ahead: refused), names this deployment (a signature made for
+    // another one is refused), and is used once. The EIP-191 text signed before is refused.
+    let mut relicensed = signed_upload(&s, "rivers", documents.clone(), Terms::nonce(2)).await;
+    relicensed["license"] = json!("CC0-1.0");
+    let mut rechunked = signed_upload(&s, "rivers", documents.clone(), Terms::nonce(3)).await;
+    rechunked["chunk_tokens"] = json!(200);
+    let expired = signed_upload(&s, "rivers", documents.clone(), Terms { expires_in: -5, ..Terms::nonce(4) }).await;
+    let too_long =
+        signed_upload(&s, "rivers", documents.clone(), Terms { expires_in: 2 * 86_400, ..Terms::nonce(5) }).await;
+    let elsewhere =
+        signed_upload(&s, "rivers", documents.clone(), Terms { salt: Some([7u8; 32].into()), ..Terms::nonce(6) }).await;
+    let mut personal_sign = signed_upload(&s, "rivers", documents.clone(), Terms::nonce(7)).await;
+    let parsed: Vec<tributary::http::wire::UploadDocument> = serde_json::from_value(documents.clone()).unwrap();
+    let old_text = format!("Tributary upload to rivers: {}", http::content_hash(&parsed));
+    let old_signature = ALICE_KEY.parse::<PrivateKeySigner>().unwrap().sign_message_sync(old_text.as_bytes()).unwrap();
+    personal_sign["signature"] = json!(alloy::hex::encode_prefixed(old_signature.as_bytes()));
+    for (what, body) in [
+        ("another license", relicensed),
+        ("other chunk sizes", rechunked),
+        ("a past deadline", expired),
+        ("a deadline two days ahead", too_long),
+        ("another deployment", elsewhere),
+        ("EIP-191", personal_sign),
+    ] {
+        let refused = s.call("POST", "/v1/datanets/rivers/documents", None, Some(body)).await;
+        assert_eq!(refused.body["code"], "invalid_signature", "{what}: {}", refused.body);
+    }
+    let licensed = Terms { license: Some("CC-BY-4.0"), chunk_tokens: Some(128), ..Terms::nonce(8) };
+    let signed_body = signed_upload(&s, "rivers", documents.clone(), licensed).await;
+    let signed = s.call("POST", "/v1/datanets/rivers/documents", None, Some(signed_body.clone())).await;
     assert_eq!(signed.status, StatusCode::OK, "{}", signed.body);
+    let again = s.call("POST", "/v1/datanets/rivers/documents", None, Some(signed_body)).await;
+    assert_eq!((again.status, again.body["code"].as_str()), (StatusCode::CONFLICT, Some("signature_replayed")));
     assert_eq!(signed.body["contributor"], ALICE);
     assert!(signed.body["report"]["new_chunks"].as_u64().unwrap() >= 1);
     let as_bob = json!({"documents": [doc("b.txt", "Glaciers carve valleys.")], "contributor": BOB});
@@ -581,7 +678,7 @@ pub async fn listen(server: &Server) -> String {
 }
 
 /// Server-sent events as (event, data) pairs.
-fn sse_events(text: &str) -> Vec<(String, String)> {
+pub fn sse_events(text: &str) -> Vec<(String, String)> {
     text.split("\n\n")
         .filter(|block| !block.trim().is_empty())
         .filter_map(|block| {
@@ -1111,4 +1208,78 @@ async fn rate_limits_come_before_key_lookups_and_stay_bounded() {
         }
     }
     assert!(limiter.len() <= 2 * GENERATION, "{}", limiter.len());
+}
+
+/// An OpenAI-compatible engine that never finishes: a token every 50 ms (a stand-in, inside this
+/// test only, for a stuck vLLM, which cannot be installed here).
+async fn endless_engine() -> String {
+    async fn completions() -> axum::response::Response {
+        let tokens = futures_util::stream::unfold((), |()| async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let delta = json!({"choices": [{"delta": {"content": " and more"}, "finish_reason": null}]});
+            Some((Ok::<_, std::io::Error>(format!("data: {delta}\n\n").into_bytes()), ()))
+        });
+        axum::response::Response::builder()
+            .header(header::CONTENT_TYPE, "text/event-stream")
+            .body(Body::from_stream(tokens))
+            .unwrap()
+    }
+    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(completions));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// Issue #24, defect 1: a streamed answer keeps the request timeout (the timeout layer only
+/// waits for the headers, and a stuck engine streamed for as long as it liked): at the deadline
+/// generation stops, the stream ends with a `timeout` error event, and the payer's held fee is
+/// back, nothing charged.
+#[tokio::test]
+async fn a_streamed_answer_ends_at_the_request_timeout() {
+    let engine = endless_engine().await;
+    let config = ServeConfig { request_timeout_secs: 2, ..Default::default() };
+    let s = Server::start_with(config, None, |settings| {
+        settings.remote = Some(tributary_generator::RemoteConfig {
+            base_url: engine,
+            model: "stuck".into(),
+            api_key: None,
+            context_length: 4096,
+        });
+    })
+    .await;
+    let admin = s.key(Role::Admin, None, None).await;
+    let payer = s.key(Role::Reader, Some(PAYER), None).await;
+    let create = json!({"name": "rivers", "owner": ALICE});
+    assert_eq!(s.call("POST", "/v1/datanets", Some(&admin), Some(create)).await.status, StatusCode::CREATED);
+    let upload = json!({"documents": [doc("missouri.txt", RIVERS)], "contributor": BOB});
+    let up = s.call("POST", "/v1/datanets/rivers/documents", Some(&admin), Some(upload)).await;
+    assert_eq!(up.status, StatusCode::OK, "{}", up.body);
+    let grant = json!({"amount": "1000000000000000000"});
+    let granted = s.call("POST", &format!("/v1/accounts/{PAYER}/grants"), Some(&admin), Some(grant)).await;
+    assert_eq!(granted.status, StatusCode::CREATED, "{}", granted.body);
+
+    let question = json!({"question": "How long is the Missouri River?", "datanets": ["rivers"], "max_tokens": 2000});
+    let request = Request::post("/v1/answers")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::ACCEPT, "text/event-stream")
+        .header(header::AUTHORIZATION, format!("Bearer {payer}"))
+        .body(Body::from(question.to_string()))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let reply = tokio::time::timeout(std::time::Duration::from_secs(30), s.send(request))
+        .await
+        .expect("the stream ends at the request timeout");
+    let elapsed = started.elapsed();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let events = sse_events(reply.body.as_str().unwrap());
+    let names: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
+    assert!(names.iter().filter(|n| **n == "token").count() > 3, "it streamed before the deadline: {names:?}");
+    let (last, problem) = events.last().unwrap();
+    assert_eq!(last, "error", "{names:?}");
+    let problem: Value = serde_json::from_str(problem).unwrap();
+    assert_eq!((problem["code"].as_str(), problem["status"].as_u64()), (Some("timeout"), Some(504)), "{problem}");
+    assert!(elapsed < std::time::Duration::from_secs(10), "{elapsed:?}");
+    let account = s.call("GET", &format!("/v1/accounts/{PAYER}"), Some(&payer), None).await.body;
+    assert_eq!((account["held"].as_str(), account["spent"].as_str()), (Some("0"), Some("0")), "{account}");
 }

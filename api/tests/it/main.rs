@@ -5,10 +5,12 @@ mod batch;
 mod chain;
 mod cli;
 mod crash;
+mod faults;
 mod http;
 mod layers;
 mod ledger;
 mod serve;
+mod soak;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -53,10 +55,15 @@ pub fn run_ok(cmd: &mut Command) -> String {
 
 /// A synthetic BEIR corpus: varied sentences so that chunks differ.
 pub fn write_corpus(path: &Path, documents: usize) {
+    write_corpus_range(path, 0..documents);
+}
+
+/// Documents `range` of the synthetic corpus (disjoint ranges give disjoint documents).
+pub fn write_corpus_range(path: &Path, range: std::ops::Range<usize>) {
     let topics = ["river", "glacier", "delta", "aquifer", "estuary", "wetland", "canyon", "lake"];
     let verbs = ["feeds", "drains", "erodes", "floods", "shapes", "cools", "fills", "carries"];
     let mut body = String::new();
-    for i in 0..documents {
+    for i in range {
         let mut text = String::new();
         for s in 0..12 {
             let t = topics[(i + s) % topics.len()];

@@ -40,6 +40,10 @@ impl Serving {
         Serving { child, url }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGTERM, then the exit status.
     fn stop(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
