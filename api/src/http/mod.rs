@@ -34,7 +34,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use tower::ServiceBuilder;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -129,7 +129,10 @@ pub fn app(state: AppState) -> Router {
         })
         .layer(
             ServiceBuilder::new()
-                .layer(TraceLayer::new_for_http())
+                // A 5xx is not logged here: the problems that need an operator log their cause
+                // where they arise (a 500's error, a failed engine, an unreachable database),
+                // and deliberate refusals (503 overloaded, 429) would flood the log under load.
+                .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)))
                 .layer(axum::middleware::from_fn_with_state(state.metrics().clone(), metrics::track))
                 .layer(HandleErrorLayer::new(overload_or_timeout))
                 .load_shed()
