@@ -364,8 +364,8 @@ fn refused(e: uploads::SignatureError) -> ApiError {
     }
 }
 
-/// Checks an anonymous upload's signature and claims its nonce (after the signer was found
-/// allowed on the Datanet by the caller).
+/// Checks an anonymous upload's EIP-712 signature and deadline; the typed message it covers
+/// (whose nonce is claimed once the signer is found allowed on the Datanet).
 async fn signed_by(
     state: &AppState,
     upload: &wire::Upload,
@@ -431,8 +431,8 @@ async fn upload_typed_data(State(state): State<AppState>) -> ApiResult<Json<wire
 }
 
 /// Uploads documents: JSON (`Upload`), or `multipart/form-data` with one or more `file` parts
-/// (their file names pick the format) and optional `contributor`, `signature`, `license`,
-/// `chunk_tokens`, `overlap_tokens` fields. Nothing of a bad upload is stored; the same
+/// (their file names pick the format) and optional `contributor`, `signature`, `nonce`,
+/// `deadline`, `license`, `chunk_tokens`, `overlap_tokens` fields. Nothing of a bad upload is stored; the same
 /// upload again stores nothing new.
 #[utoipa::path(
     post, path = "/v1/datanets/{name}/documents", tag = "datanets", params(("name" = String, Path)),
