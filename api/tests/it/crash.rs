@@ -111,12 +111,16 @@ impl Rng {
     }
 }
 
-/// Runs `cmd` and SIGKILLs it `after` its start unless it ended first: whether it was killed.
-fn kill_after(cmd: &mut Command, after: Duration) -> bool {
+/// Runs `cmd` and SIGKILLs it at a moment within `span` unless it ended first: whether it was
+/// killed. A run that ended first shortens `span` to its length, so that the next kill lands
+/// within a run (other work on the cores makes runs' lengths vary).
+fn kill_within(cmd: &mut Command, rng: &mut Rng, span: &mut Duration) -> bool {
+    let after = rng.moment(*span);
     let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("tributary starts");
     let started = Instant::now();
     loop {
         if child.try_wait().unwrap().is_some() {
+            *span = (*span).min(started.elapsed());
             return false;
         }
         if started.elapsed() >= after {
@@ -226,11 +230,11 @@ fn kill_9_during_ingest_loses_nothing() {
         write_corpus_range(&path, trial * 60..(trial + 1) * 60);
         path
     };
-    let (span, _) = timed(&mut ingest(&data, &batch(0)));
+    let (mut span, _) = timed(&mut ingest(&data, &batch(0)));
     let mut chunks = check(&mut report);
     for trial in 1..=trials {
         report.trials += 1;
-        let killed = kill_after(&mut ingest(&data, &batch(trial)), rng.moment(span));
+        let killed = kill_within(&mut ingest(&data, &batch(trial)), &mut rng, &mut span);
         let now = check(&mut report);
         report.killed += killed as usize;
         report.killed_after_writing += (killed && now > chunks) as usize;
@@ -288,7 +292,7 @@ async fn kill_9_during_paid_answers_keeps_the_books() {
     // The shorter of two answers (the first also warms the page cache) is the span.
     let (first, out) = timed(&mut ask(&data, 0));
     assert!(amount(&json(&out)["fee"]) > 0, "the calibration answer is paid: {out}");
-    let span = first.min(timed(&mut ask(&data, 1)).0);
+    let mut span = first.min(timed(&mut ask(&data, 1)).0);
     for trial in 1..=trials {
         report.trials += 1;
         let written = async || {
@@ -296,7 +300,7 @@ async fn kill_9_during_paid_answers_keeps_the_books() {
             (holds, holds + rows(&data, "SELECT id FROM receipts").await.len())
         };
         let (holds_before, before) = written().await;
-        let killed = kill_after(&mut ask(&data, trial), rng.moment(span));
+        let killed = kill_within(&mut ask(&data, trial), &mut rng, &mut span);
         if let Err(problem) = ledger_checks(&data) {
             report.problem("inconsistent", problem);
         }
@@ -353,8 +357,8 @@ async fn kill_9_during_settle_and_push_posts_and_pays_once() {
     };
 
     run_ok(&mut ask(&data, 0));
-    let (settle_span, _) = timed(on_chain(tributary(&data)).args(["settle"]));
-    let (push_span, _) = timed(on_chain(tributary(&data)).args(["chain", "push", "--batch-size", "1"]));
+    let (mut settle_span, _) = timed(on_chain(tributary(&data)).args(["settle"]));
+    let (mut push_span, _) = timed(on_chain(tributary(&data)).args(["chain", "push", "--batch-size", "1"]));
     for trial in 1..=trials {
         report.trials += 1;
         run_ok(&mut ask(&data, trial));
@@ -363,7 +367,7 @@ async fn kill_9_during_settle_and_push_posts_and_pays_once() {
             (status["ledger_latest_epoch"].as_i64(), status["chain_latest_epoch"].as_i64())
         };
         let before = epochs();
-        let killed = kill_after(on_chain(tributary(&data)).arg("settle"), rng.moment(settle_span));
+        let killed = kill_within(on_chain(tributary(&data)).arg("settle"), &mut rng, &mut settle_span);
         report.killed += killed as usize;
         report.killed_after_writing += (killed && epochs() != before) as usize;
         // The next start posts what the killed one left pending, and nothing twice.
@@ -387,8 +391,11 @@ async fn kill_9_during_settle_and_push_posts_and_pays_once() {
             report.problem("inconsistent", problem);
         }
         let paid_before: Vec<U256> = owed_and_paid(&data).await.into_iter().map(|(_, _, paid)| paid).collect();
-        let killed =
-            kill_after(on_chain(tributary(&data)).args(["chain", "push", "--batch-size", "1"]), rng.moment(push_span));
+        let killed = kill_within(
+            on_chain(tributary(&data)).args(["chain", "push", "--batch-size", "1"]),
+            &mut rng,
+            &mut push_span,
+        );
         let mut paid_during = false;
         for ((payee, owed, paid), before) in owed_and_paid(&data).await.into_iter().zip(paid_before) {
             if paid > owed {
