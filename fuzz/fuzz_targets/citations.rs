@@ -22,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
             start: 0,
             end: passage.len(),
             relevance: 0.9,
+            score: 0.5,
         })
         .collect();
     let (sentences, _) = attribute(answer, question, &sources, &CitationPolicy::default());
