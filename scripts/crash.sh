@@ -5,11 +5,7 @@
 # writes them to target/crash-report.jsonl; benches/RESULTS.md records them.
 #   scripts/crash.sh [TRIALS] [SEED]
 set -euo pipefail
-cd "$(dirname "$0")/.."
-scripts/setup.sh
-export TRIBUTARY_EMBED_MODEL="$PWD/models/all-MiniLM-L6-v2"
-export TRIBUTARY_LLM="$PWD/models/SmolLM2-135M-Instruct.Q4_1.gguf"
-export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$PWD/models/onnxruntime/libonnxruntime.so}"
+source "$(dirname "$0")/env.sh"
 export TRIBUTARY_CRASH_TRIALS="${1:-100}"
 export TRIBUTARY_CRASH_SEED="${2:-24}"
 export TRIBUTARY_CRASH_REPORT="$PWD/target/crash-report.jsonl"

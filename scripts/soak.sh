@@ -6,11 +6,7 @@
 # records them.
 #   scripts/soak.sh [SECONDS]
 set -euo pipefail
-cd "$(dirname "$0")/.."
-scripts/setup.sh
-export TRIBUTARY_EMBED_MODEL="$PWD/models/all-MiniLM-L6-v2"
-export TRIBUTARY_LLM="$PWD/models/SmolLM2-135M-Instruct.Q4_1.gguf"
-export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$PWD/models/onnxruntime/libonnxruntime.so}"
+source "$(dirname "$0")/env.sh"
 export TRIBUTARY_SOAK_SECS="${1:-600}"
 export TRIBUTARY_SOAK_REPORT="$PWD/target/soak-report.json"
 mkdir -p target

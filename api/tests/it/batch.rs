@@ -84,12 +84,17 @@ async fn holds_are_renewed_while_in_progress_and_lapse_when_abandoned() {
     let in_progress = batcher.hold(payer, 30).await.unwrap();
     let abandoned = batcher.hold(payer, 50).await.unwrap();
     assert_eq!(ledger.balance(&payer).await.unwrap().held, 80);
+    let lapsed = abandoned.hold.id.clone();
     drop(abandoned);
     tokio::time::sleep(lease * 2).await;
     // Two leases later: the answer in progress still holds its 30, the abandoned 50 are back.
     assert_eq!(ledger.balance(&payer).await.unwrap().held, 30);
     let rest = batcher.hold(payer, 70).await.unwrap();
     assert!(matches!(batcher.hold(payer, 1).await, Err(Error::InsufficientBalance { available: 0, .. })));
+    // A lapsed hold is not a claim on money: its answer, recorded late, cannot take what other
+    // answers now hold (the payer would pay 150 out of 100), and nothing is charged or credited.
+    let late = batcher.record(receipt(payer, lapsed, 50)).await;
+    assert!(matches!(late, Err(Error::InsufficientBalance { needed: 50, .. })), "{late:?}");
     // Charged, a renewed hold is spent once: 30 from the balance, and 70 still held.
     batcher.record(receipt(payer, in_progress.hold.id.clone(), 30)).await.unwrap();
     drop(in_progress);

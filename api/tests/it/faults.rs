@@ -9,12 +9,11 @@ use std::sync::{Arc, Mutex};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
-use tributary::app::keys::Role;
 use tributary::http::ServeConfig;
 use tributary_indexer::testing::fresh_pg_schema;
 
 use crate::BOB;
-use crate::http::{PAYER, RIVERS, Server, doc};
+use crate::http::{PAYER, Server, doc};
 
 /// A TCP proxy in front of PostgreSQL that the test can cut (open connections dropped, new ones
 /// closed at once, as a crashed or partitioned server looks from here) and restore.
@@ -81,18 +80,7 @@ async fn postgres_gone_mid_request_is_a_503_and_the_server_recovers() {
     let proxy = Proxy::start(upstream).await;
     let proxied = format!("{}{}{}", &url[..host.start], proxy.addr, &url[host.end..]);
     let s = Server::start(ServeConfig::default(), Some(proxied)).await;
-    let admin = s.key(Role::Admin, None, None).await;
-    let payer = s.key(Role::Reader, Some(PAYER), None).await;
-    let create = json!({"name": "rivers", "owner": crate::ALICE});
-    assert_eq!(s.call("POST", "/v1/datanets", Some(&admin), Some(create)).await.status, StatusCode::CREATED);
-    let upload = json!({"documents": [doc("missouri.txt", RIVERS)], "contributor": BOB});
-    assert_eq!(
-        s.call("POST", "/v1/datanets/rivers/documents", Some(&admin), Some(upload)).await.status,
-        StatusCode::OK
-    );
-    let grant = json!({"amount": "1000000000000000000"});
-    let uri = format!("/v1/accounts/{PAYER}/grants");
-    assert_eq!(s.call("POST", &uri, Some(&admin), Some(grant)).await.status, StatusCode::CREATED);
+    let (admin, payer) = s.rivers_and_payer().await;
     let question = json!({"question": "How long is the Missouri River?", "datanets": ["rivers"], "max_tokens": 24});
     let answered = s.call("POST", "/v1/answers", Some(&payer), Some(question.clone())).await;
     assert_eq!(answered.status, StatusCode::OK, "{}", answered.body);
@@ -200,18 +188,7 @@ fn a_full_disk_fails_an_ingest_cleanly_and_a_rerun_completes_it() {
 async fn a_slow_stream_reader_holds_no_slot_and_gets_its_receipt() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let s = Server::start(ServeConfig { max_generating: 1, ..Default::default() }, None).await;
-    let admin = s.key(Role::Admin, None, None).await;
-    let payer = s.key(Role::Reader, Some(PAYER), None).await;
-    let create = json!({"name": "rivers", "owner": crate::ALICE});
-    assert_eq!(s.call("POST", "/v1/datanets", Some(&admin), Some(create)).await.status, StatusCode::CREATED);
-    let upload = json!({"documents": [doc("missouri.txt", RIVERS)], "contributor": BOB});
-    assert_eq!(
-        s.call("POST", "/v1/datanets/rivers/documents", Some(&admin), Some(upload)).await.status,
-        StatusCode::OK
-    );
-    let grant = json!({"amount": "1000000000000000000"});
-    let uri = format!("/v1/accounts/{PAYER}/grants");
-    assert_eq!(s.call("POST", &uri, Some(&admin), Some(grant)).await.status, StatusCode::CREATED);
+    let (_admin, payer) = s.rivers_and_payer().await;
 
     let url = crate::http::listen(&s).await;
     let question = json!({"question": "How long is the Missouri River?", "datanets": ["rivers"], "max_tokens": 64});

@@ -79,6 +79,22 @@ impl Server {
         self.state.keys().create(&new).await.unwrap().0
     }
 
+    /// An admin key, and a reader key of PAYER granted 10^18: the Datanet `rivers` (ALICE's)
+    /// holds RIVERS, contributed by BOB.
+    pub async fn rivers_and_payer(&self) -> (String, String) {
+        let admin = self.key(Role::Admin, None, None).await;
+        let payer = self.key(Role::Reader, Some(PAYER), None).await;
+        let create = json!({"name": "rivers", "owner": ALICE});
+        assert_eq!(self.call("POST", "/v1/datanets", Some(&admin), Some(create)).await.status, StatusCode::CREATED);
+        let upload = json!({"documents": [doc("missouri.txt", RIVERS)], "contributor": BOB});
+        let up = self.call("POST", "/v1/datanets/rivers/documents", Some(&admin), Some(upload)).await;
+        assert_eq!(up.status, StatusCode::OK, "{}", up.body);
+        let grant = json!({"amount": "1000000000000000000"});
+        let granted = self.call("POST", &format!("/v1/accounts/{PAYER}/grants"), Some(&admin), Some(grant)).await;
+        assert_eq!(granted.status, StatusCode::CREATED, "{}", granted.body);
+        (admin, payer)
+    }
+
     pub async fn send(&self, request: Request<Body>) -> Reply {
         let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
@@ -1248,16 +1264,7 @@ async fn a_streamed_answer_ends_at_the_request_timeout() {
         });
     })
     .await;
-    let admin = s.key(Role::Admin, None, None).await;
-    let payer = s.key(Role::Reader, Some(PAYER), None).await;
-    let create = json!({"name": "rivers", "owner": ALICE});
-    assert_eq!(s.call("POST", "/v1/datanets", Some(&admin), Some(create)).await.status, StatusCode::CREATED);
-    let upload = json!({"documents": [doc("missouri.txt", RIVERS)], "contributor": BOB});
-    let up = s.call("POST", "/v1/datanets/rivers/documents", Some(&admin), Some(upload)).await;
-    assert_eq!(up.status, StatusCode::OK, "{}", up.body);
-    let grant = json!({"amount": "1000000000000000000"});
-    let granted = s.call("POST", &format!("/v1/accounts/{PAYER}/grants"), Some(&admin), Some(grant)).await;
-    assert_eq!(granted.status, StatusCode::CREATED, "{}", granted.body);
+    let (_admin, payer) = s.rivers_and_payer().await;
 
     let question = json!({"question": "How long is the Missouri River?", "datanets": ["rivers"], "max_tokens": 2000});
     let request = Request::post("/v1/answers")
