@@ -113,19 +113,42 @@ impl CpuDecoder {
         self.bytes
     }
 
-    /// Runs one new token per row (`tokens`) after what `cache` holds and appends them to it;
+    /// Runs one new token per row (`tokens`) after what the rows' caches hold and appends them;
     /// the logits of each row, [rows, vocab]. None for the plan that gathers adapters' factors
-    /// for a GPU (the caller then runs candle's path).
+    /// for a GPU, or caches this step cannot use (the caller then runs candle's path).
     pub(crate) fn step(
         &self,
         model: &Model,
         tokens: &[u32],
-        cache: &mut KvCache,
+        caches: StepCaches<'_>,
         adapters: &BatchAdapters,
     ) -> Result<Option<Tensor>> {
         let config = model.config();
         let rows = tokens.len();
-        let start = cache.len();
+        // Which cache, which of its batch rows, and which position each row runs at.
+        let (mut prompt, mut wants_logits) = (false, true);
+        let (caches, slots): (Vec<&mut KvCache>, Vec<Slot>) = match caches {
+            StepCaches::Prompt { cache, logits } => {
+                (prompt, wants_logits) = (true, logits);
+                let start = cache.len();
+                (vec![cache], (0..rows).map(|r| Slot { cache: 0, batch: 0, start: start + r }).collect())
+            }
+            StepCaches::Batch(cache) => {
+                let start = cache.len();
+                (vec![cache], (0..rows).map(|r| Slot { cache: 0, batch: r, start }).collect())
+            }
+            StepCaches::Rows(caches) => {
+                if caches.len() != rows {
+                    return Err(Error::Model(format!("{} caches for {rows} rows", caches.len())));
+                }
+                let slots =
+                    caches.iter().enumerate().map(|(r, c)| Slot { cache: r, batch: 0, start: c.len() }).collect();
+                (caches, slots)
+            }
+        };
+        if let Some(slot) = slots.iter().find(|s| s.start + 1 > config.max_positions) {
+            return Err(Error::ContextOverflow { needed: slot.start + 1, limit: config.max_positions });
+        }
         let Some(held) = adapters.hold_factors(rows, None) else { return Ok(None) };
         // Each (layer, projection)'s terms per row.
         let mut terms: Vec<[Vec<Vec<Term<'_>>>; 7]> =
@@ -137,27 +160,34 @@ impl CpuDecoder {
             terms[h.layer][projection_index(h.projection)][h.row].push(term);
         }
 
-        // The cache's buffers must be what this step writes and reads: [rows, kv heads,
+        // Each cache's buffers must be what this step writes and reads: [its rows, kv heads,
         // capacity >= start, head dim] f32, contiguous, for every layer (or none yet).
-        for layer in 0..config.num_layers {
-            let (keys, values) = cache.layer_buffers(layer);
-            for buffer in [keys, values].into_iter().flatten() {
-                let layout = buffer.layout();
-                let dims = buffer.dims();
-                let fits = buffer.dtype() == candle_core::DType::F32
-                    && buffer.device().is_cpu()
-                    && layout.is_contiguous()
-                    && dims.len() == 4
-                    && dims[0] == rows
-                    && dims[1] == config.num_kv_heads
-                    && dims[2] >= start
-                    && dims[3] == config.head_dim;
-                if !fits {
+        for (c, cache) in caches.iter().enumerate() {
+            let batch = if prompt { 1 } else { slots.iter().filter(|s| s.cache == c).count() };
+            let start = cache.len();
+            if cache.layers() != config.num_layers {
+                return Ok(None);
+            }
+            for layer in 0..config.num_layers {
+                let (keys, values) = cache.layer_buffers(layer);
+                if start > 0 && keys.is_none() {
                     return Ok(None);
                 }
-            }
-            if start > 0 && cache.layer_buffers(layer).0.is_none() {
-                return Ok(None);
+                for buffer in [keys, values].into_iter().flatten() {
+                    let layout = buffer.layout();
+                    let dims = buffer.dims();
+                    let fits = buffer.dtype() == candle_core::DType::F32
+                        && buffer.device().is_cpu()
+                        && layout.is_contiguous()
+                        && dims.len() == 4
+                        && dims[0] == batch
+                        && dims[1] == config.num_kv_heads
+                        && dims[2] >= start
+                        && dims[3] == config.head_dim;
+                    if !fits {
+                        return Ok(None);
+                    }
+                }
             }
         }
         let hidden = config.hidden_size;
@@ -170,13 +200,19 @@ impl CpuDecoder {
         }
         let q_width = config.num_heads * config.head_dim;
         let kv_width = config.num_kv_heads * config.head_dim;
+        // A prompt's logits are its last position's; a step's, every row's.
+        let logit_rows = match (prompt, wants_logits) {
+            (false, _) => rows,
+            (true, true) => 1,
+            (true, false) => 0,
+        };
         let buffers = Buffers {
             x: Shared::new(x),
             qkv: Shared::new(vec![0.0; rows * (q_width + 2 * kv_width)]),
             attended: Shared::new(vec![0.0; rows * q_width]),
             act: Shared::new(vec![0.0; rows * config.intermediate_size]),
             up: Shared::new(vec![0.0; rows * config.intermediate_size]),
-            logits: Shared::new(vec![0.0; if self.head.is_some() { rows * config.vocab_size } else { 0 }]),
+            logits: Shared::new(vec![0.0; if self.head.is_some() { logit_rows * config.vocab_size } else { 0 }]),
         };
         // Steps of concurrent requests share the cores instead of each spinning on all of them
         // (spinning threads that outnumber the cores wait for each other's time slices).
@@ -186,13 +222,15 @@ impl CpuDecoder {
             decoder: self,
             config,
             rows,
-            start,
+            slots: &slots,
             terms: &terms,
             buffers: &buffers,
             barrier: SpinBarrier::new(threads),
             threads,
             by_rows: adapters.rows_differ(),
-            cache: Mutex::new(cache),
+            prompt,
+            logit_rows,
+            caches: caches.into_iter().map(Mutex::new).collect(),
             failure: Mutex::new(None),
         };
         std::thread::scope(|scope| {
@@ -205,17 +243,45 @@ impl CpuDecoder {
         if let Some(error) = run.failure.into_inner().map_err(|_| Error::Model("a decoding thread failed".into()))? {
             return Err(error);
         }
-        let cache = run.cache.into_inner().map_err(|_| Error::Model("a decoding thread failed".into()))?;
-        cache.advance(1);
+        let positions = if prompt { rows } else { 1 };
+        for cache in run.caches {
+            cache.into_inner().map_err(|_| Error::Model("a decoding thread failed".into()))?.advance(positions);
+        }
         let Buffers { x, logits, .. } = buffers;
-        match &self.head {
-            Some(_) => Ok(Some(Tensor::from_vec(logits.into_inner(), (rows, config.vocab_size), &Device::Cpu)?)),
-            None => {
-                let x = Tensor::from_vec(x.into_inner(), (rows, hidden), &Device::Cpu)?;
+        match (&self.head, logit_rows) {
+            (_, 0) => Ok(Some(Tensor::zeros((0, config.vocab_size), candle_core::DType::F32, &Device::Cpu)?)),
+            (Some(_), n) => Ok(Some(Tensor::from_vec(logits.into_inner(), (n, config.vocab_size), &Device::Cpu)?)),
+            (None, n) => {
+                let mut x = x.into_inner();
+                x.drain(..(rows - n) * hidden);
+                let x = Tensor::from_vec(x, (n, hidden), &Device::Cpu)?;
                 Ok(Some(model.final_logits(&x)?))
             }
         }
     }
+}
+
+/// The caches a step reads and appends to.
+pub(crate) enum StepCaches<'c> {
+    /// One cache for the whole batch: every row at the same position.
+    Batch(&'c mut KvCache),
+    /// One single-row cache per row, each at its own position (requests of a running batch).
+    Rows(Vec<&'c mut KvCache>),
+    /// Consecutive positions of one sequence (a piece of its prompt) after what its
+    /// single-row cache holds: each row attends to the cache and to the rows before it. The
+    /// logits are the last row's only, or none when `logits` is false.
+    Prompt { cache: &'c mut KvCache, logits: bool },
+}
+
+/// Where one row of a step keeps its keys and values.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    /// Index into the step's caches.
+    cache: usize,
+    /// The row's index in that cache's batch.
+    batch: usize,
+    /// The row's position: tokens its cache already holds.
+    start: usize,
 }
 
 fn projection_index(projection: Projection) -> usize {
@@ -363,7 +429,7 @@ struct Run<'a> {
     decoder: &'a CpuDecoder,
     config: &'a ModelConfig,
     rows: usize,
-    start: usize,
+    slots: &'a [Slot],
     terms: &'a [[Vec<Vec<Term<'a>>>; 7]],
     buffers: &'a Buffers,
     barrier: SpinBarrier,
@@ -371,8 +437,13 @@ struct Run<'a> {
     /// Rows run different adapters: each row's LoRA deltas are added by the one thread that
     /// owns the row, over all outputs, after the base products (each factor read once).
     by_rows: bool,
+    /// The rows are a prompt's consecutive positions: each layer's keys and values are
+    /// appended before attention, and each row attends to those before it.
+    prompt: bool,
+    /// Rows whose logits are computed: the last ones.
+    logit_rows: usize,
     /// Thread 0 appends each layer's keys and values; the others only read what was there.
-    cache: Mutex<&'a mut KvCache>,
+    caches: Vec<Mutex<&'a mut KvCache>>,
     failure: Mutex<Option<Error>>,
 }
 
@@ -456,6 +527,13 @@ impl<'a> Run<'a> {
                 self.barrier.wait();
             }
 
+            // A prompt's rows attend to each other: their keys and values go in first.
+            if self.prompt {
+                if index == 0 {
+                    self.append(l);
+                }
+                self.barrier.wait();
+            }
             // Attention: each thread its share of (row, head) pairs.
             let groups = c.num_heads / c.num_kv_heads;
             let pairs = share(self.rows * c.num_heads, self.threads, index, 1);
@@ -466,7 +544,7 @@ impl<'a> Run<'a> {
 
             // Thread 0 appends this position's keys and values while the others go on: nobody
             // reads this layer's cache again in this step.
-            if index == 0 {
+            if index == 0 && !self.prompt {
                 self.append(l);
             }
             // o, added to the residual.
@@ -517,15 +595,20 @@ impl<'a> Run<'a> {
             let act = |r: usize| unsafe { b.act.read(r * inter..(r + 1) * inter) };
             self.add_to_residual(l, 6, act, &mut scratch, index);
         }
-        if let Some(head) = &self.decoder.head {
+        if let Some(head) = self.decoder.head.as_ref().filter(|_| self.logit_rows > 0) {
             let norm = &self.decoder.final_norm;
-            self.normalize(&mut scratch, |r| unsafe { b.x.read(r * hidden..(r + 1) * hidden) }, norm, eps);
+            let first = self.rows - self.logit_rows;
+            for (i, r) in (first..self.rows).enumerate() {
+                // SAFETY: x is not written after the last barrier.
+                rms_norm(unsafe { b.x.read(r * hidden..(r + 1) * hidden) }, norm, eps, &mut scratch.normed[i]);
+                scratch.quantized[i].quantize(&scratch.normed[i]);
+            }
             let vocab = c.vocab_size;
             let range = share(vocab, self.threads, index, 16);
             let n = range.len();
-            scratch.out.resize(self.rows * n, 0.0);
-            head.mul_rows(&scratch.quantized, range.start, n, &mut scratch.out);
-            for r in 0..self.rows {
+            scratch.out.resize(self.logit_rows * n, 0.0);
+            head.mul_rows(&scratch.quantized[..self.logit_rows], range.start, n, &mut scratch.out);
+            for r in 0..self.logit_rows {
                 let out = unsafe { b.logits.write(r * vocab + range.start..r * vocab + range.end) };
                 out.copy_from_slice(&scratch.out[r * n..(r + 1) * n]);
             }
@@ -626,48 +709,64 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Softmax attention of (row, head) `pairs` over the cached positions and this one.
+    /// Softmax attention of (row, head) `pairs` over each row's cached positions and this one.
     fn attend(&self, layer: usize, pairs: Range<usize>, groups: usize, scratch: &mut Scratch) {
         let c = self.config;
         let d = c.head_dim;
         let (q_width, kv_width) = (c.num_heads * d, c.num_kv_heads * d);
         let qkv_width = q_width + 2 * kv_width;
         let scale = 1.0 / (d as f32).sqrt();
-        // The cached keys and values ([rows, kv heads, capacity, d]) as this layer holds them.
-        let (keys, values) = match self.cache.lock() {
-            Ok(cache) => cache.layer_buffers(layer),
-            Err(_) => return,
-        };
-        let held = keys.as_ref().zip(values.as_ref()).map(|(k, v)| (k.storage_and_layout(), v.storage_and_layout()));
-        // (keys, values, capacity, where each starts): checked against this step in `step`.
-        let cached = held.as_ref().and_then(|((k, k_layout), (v, v_layout))| match (&**k, &**v) {
-            (Storage::Cpu(CpuStorage::F32(k)), Storage::Cpu(CpuStorage::F32(v))) => {
-                Some((k.as_slice(), v.as_slice(), k_layout.dims()[2], k_layout.start_offset(), v_layout.start_offset()))
-            }
-            _ => None,
-        });
-        let past = if cached.is_some() { self.start } else { 0 };
+        // Pairs run row by row: the buffers of the row in hand, fetched when the row changes.
+        let mut held: Option<(usize, Option<Tensor>, Option<Tensor>)> = None;
         for pair in pairs {
             let (r, head) = (pair / c.num_heads, pair % c.num_heads);
+            let slot = self.slots[r];
+            if held.as_ref().is_none_or(|(row, ..)| *row != r) {
+                let Ok(cache) = self.caches[slot.cache].lock() else { return };
+                let (keys, values) = cache.layer_buffers(layer);
+                held = Some((r, keys, values));
+            }
+            let Some((_, keys, values)) = held.as_ref() else { return };
+            let storages =
+                keys.as_ref().zip(values.as_ref()).map(|(k, v)| (k.storage_and_layout(), v.storage_and_layout()));
+            // (keys, values, capacity, where each starts): checked against this step in `step`.
+            let cached = storages.as_ref().and_then(|((k, k_layout), (v, v_layout))| match (&**k, &**v) {
+                (Storage::Cpu(CpuStorage::F32(k)), Storage::Cpu(CpuStorage::F32(v))) => Some((
+                    k.as_slice(),
+                    v.as_slice(),
+                    k_layout.dims()[2],
+                    k_layout.start_offset(),
+                    v_layout.start_offset(),
+                )),
+                _ => None,
+            });
+            // A prompt's row finds its own key in the cache already; a step's row adds it.
+            let past = match (cached.is_some(), self.prompt) {
+                (false, _) => 0,
+                (true, false) => slot.start,
+                (true, true) => slot.start + 1,
+            };
             let kv_head = head / groups;
             // SAFETY: q, k and v were written before the last barrier and nobody writes them now.
             let qkv = unsafe { self.buffers.qkv.read(r * qkv_width..(r + 1) * qkv_width) };
             scratch.query.clear();
             scratch.query.extend_from_slice(&qkv[head * d..(head + 1) * d]);
-            self.rotate(&mut scratch.query, self.start);
+            self.rotate(&mut scratch.query, slot.start);
             let mut key = qkv[q_width + kv_head * d..][..d].to_vec();
-            self.rotate(&mut key, self.start);
+            self.rotate(&mut key, slot.start);
             let value = &qkv[q_width + kv_width + kv_head * d..][..d];
             scratch.scores.clear();
             // Where this row's kv head starts in a [rows, kv heads, capacity, d] buffer.
-            let base = |capacity: usize, offset: usize| offset + (r * c.num_kv_heads + kv_head) * capacity * d;
+            let base = |capacity: usize, offset: usize| offset + (slot.batch * c.num_kv_heads + kv_head) * capacity * d;
             if let Some((k, _, capacity, k_offset, _)) = cached {
                 let base = base(capacity, k_offset);
                 for p in 0..past {
                     scratch.scores.push(dot(&scratch.query, &k[base + p * d..][..d]) * scale);
                 }
             }
-            scratch.scores.push(dot(&scratch.query, &key) * scale);
+            if !self.prompt {
+                scratch.scores.push(dot(&scratch.query, &key) * scale);
+            }
             let max = scratch.scores.iter().fold(f32::NEG_INFINITY, |m, s| m.max(*s));
             let mut total = 0f32;
             for s in scratch.scores.iter_mut() {
@@ -684,36 +783,63 @@ impl<'a> Run<'a> {
                     out.iter_mut().zip(&v[base + p * d..][..d]).for_each(|(o, v)| *o += weight * v);
                 }
             }
-            let weight = scratch.scores[past] / total;
-            out.iter_mut().zip(value).for_each(|(o, v)| *o += weight * v);
+            if !self.prompt {
+                let weight = scratch.scores[past] / total;
+                out.iter_mut().zip(value).for_each(|(o, v)| *o += weight * v);
+            }
         }
     }
 
-    /// Appends this position's (rotated) keys and values of `layer` to the cache; on failure,
-    /// records it (the step then fails) and the threads still meet at every barrier.
+    /// Appends this position's (rotated) keys and values of `layer` to each row's cache; on
+    /// failure, records it (the step then fails) and the threads still meet at every barrier.
     fn append(&self, layer: usize) {
         let result = (|| -> Result<()> {
             let c = self.config;
             let d = c.head_dim;
             let (q_width, kv_width) = (c.num_heads * d, c.num_kv_heads * d);
             let qkv_width = q_width + 2 * kv_width;
-            let mut keys = Vec::with_capacity(self.rows * kv_width);
-            let mut values = Vec::with_capacity(self.rows * kv_width);
-            for r in 0..self.rows {
-                // SAFETY: q, k and v are not written again in this layer.
-                let qkv = unsafe { self.buffers.qkv.read(r * qkv_width..(r + 1) * qkv_width) };
-                for head in 0..c.num_kv_heads {
-                    let mut key = qkv[q_width + head * d..][..d].to_vec();
-                    self.rotate(&mut key, self.start);
-                    keys.extend(key);
+            for (index, cache) in self.caches.iter().enumerate() {
+                // This cache's rows, in its batch order (slots list them so).
+                let rows: Vec<(usize, Slot)> =
+                    self.slots.iter().copied().enumerate().filter(|(_, s)| s.cache == index).collect();
+                let Some(&(_, first)) = rows.first() else { continue };
+                let mut keys = Vec::with_capacity(rows.len() * kv_width);
+                let mut values = Vec::with_capacity(rows.len() * kv_width);
+                for &(r, slot) in &rows {
+                    // SAFETY: q, k and v are not written again in this layer.
+                    let qkv = unsafe { self.buffers.qkv.read(r * qkv_width..(r + 1) * qkv_width) };
+                    for head in 0..c.num_kv_heads {
+                        let mut key = qkv[q_width + head * d..][..d].to_vec();
+                        self.rotate(&mut key, slot.start);
+                        keys.extend(key);
+                    }
+                    values.extend_from_slice(&qkv[q_width + kv_width..]);
                 }
-                values.extend_from_slice(&qkv[q_width + kv_width..]);
+                let (keys, values) = if self.prompt {
+                    // Rows are positions of one sequence: [1, kv heads, rows, d].
+                    let n = rows.len();
+                    let by_head = |v: Vec<f32>| -> Vec<f32> {
+                        let mut out = Vec::with_capacity(v.len());
+                        for h in 0..c.num_kv_heads {
+                            for r in 0..n {
+                                out.extend_from_slice(&v[(r * c.num_kv_heads + h) * d..][..d]);
+                            }
+                        }
+                        out
+                    };
+                    let shape = (1, c.num_kv_heads, n, d);
+                    (
+                        Tensor::from_vec(by_head(keys), shape, &Device::Cpu)?,
+                        Tensor::from_vec(by_head(values), shape, &Device::Cpu)?,
+                    )
+                } else {
+                    let shape = (rows.len(), c.num_kv_heads, 1, d);
+                    (Tensor::from_vec(keys, shape, &Device::Cpu)?, Tensor::from_vec(values, shape, &Device::Cpu)?)
+                };
+                let mut cache = cache.lock().map_err(|_| Error::Model("a decoding thread failed".into()))?;
+                cache.append_layer(layer, &keys, &values, first.start)?;
             }
-            let shape = (self.rows, c.num_kv_heads, 1, d);
-            let keys = Tensor::from_vec(keys, shape, &Device::Cpu)?;
-            let values = Tensor::from_vec(values, shape, &Device::Cpu)?;
-            let mut cache = self.cache.lock().map_err(|_| Error::Model("a decoding thread failed".into()))?;
-            cache.append_layer(layer, &keys, &values, self.start)
+            Ok(())
         })();
         if let Err(error) = result
             && let Ok(mut failure) = self.failure.lock()

@@ -9,7 +9,7 @@ use tokenizers::Tokenizer;
 
 use crate::chat::{CHATML, ChatMessage, ChatTemplate};
 use crate::lora::{Adapter, AdapterMix, BatchAdapters};
-use crate::model::Model;
+use crate::model::{KvCache, Model};
 use crate::tokenizer::tokenizer_from_gguf;
 use crate::{Error, Result};
 
@@ -47,7 +47,15 @@ fn default_repeat_penalty() -> f32 {
 }
 
 /// Tokens the repeat penalty looks back over.
-const REPEAT_WINDOW: usize = 64;
+pub(crate) const REPEAT_WINDOW: usize = 64;
+
+/// Positions a request's cache can need: its prompt and answer, within the context.
+pub(crate) fn positions(prompt: usize, max_tokens: usize, context: usize) -> usize {
+    prompt.saturating_add(max_tokens).min(context)
+}
+
+/// Prompt tokens run in one piece by [`LocalModel::complete`] (the scheduler's default too).
+pub(crate) const PREFILL_CHUNK: usize = 128;
 
 impl Default for GenerationParams {
     fn default() -> Self {
@@ -183,6 +191,11 @@ impl LocalModel {
         self.model.set_fused_decode(enabled);
     }
 
+    /// See [`Model::set_fused_prompts`].
+    pub fn set_fused_prompts(&mut self, enabled: bool) {
+        self.model.set_fused_prompts(enabled);
+    }
+
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }
@@ -236,8 +249,31 @@ impl LocalModel {
         self.model.continuation_log_likelihoods(&rows, &batch_adapters)
     }
 
-    /// Generates the assistant's reply to `messages`, calling `on_text` with each new piece
-    /// of text (it returns false to stop early).
+    /// The chat template applied to `messages`, as token ids; refused when empty or when it
+    /// leaves no room for an answer.
+    pub fn encode_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        let prompt = self.prompt(messages)?;
+        let encoding =
+            self.tokenizer.encode_fast(prompt.as_str(), false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let ids = encoding.get_ids().to_vec();
+        if ids.is_empty() {
+            return Err(Error::InvalidRequest("empty prompt".into()));
+        }
+        let limit = self.context_length();
+        if ids.len() >= limit {
+            return Err(Error::ContextOverflow { needed: ids.len() + 1, limit });
+        }
+        Ok(ids)
+    }
+
+    /// Whether `token` ends the assistant's turn.
+    pub(crate) fn is_end_token(&self, token: u32) -> bool {
+        self.end_tokens.contains(&token)
+    }
+
+    /// Generates the assistant's reply to `messages` as the only request (what the scheduler
+    /// does for each of its rows, with the same arithmetic), calling `on_text` with each new
+    /// piece of text (it returns false to stop early).
     pub fn complete(
         &self,
         messages: &[ChatMessage],
@@ -245,19 +281,62 @@ impl LocalModel {
         adapters: &AdapterMix,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Completion> {
-        let prompt = self.prompt(messages)?;
-        let encoding =
-            self.tokenizer.encode_fast(prompt.as_str(), false).map_err(|e| Error::Tokenizer(e.to_string()))?;
-        let prompt_ids = encoding.get_ids().to_vec();
-        if prompt_ids.is_empty() {
-            return Err(Error::InvalidRequest("empty prompt".into()));
+        let prompt = self.encode_prompt(messages)?;
+        let mut sequence = Sequence::new(self, prompt, params.clone(), adapters.clone());
+        while sequence.finished().is_none() {
+            if sequence.prefilling() {
+                sequence.prefill(PREFILL_CHUNK)?;
+            } else if let Some((_, error)) = step(&self.model, &mut [&mut sequence]).pop() {
+                return Err(error);
+            }
+            let piece = sequence.pending();
+            if !piece.is_empty() {
+                if !on_text(piece) {
+                    sequence.cancel();
+                    break;
+                }
+                sequence.mark_sent();
+            }
         }
-        let limit = self.context_length();
-        if prompt_ids.len() >= limit {
-            return Err(Error::ContextOverflow { needed: prompt_ids.len() + 1, limit });
-        }
-        let device = self.model.device();
-        let batch_adapters = BatchAdapters::uniform(adapters.clone(), 1, device)?;
+        Ok(sequence.completion())
+    }
+}
+
+/// One request's decoding state: its cache, sampler, detokenizer, and the text held back while
+/// it could still be the start of a stop string.
+pub(crate) struct Sequence<'m> {
+    local: &'m LocalModel,
+    prompt: Vec<u32>,
+    /// Prompt tokens already in the cache.
+    fed: usize,
+    cache: KvCache,
+    mix: AdapterMix,
+    params: GenerationParams,
+    sampler: LogitsProcessor,
+    detokenizer: Detokenizer<'m>,
+    text: String,
+    /// Text handed out so far, and text that may be handed out now.
+    sent: usize,
+    safe: usize,
+    hold: usize,
+    answer: Vec<u32>,
+    /// The token the next decoding step runs.
+    next: Option<u32>,
+    finish: Option<FinishReason>,
+}
+
+type Detokenizer<'t> = tokenizers::DecodeStream<
+    't,
+    tokenizers::ModelWrapper,
+    tokenizers::NormalizerWrapper,
+    tokenizers::PreTokenizerWrapper,
+    tokenizers::PostProcessorWrapper,
+    tokenizers::DecoderWrapper,
+>;
+
+impl<'m> Sequence<'m> {
+    /// A request for `prompt` (token ids; see [`LocalModel::encode_prompt`]).
+    pub(crate) fn new(local: &'m LocalModel, prompt: Vec<u32>, params: GenerationParams, mix: AdapterMix) -> Self {
         let sampling = match (params.sampling.temperature, params.sampling.top_p) {
             (t, _) if t <= 0.0 => Sampling::ArgMax,
             // A nucleus so small it rounds to zero in f32 (candle's precision) keeps only the
@@ -266,50 +345,180 @@ impl LocalModel {
             (temperature, Some(p)) if p < 1.0 => Sampling::TopP { p, temperature },
             (temperature, _) => Sampling::All { temperature },
         };
-        let mut sampler = LogitsProcessor::from_sampling(params.sampling.seed, sampling);
-        let mut cache = self.model.new_cache();
-        let mut decoder = self.tokenizer.decode_stream(true);
-        let mut text = String::new();
-        // Text already handed to `on_text`; held back while it could be the start of a stop sequence.
-        let mut emitted = 0;
         let hold = params.stop.iter().map(String::len).max().unwrap_or(0);
-        let mut input = Tensor::new(prompt_ids.as_slice(), device)?.unsqueeze(0)?;
-        let mut generated = 0;
-        let mut answer_ids: Vec<u32> = Vec::new();
-        let finish = loop {
-            if generated >= params.max_tokens || cache.len() + input.dim(1)? > limit {
-                break FinishReason::Length;
-            }
-            let mut logits = self.model.forward(&input, &mut cache, &batch_adapters)?.squeeze(0)?;
-            if params.repeat_penalty != 1.0 && !answer_ids.is_empty() {
-                let recent = &answer_ids[answer_ids.len().saturating_sub(REPEAT_WINDOW)..];
-                logits = candle_transformers::utils::apply_repeat_penalty(&logits, params.repeat_penalty, recent)?;
-            }
-            let next = sampler.sample(&logits)?;
-            answer_ids.push(next);
-            generated += 1;
-            if self.end_tokens.contains(&next) {
-                break FinishReason::Stop;
-            }
-            if let Some(piece) = decoder.step(next).map_err(|e| Error::Tokenizer(e.to_string()))? {
-                text.push_str(&piece);
-            }
-            if let Some(at) = params.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
-                text.truncate(at);
-                break FinishReason::Stop;
-            }
-            let safe = text.floor_char_boundary(text.len().saturating_sub(hold));
-            if safe > emitted {
-                if !on_text(&text[emitted..safe]) {
-                    break FinishReason::Cancelled;
-                }
-                emitted = safe;
-            }
-            input = Tensor::new(&[next], device)?.unsqueeze(0)?;
-        };
-        if finish != FinishReason::Cancelled && text.len() > emitted {
-            on_text(&text[emitted..]);
+        let finish = (params.max_tokens == 0).then_some(FinishReason::Length);
+        let cache = local.model().cache_for(positions(prompt.len(), params.max_tokens, local.context_length()));
+        Sequence {
+            local,
+            prompt,
+            fed: 0,
+            cache,
+            mix,
+            sampler: LogitsProcessor::from_sampling(params.sampling.seed, sampling),
+            params,
+            detokenizer: local.tokenizer().decode_stream(true),
+            text: String::new(),
+            sent: 0,
+            safe: 0,
+            hold,
+            answer: Vec::new(),
+            next: None,
+            finish,
         }
-        Ok(Completion { text, prompt_tokens: prompt_ids.len(), completion_tokens: generated, finish_reason: finish })
     }
+
+    /// Starts from the first `positions` keys and values of `prefix`, the cache of an earlier
+    /// prompt that begins with the same tokens under the same adapters (at least one prompt
+    /// token is left to run: its logits give the first answer token).
+    pub(crate) fn reuse(&mut self, prefix: &KvCache, positions: usize) -> Result<()> {
+        let positions = positions.min(self.prompt.len().saturating_sub(1));
+        self.cache.start_from(prefix, positions)?;
+        self.fed = positions;
+        Ok(())
+    }
+
+    pub(crate) fn prompt(&self) -> &[u32] {
+        &self.prompt
+    }
+
+    pub(crate) fn mix(&self) -> &AdapterMix {
+        &self.mix
+    }
+
+    pub(crate) fn cache(&self) -> &KvCache {
+        &self.cache
+    }
+
+    /// Whether prompt tokens are still to run.
+    pub(crate) fn prefilling(&self) -> bool {
+        self.finish.is_none() && self.fed < self.prompt.len()
+    }
+
+    /// Runs the next piece of the prompt: at most `chunk` tokens, cut at multiples of `chunk`
+    /// from its start whatever else runs, so the arithmetic is the same in every batch. After
+    /// the last piece, samples the first token. Returns the tokens run.
+    pub(crate) fn prefill(&mut self, chunk: usize) -> Result<usize> {
+        let model = self.local.model();
+        let end = (self.fed + chunk.max(1)).min(self.prompt.len());
+        let piece = Tensor::new(&self.prompt[self.fed..end], model.device())?.unsqueeze(0)?;
+        let adapters = BatchAdapters::each_row(std::slice::from_ref(&self.mix), model.device())?;
+        let ran = end - self.fed;
+        if end < self.prompt.len() {
+            model.extend(&piece, &mut self.cache, &adapters)?;
+            self.fed = end;
+        } else {
+            let logits = model.forward(&piece, &mut self.cache, &adapters)?;
+            self.fed = end;
+            self.accept(&logits.squeeze(0)?)?;
+        }
+        Ok(ran)
+    }
+
+    /// The token the next decoding step runs for this row, if it is decoding.
+    pub(crate) fn next_input(&self) -> Option<u32> {
+        self.next.filter(|_| self.finish.is_none())
+    }
+
+    /// Takes the logits ([vocab]) of the position just run: samples the next token and checks
+    /// the end token, the stop strings and the limits.
+    pub(crate) fn accept(&mut self, logits: &Tensor) -> Result<()> {
+        let mut logits = logits.clone();
+        if self.params.repeat_penalty != 1.0 && !self.answer.is_empty() {
+            let recent = &self.answer[self.answer.len().saturating_sub(REPEAT_WINDOW)..];
+            logits = candle_transformers::utils::apply_repeat_penalty(&logits, self.params.repeat_penalty, recent)?;
+        }
+        let next = self.sampler.sample(&logits)?;
+        self.answer.push(next);
+        self.next = None;
+        if self.local.is_end_token(next) {
+            self.finish = Some(FinishReason::Stop);
+            return Ok(());
+        }
+        if let Some(piece) = self.detokenizer.step(next).map_err(|e| Error::Tokenizer(e.to_string()))? {
+            self.text.push_str(&piece);
+        }
+        if let Some(at) = self.params.stop.iter().filter_map(|s| self.text.find(s.as_str())).min() {
+            self.text.truncate(at);
+            self.finish = Some(FinishReason::Stop);
+            return Ok(());
+        }
+        self.safe = self.text.floor_char_boundary(self.text.len().saturating_sub(self.hold));
+        if self.answer.len() >= self.params.max_tokens || self.cache.len() + 1 > self.local.context_length() {
+            self.finish = Some(FinishReason::Length);
+        } else {
+            self.next = Some(next);
+        }
+        Ok(())
+    }
+
+    /// Why it ended, once it has.
+    pub(crate) fn finished(&self) -> Option<FinishReason> {
+        self.finish
+    }
+
+    /// Ends it because the consumer went away.
+    pub(crate) fn cancel(&mut self) {
+        self.finish = Some(FinishReason::Cancelled);
+    }
+
+    /// Text not handed out yet that may be now (all of it once finished, unless cancelled).
+    pub(crate) fn pending(&self) -> &str {
+        match self.finish {
+            Some(FinishReason::Cancelled) => "",
+            Some(_) => &self.text[self.sent.min(self.text.len())..],
+            None => &self.text[self.sent.min(self.safe)..self.safe],
+        }
+    }
+
+    /// Marks [`Sequence::pending`] as handed out.
+    pub(crate) fn mark_sent(&mut self) {
+        self.sent = self.sent.max(if self.finish.is_some() { self.text.len() } else { self.safe });
+    }
+
+    pub(crate) fn completion(&self) -> Completion {
+        Completion {
+            text: self.text.clone(),
+            prompt_tokens: self.prompt.len(),
+            completion_tokens: self.answer.len(),
+            finish_reason: self.finish.unwrap_or(FinishReason::Length),
+        }
+    }
+}
+
+/// One decoding step for `rows` (each of which has a next input): their logits, accepted.
+/// A failed batch is retried row by row, so one bad row fails alone; what failed is returned
+/// by row index.
+pub(crate) fn step(model: &Model, rows: &mut [&mut Sequence<'_>]) -> Vec<(usize, Error)> {
+    let tokens: Vec<u32> = rows.iter().filter_map(|s| s.next_input()).collect();
+    if tokens.len() != rows.len() {
+        return vec![(0, Error::Model("a row without an input joined a step".into()))];
+    }
+    let mixes: Vec<AdapterMix> = rows.iter().map(|s| s.mix.clone()).collect();
+    let batched = {
+        let mut caches: Vec<&mut KvCache> = rows.iter_mut().map(|s| &mut s.cache).collect();
+        model.step_rows(&tokens, &mut caches, &mixes)
+    };
+    let mut failed = Vec::new();
+    match batched {
+        Ok(logits) => {
+            for (r, row) in rows.iter_mut().enumerate() {
+                if let Err(e) = logits.get(r).map_err(Error::from).and_then(|l| row.accept(&l)) {
+                    failed.push((r, e));
+                }
+            }
+        }
+        Err(_) if rows.len() > 1 => {
+            for (r, row) in rows.iter_mut().enumerate() {
+                let alone = model
+                    .step_rows(&tokens[r..=r], &mut [&mut row.cache], &mixes[r..=r])
+                    .and_then(|l| Ok(l.get(0)?))
+                    .and_then(|l| row.accept(&l));
+                if let Err(e) = alone {
+                    failed.push((r, e));
+                }
+            }
+        }
+        Err(e) => failed.push((0, e)),
+    }
+    failed
 }

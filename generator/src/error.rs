@@ -20,6 +20,9 @@ pub enum Error {
     ContextOverflow { needed: usize, limit: usize },
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// No room for the request now (the generator's queue or memory budget): retry later.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
     /// The backend cannot do this (a remote engine cannot score text, for example).
     #[error("unsupported: {0}")]
     Unsupported(String),

@@ -22,6 +22,7 @@ mod model;
 mod qdot;
 mod registry;
 mod remote;
+mod scheduler;
 mod tokenizer;
 
 use std::path::{Path, PathBuf};
@@ -41,6 +42,7 @@ pub use lora::{Adapter, AdapterConfig, AdapterMix, AdapterSource, BatchAdapters,
 pub use model::{Architecture, KvCache, Model, ModelConfig, Projection, Requantize, argmax_rows};
 pub use registry::{AdapterCache, AdapterEntry, AdapterRegistry, CacheStats, validate_adapter_id};
 pub use remote::{RemoteConfig, RemoteGenerator};
+pub use scheduler::{SchedulerConfig, SchedulerStats};
 pub use tokenizer::tokenizer_from_gguf;
 
 /// Environment variable naming the default GGUF model file.
@@ -119,15 +121,19 @@ pub trait Generator: Send + Sync {
     }
 }
 
-/// The local candle backend: one base model, adapters from the registry.
+/// The local candle backend: one base model, adapters from the registry, and a scheduler that
+/// batches concurrent requests step by step ([`SchedulerConfig`]).
 pub struct LocalGenerator {
     inner: Arc<LocalInner>,
 }
 
 struct LocalInner {
-    model: LocalModel,
+    model: Arc<LocalModel>,
     registry: Arc<AdapterRegistry>,
     cache: AdapterCache,
+    config: SchedulerConfig,
+    /// Started on the first request.
+    scheduler: std::sync::OnceLock<scheduler::Scheduler>,
 }
 
 /// Default memory budget for loaded adapters.
@@ -135,9 +141,20 @@ pub const DEFAULT_ADAPTER_BUDGET: usize = 512 << 20;
 
 impl LocalGenerator {
     pub fn new(model: LocalModel, registry: Arc<AdapterRegistry>, adapter_budget: usize) -> Self {
+        Self::with_scheduler(model, registry, adapter_budget, SchedulerConfig::default())
+    }
+
+    pub fn with_scheduler(
+        model: LocalModel,
+        registry: Arc<AdapterRegistry>,
+        adapter_budget: usize,
+        config: SchedulerConfig,
+    ) -> Self {
         let device = model.model().device().clone();
         let cache = AdapterCache::new(adapter_budget, device, DType::F32);
-        LocalGenerator { inner: Arc::new(LocalInner { model, registry, cache }) }
+        let inner =
+            LocalInner { model: Arc::new(model), registry, cache, config, scheduler: std::sync::OnceLock::new() };
+        LocalGenerator { inner: Arc::new(inner) }
     }
 
     pub fn model(&self) -> &LocalModel {
@@ -156,6 +173,14 @@ impl LocalGenerator {
     pub fn resolve(&self, adapters: &[(String, f32)]) -> Result<AdapterMix> {
         self.inner.resolve(adapters)
     }
+
+    /// What the scheduler is doing (zeros before the first request).
+    pub fn scheduler_stats(&self) -> SchedulerStats {
+        match self.inner.scheduler.get() {
+            Some(scheduler) => scheduler.stats(),
+            None => SchedulerStats { kv_budget_bytes: self.inner.config.kv_budget_bytes, ..Default::default() },
+        }
+    }
 }
 
 impl LocalInner {
@@ -170,6 +195,23 @@ impl LocalInner {
                 Ok((self.cache.get(&self.registry, id, config)?, *weight))
             })
             .collect()
+    }
+
+    fn scheduler(&self) -> Result<&scheduler::Scheduler> {
+        if let Some(scheduler) = self.scheduler.get() {
+            return Ok(scheduler);
+        }
+        let started = scheduler::Scheduler::start(self.model.clone(), self.config.clone())?;
+        // Two first requests at once: one scheduler is kept, the other's thread sees its
+        // queue closed and ends.
+        Ok(self.scheduler.get_or_init(|| started))
+    }
+
+    /// Resolves the adapters, encodes the prompt and queues the request.
+    fn submit(&self, request: ChatRequest, events: mpsc::Sender<Result<StreamEvent>>) -> Result<()> {
+        let mix = self.resolve(&request.adapters)?;
+        let prompt = self.model.encode_prompt(&request.messages)?;
+        self.scheduler()?.submit(scheduler::Job { prompt, params: request.params, mix, events })
     }
 }
 
@@ -187,20 +229,16 @@ impl Generator for LocalGenerator {
     }
 
     fn stream(&self, request: ChatRequest) -> mpsc::Receiver<Result<StreamEvent>> {
-        let (tx, rx) = mpsc::channel(64);
+        // Room for every event the request can produce (a piece per token at most, the rest of
+        // the text, the result), so the scheduler never waits on a slow reader.
+        let capacity = request.params.max_tokens.min(self.context_length()) + 3;
+        let (tx, rx) = mpsc::channel(capacity);
         let inner = self.inner.clone();
-        // Resolving may read adapter files from disk: off the async threads, with generation.
+        // Resolving may read adapter files from disk: off the async threads.
         tokio::task::spawn_blocking(move || {
-            let mix = match inner.resolve(&request.adapters) {
-                Ok(mix) => mix,
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
-            };
-            let mut on_text = |piece: &str| tx.blocking_send(Ok(StreamEvent::Token(piece.to_string()))).is_ok();
-            let result = inner.model.complete(&request.messages, &request.params, &mix, &mut on_text);
-            let _ = tx.blocking_send(result.map(StreamEvent::Done));
+            if let Err(e) = inner.submit(request, tx.clone()) {
+                let _ = tx.blocking_send(Err(e));
+            }
         });
         rx
     }

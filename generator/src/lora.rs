@@ -483,6 +483,28 @@ impl BatchAdapters {
         Ok(BatchAdapters { rows, plan })
     }
 
+    /// One mix per row, each row's deltas added on their own even when rows share a mix (on
+    /// the CPU), so that a row's arithmetic is the same in every batch: what the scheduler
+    /// runs, so that an answer does not depend on the other requests served with it.
+    pub fn each_row(mixes: &[AdapterMix], device: &Device) -> Result<Self> {
+        if mixes.iter().all(|m| m.is_empty()) || !device.is_cpu() {
+            return Self::per_row(mixes, device);
+        }
+        Ok(BatchAdapters { rows: mixes.len(), plan: Plan::PerRow(mixes.to_vec()) })
+    }
+
+    /// This one-row plan for `rows` rows that all run its mix (the positions of a prompt run as
+    /// rows of the fused step); None for any other plan.
+    pub(crate) fn spread(&self, rows: usize) -> Option<Self> {
+        let plan = match &self.plan {
+            Plan::Base => Plan::Base,
+            Plan::Uniform(mix) if self.rows == 1 => Plan::Uniform(mix.clone()),
+            Plan::PerRow(mixes) if mixes.len() == 1 => Plan::Uniform(mixes[0].clone()),
+            _ => return None,
+        };
+        Some(BatchAdapters { rows, plan })
+    }
+
     /// The same mix on every one of `rows` rows.
     pub fn uniform(mix: AdapterMix, rows: usize, device: &Device) -> Result<Self> {
         Self::per_row(&vec![mix; rows], device)

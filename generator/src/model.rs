@@ -13,9 +13,9 @@ use std::path::Path;
 use candle_core::quantized::{QMatMul, QTensor, gguf_file};
 use candle_core::{D, DType, Device, IndexOp, Tensor};
 
-use crate::decode::{CpuDecoder, DecodeLayer, block_rows};
+use crate::decode::{CpuDecoder, DecodeLayer, StepCaches, block_rows};
 use crate::linear::{Linear, Stack};
-use crate::lora::BatchAdapters;
+use crate::lora::{AdapterMix, BatchAdapters};
 use crate::qdot::BlockRows;
 use crate::{Error, Result};
 
@@ -177,10 +177,12 @@ impl Layer {
 /// Each layer's keys and values live in buffers ([batch, kv heads, capacity, head dim]) that
 /// new positions are written into in place, doubling when full, so a decoding step does not
 /// copy the whole history; cloning copies them, so a clone is a value of its own.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct KvCache {
     layers: Vec<LayerKv>,
     len: usize,
+    /// Positions a buffer never grows beyond (unless more are written).
+    max_capacity: usize,
 }
 
 /// One layer's key and value buffers (none before its first token).
@@ -196,7 +198,7 @@ impl Clone for KvCache {
         // silently mix two sequences' keys, so that is a panic, not a fallback.
         let copy = |t: &Option<Tensor>| t.as_ref().map(|t| t.copy().expect("allocating a copy of a KV cache"));
         let layers = self.layers.iter().map(|l| LayerKv { keys: copy(&l.keys), values: copy(&l.values) }).collect();
-        KvCache { layers, len: self.len }
+        KvCache { layers, len: self.len, max_capacity: self.max_capacity }
     }
 }
 
@@ -204,15 +206,16 @@ impl Clone for KvCache {
 const MIN_KV_CAPACITY: usize = 256;
 
 /// Writes `new` ([b, h, seq, d]) at position `start` of `buffer` (filled up to `start`),
-/// growing it when full; the filled part, [b, h, start + seq, d], as a view.
-fn append_kv(buffer: &mut Option<Tensor>, new: &Tensor, start: usize) -> Result<Tensor> {
+/// growing it when full (doubling, up to `max_capacity` positions); the filled part,
+/// [b, h, start + seq, d], as a view.
+fn append_kv(buffer: &mut Option<Tensor>, new: &Tensor, start: usize, max_capacity: usize) -> Result<Tensor> {
     let (b, h, seq, d) = new.dims4()?;
     let needed = start + seq;
     let kept = if start > 0 { buffer.take() } else { None };
     let target = match kept {
         Some(existing) if existing.dim(2)? >= needed => existing,
         kept => {
-            let capacity = needed.next_power_of_two().max(MIN_KV_CAPACITY);
+            let capacity = needed.next_power_of_two().max(MIN_KV_CAPACITY).min(max_capacity.max(needed));
             let grown = Tensor::zeros((b, h, capacity, d), new.dtype(), new.device())?;
             if let Some(old) = kept {
                 grown.slice_set(&old.narrow(2, 0, start)?.contiguous()?, 2, 0)?;
@@ -236,9 +239,59 @@ impl KvCache {
     pub(crate) fn append_layer(&mut self, layer: usize, keys: &Tensor, values: &Tensor, start: usize) -> Result<()> {
         let layer =
             self.layers.get_mut(layer).ok_or_else(|| Error::Model("KV cache belongs to another model".into()))?;
-        append_kv(&mut layer.keys, keys, start)?;
-        append_kv(&mut layer.values, values, start)?;
+        append_kv(&mut layer.keys, keys, start, self.max_capacity)?;
+        append_kv(&mut layer.values, values, start, self.max_capacity)?;
         Ok(())
+    }
+
+    /// The first `positions` positions of this cache, copied into buffers of their own
+    /// (exactly that long): what a prefix cache keeps.
+    pub fn prefix(&self, positions: usize) -> Result<KvCache> {
+        let positions = positions.min(self.len);
+        let copy = |t: &Option<Tensor>| -> Result<Option<Tensor>> {
+            t.as_ref().map(|t| Ok(t.narrow(2, 0, positions)?.contiguous()?.copy()?)).transpose()
+        };
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| Ok(LayerKv { keys: copy(&l.keys)?, values: copy(&l.values)? }))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(KvCache { layers, len: positions, max_capacity: positions })
+    }
+
+    /// Writes the first `positions` of `prefix` into this empty cache (which keeps its own
+    /// growth limit): a request starts after a prompt prefix it shares with an earlier one.
+    pub fn start_from(&mut self, prefix: &KvCache, positions: usize) -> Result<()> {
+        if self.len != 0 || positions > prefix.len || self.layers.len() != prefix.layers.len() {
+            return Err(Error::Model("a prefix goes only into an empty cache of the same model".into()));
+        }
+        if positions == 0 {
+            return Ok(());
+        }
+        for (mine, theirs) in self.layers.iter_mut().zip(&prefix.layers) {
+            let (Some(keys), Some(values)) = (&theirs.keys, &theirs.values) else {
+                return Err(Error::Model("a prefix without keys".into()));
+            };
+            append_kv(&mut mine.keys, &keys.narrow(2, 0, positions)?, 0, self.max_capacity)?;
+            append_kv(&mut mine.values, &values.narrow(2, 0, positions)?, 0, self.max_capacity)?;
+        }
+        self.len = positions;
+        Ok(())
+    }
+
+    /// Layers this cache has room for.
+    pub(crate) fn layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Bytes its buffers hold now (capacity, not only the filled positions).
+    pub fn bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .flat_map(|l| [&l.keys, &l.values])
+            .flatten()
+            .map(|t| t.elem_count() * t.dtype().size_in_bytes())
+            .sum()
     }
 
     /// Counts `positions` more tokens as cached (every layer has appended them).
@@ -271,6 +324,8 @@ pub struct Model {
     decoder: Option<CpuDecoder>,
     /// Whether a decoding step runs fused (on by default where `decoder` exists).
     fused: bool,
+    /// Prompts through the fused step too (else candle's ops).
+    fused_prompts: bool,
 }
 
 fn metadata<'a>(content: &'a gguf_file::Content, key: &str) -> Result<&'a gguf_file::Value> {
@@ -521,12 +576,27 @@ impl Model {
             device: device.clone(),
             decoder: None,
             fused: true,
+            fused_prompts: true,
         })
     }
 
     /// A fresh, empty cache for this model.
     pub fn new_cache(&self) -> KvCache {
-        KvCache { layers: (0..self.config.num_layers).map(|_| LayerKv::default()).collect(), len: 0 }
+        self.cache_for(self.config.max_positions)
+    }
+
+    /// A fresh cache whose buffers never grow beyond `positions` (what a request with that
+    /// many prompt and answer tokens needs): it holds at most
+    /// [`Model::kv_bytes_per_position`] times that.
+    pub fn cache_for(&self, positions: usize) -> KvCache {
+        let layers = (0..self.config.num_layers).map(|_| LayerKv::default()).collect();
+        KvCache { layers, len: 0, max_capacity: positions }
+    }
+
+    /// Bytes of keys and values one position takes in a cache of this model.
+    pub fn kv_bytes_per_position(&self) -> usize {
+        let c = &self.config;
+        2 * c.num_layers * c.num_kv_heads * c.head_dim * self.embeddings.dtype().size_in_bytes()
     }
 
     /// Runs `tokens` ([batch, seq], u32) after what `cache` holds, appends them to it, and
@@ -534,6 +604,9 @@ impl Model {
     /// uses the adapters `adapters` assigns it (none: the base model). One position per row on
     /// the CPU runs as the fused step of [`crate::decode`] where the weights allow it.
     pub fn forward(&self, tokens: &Tensor, cache: &mut KvCache, adapters: &BatchAdapters) -> Result<Tensor> {
+        if let Some(logits) = self.fused_prompt(tokens, cache, adapters, true)? {
+            return Ok(logits);
+        }
         if let Some(decoder) = self.decoder.as_ref().filter(|_| self.fused)
             && let (batch, 1) = tokens.dims2()?
             && tokens.dtype() == DType::U32
@@ -544,13 +617,81 @@ impl Model {
                 return Err(Error::ContextOverflow { needed: cache.len + 1, limit: self.config.max_positions });
             }
             let ids = tokens.flatten_all()?.to_vec1::<u32>()?;
-            if let Some(logits) = decoder.step(self, &ids, cache, adapters)? {
+            if let Some(logits) = decoder.step(self, &ids, StepCaches::Batch(cache), adapters)? {
                 return Ok(logits);
             }
         }
         let x = self.hidden_states(tokens, cache, adapters)?;
         let seq = x.dim(1)?;
         self.logits(&x.i((.., seq - 1, ..))?.contiguous()?)
+    }
+
+    /// One new token per row, each row with a cache of its own (one row each, at any
+    /// position): the logits of each row ([rows, vocab], f32). Row `r` runs `mixes[r]`. On the
+    /// CPU the rows run as one fused step; elsewhere each row runs alone through candle's ops
+    /// (rows at different positions do not fit one batched tensor). Either way a row's
+    /// arithmetic does not depend on the other rows: a request gets the same logits alone as in
+    /// any batch.
+    pub fn step_rows(&self, tokens: &[u32], caches: &mut [&mut KvCache], mixes: &[AdapterMix]) -> Result<Tensor> {
+        if tokens.len() != caches.len() || tokens.len() != mixes.len() {
+            return Err(Error::Model(format!(
+                "{} tokens, {} caches and {} adapter mixes for one step",
+                tokens.len(),
+                caches.len(),
+                mixes.len()
+            )));
+        }
+        if tokens.is_empty() {
+            return Ok(Tensor::zeros((0, self.config.vocab_size), DType::F32, &self.device)?);
+        }
+        if let Some(decoder) = self.decoder.as_ref().filter(|_| self.fused) {
+            let adapters = BatchAdapters::each_row(mixes, &self.device)?;
+            let rows: Vec<&mut KvCache> = caches.iter_mut().map(|c| &mut **c).collect();
+            if let Some(logits) = decoder.step(self, tokens, StepCaches::Rows(rows), &adapters)? {
+                return Ok(logits);
+            }
+        }
+        let mut logits = Vec::with_capacity(tokens.len());
+        for ((token, cache), mix) in tokens.iter().zip(caches.iter_mut()).zip(mixes) {
+            let adapters = BatchAdapters::each_row(std::slice::from_ref(mix), &self.device)?;
+            let input = Tensor::new(&[*token], &self.device)?.unsqueeze(0)?;
+            logits.push(self.forward(&input, cache, &adapters)?);
+        }
+        Ok(Tensor::cat(&logits, 0)?)
+    }
+
+    /// Runs `tokens` ([batch, seq]) after what `cache` holds and appends them to it, without
+    /// the logits (a piece of a prompt that more pieces follow).
+    pub fn extend(&self, tokens: &Tensor, cache: &mut KvCache, adapters: &BatchAdapters) -> Result<()> {
+        if self.fused_prompt(tokens, cache, adapters, false)?.is_some() {
+            return Ok(());
+        }
+        self.hidden_states(tokens, cache, adapters).map(drop)
+    }
+
+    /// A prompt of one row (several positions) through the fused step, where it applies: its
+    /// positions run as the step's rows, each attending to those before it, on the GGUF's own
+    /// blocks. The last position's logits ([1, vocab]) when `logits`, else an empty tensor.
+    fn fused_prompt(
+        &self,
+        tokens: &Tensor,
+        cache: &mut KvCache,
+        adapters: &BatchAdapters,
+        logits: bool,
+    ) -> Result<Option<Tensor>> {
+        let Some(decoder) = self.decoder.as_ref().filter(|_| self.fused && self.fused_prompts) else {
+            return Ok(None);
+        };
+        let (1, seq) = tokens.dims2()? else { return Ok(None) };
+        if seq < 2 || tokens.dtype() != DType::U32 || cache.layers.len() != self.layers.len() {
+            return Ok(None);
+        }
+        let Some(spread) = adapters.spread(seq) else { return Ok(None) };
+        if cache.len + seq > self.config.max_positions {
+            return Err(Error::ContextOverflow { needed: cache.len + seq, limit: self.config.max_positions });
+        }
+        let ids = tokens.flatten_all()?.to_vec1::<u32>()?;
+        decoder.step(self, &ids, StepCaches::Prompt { cache, logits }, &spread)
     }
 
     /// Whether decoding steps run fused on the CPU ([`crate::decode`]): where the weights'
@@ -563,6 +704,19 @@ impl Model {
     /// compare the two.
     pub fn set_fused_decode(&mut self, enabled: bool) {
         self.fused = enabled;
+    }
+
+    /// Whether a prompt's keys and values at a position are the same bits however the prompt
+    /// was cut into pieces (prompts run fused: each position's arithmetic is its own), so a
+    /// cached prefix can stand in for running it again.
+    pub fn exact_prefixes(&self) -> bool {
+        self.decoder.is_some() && self.fused && self.fused_prompts
+    }
+
+    /// Turns prompts through the fused step on or off (off: candle's ops, as before), to
+    /// compare the two; decoding steps keep [`Model::set_fused_decode`]'s setting.
+    pub fn set_fused_prompts(&mut self, enabled: bool) {
+        self.fused_prompts = enabled;
     }
 
     /// Bytes of the second copy of the weights the fused step reads (0 without one).
@@ -651,8 +805,8 @@ impl Model {
                 (candle_nn::rotary_emb::rope(&q, &cos, &sin)?, candle_nn::rotary_emb::rope(&k, &cos, &sin)?)
             };
             let layer_kv = &mut cache.layers[index];
-            let k = append_kv(&mut layer_kv.keys, &k, start)?;
-            let v = append_kv(&mut layer_kv.values, &v, start)?;
+            let k = append_kv(&mut layer_kv.keys, &k, start, cache.max_capacity)?;
+            let v = append_kv(&mut layer_kv.values, &v, start, cache.max_capacity)?;
             let attended = attend(&q, &k, &v, mask.as_ref())?;
             x = (apply(&layer.o, Projection::O, &attended)? + &x)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.mlp_norm, eps)?;

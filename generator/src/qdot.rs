@@ -397,8 +397,10 @@ mod x86 {
         }
     }
 
-    /// One Q4_1 row · `R` activations (`xs[..R]`) into `sums[..R]`: each block is unpacked once
-    /// and each activation has its own accumulator.
+    /// One Q4_1 row · `R` activations (`xs[..R]`) into `sums[..R]`: each block is unpacked once.
+    /// Each activation's sum runs exactly as [`dot_q4_1`] runs it (even blocks into one
+    /// accumulator, odd into another, offsets multiplied then added), so a row of a batch gets
+    /// the same bits as the row alone: an answer does not depend on its batch.
     #[inline(always)]
     unsafe fn dot_q4_1_many<const VNNI: bool, const R: usize>(
         row: &[u8],
@@ -417,7 +419,8 @@ mod x86 {
         // the caller has the instructions.
         unsafe {
             let low = _mm_set1_epi8(0x0F);
-            let mut acc = [_mm256_setzero_ps(); R];
+            // [even blocks, odd blocks] per activation, as in `dot_q4_1`.
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
             let mut offset_acc = [_mm256_setzero_ps(); R];
             let mut f = [[0f32; GROUP]; R];
             for g in (0..blocks).step_by(GROUP) {
@@ -426,7 +429,8 @@ mod x86 {
                 for r in 0..R {
                     let x = &xs[r];
                     _mm256_storeu_ps(f[r].as_mut_ptr(), _mm256_mul_ps(d, _mm256_loadu_ps(x.scales.as_ptr().add(g))));
-                    offset_acc[r] = _mm256_fmadd_ps(m, _mm256_loadu_ps(x.sums.as_ptr().add(g)), offset_acc[r]);
+                    let offsets = _mm256_mul_ps(m, _mm256_loadu_ps(x.sums.as_ptr().add(g)));
+                    offset_acc[r] = _mm256_add_ps(offset_acc[r], offsets);
                 }
                 for j in 0..n {
                     let b = g + j;
@@ -435,12 +439,13 @@ mod x86 {
                     for r in 0..R {
                         let x = _mm256_loadu_si256(xs[r].qs.as_ptr().add(b * BLOCK).cast());
                         let dot = _mm256_cvtepi32_ps(dot_u8_i8::<VNNI>(w, x));
-                        acc[r] = _mm256_fmadd_ps(dot, _mm256_set1_ps(f[r][j & 7]), acc[r]);
+                        let lane = &mut acc[r][j & 1];
+                        *lane = _mm256_fmadd_ps(dot, _mm256_set1_ps(f[r][j & 7]), *lane);
                     }
                 }
             }
             for r in 0..R {
-                sums[r] = horizontal_sum(acc[r]) + horizontal_sum(offset_acc[r]);
+                sums[r] = horizontal_sum(_mm256_add_ps(acc[r][0], acc[r][1])) + horizontal_sum(offset_acc[r]);
             }
         }
     }

@@ -168,31 +168,66 @@ pub struct AdapterCache {
     device: Device,
     dtype: DType,
     state: Mutex<CacheState>,
+    /// One lock per adapter being loaded: a second request for it waits for the first load
+    /// instead of reading the files again (single flight).
+    loading: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 impl AdapterCache {
     pub fn new(budget_bytes: usize, device: Device, dtype: DType) -> Self {
-        AdapterCache { budget: budget_bytes, device, dtype, state: Mutex::new(CacheState::default()) }
+        AdapterCache {
+            budget: budget_bytes,
+            device,
+            dtype,
+            state: Mutex::new(CacheState::default()),
+            loading: Mutex::new(HashMap::new()),
+        }
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, CacheState>> {
         self.state.lock().map_err(|_| Error::Model("adapter cache lock poisoned".into()))
     }
 
-    /// The adapter registered as `id`, loading it if it is not in memory.
+    /// The adapter if it is in memory (counted as a hit and as used now).
+    fn cached(&self, id: &str) -> Result<Option<Arc<Adapter>>> {
+        let mut state = self.lock()?;
+        state.clock += 1;
+        let now = state.clock;
+        let Some(cached) = state.entries.get_mut(id) else { return Ok(None) };
+        cached.last_used = now;
+        let adapter = cached.adapter.clone();
+        state.hits += 1;
+        Ok(Some(adapter))
+    }
+
+    /// The adapter registered as `id`, loading it if it is not in memory. Requests for one
+    /// adapter that is not loaded wait for a single load.
     pub fn get(&self, registry: &AdapterRegistry, id: &str, model: &ModelConfig) -> Result<Arc<Adapter>> {
-        {
-            let mut state = self.lock()?;
-            state.clock += 1;
-            let now = state.clock;
-            if let Some(cached) = state.entries.get_mut(id) {
-                cached.last_used = now;
-                let adapter = cached.adapter.clone();
-                state.hits += 1;
-                return Ok(adapter);
-            }
+        if let Some(adapter) = self.cached(id)? {
+            return Ok(adapter);
         }
-        // Load outside the lock: other requests keep using what is cached meanwhile.
+        let poisoned = || Error::Model("adapter cache lock poisoned".into());
+        let flight = self.loading.lock().map_err(|_| poisoned())?.entry(id.to_string()).or_default().clone();
+        let loaded = {
+            let _turn = flight.lock().map_err(|_| poisoned())?;
+            match self.cached(id)? {
+                // Loaded by the request this one waited for.
+                Some(adapter) => Ok(adapter),
+                None => self.load(registry, id, model),
+            }
+        };
+        if let Ok(mut loading) = self.loading.lock()
+            && loading.get(id).is_some_and(|f| Arc::ptr_eq(f, &flight))
+            && Arc::strong_count(&flight) == 2
+        {
+            loading.remove(id);
+        }
+        loaded
+    }
+
+    /// Reads `id` from disk and caches it, evicting the least recently used as needed.
+    fn load(&self, registry: &AdapterRegistry, id: &str, model: &ModelConfig) -> Result<Arc<Adapter>> {
+        // Load outside the state lock: other requests keep using what is cached meanwhile.
         let entry = registry.get(id)?;
         let adapter = Arc::new(Adapter::load(id, &entry.source.resolve()?, model, &self.device, self.dtype)?);
         if adapter.bytes() > self.budget {
@@ -203,10 +238,6 @@ impl AdapterCache {
         }
         let mut state = self.lock()?;
         state.loads += 1;
-        if let Some(cached) = state.entries.get(id) {
-            // Another request loaded it meanwhile.
-            return Ok(cached.adapter.clone());
-        }
         while state.bytes + adapter.bytes() > self.budget {
             let Some(oldest) = state.entries.iter().min_by_key(|(_, c)| c.last_used).map(|(k, _)| k.clone()) else {
                 break;

@@ -5,6 +5,7 @@
 //! LoRA adapters: vLLM and LoRAX serve each adapter under its own model name, so a request's
 //! single adapter becomes the `model` field. Weighted combinations stay local-only.
 
+use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
@@ -118,43 +119,40 @@ async fn run(
     let mut completion =
         Completion { text: String::new(), prompt_tokens: 0, completion_tokens: 0, finish_reason: FinishReason::Length };
     let mut pieces = 0;
-    let mut buffer = String::new();
-    let mut bytes = response.bytes_stream();
-    while let Some(next) = bytes.next().await {
-        let next = next.map_err(|e| Error::Remote(format!("{url}: {e}")))?;
-        buffer.push_str(&String::from_utf8_lossy(&next));
-        // Events end with a blank line; a partial one waits for the next read.
-        while let Some(end) = buffer.find("\n\n") {
-            let event: String = buffer.drain(..end + 2).collect();
-            for line in event.lines() {
-                let Some(data) = line.strip_prefix("data:").map(str::trim) else { continue };
-                if data == "[DONE]" {
-                    if completion.completion_tokens == 0 {
-                        completion.completion_tokens = pieces;
-                    }
+    // A maintained SSE parser: events split anywhere across reads (a character's bytes
+    // included), any of the three line endings the format allows.
+    let mut events = response.bytes_stream().eventsource();
+    while let Some(event) = events.next().await {
+        let event = event.map_err(|e| Error::Remote(format!("{url}: {e}")))?;
+        let data = event.data.trim();
+        if data.is_empty() {
+            continue;
+        }
+        if data == "[DONE]" {
+            if completion.completion_tokens == 0 {
+                completion.completion_tokens = pieces;
+            }
+            return Ok(completion);
+        }
+        let chunk: Chunk =
+            serde_json::from_str(data).map_err(|e| Error::Remote(format!("{url}: bad event {data:?}: {e}")))?;
+        if let Some(usage) = chunk.usage {
+            completion.prompt_tokens = usage.prompt_tokens;
+            completion.completion_tokens = usage.completion_tokens;
+        }
+        for choice in chunk.choices {
+            if let Some(piece) = choice.delta.content.filter(|p| !p.is_empty()) {
+                pieces += 1;
+                completion.text.push_str(&piece);
+                if tx.send(Ok(StreamEvent::Token(piece))).await.is_err() {
+                    completion.finish_reason = FinishReason::Cancelled;
                     return Ok(completion);
                 }
-                let chunk: Chunk =
-                    serde_json::from_str(data).map_err(|e| Error::Remote(format!("{url}: bad event {data:?}: {e}")))?;
-                if let Some(usage) = chunk.usage {
-                    completion.prompt_tokens = usage.prompt_tokens;
-                    completion.completion_tokens = usage.completion_tokens;
-                }
-                for choice in chunk.choices {
-                    if let Some(piece) = choice.delta.content.filter(|p| !p.is_empty()) {
-                        pieces += 1;
-                        completion.text.push_str(&piece);
-                        if tx.send(Ok(StreamEvent::Token(piece))).await.is_err() {
-                            completion.finish_reason = FinishReason::Cancelled;
-                            return Ok(completion);
-                        }
-                    }
-                    match choice.finish_reason.as_deref() {
-                        Some("stop") => completion.finish_reason = FinishReason::Stop,
-                        Some("length") => completion.finish_reason = FinishReason::Length,
-                        _ => {}
-                    }
-                }
+            }
+            match choice.finish_reason.as_deref() {
+                Some("stop") => completion.finish_reason = FinishReason::Stop,
+                Some("length") => completion.finish_reason = FinishReason::Length,
+                _ => {}
             }
         }
     }

@@ -10,6 +10,7 @@
 use candle_core::quantized::gguf_file;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::{BPE, Vocab};
+use tokenizers::normalizers::unicode::NFC;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
@@ -79,6 +80,11 @@ pub fn tokenizer_from_gguf(content: &gguf_file::Content) -> Result<Tokenizer> {
             )));
         }
     };
+    if pre == "qwen2" {
+        // transformers' Qwen2 converter normalizes to NFC first: a decomposed "é" (e + U+0301)
+        // becomes the tokens of the composed one, as the model was trained.
+        tokenizer.with_normalizer(Some(NFC)).map_err(|e| Error::Tokenizer(format!("normalizer: {e}")))?;
+    }
     tokenizer.with_pre_tokenizer(Some(pre_tokenizer));
     tokenizer.with_decoder(Some(ByteLevelDecoder::default()));
     let specials: Vec<AddedToken> = tokens

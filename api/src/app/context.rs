@@ -20,6 +20,8 @@ pub struct Settings {
     /// Bytes kept free on the data directory's disk (default
     /// [`tributary_indexer::DEFAULT_MIN_FREE_BYTES`]).
     pub min_free_bytes: Option<u64>,
+    /// How the local generator batches concurrent answers.
+    pub scheduler: tributary_generator::SchedulerConfig,
 }
 
 /// The opened data directory and the models, loaded once on first use.
@@ -115,10 +117,11 @@ impl App {
             let path = tributary_generator::locate_model(self.settings.llm.as_deref())?;
             let model = tributary_generator::LocalModel::load(&path, &tributary_generator::default_device())
                 .with_context(|| format!("loading the generator model {}", path.display()))?;
-            Ok(Arc::new(tributary_generator::LocalGenerator::new(
+            Ok(Arc::new(tributary_generator::LocalGenerator::with_scheduler(
                 model,
                 self.adapters()?,
                 tributary_generator::DEFAULT_ADAPTER_BUDGET,
+                self.settings.scheduler.clone(),
             )))
         })
     }

@@ -22,6 +22,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
+use tributary_generator::SchedulerConfig;
 use tributary_indexer::EmbedBackend;
 
 use crate::app::{App, Settings};
@@ -61,6 +62,13 @@ pub struct Global {
     /// fill it (default 64).
     #[arg(long, global = true, env = "TRIBUTARY_MIN_FREE_DISK_MB")]
     min_free_disk_mb: Option<u64>,
+    /// Answers the local model decodes together, step by step (more wait their turn).
+    #[arg(long, global = true, env = "TRIBUTARY_MAX_BATCH", default_value_t = SchedulerConfig::default().max_rows)]
+    max_batch: usize,
+    /// MiB for the local model's key/value caches: each answer reserves what its prompt and
+    /// answer can reach; an answer that cannot fit is refused (HTTP 503), never cut short.
+    #[arg(long, global = true, env = "TRIBUTARY_KV_BUDGET_MB", default_value_t = SchedulerConfig::default().kv_budget_bytes >> 20)]
+    kv_budget_mb: usize,
 }
 
 #[derive(Subcommand)]
@@ -170,6 +178,11 @@ impl Global {
             }),
             rpc_url: self.rpc_url.clone(),
             min_free_bytes: self.min_free_disk_mb.map(|mb| mb.saturating_mul(1 << 20)),
+            scheduler: SchedulerConfig {
+                max_rows: self.max_batch.max(1),
+                kv_budget_bytes: self.kv_budget_mb.saturating_mul(1 << 20),
+                ..SchedulerConfig::default()
+            },
         }
     }
 }

@@ -124,9 +124,36 @@ pub(crate) enum Progress {
     Failed(ApiError),
 }
 
-/// Checks access, takes a generation slot (503 at once when none is free) and starts the
-/// answer in the background; the receiver sees its tokens, then the answer and its receipt.
-pub(crate) async fn start(
+/// A running answer's progress, its first report already read.
+pub(crate) struct Run {
+    first: Option<Progress>,
+    rx: mpsc::UnboundedReceiver<Progress>,
+}
+
+impl Run {
+    pub(crate) async fn recv(&mut self) -> Option<Progress> {
+        match self.first.take() {
+            Some(progress) => Some(progress),
+            None => self.rx.recv().await,
+        }
+    }
+}
+
+/// Checks access, takes a generation slot (503 at once when none is free), starts the answer in
+/// the background and waits for its first report: a failure before anything was generated (no
+/// room for the answer in the model's memory, a bad adapter, a timeout) is the response's
+/// status, not an event in a stream already answered 200. The run then reports its tokens, the
+/// answer and its receipt.
+pub(crate) async fn start(state: &AppState, caller: &Caller, spec: AnswerSpec) -> ApiResult<Run> {
+    let mut rx = launch(state, caller, spec).await?;
+    match rx.recv().await {
+        Some(Progress::Failed(e)) => Err(e),
+        Some(first) => Ok(Run { first: Some(first), rx }),
+        None => Err(ApiError::internal("the answer task ended without a result")),
+    }
+}
+
+async fn launch(
     state: &AppState,
     caller: &Caller,
     mut spec: AnswerSpec,
@@ -218,7 +245,7 @@ pub(crate) async fn start(
 }
 
 /// Drains a run to its end.
-pub(crate) async fn finish(mut rx: mpsc::UnboundedReceiver<Progress>) -> ApiResult<(wire::Answer, wire::Receipt)> {
+pub(crate) async fn finish(mut rx: Run) -> ApiResult<(wire::Answer, wire::Receipt)> {
     while let Some(progress) = rx.recv().await {
         match progress {
             Progress::Token(_) => {}
@@ -239,7 +266,7 @@ fn json_event(name: &str, value: &impl serde::Serialize) -> Event {
 
 /// `token` events (`{"text": ...}`), then `answer` (an `Answer`), then `receipt` (a
 /// `Receipt`); or `error` (a `Problem`).
-fn answer_events(rx: mpsc::UnboundedReceiver<Progress>) -> impl Stream<Item = Result<Event, Infallible>> {
+fn answer_events(rx: Run) -> impl Stream<Item = Result<Event, Infallible>> {
     futures_util::stream::unfold(Some(rx), |rx| async move {
         let mut rx = rx?;
         let events = match rx.recv().await? {

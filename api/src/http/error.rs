@@ -258,6 +258,7 @@ impl From<tributary_generator::Error> for ApiError {
             E::ContextOverflow { .. } => ApiError::new("context_overflow", text),
             E::InvalidRequest(detail) => ApiError::invalid(detail),
             E::Unsupported(detail) => ApiError::invalid(detail),
+            E::Overloaded(detail) => ApiError::overloaded(detail, 1),
             E::Remote(_) => {
                 tracing::warn!(error = %text, "remote generator failed");
                 ApiError::new("generator_failed", "the generation engine failed")

@@ -53,7 +53,21 @@ pub struct Metrics {
     adapter_hits: Gauge,
     adapter_loads: Gauge,
     adapter_evictions: Gauge,
+    /// The local generator's scheduler, by field of [`tributary_generator::SchedulerStats`].
+    scheduler: [Gauge; 8],
 }
+
+/// Gauges of the local generator's scheduler: name and help.
+const SCHEDULER_GAUGES: [(&str, &str); 8] = [
+    ("generator_running", "Answers in the local model's running batch"),
+    ("generator_waiting", "Answers waiting for a row of the running batch"),
+    ("generator_kv_reserved_bytes", "KV cache bytes the running answers reserve"),
+    ("generator_kv_budget_bytes", "KV cache budget of the running batch"),
+    ("generator_steps", "Decoding steps run since start"),
+    ("generator_step_rows", "Rows decoded since start (over steps: the mean batch size)"),
+    ("generator_prefill_tokens", "Prompt tokens run since start"),
+    ("generator_refused", "Answers the scheduler refused (queue full or KV budget) since start"),
+];
 
 impl Metrics {
     pub fn new() -> Self {
@@ -90,14 +104,35 @@ impl Metrics {
             adapter_hits: gauge(&mut registry, "adapter_cache_hits", "Adapter requests served from memory since start"),
             adapter_loads: gauge(&mut registry, "adapter_loads", "Adapters loaded since start (cache misses)"),
             adapter_evictions: gauge(&mut registry, "adapter_evictions", "Adapters evicted since start"),
+            scheduler: SCHEDULER_GAUGES.map(|(name, help)| gauge(&mut registry, name, help)),
             registry,
             requests,
             latency,
         }
     }
 
-    /// The text exposition, with the adapter and query caches read now.
-    pub fn render(&self, adapters: Option<tributary_generator::CacheStats>, queries: Option<(u64, u64)>) -> String {
+    /// The text exposition, with the adapter and query caches and the scheduler read now.
+    pub fn render(
+        &self,
+        adapters: Option<tributary_generator::CacheStats>,
+        queries: Option<(u64, u64)>,
+        scheduler: Option<tributary_generator::SchedulerStats>,
+    ) -> String {
+        if let Some(s) = scheduler {
+            let values = [
+                s.running as u64,
+                s.waiting as u64,
+                s.kv_reserved_bytes as u64,
+                s.kv_budget_bytes as u64,
+                s.steps,
+                s.step_rows,
+                s.prefill_tokens,
+                s.refused,
+            ];
+            for (gauge, value) in self.scheduler.iter().zip(values) {
+                gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+            }
+        }
         if let Some((hits, misses)) = queries {
             self.query_cache_hits.set(hits as i64);
             self.query_cache_misses.set(misses as i64);

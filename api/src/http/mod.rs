@@ -187,7 +187,11 @@ async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError>
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Metrics", body = String, content_type = "text/plain")))]
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
-    let text = state.metrics().render(state.app().adapter_cache_stats(), state.app().query_cache_counts());
+    let text = state.metrics().render(
+        state.app().adapter_cache_stats(),
+        state.app().query_cache_counts(),
+        state.app().loaded_generator().map(|local| local.scheduler_stats()),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
 }
 

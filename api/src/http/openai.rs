@@ -15,12 +15,11 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::answers::{AnswerSpec, Progress, finish, generation_params, passages_k, start};
+use super::answers::{AnswerSpec, Progress, Run, finish, generation_params, passages_k, start};
 use super::auth::Caller;
 use super::datanets::readable_all;
 use super::error::{ApiError, ApiResult, Errors};
@@ -345,11 +344,7 @@ fn data(value: &serde_json::Value) -> Event {
 
 /// The OpenAI streaming protocol: a role chunk, content chunks, a final chunk with the finish
 /// reason (and `tributary`), then `[DONE]`. A failure mid-stream ends with an `error` object.
-fn chunks(
-    rx: mpsc::UnboundedReceiver<Progress>,
-    model: String,
-    created: u64,
-) -> impl Stream<Item = Result<Event, Infallible>> {
+fn chunks(rx: Run, model: String, created: u64) -> impl Stream<Item = Result<Event, Infallible>> {
     // The receipt id is known only at the end; chunks share an id made up front.
     let mut random = [0u8; 12];
     let _ = getrandom::fill(&mut random);

@@ -38,8 +38,9 @@ pub struct ServeConfig {
     /// Requests in flight at once; more are refused with 503 at once.
     #[arg(long, default_value_t = 256)]
     pub max_in_flight: usize,
-    /// Answers generated at once (each takes a core); more are refused with 503.
-    #[arg(long, default_value_t = 2)]
+    /// Answers in progress at once (retrieval, generation, receipt); more are refused with
+    /// 503. The local model decodes up to --max-batch of them together and queues the rest.
+    #[arg(long, default_value_t = 32)]
     pub max_generating: usize,
     /// Tokens an answer may generate at most, whatever a request asks for.
     #[arg(long, default_value_t = 2048)]
@@ -67,7 +68,7 @@ impl Default for ServeConfig {
         ServeConfig {
             request_timeout_secs: 120,
             max_in_flight: 256,
-            max_generating: 2,
+            max_generating: 32,
             max_answer_tokens: 2048,
             max_body_bytes: 32 << 20,
             key_rate_per_minute: 6000,

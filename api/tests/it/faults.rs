@@ -238,3 +238,41 @@ fn dechunk(mut body: &[u8]) -> String {
     }
     String::from_utf8(out).unwrap()
 }
+
+/// The model's KV memory as the scarce resource (issue #22): an answer whose cache cannot fit
+/// the budget is refused with 503 `overloaded` before anything streams (JSON, server-sent
+/// events and the OpenAI endpoint alike), and its payer keeps every unit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_the_kv_budget_cannot_hold_is_a_503_before_the_stream_and_costs_nothing() {
+    let s = Server::start_with(ServeConfig::default(), None, |settings| {
+        settings.scheduler.kv_budget_bytes = 1 << 20;
+    })
+    .await;
+    let (_admin, payer) = s.rivers_and_payer().await;
+    let question = json!({"question": "How long is the Missouri River?", "datanets": ["rivers"], "max_tokens": 64});
+    let refused = s.call("POST", "/v1/answers", Some(&payer), Some(question.clone())).await;
+    assert_eq!((refused.status, refused.body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("overloaded")));
+    assert!(refused.headers.contains_key("retry-after"));
+    assert!(refused.body["detail"].as_str().unwrap().contains("KV budget"), "{}", refused.body);
+
+    let url = crate::http::listen(&s).await;
+    let client = reqwest::Client::new();
+    let streamed = client
+        .post(format!("{url}/v1/answers"))
+        .header("accept", "text/event-stream")
+        .bearer_auth(&payer)
+        .json(&question)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), 503, "refused before the stream began");
+    assert_eq!(streamed.headers()["content-type"], "application/problem+json");
+    let chat = json!({"model": "base", "stream": true, "max_tokens": 64, "datanets": ["rivers"],
+        "messages": [{"role": "user", "content": "How long is the Missouri River?"}]});
+    let openai =
+        client.post(format!("{url}/v1/chat/completions")).bearer_auth(&payer).json(&chat).send().await.unwrap();
+    assert_eq!(openai.status(), 503);
+
+    let account = s.call("GET", &format!("/v1/accounts/{PAYER}"), Some(&payer), None).await.body;
+    assert_eq!((account["spent"].as_str(), account["held"].as_str()), (Some("0"), Some("0")), "{account}");
+}

@@ -228,3 +228,48 @@ fn concurrent_steps_equal_steps_alone() {
         assert!(max_diff(a, t) <= 1e-3 * max_diff(a, &a.zeros_like().unwrap()).max(1.0), "request {i}");
     }
 }
+
+/// Prompts through the fused step (a prompt's positions as the step's rows, each attending to
+/// those before it), in pieces, then decoding steps: the logits of candle's ops, within the
+/// int8 rounding both share, with and without an adapter; and where the pieces are cut
+/// changes nothing.
+#[test]
+fn fused_prompts_equal_candles_ops_in_pieces() {
+    for arch in [Architecture::Llama, Architecture::Qwen2] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.gguf");
+        write_tiny_gguf(&path, arch);
+        let (mut model, _) = Model::from_gguf_with(&path, &Device::Cpu, Requantize::Keep).unwrap();
+        write_fixed_adapter(&dir.path().join("a"), &model, 4, &Projection::ALL, 3000);
+        let adapter =
+            Arc::new(Adapter::load("a", &dir.path().join("a"), model.config(), &Device::Cpu, DType::F32).unwrap());
+        let prompt: Vec<u32> = (0..20u32).map(|i| (i * 7 + 3) % VOCAB as u32).collect();
+        for (name, mix) in [("base", AdapterMix::new()), ("adapter", vec![(adapter.clone(), 1.0)])] {
+            let adapters = BatchAdapters::uniform(mix, 1, &Device::Cpu).unwrap();
+            let run_in = |model: &Model, cut: usize| -> Tensor {
+                let mut cache = model.new_cache();
+                model.extend(&tokens(&[&prompt[..cut]]), &mut cache, &adapters).unwrap();
+                let mut all = vec![model.forward(&tokens(&[&prompt[cut..]]), &mut cache, &adapters).unwrap()];
+                assert_eq!(cache.len(), prompt.len());
+                for step in 0..4u32 {
+                    all.push(
+                        model.forward(&tokens(&[&[(5 + step * 11) % VOCAB as u32]]), &mut cache, &adapters).unwrap(),
+                    );
+                }
+                Tensor::cat(&all, 0).unwrap()
+            };
+            model.set_fused_prompts(true);
+            let fused = run_in(&model, 7);
+            let fused_other_cut = run_in(&model, 12);
+            model.set_fused_prompts(false);
+            let ops = run_in(&model, 7);
+            let scale = max_diff(&ops, &ops.zeros_like().unwrap());
+            assert!(scale > 1.0, "{arch:?} {name}: logits {scale}");
+            let diff = max_diff(&fused, &ops);
+            assert!(diff <= 1e-3 * scale, "{arch:?} {name}: fused prompt vs ops, max |diff| {diff} of {scale}");
+            // Each position's arithmetic is its own: where the pieces are cut changes no bit
+            // (what makes reusing a cached prefix exact).
+            assert_eq!(max_diff(&fused, &fused_other_cut), 0.0, "{arch:?} {name}: two cuts");
+        }
+    }
+}

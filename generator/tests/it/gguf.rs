@@ -34,6 +34,34 @@ fn tokenizer_matches_transformers() {
     }
 }
 
+/// Issue #22, item 6: a Qwen2 vocabulary built from GGUF normalizes to NFC first, as
+/// transformers' converter does: a decomposed "é" encodes as the composed one.
+#[test]
+fn a_qwen2_vocabulary_from_gguf_normalizes_to_nfc() {
+    let mut alphabet: Vec<char> = tokenizers::pre_tokenizers::byte_level::ByteLevel::alphabet().into_iter().collect();
+    alphabet.sort_unstable();
+    let text = |s: &str| gguf_file::Value::String(s.to_string());
+    // Every byte, and "é" (bytes C3 A9) merged.
+    let tokens: Vec<gguf_file::Value> =
+        alphabet.iter().map(|c| text(&c.to_string())).chain(std::iter::once(text("Ã©"))).collect();
+    let metadata = [
+        ("tokenizer.ggml.model", text("gpt2")),
+        ("tokenizer.ggml.pre", text("qwen2")),
+        ("tokenizer.ggml.tokens", gguf_file::Value::Array(tokens)),
+        ("tokenizer.ggml.merges", gguf_file::Value::Array(vec![text("Ã ©")])),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vocab.gguf");
+    let metadata: Vec<(&str, &gguf_file::Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+    gguf_file::write(&mut std::fs::File::create(&path).unwrap(), &metadata, &[]).unwrap();
+    let content = gguf_file::Content::read(&mut std::fs::File::open(&path).unwrap()).unwrap();
+    let tokenizer = tokenizer_from_gguf(&content).unwrap();
+    let ids = |s: &str| tokenizer.encode(s, false).unwrap().get_ids().to_vec();
+    assert_eq!(ids("caf\u{e9}").len(), 4, "é is one token");
+    assert_eq!(ids("caf\u{65}\u{301}"), ids("caf\u{e9}"));
+    assert_eq!(tokenizer.decode(&ids("caf\u{65}\u{301}"), false).unwrap(), "caf\u{e9}");
+}
+
 /// Same logits as candle-transformers' quantized Llama on the same file; the fused decoding
 /// step as close to the exact model as the reference is.
 #[test]

@@ -141,6 +141,31 @@ fn the_cache_loads_just_in_time_and_evicts_least_recently_used() {
     assert!(matches!(cache.get(&reopened, "b", model.config()), Err(Error::UnknownAdapter(_))));
 }
 
+/// Issue #22, item 6: requests that ask for one cold adapter at once load it once.
+#[test]
+fn concurrent_requests_for_a_cold_adapter_load_it_once() {
+    let (dir, model) = setup();
+    let registry = AdapterRegistry::open(dir.path().join("adapters.json")).unwrap();
+    write_adapter(&dir.path().join("a"), &model, 64, &Projection::ALL);
+    registry.register("a", AdapterSource::Path(dir.path().join("a")), model.config()).unwrap();
+    let cache = AdapterCache::new(1 << 30, Device::Cpu, DType::F32);
+    let start = std::sync::Barrier::new(16);
+    let adapters: Vec<Arc<Adapter>> = std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..16)
+            .map(|_| {
+                scope.spawn(|| {
+                    start.wait();
+                    cache.get(&registry, "a", model.config()).unwrap()
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert!(adapters.iter().all(|a| Arc::ptr_eq(a, &adapters[0])), "one loaded copy, shared");
+    let stats = cache.stats();
+    assert_eq!((stats.loads, stats.hits, stats.loaded), (1, 15, 1), "{stats:?}");
+}
+
 #[test]
 fn bad_adapters_are_refused_with_a_reason() {
     let (dir, model) = setup();

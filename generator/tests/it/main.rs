@@ -4,6 +4,7 @@ mod fused;
 mod gguf;
 mod lora;
 mod remote;
+mod scheduler;
 mod tiny;
 
 use std::path::PathBuf;

@@ -25,6 +25,9 @@ async fn completions(State(seen): State<Seen>, body: axum::Json<serde_json::Valu
     if body.0["model"] == "broken" {
         return Response::builder().status(StatusCode::INTERNAL_SERVER_ERROR).body(Body::from("engine down")).unwrap();
     }
+    if body.0["model"] == "crlf" {
+        return crlf_split();
+    }
     let mut text = String::new();
     for piece in ["The Missouri", " River is the longest", " tributary in North America [1]."] {
         text.push_str(&event(piece));
@@ -41,6 +44,41 @@ async fn completions(State(seen): State<Seen>, body: axum::Json<serde_json::Valu
         .header(header::CONTENT_TYPE, "text/event-stream")
         .body(Body::from_stream(futures_util::stream::iter(parts)))
         .unwrap()
+}
+
+/// Valid SSE that a naive parser gets wrong: CRLF line endings, and every byte its own read
+/// (each multibyte character split across reads).
+fn crlf_split() -> Response {
+    let mut text = String::new();
+    for piece in ["Río Grande — ", "3 034 km ✓ ", "日本語 [1]."] {
+        text.push_str(&event(piece).replace("\n\n", "\r\n\r\n"));
+    }
+    text.push_str("data: [DONE]\r\n\r\n");
+    let parts: Vec<Result<Vec<u8>, std::io::Error>> = text.into_bytes().chunks(1).map(|c| Ok(c.to_vec())).collect();
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .body(Body::from_stream(futures_util::stream::iter(parts)))
+        .unwrap()
+}
+
+/// Issue #22, item 6: the client's SSE parser read a multibyte character split across two reads
+/// as two U+FFFD, and never ended an event that ended with CRLF.
+#[tokio::test]
+async fn crlf_events_and_characters_split_across_reads_arrive_intact() {
+    let (url, _) = server().await;
+    let mut request = ChatRequest { messages: vec![ChatMessage::user("q")], ..Default::default() };
+    request.adapters = vec![("crlf".into(), 1.0)];
+    let mut events = client(&url).stream(request);
+    let mut text = String::new();
+    let done = loop {
+        match events.recv().await.unwrap().unwrap() {
+            StreamEvent::Token(piece) => text.push_str(&piece),
+            StreamEvent::Done(done) => break done,
+        }
+    };
+    assert_eq!(text, "Río Grande — 3 034 km ✓ 日本語 [1].");
+    assert_eq!(done.text, text);
+    assert_eq!(done.completion_tokens, 3);
 }
 
 async fn server() -> (String, Seen) {
