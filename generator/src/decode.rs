@@ -7,9 +7,15 @@
 //! and is a parallel region of its own (the other threads wake up, work, and wait at its end),
 //! and candle has no SIMD kernel for Q4_1, the format the default model ships in. Here the
 //! weights stay in their GGUF blocks ([`crate::qdot`]), each thread quantizes the activation it
-//! needs itself (576 values: cheaper than a barrier), and a step costs 5 barriers a layer (9
+//! needs itself (576 values: cheaper than a barrier), and a step costs 6 barriers a layer (10
 //! when rows run different adapters).
-//! Prompts (many positions) keep candle's ops; [`crate::model::Model::forward`] picks.
+//!
+//! Rows are either requests (each at its own position, with its own cache or a row of a batch
+//! cache) or the positions of one prompt (each attending to those before it): a prompt then
+//! runs on the same quantized blocks and kernels as decoding, several positions per weight
+//! row read. Each position's arithmetic is its own either way (attention reads every key,
+//! its own included, from the cache, through [`crate::attend`]), so a row's result does not
+//! depend on its batch, nor a prompt position's on where the prompt was cut.
 
 use std::ops::Range;
 use std::sync::Mutex;
@@ -18,6 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{CpuStorage, Device, Storage, Tensor};
 
+use crate::attend;
 use crate::lora::BatchAdapters;
 use crate::lowrank::{self, Term};
 use crate::model::{KvCache, Model, ModelConfig, Projection};
@@ -437,8 +444,8 @@ struct Run<'a> {
     /// Rows run different adapters: each row's LoRA deltas are added by the one thread that
     /// owns the row, over all outputs, after the base products (each factor read once).
     by_rows: bool,
-    /// The rows are a prompt's consecutive positions: each layer's keys and values are
-    /// appended before attention, and each row attends to those before it.
+    /// The rows are a prompt's consecutive positions of one cache: each attends to those
+    /// before it.
     prompt: bool,
     /// Rows whose logits are computed: the last ones.
     logit_rows: usize,
@@ -527,13 +534,12 @@ impl<'a> Run<'a> {
                 self.barrier.wait();
             }
 
-            // A prompt's rows attend to each other: their keys and values go in first.
-            if self.prompt {
-                if index == 0 {
-                    self.append(l);
-                }
-                self.barrier.wait();
+            // The rows' keys and values go in first: each row attends to its own (and a
+            // prompt's rows to those before them) from the cache, as every later step will.
+            if index == 0 {
+                self.append(l);
             }
+            self.barrier.wait();
             // Attention: each thread its share of (row, head) pairs.
             let groups = c.num_heads / c.num_kv_heads;
             let pairs = share(self.rows * c.num_heads, self.threads, index, 1);
@@ -541,12 +547,6 @@ impl<'a> Run<'a> {
                 self.attend(l, pairs, groups, &mut scratch);
             }
             self.barrier.wait();
-
-            // Thread 0 appends this position's keys and values while the others go on: nobody
-            // reads this layer's cache again in this step.
-            if index == 0 && !self.prompt {
-                self.append(l);
-            }
             // o, added to the residual.
             let attended = |r: usize| unsafe { b.attended.read(r * q_width..(r + 1) * q_width) };
             self.add_to_residual(l, 3, attended, &mut scratch, index);
@@ -709,7 +709,8 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Softmax attention of (row, head) `pairs` over each row's cached positions and this one.
+    /// Softmax attention of (row, head) `pairs` over each row's cached positions, this one
+    /// included (appended before): the same kernel for a decoding step and a prompt.
     fn attend(&self, layer: usize, pairs: Range<usize>, groups: usize, scratch: &mut Scratch) {
         let c = self.config;
         let d = c.head_dim;
@@ -726,67 +727,27 @@ impl<'a> Run<'a> {
                 let (keys, values) = cache.layer_buffers(layer);
                 held = Some((r, keys, values));
             }
-            let Some((_, keys, values)) = held.as_ref() else { return };
-            let storages =
-                keys.as_ref().zip(values.as_ref()).map(|(k, v)| (k.storage_and_layout(), v.storage_and_layout()));
-            // (keys, values, capacity, where each starts): checked against this step in `step`.
-            let cached = storages.as_ref().and_then(|((k, k_layout), (v, v_layout))| match (&**k, &**v) {
-                (Storage::Cpu(CpuStorage::F32(k)), Storage::Cpu(CpuStorage::F32(v))) => Some((
-                    k.as_slice(),
-                    v.as_slice(),
-                    k_layout.dims()[2],
-                    k_layout.start_offset(),
-                    v_layout.start_offset(),
-                )),
-                _ => None,
-            });
-            // A prompt's row finds its own key in the cache already; a step's row adds it.
-            let past = match (cached.is_some(), self.prompt) {
-                (false, _) => 0,
-                (true, false) => slot.start,
-                (true, true) => slot.start + 1,
+            let Some((_, Some(keys), Some(values))) = held.as_ref() else { return };
+            let (keys, values) = (keys.storage_and_layout(), values.storage_and_layout());
+            // [rows, kv heads, capacity, d] f32, checked in `step`.
+            let (Storage::Cpu(CpuStorage::F32(k)), Storage::Cpu(CpuStorage::F32(v))) = (&*keys.0, &*values.0) else {
+                return;
             };
+            let capacity = keys.1.dims()[2];
             let kv_head = head / groups;
-            // SAFETY: q, k and v were written before the last barrier and nobody writes them now.
+            // Where this row's kv head starts.
+            let base = (slot.batch * c.num_kv_heads + kv_head) * capacity * d;
+            let positions = slot.start + 1;
+            // SAFETY: q was written before the last barrier and nobody writes it now.
             let qkv = unsafe { self.buffers.qkv.read(r * qkv_width..(r + 1) * qkv_width) };
             scratch.query.clear();
             scratch.query.extend_from_slice(&qkv[head * d..(head + 1) * d]);
             self.rotate(&mut scratch.query, slot.start);
-            let mut key = qkv[q_width + kv_head * d..][..d].to_vec();
-            self.rotate(&mut key, slot.start);
-            let value = &qkv[q_width + kv_width + kv_head * d..][..d];
-            scratch.scores.clear();
-            // Where this row's kv head starts in a [rows, kv heads, capacity, d] buffer.
-            let base = |capacity: usize, offset: usize| offset + (slot.batch * c.num_kv_heads + kv_head) * capacity * d;
-            if let Some((k, _, capacity, k_offset, _)) = cached {
-                let base = base(capacity, k_offset);
-                for p in 0..past {
-                    scratch.scores.push(dot(&scratch.query, &k[base + p * d..][..d]) * scale);
-                }
-            }
-            if !self.prompt {
-                scratch.scores.push(dot(&scratch.query, &key) * scale);
-            }
-            let max = scratch.scores.iter().fold(f32::NEG_INFINITY, |m, s| m.max(*s));
-            let mut total = 0f32;
-            for s in scratch.scores.iter_mut() {
-                *s = (*s - max).exp();
-                total += *s;
-            }
             // SAFETY: this (row, head) pair is this thread's alone.
             let out = unsafe { self.buffers.attended.write(r * q_width + head * d..r * q_width + (head + 1) * d) };
-            out.fill(0.0);
-            if let Some((_, v, capacity, _, v_offset)) = cached {
-                let base = base(capacity, v_offset);
-                for p in 0..past {
-                    let weight = scratch.scores[p] / total;
-                    out.iter_mut().zip(&v[base + p * d..][..d]).for_each(|(o, v)| *o += weight * v);
-                }
-            }
-            if !self.prompt {
-                let weight = scratch.scores[past] / total;
-                out.iter_mut().zip(value).for_each(|(o, v)| *o += weight * v);
-            }
+            let k = &k[keys.1.start_offset() + base..][..positions * d];
+            let v = &v[values.1.start_offset() + base..][..positions * d];
+            attend::head(&scratch.query, k, v, positions, scale, &mut scratch.scores, out);
         }
     }
 
@@ -847,10 +808,6 @@ impl<'a> Run<'a> {
             failure.get_or_insert(error);
         }
     }
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(a, b)| a * b).sum()
 }
 
 #[cfg(test)]

@@ -368,10 +368,12 @@ impl<'m> Sequence<'m> {
     }
 
     /// Starts from the first `positions` keys and values of `prefix`, the cache of an earlier
-    /// prompt that begins with the same tokens under the same adapters (at least one prompt
-    /// token is left to run: its logits give the first answer token).
+    /// prompt that begins with the same tokens under the same adapters (fewer positions than
+    /// the prompt: the last runs, for the first answer token's logits).
     pub(crate) fn reuse(&mut self, prefix: &KvCache, positions: usize) -> Result<()> {
-        let positions = positions.min(self.prompt.len().saturating_sub(1));
+        if positions >= self.prompt.len() || self.fed != 0 {
+            return Err(Error::Model(format!("a prefix of {positions} for a prompt of {}", self.prompt.len())));
+        }
         self.cache.start_from(prefix, positions)?;
         self.fed = positions;
         Ok(())
@@ -407,7 +409,7 @@ impl<'m> Sequence<'m> {
             model.extend(&piece, &mut self.cache, &adapters)?;
             self.fed = end;
         } else {
-            let logits = model.forward(&piece, &mut self.cache, &adapters)?;
+            let logits = model.prompt_logits(&piece, &mut self.cache, &adapters)?;
             self.fed = end;
             self.accept(&logits.squeeze(0)?)?;
         }

@@ -10,6 +10,7 @@
 //!   [`RemoteGenerator`] (vLLM, LoRAX, any OpenAI-compatible server) implement it.
 //! - [`answer`]: passages in, a streamed answer out, then sentences with checked citations.
 
+mod attend;
 mod chat;
 mod cite;
 mod decode;

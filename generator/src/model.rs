@@ -576,7 +576,10 @@ impl Model {
             device: device.clone(),
             decoder: None,
             fused: true,
-            fused_prompts: true,
+            // Off until the fused step has a tiled kernel for many positions: on a CPU with
+            // AVX-512 VNNI, candle's tiled Q8_0 kernels run long prompts ~1.6x faster
+            // (benches/RESULTS.md).
+            fused_prompts: false,
         })
     }
 
@@ -604,7 +607,9 @@ impl Model {
     /// uses the adapters `adapters` assigns it (none: the base model). One position per row on
     /// the CPU runs as the fused step of [`crate::decode`] where the weights allow it.
     pub fn forward(&self, tokens: &Tensor, cache: &mut KvCache, adapters: &BatchAdapters) -> Result<Tensor> {
-        if let Some(logits) = self.fused_prompt(tokens, cache, adapters, true)? {
+        if tokens.dim(1)? > 1
+            && let Some(logits) = self.fused_prompt(tokens, cache, adapters, true)?
+        {
             return Ok(logits);
         }
         if let Some(decoder) = self.decoder.as_ref().filter(|_| self.fused)
@@ -660,6 +665,16 @@ impl Model {
         Ok(Tensor::cat(&logits, 0)?)
     }
 
+    /// The last piece of a prompt ([1, seq], any length): [`Model::forward`], except that with
+    /// prompts run fused a one-token piece runs as a prompt too, with the same arithmetic as
+    /// the pieces before it (a decoding step adds a row's adapter deltas in another order).
+    pub fn prompt_logits(&self, tokens: &Tensor, cache: &mut KvCache, adapters: &BatchAdapters) -> Result<Tensor> {
+        match self.fused_prompt(tokens, cache, adapters, true)? {
+            Some(logits) => Ok(logits),
+            None => self.forward(tokens, cache, adapters),
+        }
+    }
+
     /// Runs `tokens` ([batch, seq]) after what `cache` holds and appends them to it, without
     /// the logits (a piece of a prompt that more pieces follow).
     pub fn extend(&self, tokens: &Tensor, cache: &mut KvCache, adapters: &BatchAdapters) -> Result<()> {
@@ -683,7 +698,7 @@ impl Model {
             return Ok(None);
         };
         let (1, seq) = tokens.dims2()? else { return Ok(None) };
-        if seq < 2 || tokens.dtype() != DType::U32 || cache.layers.len() != self.layers.len() {
+        if seq == 0 || tokens.dtype() != DType::U32 || cache.layers.len() != self.layers.len() {
             return Ok(None);
         }
         let Some(spread) = adapters.spread(seq) else { return Ok(None) };
@@ -708,7 +723,8 @@ impl Model {
 
     /// Whether a prompt's keys and values at a position are the same bits however the prompt
     /// was cut into pieces (prompts run fused: each position's arithmetic is its own), so a
-    /// cached prefix can stand in for running it again.
+    /// cached prefix of any length can stand in for running it again. Otherwise only prefixes
+    /// cut where every prompt is cut (whole pieces from its start) are the same bits.
     pub fn exact_prefixes(&self) -> bool {
         self.decoder.is_some() && self.fused && self.fused_prompts
     }

@@ -37,8 +37,8 @@ pub struct SchedulerConfig {
     /// Prompt tokens run in one piece, and per iteration between two decoding steps.
     pub prefill_chunk: usize,
     /// Memory for the keys and values of recent prompts, reused by prompts that begin with the
-    /// same tokens under the same adapters (0: off). Only where reuse is exact
-    /// ([`crate::Model::exact_prefixes`]).
+    /// same tokens under the same adapters (0: off): at any length where prompts run fused,
+    /// else in whole pieces ([`crate::Model::exact_prefixes`]), so reuse changes no bit.
     pub prefix_cache_bytes: usize,
 }
 
@@ -219,9 +219,6 @@ impl PrefixCache {
             .filter(|(_, e)| same_mix(&e.mix, mix))
             .map(|(i, e)| (i, common_prefix(&e.tokens, prompt)))
             .max_by_key(|(_, shared)| *shared)?;
-        if shared < MIN_PREFIX {
-            return None;
-        }
         let entry = &mut self.entries[index];
         entry.used = self.clock;
         Some((&entry.kv, shared))
@@ -277,8 +274,12 @@ fn run(local: &LocalModel, queue: &std_mpsc::Receiver<(Job, usize)>, shared: &Sh
     let mut waiting: VecDeque<(Job, usize)> = VecDeque::new();
     let mut rows: Vec<Row<'_>> = Vec::new();
     let mut reserved = 0usize;
-    let exact_prefixes = local.model().exact_prefixes() && config.prefix_cache_bytes > 0;
-    let mut prefixes = PrefixCache::new(if exact_prefixes { config.prefix_cache_bytes } else { 0 });
+    // Prompts run in whole pieces from their start: a cached prefix cut at a piece boundary
+    // holds the bits the prompt would compute itself; with prompts that run fused, any cut does.
+    let any_cut = local.model().exact_prefixes();
+    let piece = config.prefill_chunk.max(1);
+    let reuse = config.prefix_cache_bytes > 0;
+    let mut prefixes = PrefixCache::new(config.prefix_cache_bytes);
     loop {
         if rows.is_empty() && waiting.is_empty() {
             match queue.recv() {
@@ -314,11 +315,15 @@ fn run(local: &LocalModel, queue: &std_mpsc::Receiver<(Job, usize)>, shared: &Sh
             reserved += need;
             let Job { prompt, params, mix, events } = job;
             let mut sequence = Sequence::new(local, prompt, params, mix);
-            if exact_prefixes
+            if reuse
                 && sequence.prefilling()
                 && let Some((kv, common)) = prefixes.longest(sequence.prompt(), sequence.mix())
+                // At least one prompt token runs: its logits give the first answer token.
+                && let common = common.min(sequence.prompt().len() - 1)
+                && let usable = if any_cut { common } else { common / piece * piece }
+                && usable >= MIN_PREFIX
             {
-                match sequence.reuse(kv, common) {
+                match sequence.reuse(kv, usable) {
                     Ok(()) => {
                         shared.prefix_hits.fetch_add(1, Ordering::Relaxed);
                         shared.prefix_tokens.fetch_add(sequence.cache().len() as u64, Ordering::Relaxed);
@@ -344,7 +349,7 @@ fn run(local: &LocalModel, queue: &std_mpsc::Receiver<(Job, usize)>, shared: &Sh
                         shared.prefill_tokens.fetch_add(ran as u64, Ordering::Relaxed);
                         budget = budget.saturating_sub(ran);
                         // The whole prompt is in its cache now (the first answer token is not).
-                        if exact_prefixes && !row.sequence.prefilling() {
+                        if reuse && !row.sequence.prefilling() {
                             if let Err(e) = prefixes.insert(&row.sequence) {
                                 tracing::warn!(error = %e, "a prompt's keys and values were not cached");
                             }

@@ -27,8 +27,8 @@ fn write_adapter(dir: &Path, model: &Model, rank: usize, modules: &[Projection])
             let block =
                 if matches!(m, Projection::Gate | Projection::Up | Projection::Down) { "mlp" } else { "self_attn" };
             let p = format!("base_model.model.model.layers.{layer}.{block}.{}", m.peft_name());
-            let a = Tensor::randn(0f32, 0.05, (rank, input), &Device::Cpu).unwrap();
-            let b = Tensor::randn(0f32, 0.05, (output, rank), &Device::Cpu).unwrap();
+            let a = Tensor::randn(0f32, 0.08, (rank, input), &Device::Cpu).unwrap();
+            let b = Tensor::randn(0f32, 0.08, (output, rank), &Device::Cpu).unwrap();
             tensors.insert(format!("{p}.lora_A.weight"), a);
             tensors.insert(format!("{p}.lora_B.weight"), b);
         }
@@ -41,7 +41,13 @@ fn write_adapter(dir: &Path, model: &Model, rank: usize, modules: &[Projection])
 
 /// The real model with two registered adapters, `a` and `b`.
 fn generator(dir: &Path, config: SchedulerConfig) -> LocalGenerator {
-    let model = LocalModel::load(&smollm2(), &Device::Cpu).unwrap();
+    generator_with(dir, config, false)
+}
+
+/// [`generator`], its prompts through the fused step or through candle's ops.
+fn generator_with(dir: &Path, config: SchedulerConfig, fused_prompts: bool) -> LocalGenerator {
+    let mut model = LocalModel::load(&smollm2(), &Device::Cpu).unwrap();
+    model.set_fused_prompts(fused_prompts);
     let registry = Arc::new(AdapterRegistry::open(dir.join("adapters.json")).unwrap());
     write_adapter(&dir.join("a"), model.model(), 8, &[Projection::Q, Projection::V, Projection::Down]);
     write_adapter(&dir.join("b"), model.model(), 4, &[Projection::O, Projection::Up, Projection::Gate]);
@@ -76,13 +82,16 @@ async fn collect(mut events: mpsc::Receiver<Result<StreamEvent>>) -> Result<(Str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_joining_and_leaving_get_the_tokens_they_get_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let generator = Arc::new(generator(dir.path(), SchedulerConfig { prefill_chunk: 16, ..Default::default() }));
+    // Prompts in pieces of 16 tokens interleave with the others' steps; through the fused step,
+    // where pieces are cut does not matter, so `complete` (pieces of 128) is the reference.
+    let config = SchedulerConfig { prefill_chunk: 16, ..Default::default() };
+    let generator = Arc::new(generator_with(dir.path(), config, true));
     let long = "Explain, step by step, how rivers carry sediment from mountains to the sea, and what \
                 happens to it in deltas, estuaries and on the continental shelf.";
     let mut sampled = request("Name three colours of the sky.", 20, &[("a", 1.0)]);
     sampled.params.sampling = SamplingParams { temperature: 0.8, top_p: Some(0.9), seed: 7 };
     let mut stopped = request("Count from one to twenty in words.", 40, &[]);
-    stopped.params.stop = vec!["five".into()];
+    stopped.params.stop = vec!["3".into(), "three".into(), "Three".into()];
     let requests = vec![
         request("What is the capital of France?", 24, &[]),
         request("Why is the sea salty?", 12, &[("a", 1.0)]),
@@ -107,11 +116,15 @@ async fn rows_joining_and_leaving_get_the_tokens_they_get_alone() {
         assert_eq!(text, done.text);
         alone.push(done);
     }
-    // The adapters change the answer (else the test would not tell rows' adapters apart).
-    let mut base_of_1 = requests[1].clone();
-    base_of_1.adapters.clear();
-    let (_, base) = collect(generator.stream(base_of_1)).await.unwrap();
-    assert_ne!(base.text, alone[1].text, "adapter a changes the answer");
+    // The adapters change answers (else the test would not tell rows' adapters apart).
+    let mut changed = 0;
+    for i in [1, 2, 3, 6] {
+        let mut base = requests[i].clone();
+        base.adapters.clear();
+        let (_, base) = collect(generator.stream(base)).await.unwrap();
+        changed += usize::from(base.text != alone[i].text);
+    }
+    assert!(changed >= 2, "adapters changed {changed} of 4 answers");
 
     // Three start together; the others join one by one while those decode.
     let mut runs = Vec::new();
@@ -127,8 +140,8 @@ async fn rows_joining_and_leaving_get_the_tokens_they_get_alone() {
         assert_eq!(text, done.text, "request {i}: the pieces make the text");
         assert_eq!(done, alone[i], "request {i}: the same answer alone and batched");
     }
-    assert_eq!(alone[5].finish_reason, tributary_generator::FinishReason::Stop);
-    assert!(!alone[5].text.contains("five"));
+    assert_eq!(alone[5].finish_reason, tributary_generator::FinishReason::Stop, "{:?}", alone[5]);
+    assert!(!alone[5].text.contains('3') && !alone[5].text.to_lowercase().contains("three"));
     let stats = generator.scheduler_stats();
     assert!(stats.step_rows > stats.steps, "steps carried several rows: {stats:?}");
     assert_eq!((stats.running, stats.waiting, stats.kv_reserved_bytes), (0, 0, 0), "{stats:?}");
@@ -198,12 +211,20 @@ async fn the_kv_budget_and_the_queue_refuse_at_once_and_admitted_answers_finish(
 
     // Fits one at a time: the first runs, two wait, the fourth finds the queue full.
     let list = |i: usize| request(&format!("List the numbers from {i} to 200, separated by commas."), 120, &[]);
-    let streams: Vec<_> = (0..3).map(|i| generator.stream(list(i))).collect();
-    let start = Instant::now();
-    while (generator.scheduler_stats().running, generator.scheduler_stats().waiting) != (1, 2) {
-        assert!(start.elapsed() < Duration::from_secs(30), "{:?}", generator.scheduler_stats());
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let until = |running: usize, waiting: usize| {
+        let generator = &generator;
+        async move {
+            let start = Instant::now();
+            while (generator.scheduler_stats().running, generator.scheduler_stats().waiting) != (running, waiting) {
+                assert!(start.elapsed() < Duration::from_secs(30), "{:?}", generator.scheduler_stats());
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    };
+    let mut streams = vec![generator.stream(list(0))];
+    until(1, 0).await;
+    streams.extend((1..3).map(|i| generator.stream(list(i))));
+    until(1, 2).await;
     let mut refused = generator.stream(request("One more.", 32, &[]));
     match refused.recv().await {
         Some(Err(Error::Overloaded(detail))) => assert!(detail.contains("waiting"), "{detail}"),
@@ -220,16 +241,29 @@ async fn the_kv_budget_and_the_queue_refuse_at_once_and_admitted_answers_finish(
 }
 
 /// Prompts that begin alike (the same passages, another question) start from the cached keys
-/// and values of the earlier one, under the same adapters only, and answer exactly as without.
+/// and values of the earlier one, under the same adapters only, and answer exactly as without:
+/// prompts through the fused step reuse any shared length, prompts through candle's ops whole
+/// pieces.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_prompt_prefix_is_reused_and_changes_no_token() {
+    for fused in [false, true] {
+        shared_prefix(fused, SchedulerConfig::default()).await;
+    }
+}
+
+async fn shared_prefix(fused: bool, config: SchedulerConfig) {
     let dir = tempfile::tempdir().unwrap();
-    let generator = generator(dir.path(), SchedulerConfig::default());
-    assert!(generator.model().model().exact_prefixes(), "SmolLM2's prompts run fused");
+    let generator = generator_with(dir.path(), config, fused);
+    assert_eq!(generator.model().model().exact_prefixes(), fused);
     let passages = "Passages:\n[1] The Missouri River is the longest river in North America, flowing 3,767 \
                     kilometres from the Rocky Mountains of western Montana to the Mississippi River at St. Louis.\n\n\
                     [2] The Mississippi River drains most of the continental United States between the Rocky \
-                    Mountains and the Appalachians, and reaches the Gulf of Mexico south of New Orleans.\n\n";
+                    Mountains and the Appalachians, and reaches the Gulf of Mexico south of New Orleans.\n\n\
+                    [3] The Colorado River rises in the Rocky Mountains of Colorado and flows southwest for \
+                    2,330 kilometres through the Colorado Plateau and the Grand Canyon before reaching Lake \
+                    Mead, the Lower Colorado basin and, in wet years only, the Gulf of California in Mexico. \
+                    Its waters are shared among seven American states and two Mexican states under a compact \
+                    of 1922, and dams such as Hoover and Glen Canyon store several years of its flow.\n\n";
     let ask =
         |question: &str, adapters: &[(&str, f32)]| request(&format!("{passages}Question: {question}"), 16, adapters);
     let requests = [
@@ -247,7 +281,10 @@ async fn a_shared_prompt_prefix_is_reused_and_changes_no_token() {
     let stats = generator.scheduler_stats();
     // The second question of each adapter mix found the first's prompt; the first did not
     // find the other mix's.
-    assert_eq!(stats.prefix_hits, 2, "{stats:?}");
-    assert!(stats.prefix_tokens > 2 * 80, "the passages were reused: {stats:?}");
+    assert_eq!(stats.prefix_hits, 2, "fused {fused}: {stats:?}");
+    assert!(stats.prefix_tokens >= 2 * 128, "fused {fused}: the passages were reused: {stats:?}");
+    if !fused {
+        assert_eq!(stats.prefix_tokens % 128, 0, "whole pieces: {stats:?}");
+    }
     assert!(stats.prefix_cache_bytes > 0);
 }
