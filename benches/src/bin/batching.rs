@@ -37,9 +37,9 @@ struct Args {
     max_tokens: usize,
     #[arg(long, default_value_t = 16)]
     rank: usize,
-    /// Prompts through candle's ops instead of the fused step (to compare).
+    /// Prompts through the fused step instead of candle's ops (to compare).
     #[arg(long)]
-    candle_prompts: bool,
+    fused_prompts: bool,
     #[arg(long, default_value = "target/bench-data/batching")]
     work_dir: PathBuf,
 }
@@ -104,7 +104,7 @@ fn percentile(values: &[f64], p: f64) -> f64 {
 async fn main() -> Result<()> {
     let args = Args::parse();
     let mut model = LocalModel::load(&args.model, &Device::Cpu)?;
-    model.set_fused_prompts(!args.candle_prompts);
+    model.set_fused_prompts(args.fused_prompts);
     let config = model.model().config().clone();
     let largest = args.clients.iter().copied().max().unwrap_or(1);
     let registry = Arc::new(AdapterRegistry::open(args.work_dir.join("adapters.json"))?);
@@ -163,7 +163,7 @@ async fn main() -> Result<()> {
             "{}",
             serde_json::json!({
                 "clients": clients, "answers": results.len(), "distinct_adapters": clients,
-                "fused_prompts": !args.candle_prompts,
+                "fused_prompts": args.fused_prompts,
                 "answers_per_s": results.len() as f64 / wall,
                 "latency_p50_s": percentile(&latency, 0.5), "latency_p99_s": percentile(&latency, 0.99),
                 "ttft_p50_ms": percentile(&ttft, 0.5), "ttft_p99_ms": percentile(&ttft, 0.99),
