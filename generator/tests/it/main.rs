@@ -2,6 +2,7 @@
 
 mod fused;
 mod gguf;
+mod layers;
 mod lora;
 mod remote;
 mod scheduler;

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device};
 
-use crate::lora::{Adapter, AdapterSource};
-use crate::model::ModelConfig;
-use crate::{Error, Result};
+use crate::adapters::lora::{Adapter, AdapterSource};
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
 
 /// One registered adapter.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -7,11 +7,12 @@ use candle_core::{DType, Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use tokenizers::Tokenizer;
 
-use crate::chat::{CHATML, ChatMessage, ChatTemplate};
-use crate::lora::{Adapter, AdapterMix, BatchAdapters};
-use crate::model::{KvCache, Model};
-use crate::tokenizer::tokenizer_from_gguf;
-use crate::{Error, Result};
+use crate::adapters::lora::{Adapter, AdapterMix, BatchAdapters};
+use crate::error::{Error, Result};
+use crate::runtime::chat::{CHATML, ChatMessage, ChatTemplate};
+use crate::runtime::kv::KvCache;
+use crate::runtime::model::Model;
+use crate::runtime::tokenizer::tokenizer_from_gguf;
 
 /// How the next token is chosen.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

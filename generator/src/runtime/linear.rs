@@ -11,8 +11,8 @@ use std::borrow::Cow;
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{D, Device, Module, Tensor};
 
-use crate::model::Projection;
-use crate::{Error, Result};
+use crate::config::Projection;
+use crate::error::{Error, Result};
 
 /// A linear map, quantized or dense, with an optional bias (Qwen2's q/k/v).
 #[derive(Debug)]

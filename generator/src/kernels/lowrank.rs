@@ -6,7 +6,7 @@
 //! 8). Here each row runs its own terms directly on the factors' storage: `t = A x` as dot
 //! products over A's contiguous rows, then `y += B t` as scaled rows of the stored Bᵀ.
 //!
-//! Factors are kept as f16 on the CPU (see [`crate::lora`]) and widened to f32 in registers:
+//! Factors are kept as f16 on the CPU (see [`crate::adapters::lora`]) and widened to f32 in registers:
 //! a batch whose rows use different adapters reads every row's factors each step, so that
 //! step is bound by the bytes of the factors (8 adapters of rank 16 on SmolLM2: 155 MB a step
 //! in f32, half that in f16).
@@ -51,7 +51,7 @@ pub(crate) fn add_rows(x: &[f32], input: usize, y: &mut [f32], output: usize, te
 }
 
 /// `y += Σ coef · B (A x)` for outputs `start..start + y.len()` of one row: the whole row, or
-/// the share of a projection's outputs one thread of a decoding step owns ([`crate::decode`]).
+/// the share of a projection's outputs one thread of a decoding step owns ([`crate::runtime::decode`]).
 pub(crate) fn add_row_range(x: &[f32], y: &mut [f32], start: usize, terms: &[Term<'_>]) {
     #[cfg(target_arch = "x86_64")]
     if x86::available() {

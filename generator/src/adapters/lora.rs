@@ -13,9 +13,9 @@ use candle_core::{DType, Device, Layout, Storage, Tensor};
 use rayon::prelude::*;
 use safetensors::tensor::{Metadata, TensorInfo, TensorView};
 
-use crate::lowrank;
-use crate::model::{ModelConfig, Projection};
-use crate::{Error, Result};
+use crate::config::{ModelConfig, Projection};
+use crate::error::{Error, Result};
+use crate::kernels::lowrank;
 
 /// The parts of PEFT's `adapter_config.json` that decide how an adapter applies.
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
@@ -50,7 +50,7 @@ fn modules<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<St
 
 /// The low-rank factors of one projection, both row-major: A is (rank, in) as PEFT stores
 /// it, and B is kept transposed, (rank, out), so that a decoding step reads both by rows
-/// ([`crate::lowrank`]). On the CPU they are kept as f16 (see [`factor_dtype`]).
+/// ([`crate::kernels::lowrank`]). On the CPU they are kept as f16 (see [`factor_dtype`]).
 #[derive(Debug)]
 struct Factors {
     a: Tensor,
@@ -437,7 +437,7 @@ enum Plan {
     /// Every row runs the same mix: its deltas apply to the whole batch.
     Uniform(AdapterMix),
     /// Rows differ, on the CPU: a decoding step runs each row's own factors in one pass
-    /// ([`crate::lowrank`]); a prompt runs each row's own matmuls.
+    /// ([`crate::kernels::lowrank`]); a prompt runs each row's own matmuls.
     PerRow(Vec<AdapterMix>),
     /// Rows differ, on a GPU (or when asked): each row's factors gathered once per batch and
     /// applied with two batched matmuls per projection (the SGMV idea, without a custom kernel).
@@ -573,7 +573,7 @@ impl BatchAdapters {
 }
 
 /// One row's factors for one projection, their storage held for a decoding step on the CPU
-/// ([`crate::decode`]).
+/// ([`crate::runtime::decode`]).
 pub(crate) struct HeldFactors<'a> {
     pub(crate) layer: usize,
     pub(crate) projection: Projection,

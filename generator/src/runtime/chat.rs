@@ -3,7 +3,7 @@
 
 use minijinja::{Environment, ErrorKind, context};
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// One message of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

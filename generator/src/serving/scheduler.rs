@@ -20,10 +20,11 @@ use std::sync::{Arc, mpsc as std_mpsc};
 
 use tokio::sync::mpsc;
 
-use crate::engine::{FinishReason, GenerationParams, LocalModel, PREFILL_CHUNK, Sequence, positions, step};
-use crate::lora::AdapterMix;
-use crate::model::KvCache;
-use crate::{Error, Result, StreamEvent};
+use crate::adapters::lora::AdapterMix;
+use crate::error::{Error, Result};
+use crate::runtime::kv::KvCache;
+use crate::serving::backend::StreamEvent;
+use crate::serving::engine::{FinishReason, GenerationParams, LocalModel, PREFILL_CHUNK, Sequence, positions, step};
 
 /// How the scheduler batches and what it admits.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -9,8 +9,9 @@ use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::engine::{Completion, FinishReason};
-use crate::{ChatRequest, Error, Generator, Result, StreamEvent};
+use crate::error::{Error, Result};
+use crate::serving::backend::{ChatRequest, Generator, StreamEvent};
+use crate::serving::engine::{Completion, FinishReason};
 
 /// Where the engine is and what it serves.
 #[derive(Debug, Clone)]

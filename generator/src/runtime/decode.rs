@@ -6,7 +6,7 @@
 //! Why not candle's ops: a step of SmolLM2 is ~400 small ops, each of which allocates its output
 //! and is a parallel region of its own (the other threads wake up, work, and wait at its end),
 //! and candle has no SIMD kernel for Q4_1, the format the default model ships in. Here the
-//! weights stay in their GGUF blocks ([`crate::qdot`]), each thread quantizes the activation it
+//! weights stay in their GGUF blocks ([`crate::kernels::qdot`]), each thread quantizes the activation it
 //! needs itself (576 values: cheaper than a barrier), and a step costs 6 barriers a layer (10
 //! when rows run different adapters).
 //!
@@ -14,7 +14,7 @@
 //! cache) or the positions of one prompt (each attending to those before it): a prompt then
 //! runs on the same quantized blocks and kernels as decoding, several positions per weight
 //! row read. Each position's arithmetic is its own either way (attention reads every key,
-//! its own included, from the cache, through [`crate::attend`]), so a row's result does not
+//! its own included, from the cache, through [`crate::kernels::attend`]), so a row's result does not
 //! depend on its batch, nor a prompt position's on where the prompt was cut.
 
 use std::ops::Range;
@@ -24,12 +24,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{CpuStorage, Device, Storage, Tensor};
 
-use crate::attend;
-use crate::lora::BatchAdapters;
-use crate::lowrank::{self, Term};
-use crate::model::{KvCache, Model, ModelConfig, Projection};
-use crate::qdot::{BlockFormat, BlockRows, Prefetch, QuantizedActivation};
-use crate::{Error, Result};
+use crate::adapters::lora::BatchAdapters;
+use crate::config::{ModelConfig, Projection};
+use crate::error::{Error, Result};
+use crate::kernels::attend;
+use crate::kernels::lowrank::{self, Term};
+use crate::kernels::qdot::{BlockFormat, BlockRows, Prefetch, QuantizedActivation};
+use crate::runtime::kv::KvCache;
 
 /// One layer's weights for the fused step.
 #[derive(Debug)]
@@ -42,7 +43,7 @@ pub(crate) struct DecodeLayer {
     pub(crate) qkv_bias: Option<[Vec<f32>; 3]>,
 }
 
-/// The weights of a model whose projections are all in block formats [`crate::qdot`] runs.
+/// The weights of a model whose projections are all in block formats [`crate::kernels::qdot`] runs.
 #[derive(Debug)]
 pub(crate) struct CpuDecoder {
     layers: Vec<DecodeLayer>,
@@ -125,7 +126,7 @@ impl CpuDecoder {
     /// for a GPU, or caches this step cannot use (the caller then runs candle's path).
     pub(crate) fn step(
         &self,
-        model: &Model,
+        model: &dyn ModelParts,
         tokens: &[u32],
         caches: StepCaches<'_>,
         adapters: &BatchAdapters,
@@ -266,6 +267,17 @@ impl CpuDecoder {
             }
         }
     }
+}
+
+/// What a step needs of its model besides the decoder's own weights (the model implements it:
+/// this file stays below the model's).
+pub(crate) trait ModelParts {
+    fn config(&self) -> &ModelConfig;
+    /// The token embeddings, [vocab, hidden].
+    fn embeddings(&self) -> &Tensor;
+    /// The final norm and head over hidden states ([n, hidden]), for a decoder without its own
+    /// head: logits [n, vocab], f32.
+    fn final_logits(&self, hidden: &Tensor) -> Result<Tensor>;
 }
 
 /// The caches a step reads and appends to.

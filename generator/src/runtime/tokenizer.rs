@@ -17,7 +17,7 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Split patterns of the Qwen2 and Llama 3 vocabularies (then ByteLevel without its own regex).
 const QWEN2_PATTERN: &str =

@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 
-use crate::chat::ChatMessage;
+use crate::runtime::chat::ChatMessage;
 
 /// A retrieved passage offered to the model.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -13,94 +13,13 @@ use std::path::Path;
 use candle_core::quantized::{QMatMul, QTensor, gguf_file};
 use candle_core::{D, DType, Device, IndexOp, Tensor};
 
-use crate::decode::{CpuDecoder, DecodeLayer, StepCaches, block_rows};
-use crate::linear::{Linear, Stack};
-use crate::lora::{AdapterMix, BatchAdapters};
-use crate::qdot::BlockRows;
-use crate::{Error, Result};
-
-/// Which published architecture the weights follow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Architecture {
-    Llama,
-    Qwen2,
-}
-
-/// The shapes and constants of a model.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ModelConfig {
-    pub architecture: Architecture,
-    pub vocab_size: usize,
-    pub hidden_size: usize,
-    pub intermediate_size: usize,
-    pub num_layers: usize,
-    pub num_heads: usize,
-    pub num_kv_heads: usize,
-    pub head_dim: usize,
-    pub rope_theta: f32,
-    pub rms_norm_eps: f64,
-    pub max_positions: usize,
-    /// GGUF stores Llama's q/k rows permuted for interleaved rotary embeddings (llama.cpp's
-    /// converter); Hugging Face weights rotate halves. Adapters trained on the latter are
-    /// permuted the same way when applied to the former.
-    pub rope_interleaved: bool,
-}
-
-/// The projections a LoRA adapter may target, by their PEFT names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Projection {
-    Q,
-    K,
-    V,
-    O,
-    Gate,
-    Up,
-    Down,
-}
-
-impl Projection {
-    pub const ALL: [Projection; 7] = [
-        Projection::Q,
-        Projection::K,
-        Projection::V,
-        Projection::O,
-        Projection::Gate,
-        Projection::Up,
-        Projection::Down,
-    ];
-
-    /// The module name PEFT uses (`target_modules`).
-    pub fn peft_name(self) -> &'static str {
-        match self {
-            Projection::Q => "q_proj",
-            Projection::K => "k_proj",
-            Projection::V => "v_proj",
-            Projection::O => "o_proj",
-            Projection::Gate => "gate_proj",
-            Projection::Up => "up_proj",
-            Projection::Down => "down_proj",
-        }
-    }
-
-    pub fn from_peft_name(name: &str) -> Option<Self> {
-        Projection::ALL.into_iter().find(|p| p.peft_name() == name)
-    }
-
-    /// (input, output) features of this projection in a model with `config`.
-    pub fn shape(self, config: &ModelConfig) -> (usize, usize) {
-        let (h, i) = (config.hidden_size, config.intermediate_size);
-        let q = config.num_heads * config.head_dim;
-        let kv = config.num_kv_heads * config.head_dim;
-        match self {
-            Projection::Q => (h, q),
-            Projection::K | Projection::V => (h, kv),
-            Projection::O => (q, h),
-            Projection::Gate | Projection::Up => (h, i),
-            Projection::Down => (i, h),
-        }
-    }
-}
+use crate::adapters::lora::{Adapter, AdapterMix, BatchAdapters};
+use crate::config::{Architecture, ModelConfig, Projection};
+use crate::error::{Error, Result};
+use crate::kernels::qdot::BlockRows;
+use crate::runtime::decode::{CpuDecoder, DecodeLayer, ModelParts, StepCaches, block_rows};
+use crate::runtime::kv::{KvCache, LayerKv, append_kv};
+use crate::runtime::linear::{Linear, Stack};
 
 /// Whether to convert quantized weights when loading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,144 +87,6 @@ impl Layer {
             gate_up: Stack::new(vec![(Projection::Gate, w.gate), (Projection::Up, w.up)], device, tile)?,
             down: w.down.tiled(device, tile)?,
         })
-    }
-}
-
-/// Attention keys and values of the tokens seen so far: one per request (or batch), owned by
-/// the caller, so the model itself is immutable and shared.
-///
-/// Each layer's keys and values live in buffers ([batch, kv heads, capacity, head dim]) that
-/// new positions are written into in place, doubling when full, so a decoding step does not
-/// copy the whole history; cloning copies them, so a clone is a value of its own.
-#[derive(Debug)]
-pub struct KvCache {
-    layers: Vec<LayerKv>,
-    len: usize,
-    /// Positions a buffer never grows beyond (unless more are written).
-    max_capacity: usize,
-}
-
-/// One layer's key and value buffers (none before its first token).
-#[derive(Debug, Default)]
-struct LayerKv {
-    keys: Option<Tensor>,
-    values: Option<Tensor>,
-}
-
-impl Clone for KvCache {
-    fn clone(&self) -> Self {
-        // A copy fails only when the device cannot allocate; sharing the buffers instead would
-        // silently mix two sequences' keys, so that is a panic, not a fallback.
-        let copy = |t: &Option<Tensor>| t.as_ref().map(|t| t.copy().expect("allocating a copy of a KV cache"));
-        let layers = self.layers.iter().map(|l| LayerKv { keys: copy(&l.keys), values: copy(&l.values) }).collect();
-        KvCache { layers, len: self.len, max_capacity: self.max_capacity }
-    }
-}
-
-/// Smallest buffer capacity, in positions: a short answer never regrows.
-const MIN_KV_CAPACITY: usize = 256;
-
-/// Writes `new` ([b, h, seq, d]) at position `start` of `buffer` (filled up to `start`),
-/// growing it when full (doubling, up to `max_capacity` positions); the filled part,
-/// [b, h, start + seq, d], as a view.
-fn append_kv(buffer: &mut Option<Tensor>, new: &Tensor, start: usize, max_capacity: usize) -> Result<Tensor> {
-    let (b, h, seq, d) = new.dims4()?;
-    let needed = start + seq;
-    let kept = if start > 0 { buffer.take() } else { None };
-    let target = match kept {
-        Some(existing) if existing.dim(2)? >= needed => existing,
-        kept => {
-            let capacity = needed.next_power_of_two().max(MIN_KV_CAPACITY).min(max_capacity.max(needed));
-            let grown = Tensor::zeros((b, h, capacity, d), new.dtype(), new.device())?;
-            if let Some(old) = kept {
-                grown.slice_set(&old.narrow(2, 0, start)?.contiguous()?, 2, 0)?;
-            }
-            grown
-        }
-    };
-    target.slice_set(&new.contiguous()?, 2, start)?;
-    let filled = target.narrow(2, 0, needed)?;
-    *buffer = Some(target);
-    Ok(filled)
-}
-
-impl KvCache {
-    /// Layer `layer`'s whole key and value buffers ([batch, kv heads, capacity, head dim]).
-    pub(crate) fn layer_buffers(&self, layer: usize) -> (Option<Tensor>, Option<Tensor>) {
-        self.layers.get(layer).map_or((None, None), |l| (l.keys.clone(), l.values.clone()))
-    }
-
-    /// Writes one layer's new keys and values ([batch, kv heads, seq, head dim]) at `start`.
-    pub(crate) fn append_layer(&mut self, layer: usize, keys: &Tensor, values: &Tensor, start: usize) -> Result<()> {
-        let layer =
-            self.layers.get_mut(layer).ok_or_else(|| Error::Model("KV cache belongs to another model".into()))?;
-        append_kv(&mut layer.keys, keys, start, self.max_capacity)?;
-        append_kv(&mut layer.values, values, start, self.max_capacity)?;
-        Ok(())
-    }
-
-    /// The first `positions` positions of this cache, copied into buffers of their own
-    /// (exactly that long): what a prefix cache keeps.
-    pub fn prefix(&self, positions: usize) -> Result<KvCache> {
-        let positions = positions.min(self.len);
-        let copy = |t: &Option<Tensor>| -> Result<Option<Tensor>> {
-            t.as_ref().map(|t| Ok(t.narrow(2, 0, positions)?.contiguous()?.copy()?)).transpose()
-        };
-        let layers = self
-            .layers
-            .iter()
-            .map(|l| Ok(LayerKv { keys: copy(&l.keys)?, values: copy(&l.values)? }))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(KvCache { layers, len: positions, max_capacity: positions })
-    }
-
-    /// Writes the first `positions` of `prefix` into this empty cache (which keeps its own
-    /// growth limit): a request starts after a prompt prefix it shares with an earlier one.
-    pub fn start_from(&mut self, prefix: &KvCache, positions: usize) -> Result<()> {
-        if self.len != 0 || positions > prefix.len || self.layers.len() != prefix.layers.len() {
-            return Err(Error::Model("a prefix goes only into an empty cache of the same model".into()));
-        }
-        if positions == 0 {
-            return Ok(());
-        }
-        for (mine, theirs) in self.layers.iter_mut().zip(&prefix.layers) {
-            let (Some(keys), Some(values)) = (&theirs.keys, &theirs.values) else {
-                return Err(Error::Model("a prefix without keys".into()));
-            };
-            append_kv(&mut mine.keys, &keys.narrow(2, 0, positions)?, 0, self.max_capacity)?;
-            append_kv(&mut mine.values, &values.narrow(2, 0, positions)?, 0, self.max_capacity)?;
-        }
-        self.len = positions;
-        Ok(())
-    }
-
-    /// Layers this cache has room for.
-    pub(crate) fn layers(&self) -> usize {
-        self.layers.len()
-    }
-
-    /// Bytes its buffers hold now (capacity, not only the filled positions).
-    pub fn bytes(&self) -> usize {
-        self.layers
-            .iter()
-            .flat_map(|l| [&l.keys, &l.values])
-            .flatten()
-            .map(|t| t.elem_count() * t.dtype().size_in_bytes())
-            .sum()
-    }
-
-    /// Counts `positions` more tokens as cached (every layer has appended them).
-    pub(crate) fn advance(&mut self, positions: usize) {
-        self.len += positions;
-    }
-
-    /// Tokens already in the cache: the position of the next one.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 }
 
@@ -605,7 +386,7 @@ impl Model {
     /// Runs `tokens` ([batch, seq], u32) after what `cache` holds, appends them to it, and
     /// returns the logits of the last position of each row ([batch, vocab], f32). Row `r`
     /// uses the adapters `adapters` assigns it (none: the base model). One position per row on
-    /// the CPU runs as the fused step of [`crate::decode`] where the weights allow it.
+    /// the CPU runs as the fused step of [`crate::runtime::decode`] where the weights allow it.
     pub fn forward(&self, tokens: &Tensor, cache: &mut KvCache, adapters: &BatchAdapters) -> Result<Tensor> {
         if tokens.dim(1)? > 1
             && let Some(logits) = self.fused_prompt(tokens, cache, adapters, true)?
@@ -709,7 +490,7 @@ impl Model {
         decoder.step(self, &ids, StepCaches::Prompt { cache, logits }, &spread)
     }
 
-    /// Whether decoding steps run fused on the CPU ([`crate::decode`]): where the weights'
+    /// Whether decoding steps run fused on the CPU ([`crate::runtime::decode`]): where the weights'
     /// formats allow it, unless turned off.
     pub fn fused_decode(&self) -> bool {
         self.fused && self.decoder.is_some()
@@ -738,15 +519,6 @@ impl Model {
     /// Bytes of the second copy of the weights the fused step reads (0 without one).
     pub fn fused_decode_bytes(&self) -> usize {
         self.decoder.as_ref().map_or(0, CpuDecoder::bytes)
-    }
-
-    pub(crate) fn embeddings(&self) -> &Tensor {
-        &self.embeddings
-    }
-
-    /// The final norm and head over hidden states ([n, hidden]): logits [n, vocab], f32.
-    pub(crate) fn final_logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        self.logits(hidden)
     }
 
     /// Logits ([n, vocab], f32) of hidden states ([n, hidden]) from [`Model::hidden_states`].
@@ -863,7 +635,7 @@ impl Model {
     }
 
     /// Adds `weight` times `adapter`'s deltas into the base weights (they become dense).
-    pub fn merge_adapter(&mut self, adapter: &crate::lora::Adapter, weight: f32) -> Result<()> {
+    pub fn merge_adapter(&mut self, adapter: &Adapter, weight: f32) -> Result<()> {
         for layer in 0..self.config.num_layers {
             for projection in Projection::ALL {
                 if let Some(delta) = adapter.delta_weight(layer, projection)? {
@@ -877,6 +649,20 @@ impl Model {
 }
 
 /// A stack's outputs as the `N` projections it was built with.
+impl ModelParts for Model {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn embeddings(&self) -> &Tensor {
+        &self.embeddings
+    }
+
+    fn final_logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.logits(hidden)
+    }
+}
+
 fn outputs<const N: usize>(outputs: Vec<Tensor>) -> Result<[Tensor; N]> {
     outputs.try_into().map_err(|v: Vec<Tensor>| Error::Model(format!("a stack of {N} gave {} outputs", v.len())))
 }

@@ -1,0 +1,218 @@
+//! Cited answers: passages in, the model's streamed tokens out, then sentences with checked
+//! citations and, when asked, each cited passage's influence.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::answers::cite::{
+    self, CitationPolicy, CitationStats, CitedSentence, NOT_FOUND, Source, attribute, messages, select_sources,
+};
+use crate::error::{Error, Result};
+use crate::serving::backend::{ChatRequest, Generator, StreamEvent};
+use crate::serving::engine::{FinishReason, GenerationParams};
+
+/// A question to answer from passages.
+#[derive(Debug, Clone)]
+pub struct AnswerRequest {
+    pub question: String,
+    /// Retrieved passages, best first.
+    pub sources: Vec<Source>,
+    pub params: GenerationParams,
+    pub adapters: Vec<(String, f32)>,
+    pub policy: CitationPolicy,
+    /// Also measure each cited passage's influence: the drop in the answer's log-likelihood
+    /// when that passage is left out of the prompt (one batched scoring pass, no generation).
+    pub influence: bool,
+}
+
+/// How much the answer depends on one cited passage.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Influence {
+    pub n: usize,
+    /// log p(answer | all passages) - log p(answer | all but this one), in nats.
+    pub log_likelihood_drop: f64,
+}
+
+/// A cited passage in a finished answer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Citation {
+    /// The number the prompt gave it.
+    pub n: usize,
+    pub chunk_id: String,
+    pub document: String,
+    pub contributor: String,
+    pub datanet: String,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// A finished answer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Answer {
+    /// The model's text (markers included).
+    pub answer: String,
+    pub sentences: Vec<CitedSentence>,
+    /// Every passage at least one sentence cites, by number.
+    pub citations: Vec<Citation>,
+    /// Passages offered to the model, by number (cited or not).
+    pub sources_offered: usize,
+    pub model: String,
+    pub adapter: Option<String>,
+    /// False when no relevant passage was found, or nothing in the answer is supported.
+    pub grounded: bool,
+    pub stats: CitationStats,
+    pub finish_reason: FinishReason,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    /// Per cited passage, when the request asked for it and the backend could measure it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub influence: Vec<Influence>,
+    /// Why influence was asked for but not measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub influence_error: Option<String>,
+}
+
+/// What [`answer`] streams.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnswerEvent {
+    Token(String),
+    Done(Box<Answer>),
+}
+
+/// Room kept for the instructions and the chat template around the passages.
+const PROMPT_OVERHEAD_TOKENS: usize = 160;
+
+/// Answers `request.question` from its passages: streams the model's tokens, then the
+/// checked, cited answer. With no relevant passage the model is not called.
+pub fn answer(generator: Arc<dyn Generator>, request: AnswerRequest) -> mpsc::Receiver<Result<AnswerEvent>> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let result = run_answer(generator, request, &tx).await;
+        let _ = tx.send(result.map(|a| AnswerEvent::Done(Box::new(a)))).await;
+    });
+    rx
+}
+
+async fn run_answer(
+    generator: Arc<dyn Generator>,
+    request: AnswerRequest,
+    tx: &mpsc::Sender<Result<AnswerEvent>>,
+) -> Result<Answer> {
+    if request.question.trim().is_empty() {
+        return Err(Error::InvalidRequest("the question is empty".into()));
+    }
+    let adapter = (!request.adapters.is_empty())
+        .then(|| request.adapters.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>().join("+"));
+    let budget = generator
+        .context_length()
+        .saturating_sub(request.params.max_tokens + PROMPT_OVERHEAD_TOKENS + generator.count_tokens(&request.question));
+    let count = |t: &str| generator.count_tokens(t);
+    let sources = select_sources(&request.sources, &request.policy, budget, &count);
+    if sources.is_empty() {
+        let _ = tx.send(Ok(AnswerEvent::Token(NOT_FOUND.to_string()))).await;
+        return Ok(Answer {
+            answer: NOT_FOUND.to_string(),
+            sentences: vec![CitedSentence { text: NOT_FOUND.to_string(), citations: Vec::new(), kind: None }],
+            citations: Vec::new(),
+            sources_offered: 0,
+            model: generator.model_name().to_string(),
+            adapter,
+            grounded: false,
+            stats: CitationStats::default(),
+            finish_reason: FinishReason::Stop,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            influence: Vec::new(),
+            influence_error: None,
+        });
+    }
+    let chat = ChatRequest {
+        messages: messages(&request.question, &sources),
+        params: request.params.clone(),
+        adapters: request.adapters.clone(),
+    };
+    let mut events = generator.stream(chat);
+    let mut completion = None;
+    while let Some(event) = events.recv().await {
+        match event? {
+            StreamEvent::Token(piece) => {
+                if tx.send(Ok(AnswerEvent::Token(piece))).await.is_err() {
+                    // The caller went away: dropping `events` stops generation.
+                    return Err(Error::InvalidRequest("cancelled".into()));
+                }
+            }
+            StreamEvent::Done(done) => completion = Some(done),
+        }
+    }
+    let completion = completion.ok_or_else(|| Error::Model("generation ended without a result".into()))?;
+    let (sentences, stats) = attribute(&completion.text, &request.question, &sources, &request.policy);
+    let mut cited: Vec<usize> = sentences.iter().flat_map(|s| s.citations.iter().copied()).collect();
+    cited.sort_unstable();
+    cited.dedup();
+    let citations = cited
+        .iter()
+        .map(|&n| {
+            let s = &sources[n - 1];
+            Citation {
+                n,
+                chunk_id: s.chunk_id.clone(),
+                document: s.document.clone(),
+                contributor: s.contributor.clone(),
+                datanet: s.datanet.clone(),
+                start: s.start,
+                end: s.end,
+            }
+        })
+        .collect::<Vec<_>>();
+    let (influence, influence_error) = if request.influence && !cited.is_empty() {
+        match measure_influence(generator.clone(), &request, &sources, &cited, &completion.text).await {
+            Ok(influence) => (influence, None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        }
+    } else {
+        (Vec::new(), None)
+    };
+    Ok(Answer {
+        influence,
+        influence_error,
+        answer: completion.text,
+        grounded: !citations.is_empty(),
+        sentences,
+        citations,
+        sources_offered: sources.len(),
+        model: generator.model_name().to_string(),
+        adapter,
+        stats,
+        finish_reason: completion.finish_reason,
+        prompt_tokens: completion.prompt_tokens,
+        completion_tokens: completion.completion_tokens,
+    })
+}
+
+/// ContextCite-style ablation: the reply's log-likelihood with every offered passage, and with
+/// each cited passage left out (the others keep their numbers, so markers still read the same).
+async fn measure_influence(
+    generator: Arc<dyn Generator>,
+    request: &AnswerRequest,
+    sources: &[Source],
+    cited: &[usize],
+    reply: &str,
+) -> Result<Vec<Influence>> {
+    let numbered: Vec<(usize, &Source)> = sources.iter().enumerate().map(|(i, s)| (i + 1, s)).collect();
+    let mut prompts = vec![cite::numbered_messages(&request.question, &numbered)];
+    for &n in cited {
+        let without: Vec<(usize, &Source)> = numbered.iter().copied().filter(|(m, _)| *m != n).collect();
+        prompts.push(cite::numbered_messages(&request.question, &without));
+    }
+    let (reply, adapters) = (reply.to_string(), request.adapters.clone());
+    let scores = tokio::task::spawn_blocking(move || generator.reply_log_likelihoods(&prompts, &reply, &adapters))
+        .await
+        .map_err(|e| Error::Model(format!("scoring task failed: {e}")))??;
+    let full = scores.first().copied().ok_or_else(|| Error::Model("no scores".into()))?;
+    Ok(cited
+        .iter()
+        .zip(&scores[1..])
+        .map(|(&n, without)| Influence { n, log_likelihood_drop: full - without })
+        .collect())
+}

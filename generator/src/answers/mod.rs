@@ -1,0 +1,4 @@
+//! Cited answers from retrieved passages.
+
+pub(crate) mod answer;
+pub(crate) mod cite;
