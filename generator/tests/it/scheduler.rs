@@ -144,7 +144,8 @@ async fn rows_joining_and_leaving_get_the_tokens_they_get_alone() {
     assert!(!alone[5].text.contains('3') && !alone[5].text.to_lowercase().contains("three"));
     let stats = generator.scheduler_stats();
     assert!(stats.step_rows > stats.steps, "steps carried several rows: {stats:?}");
-    assert_eq!((stats.running, stats.waiting, stats.kv_reserved_bytes), (0, 0, 0), "{stats:?}");
+    // Every row's cache is released (the counters follow the last result by a moment).
+    until_idle(&generator).await;
 }
 
 /// Waits until the scheduler holds nothing, or fails after 60 s.
