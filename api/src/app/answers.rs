@@ -10,7 +10,9 @@ use tributary_attribution::{
     Amount, CitedChunk, Error as AttributionError, MAX_ADAPTERS, MAX_DATANETS, NewReceipt, Payer, Payment, Quote,
     Receipt, RetrievedChunk, Weighting, ablation_weights, citation_weights,
 };
-use tributary_generator::{Answer, AnswerEvent, AnswerRequest, CitationPolicy, GenerationParams, Generator, Source};
+use tributary_generator::{
+    Answer, AnswerEvent, AnswerRequest, ChatMessage, CitationPolicy, GenerationParams, Generator, Source,
+};
 use tributary_indexer::{Address, Datanet, Visibility};
 use tributary_retriever::{Mode, Passage, Query, Retriever, RetrieverConfig};
 
@@ -84,6 +86,29 @@ pub struct Question<'a> {
     /// Who asks, as the query cache sees it: an API key's id, `anonymous`, or
     /// [`crate::app::search::CLI_SCOPE`].
     pub scope: &'a str,
+    /// Earlier turns of a conversation, oldest first: they join the prompt, and the user's
+    /// latest turns join the retrieval query (a follow-up question is searched in context).
+    pub history: Vec<ChatMessage>,
+}
+
+/// User turns of a conversation that join its latest question in the retrieval query.
+const CONTEXT_TURNS: usize = 2;
+
+/// What a question is searched with: the user's last [`CONTEXT_TURNS`] turns before it, then the
+/// question (a follow-up such as "how long is it?" finds the passages about what "it" was),
+/// within the retriever's bound on a query's length (the question is always kept whole).
+pub fn retrieval_query(question: &str, history: &[ChatMessage]) -> String {
+    let earlier: Vec<&str> =
+        history.iter().rev().filter(|m| m.role == "user").take(CONTEXT_TURNS).map(|m| m.content.as_str()).collect();
+    let mut query = question.to_string();
+    for turn in earlier {
+        let with = format!("{turn}\n{query}");
+        if with.chars().count() > tributary_retriever::MAX_QUERY_CHARS {
+            break;
+        }
+        query = with;
+    }
+    query
 }
 
 /// Who pays for an answer, and the money set aside for it before generating.
@@ -118,6 +143,7 @@ pub struct Prepared {
     pub funding: Funding,
     /// Who asks, as the query cache sees it.
     pub scope: String,
+    pub history: Vec<ChatMessage>,
 }
 
 /// An answer with what it was made from.
@@ -175,7 +201,7 @@ pub enum Billing {
 /// are never sponsored: their surcharges would spend a Datanet owner's budget on adapter
 /// owners); otherwise free and crediting no one, or refused ([`PayerRequired`]), as `unpaid` says.
 pub async fn prepare(app: &App, question: Question<'_>) -> Result<Prepared> {
-    let Question { text, datanets: names, contributors, k, params, adapters, payer, unpaid, scope } = question;
+    let Question { text, datanets: names, contributors, k, params, adapters, payer, unpaid, scope, history } = question;
     tributary_retriever::check_bounds(text, names.len(), contributors.len())?;
     let names = distinct_names(names);
     let adapters = distinct_adapters(&adapters);
@@ -213,7 +239,18 @@ pub async fn prepare(app: &App, question: Question<'_>) -> Result<Prepared> {
         (None, None) => unpaid_funding(unpaid)?,
     };
     let scope = scope.to_string();
-    Ok(Prepared { question: text.to_string(), datanets, contributors, k, params, adapters, quote, funding, scope })
+    Ok(Prepared {
+        question: text.to_string(),
+        datanets,
+        contributors,
+        k,
+        params,
+        adapters,
+        quote,
+        funding,
+        scope,
+        history,
+    })
 }
 
 /// The sponsor budget that may pay for an unpaid question: that of the one Datanet asked
@@ -282,12 +319,13 @@ pub async fn generate(
     deadline: Option<tokio::time::Instant>,
     on_token: &mut (dyn FnMut(&str) -> bool + Send),
 ) -> Result<Answered> {
-    let Prepared { question, datanets, contributors, k, params, adapters, quote, funding, scope } = prepared;
+    let Prepared { question, datanets, contributors, k, params, adapters, quote, funding, scope, history } = prepared;
     let outcome = async {
         let contributors = (!contributors.is_empty()).then_some(contributors.as_slice());
         let retriever =
             Retriever::new(app.store.clone(), app.query_embedder()?.scoped(&scope), RetrieverConfig::default());
-        let query = Query { text: &question, datanets: &datanets, contributors, k, mode: Mode::Hybrid };
+        let searched = retrieval_query(&question, &history);
+        let query = Query { text: &searched, datanets: &datanets, contributors, k, mode: Mode::Hybrid };
         let passages = retriever.search(&query).await?;
         let request = AnswerRequest {
             question: question.clone(),
@@ -296,6 +334,7 @@ pub async fn generate(
             adapters: adapters.clone(),
             policy: CitationPolicy::default(),
             influence: quote.weighting == Weighting::Ablation,
+            history,
         };
         let mut events = tributary_generator::answer(generator, request);
         while let Some(event) = events.recv().await {

@@ -95,6 +95,7 @@ pub async fn ask(app: &App, args: AskArgs) -> Result<()> {
         payer: args.payer.as_deref().map(parse_address).transpose()?,
         unpaid: Unpaid::Free,
         scope: crate::app::search::CLI_SCOPE,
+        history: Vec::new(),
     };
     let answered = answer(app, generator, question, &mut on_token).await?;
     let receipt = record(app, &args.question, &answered, args.private_question).await?;

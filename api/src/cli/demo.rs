@@ -150,6 +150,7 @@ pub async fn run(app: &App) -> Result<()> {
         payer: Some(carol),
         unpaid: Unpaid::Free,
         scope: crate::app::search::CLI_SCOPE,
+        history: Vec::new(),
     };
     let answered = answer(app, generator, question, &mut on_token).await?;
     println!("\n\nSources:");

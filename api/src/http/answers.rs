@@ -28,6 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// A checked question, ready to run.
+#[derive(Clone)]
 pub(crate) struct AnswerSpec {
     pub question: String,
     pub datanets: Vec<String>,
@@ -36,6 +37,8 @@ pub(crate) struct AnswerSpec {
     pub k: usize,
     pub params: GenerationParams,
     pub private_question: bool,
+    /// Earlier turns of a conversation (the OpenAI endpoint's messages before the question).
+    pub history: Vec<tributary_generator::ChatMessage>,
 }
 
 impl AnswerSpec {
@@ -69,6 +72,7 @@ impl AnswerSpec {
             k,
             params,
             private_question: body.private_question,
+            history: Vec::new(),
         })
     }
 }
@@ -190,6 +194,7 @@ async fn launch(
         payer: caller.address().copied(),
         unpaid: state.config().unpaid_answers,
         scope: &caller.cache_scope(),
+        history: spec.history.clone(),
     };
     let prepared = prepare(state.app(), question).await?;
     // A stream's body outlives the timeout layer (which only waits for the headers): its

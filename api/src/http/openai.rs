@@ -9,6 +9,7 @@
 //! receipt come back in the extension field `tributary` (on the final chunk when streaming).
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -139,7 +140,24 @@ pub struct ChatCompletionRequest {
     /// Extension: keep only the question's hash in the receipt.
     #[serde(default)]
     pub private_question: bool,
+    /// Choices, 1 to 4: each is an answer of its own, charged and receipted (sampled with
+    /// `seed + i` for choice i).
+    #[serde(default, deserialize_with = "super::extract::integer::option")]
+    #[schema(minimum = 1, maximum = 4)]
+    pub n: Option<usize>,
+    pub stream_options: Option<StreamOptions>,
 }
+
+/// Options of a streamed completion.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct StreamOptions {
+    /// A last chunk before `[DONE]` with `usage` and no choices.
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// At most this many choices a request.
+const MAX_CHOICES: usize = 4;
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AssistantMessage {
@@ -152,6 +170,8 @@ pub struct Choice {
     pub index: u32,
     pub message: AssistantMessage,
     pub finish_reason: String,
+    /// This choice's citations and receipt (the completion's `tributary` is the first's).
+    pub tributary: Attribution,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -167,7 +187,7 @@ pub struct Usage {
 }
 
 /// Tributary's additions to a completion.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Attribution {
     pub receipt_id: String,
     #[schema(pattern = "^[0-9]+$")]
@@ -204,7 +224,7 @@ fn text_of(content: Option<&Content>) -> String {
     }
 }
 
-fn spec_of(body: ChatCompletionRequest) -> ApiResult<(AnswerSpec, String, bool)> {
+fn spec_of(body: ChatCompletionRequest) -> ApiResult<(AnswerSpec, Options)> {
     // `base[:adapter][@datanet+datanet...]`: the Datanets may be bound to the model name.
     let (model, bound) = match body.model.split_once('@') {
         Some((model, datanets)) => (model, datanets.split('+').map(str::to_string).collect::<Vec<_>>()),
@@ -227,14 +247,29 @@ fn spec_of(body: ChatCompletionRequest) -> ApiResult<(AnswerSpec, String, bool)>
         return Err(ApiError::invalid("the model is bound to other Datanets than `datanets` names"));
     }
     let datanets = if bound.is_empty() { body.datanets } else { bound };
-    let question = body
+    // The last user message is the question; the turns before it are the conversation.
+    let last_user = body
         .messages
         .iter()
-        .rev()
-        .find(|m| m.role == "user")
-        .map(|m| text_of(m.content.as_ref()))
-        .filter(|q| !q.trim().is_empty())
+        .rposition(|m| m.role == "user")
         .ok_or_else(|| ApiError::invalid("the messages hold no user question"))?;
+    let question = text_of(body.messages[last_user].content.as_ref());
+    if question.trim().is_empty() {
+        return Err(ApiError::invalid("the messages hold no user question"));
+    }
+    let history: Vec<tributary_generator::ChatMessage> = body.messages[..last_user]
+        .iter()
+        .filter(|m| matches!(m.role.as_str(), "system" | "developer" | "user" | "assistant"))
+        .map(|m| {
+            let role = if m.role == "developer" { "system" } else { m.role.as_str() };
+            tributary_generator::ChatMessage { role: role.to_string(), content: text_of(m.content.as_ref()) }
+        })
+        .filter(|m| !m.content.trim().is_empty())
+        .collect();
+    let choices = body.n.unwrap_or(1);
+    if !(1..=MAX_CHOICES).contains(&choices) {
+        return Err(ApiError::bad_request(format!("n must be 1 to {MAX_CHOICES}")));
+    }
     if datanets.is_empty() {
         return Err(ApiError::invalid(
             "name the Datanets to answer from: a model bound to them (`base@<datanet>`) or the `datanets` \
@@ -262,8 +297,18 @@ fn spec_of(body: ChatCompletionRequest) -> ApiResult<(AnswerSpec, String, bool)>
         k,
         params,
         private_question: body.private_question,
+        history,
     };
-    Ok((spec, body.model, body.stream))
+    let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
+    Ok((spec, Options { model: body.model, stream: body.stream, choices, include_usage }))
+}
+
+/// How a completion is answered.
+struct Options {
+    model: String,
+    stream: bool,
+    choices: usize,
+    include_usage: bool,
 }
 
 fn finish_reason(answer: &wire::Answer) -> String {
@@ -302,77 +347,128 @@ async fn chat_completions(
     caller: Caller,
     Json(body): Json<ChatCompletionRequest>,
 ) -> ApiResult<Response> {
-    let (spec, model, stream) = spec_of(body)?;
-    let rx = start(&state, &caller, spec).await?;
-    let created = now_secs();
-    if stream {
-        return Ok(Sse::new(chunks(rx, model, created)).keep_alive(KeepAlive::default()).into_response());
+    let (spec, options) = spec_of(body)?;
+    // One answer per choice, run together (the scheduler batches them); choice i samples with
+    // seed + i.
+    let mut runs = Vec::with_capacity(options.choices);
+    for i in 0..options.choices {
+        let mut spec = spec.clone();
+        spec.params.sampling.seed = spec.params.sampling.seed.wrapping_add(i as u64);
+        runs.push(start(&state, &caller, spec));
     }
-    let (answer, receipt) = finish(rx).await?;
-    let completion = ChatCompletion {
-        id: format!("chatcmpl-{}", receipt.id),
-        object: "chat.completion".into(),
-        created,
-        model,
-        choices: vec![Choice {
-            index: 0,
+    let runs = futures_util::future::join_all(runs).await.into_iter().collect::<ApiResult<Vec<Run>>>()?;
+    let created = now_secs();
+    if options.stream {
+        let stream = chunks(runs, options.model, created, options.include_usage);
+        return Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response());
+    }
+    let mut answered = Vec::with_capacity(runs.len());
+    for run in runs {
+        answered.push(finish(run).await?);
+    }
+    let mut usage = Usage { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, cost: "0".into(), paid_by: None };
+    let mut cost: u128 = 0;
+    let mut choices = Vec::with_capacity(answered.len());
+    for (index, (answer, receipt)) in answered.into_iter().enumerate() {
+        usage.prompt_tokens += answer.prompt_tokens;
+        usage.completion_tokens += answer.completion_tokens;
+        cost += receipt.fee.parse::<u128>().unwrap_or(0);
+        usage.paid_by = usage.paid_by.or(receipt.payment.as_ref().map(|p| p.paid_by));
+        choices.push(Choice {
+            index: index as u32,
             message: AssistantMessage { role: "assistant".into(), content: answer.answer.clone() },
             finish_reason: finish_reason(&answer),
-        }],
-        usage: Usage {
-            prompt_tokens: answer.prompt_tokens,
-            completion_tokens: answer.completion_tokens,
-            total_tokens: answer.prompt_tokens + answer.completion_tokens,
-            cost: receipt.fee.clone(),
-            paid_by: receipt.payment.as_ref().map(|p| p.paid_by),
-        },
-        tributary: attribution(answer, receipt),
+            tributary: attribution(answer, receipt),
+        });
+    }
+    usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
+    usage.cost = cost.to_string();
+    let tributary = choices.first().map(|c| c.tributary.clone()).ok_or_else(|| ApiError::internal("no choice"))?;
+    let completion = ChatCompletion {
+        id: format!("chatcmpl-{}", tributary.receipt_id),
+        object: "chat.completion".into(),
+        created,
+        model: options.model,
+        choices,
+        usage,
+        tributary,
     };
     Ok(Json(completion).into_response())
-}
-
-fn chunk(id: &str, model: &str, created: u64, delta: serde_json::Value, finish: Option<String>) -> serde_json::Value {
-    serde_json::json!({
-        "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    })
 }
 
 fn data(value: &serde_json::Value) -> Event {
     Event::default().data(value.to_string())
 }
 
-/// The OpenAI streaming protocol: a role chunk, content chunks, a final chunk with the finish
-/// reason (and `tributary`), then `[DONE]`. A failure mid-stream ends with an `error` object.
-fn chunks(rx: Run, model: String, created: u64) -> impl Stream<Item = Result<Event, Infallible>> {
+/// The OpenAI streaming protocol: for each choice a role chunk, content chunks and a final chunk
+/// with the finish reason (and `tributary`), the choices' chunks interleaved as they come; with
+/// `include_usage`, a chunk with the total usage and no choices; then `[DONE]`. A failure
+/// mid-stream ends its choice with an `error` object.
+fn chunks(
+    runs: Vec<Run>,
+    model: String,
+    created: u64,
+    include_usage: bool,
+) -> impl Stream<Item = Result<Event, Infallible>> {
     // The receipt id is known only at the end; chunks share an id made up front.
     let mut random = [0u8; 12];
     let _ = getrandom::fill(&mut random);
     let id = format!("chatcmpl-{}", hex::encode(random));
-    let first = data(&chunk(&id, &model, created, serde_json::json!({"role": "assistant", "content": ""}), None));
-    let rest = futures_util::stream::unfold(Some(rx), move |rx| {
-        let (id, model) = (id.clone(), model.clone());
-        async move {
-            let mut rx = rx?;
-            let events = match rx.recv().await? {
-                Progress::Token(text) => {
-                    let event = data(&chunk(&id, &model, created, serde_json::json!({"content": text}), None));
-                    return Some((vec![event], Some(rx)));
-                }
-                Progress::Finished { answer, receipt } => {
-                    let reason = finish_reason(&answer);
-                    let mut last = chunk(&id, &model, created, serde_json::json!({}), Some(reason));
-                    last["tributary"] = serde_json::to_value(attribution(*answer, *receipt)).unwrap_or_default();
-                    vec![data(&last), Event::default().data("[DONE]")]
-                }
-                Progress::Failed(e) => {
-                    let problem = e.problem();
-                    vec![data(&serde_json::json!({"error": {"message": problem.detail, "type": problem.code, "code": problem.code}}))]
-                }
-            };
-            Some((events, None))
+    let usage = Arc::new(std::sync::Mutex::new((0usize, 0usize, 0u128)));
+    let per_choice = runs.into_iter().enumerate().map(|(index, rx)| {
+        let (id, model, usage) = (id.clone(), model.clone(), usage.clone());
+        let choice = move |delta: serde_json::Value, finish: Option<String>| {
+            serde_json::json!({
+                "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": [{"index": index, "delta": delta, "finish_reason": finish}],
+            })
+        };
+        let first = data(&choice(serde_json::json!({"role": "assistant", "content": ""}), None));
+        let rest = futures_util::stream::unfold(Some(rx), move |rx| {
+            let (choice, usage) = (choice.clone(), usage.clone());
+            async move {
+                let mut rx = rx?;
+                let events = match rx.recv().await? {
+                    Progress::Token(text) => {
+                        return Some((vec![data(&choice(serde_json::json!({"content": text}), None))], Some(rx)));
+                    }
+                    Progress::Finished { answer, receipt } => {
+                        if let Ok(mut total) = usage.lock() {
+                            total.0 += answer.prompt_tokens;
+                            total.1 += answer.completion_tokens;
+                            total.2 += receipt.fee.parse::<u128>().unwrap_or(0);
+                        }
+                        let mut last = choice(serde_json::json!({}), Some(finish_reason(&answer)));
+                        last["tributary"] = serde_json::to_value(attribution(*answer, *receipt)).unwrap_or_default();
+                        vec![data(&last)]
+                    }
+                    Progress::Failed(e) => {
+                        let problem = e.problem();
+                        vec![data(
+                            &serde_json::json!({"error": {"message": problem.detail, "type": problem.code, "code": problem.code}}),
+                        )]
+                    }
+                };
+                Some((events, None))
+            }
+        })
+        .flat_map(futures_util::stream::iter);
+        futures_util::stream::once(async move { first }).chain(rest).boxed()
+    });
+    let per_choice: Vec<_> = per_choice.collect();
+    let end = futures_util::stream::once(async move {
+        let mut tail = Vec::new();
+        if include_usage {
+            let (prompt, completion, cost) = usage.lock().map(|u| *u).unwrap_or_default();
+            tail.push(data(&serde_json::json!({
+                "id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
+                "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                          "total_tokens": prompt + completion, "cost": cost.to_string()},
+            })));
         }
+        tail.push(Event::default().data("[DONE]"));
+        futures_util::stream::iter(tail)
     })
-    .flat_map(futures_util::stream::iter);
-    futures_util::stream::once(async move { first }).chain(rest).map(Ok)
+    .flatten();
+    futures_util::stream::select_all(per_choice).chain(end).map(Ok)
 }

@@ -469,7 +469,7 @@ pub enum CitationKind {
     PostHoc,
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CitedSentence {
     pub text: String,
@@ -478,7 +478,7 @@ pub struct CitedSentence {
     pub kind: Option<CitationKind>,
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Citation {
     pub n: usize,
@@ -627,7 +627,7 @@ pub struct Split {
     pub contributors: String,
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Credit {
     pub account: String,

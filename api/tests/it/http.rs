@@ -1290,3 +1290,96 @@ async fn a_streamed_answer_ends_at_the_request_timeout() {
     let account = s.call("GET", &format!("/v1/accounts/{PAYER}"), Some(&payer), None).await.body;
     assert_eq!((account["held"].as_str(), account["spent"].as_str()), (Some("0"), Some("0")), "{account}");
 }
+
+/// Issue #22, item 5: what OpenAI clients expect. Earlier turns join the prompt; `n` choices
+/// are `n` answers, each charged and receipted; `stream_options.include_usage` adds a usage chunk
+/// before `[DONE]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_conversations_choices_and_usage() {
+    let s = Server::start(ServeConfig::default(), None).await;
+    let (_admin, payer) = s.rivers_and_payer().await;
+    async fn spent(s: &Server, payer: String) -> u128 {
+        let account = s.call("GET", &format!("/v1/accounts/{PAYER}"), Some(&payer), None).await.body;
+        account["spent"].as_str().unwrap().parse::<u128>().unwrap()
+    }
+    let question = json!({"role": "user", "content": "How long is it?"});
+    let single = json!({"model": "base@rivers", "max_tokens": 24, "messages": [question]});
+    let alone = s.call("POST", "/v1/chat/completions", Some(&payer), Some(single)).await;
+    assert_eq!(alone.status, StatusCode::OK, "{}", alone.body);
+    let conversation = json!({"model": "base@rivers", "max_tokens": 24, "messages": [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "Tell me about the Missouri River."},
+        {"role": "assistant", "content": "It is the longest river in North America [1]."},
+        question,
+    ]});
+    let followed = s.call("POST", "/v1/chat/completions", Some(&payer), Some(conversation)).await;
+    assert_eq!(followed.status, StatusCode::OK, "{}", followed.body);
+    let prompt_tokens = |r: &Reply| r.body["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(prompt_tokens(&followed) > prompt_tokens(&alone) + 15, "the earlier turns are in the prompt");
+
+    let before = spent(&s, payer.clone()).await;
+    let two = json!({"model": "base@rivers", "max_tokens": 16, "n": 2, "temperature": 0.8, "seed": 3,
+        "messages": [{"role": "user", "content": "How long is the Missouri River?"}]});
+    let both = s.call("POST", "/v1/chat/completions", Some(&payer), Some(two)).await;
+    assert_eq!(both.status, StatusCode::OK, "{}", both.body);
+    let choices = both.body["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 2);
+    let receipts: Vec<&str> = choices.iter().map(|c| c["tributary"]["receipt_id"].as_str().unwrap()).collect();
+    assert_ne!(receipts[0], receipts[1], "each choice is an answer of its own");
+    assert_eq!(both.body["tributary"]["receipt_id"], receipts[0]);
+    let fee: u128 = choices[0]["tributary"]["fee"].as_str().unwrap().parse().unwrap();
+    assert_eq!(both.body["usage"]["cost"].as_str().unwrap().parse::<u128>().unwrap(), 2 * fee);
+    assert_eq!(spent(&s, payer.clone()).await - before, 2 * fee, "two answers, two fees");
+    let five = json!({"model": "base@rivers", "n": 5, "messages": [{"role": "user", "content": "q?"}]});
+    let refused = s.call("POST", "/v1/chat/completions", Some(&payer), Some(five)).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+
+    let url = listen(&s).await;
+    let streamed = json!({"model": "base@rivers", "max_tokens": 16, "n": 2, "stream": true,
+        "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": "How long is the Missouri River?"}]});
+    let body = reqwest::Client::new()
+        .post(format!("{url}/v1/chat/completions"))
+        .bearer_auth(&payer)
+        .json(&streamed)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events = sse_events(&body);
+    assert_eq!(events.last().map(|(_, d)| d.as_str()), Some("[DONE]"));
+    let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|(_, d)| serde_json::from_str(d).unwrap()).collect();
+    let usage = chunks.last().unwrap();
+    assert_eq!(usage["choices"], json!([]), "{usage}");
+    let total = usage["usage"]["total_tokens"].as_u64().unwrap();
+    for index in 0..2 {
+        let mine: Vec<&Value> = chunks.iter().filter(|c| c["choices"][0]["index"] == index).collect();
+        let last = mine.last().unwrap();
+        assert!(last["choices"][0]["finish_reason"].is_string(), "choice {index}: {last}");
+        assert!(last["tributary"]["receipt_id"].is_string(), "choice {index}: {last}");
+    }
+    assert!(total > 0);
+}
+
+/// A follow-up is searched with the user's last two turns before it, never cut itself.
+#[test]
+fn a_follow_up_is_searched_in_context() {
+    use tributary::app::answers::retrieval_query;
+    use tributary_generator::ChatMessage;
+    let turn = |role: &str, content: &str| ChatMessage { role: role.into(), content: content.into() };
+    let history = [
+        turn("user", "What about the Nile?"),
+        turn("user", "Tell me about the Missouri River."),
+        turn("assistant", "It is the longest river in North America [1]."),
+        turn("user", "And its source?"),
+    ];
+    assert_eq!(
+        retrieval_query("How long is it?", &history),
+        "Tell me about the Missouri River.\nAnd its source?\nHow long is it?"
+    );
+    assert_eq!(retrieval_query("How long is it?", &[]), "How long is it?");
+    let long = "x".repeat(tributary_retriever::MAX_QUERY_CHARS - 10);
+    assert_eq!(retrieval_query(&long, &history), long, "earlier turns only where they fit");
+}

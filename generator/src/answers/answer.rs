@@ -9,6 +9,7 @@ use crate::answers::cite::{
     self, CitationPolicy, CitationStats, CitedSentence, NOT_FOUND, Source, attribute, messages, select_sources,
 };
 use crate::error::{Error, Result};
+use crate::runtime::chat::ChatMessage;
 use crate::serving::backend::{ChatRequest, Generator, StreamEvent};
 use crate::serving::engine::{FinishReason, GenerationParams};
 
@@ -24,6 +25,26 @@ pub struct AnswerRequest {
     /// Also measure each cited passage's influence: the drop in the answer's log-likelihood
     /// when that passage is left out of the prompt (one batched scoring pass, no generation).
     pub influence: bool,
+    /// Earlier turns of the conversation, oldest first (system, user and assistant messages):
+    /// they go before the passages and the question, the oldest left out first when they
+    /// would take more than a quarter of the context.
+    pub history: Vec<ChatMessage>,
+}
+
+/// The turns of `history` that fit in `budget` tokens, the most recent kept.
+fn recent_turns(history: &[ChatMessage], budget: usize, count: &dyn Fn(&str) -> usize) -> Vec<ChatMessage> {
+    let mut kept = Vec::new();
+    let mut used = 0;
+    for message in history.iter().rev() {
+        // A few tokens of template around each turn.
+        used += count(&message.content) + 8;
+        if used > budget {
+            break;
+        }
+        kept.push(message.clone());
+    }
+    kept.reverse();
+    kept
 }
 
 /// How much the answer depends on one cited passage.
@@ -104,10 +125,12 @@ async fn run_answer(
     }
     let adapter = (!request.adapters.is_empty())
         .then(|| request.adapters.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>().join("+"));
-    let budget = generator
-        .context_length()
-        .saturating_sub(request.params.max_tokens + PROMPT_OVERHEAD_TOKENS + generator.count_tokens(&request.question));
     let count = |t: &str| generator.count_tokens(t);
+    let history = recent_turns(&request.history, generator.context_length() / 4, &count);
+    let history_tokens: usize = history.iter().map(|m| count(&m.content) + 8).sum();
+    let budget = generator.context_length().saturating_sub(
+        request.params.max_tokens + PROMPT_OVERHEAD_TOKENS + generator.count_tokens(&request.question) + history_tokens,
+    );
     let sources = select_sources(&request.sources, &request.policy, budget, &count);
     if sources.is_empty() {
         let _ = tx.send(Ok(AnswerEvent::Token(NOT_FOUND.to_string()))).await;
@@ -128,7 +151,7 @@ async fn run_answer(
         });
     }
     let chat = ChatRequest {
-        messages: messages(&request.question, &sources),
+        messages: history.iter().cloned().chain(messages(&request.question, &sources)).collect(),
         params: request.params.clone(),
         adapters: request.adapters.clone(),
     };
@@ -166,7 +189,7 @@ async fn run_answer(
         })
         .collect::<Vec<_>>();
     let (influence, influence_error) = if request.influence && !cited.is_empty() {
-        match measure_influence(generator.clone(), &request, &sources, &cited, &completion.text).await {
+        match measure_influence(generator.clone(), &request, &history, &sources, &cited, &completion.text).await {
             Ok(influence) => (influence, None),
             Err(e) => (Vec::new(), Some(e.to_string())),
         }
@@ -195,15 +218,19 @@ async fn run_answer(
 async fn measure_influence(
     generator: Arc<dyn Generator>,
     request: &AnswerRequest,
+    history: &[ChatMessage],
     sources: &[Source],
     cited: &[usize],
     reply: &str,
 ) -> Result<Vec<Influence>> {
     let numbered: Vec<(usize, &Source)> = sources.iter().enumerate().map(|(i, s)| (i + 1, s)).collect();
-    let mut prompts = vec![cite::numbered_messages(&request.question, &numbered)];
+    let with_history = |sources: &[(usize, &Source)]| {
+        history.iter().cloned().chain(cite::numbered_messages(&request.question, sources)).collect()
+    };
+    let mut prompts: Vec<Vec<ChatMessage>> = vec![with_history(&numbered)];
     for &n in cited {
         let without: Vec<(usize, &Source)> = numbered.iter().copied().filter(|(m, _)| *m != n).collect();
-        prompts.push(cite::numbered_messages(&request.question, &without));
+        prompts.push(with_history(&without));
     }
     let (reply, adapters) = (reply.to_string(), request.adapters.clone());
     let scores = tokio::task::spawn_blocking(move || generator.reply_log_likelihoods(&prompts, &reply, &adapters))

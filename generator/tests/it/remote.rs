@@ -148,6 +148,7 @@ async fn streams_and_answers_through_an_openai_compatible_server() {
         policy: CitationPolicy::default(),
         // A remote engine cannot score text: the answer says so instead of failing.
         influence: true,
+        history: Vec::new(),
     };
     let mut events = tributary_generator::answer(Arc::new(client(&url)), request);
     let mut answer = None;
