@@ -46,6 +46,7 @@ pub use serving::backend::{ChatRequest, Generator, StreamEvent};
 pub use serving::engine::{Completion, FinishReason, GenerationParams, LocalModel, SamplingParams};
 pub use serving::local::{
     DEFAULT_ADAPTER_BUDGET, DEFAULT_MODEL_FILE, LocalGenerator, MODEL_ENV, default_device, locate_model,
+    locate_model_in,
 };
 pub use serving::remote::{RemoteConfig, RemoteGenerator};
 pub use serving::scheduler::{SchedulerConfig, SchedulerStats};

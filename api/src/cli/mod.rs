@@ -42,7 +42,8 @@ pub struct Global {
     /// Embedding engine: auto (ONNX Runtime when installed, else candle), candle or onnx.
     #[arg(long, global = true, env = "TRIBUTARY_EMBED_BACKEND", default_value = "auto")]
     embed_backend: EmbedBackend,
-    /// The generator model: a GGUF file, or a Hugging Face checkpoint directory.
+    /// The generator model: a GGUF file, a Hugging Face checkpoint directory, or a model in the
+    /// local Hugging Face cache (`org/name`, `org/name/file.gguf`).
     #[arg(long, global = true, env = "TRIBUTARY_LLM")]
     llm: Option<PathBuf>,
     /// A remote OpenAI-compatible engine instead of the local model (vLLM, LoRAX), e.g.

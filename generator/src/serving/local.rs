@@ -21,24 +21,58 @@ pub const MODEL_ENV: &str = "TRIBUTARY_LLM";
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
 /// Finds the generator model: an explicit path, `$TRIBUTARY_LLM`, or
-/// `models/SmolLM2-135M-Instruct.Q4_1.gguf`.
+/// `models/SmolLM2-135M-Instruct.Q4_1.gguf`. The first two may also name a model in the local
+/// Hugging Face hub cache, as adapters can: `org/name` (a checkpoint: `config.json`,
+/// `tokenizer.json`, safetensors) or `org/name/file.gguf`.
 pub fn locate_model(explicit: Option<&Path>) -> Result<PathBuf> {
-    let candidates = explicit
-        .map(Path::to_path_buf)
-        .into_iter()
-        .chain(std::env::var_os(MODEL_ENV).map(PathBuf::from))
-        .chain(std::iter::once(Path::new("models").join(DEFAULT_MODEL_FILE)));
-    let mut tried = Vec::new();
-    for path in candidates {
-        if path.exists() {
-            return Ok(path);
+    locate_model_in(explicit, &hf_hub::Cache::from_env())
+}
+
+/// [`locate_model`] with the hub cache at hand (its root: `$HF_HOME/hub`). A model that is
+/// named (explicitly, else by `$TRIBUTARY_LLM`) and not found is an error, not a fallback to
+/// another.
+pub fn locate_model_in(explicit: Option<&Path>, hub: &hf_hub::Cache) -> Result<PathBuf> {
+    let named = explicit.map(Path::to_path_buf).or_else(|| std::env::var_os(MODEL_ENV).map(PathBuf::from));
+    let Some(path) = named else {
+        let default = Path::new("models").join(DEFAULT_MODEL_FILE);
+        if default.exists() {
+            return Ok(default);
         }
-        tried.push(path.display().to_string());
+        return Err(Error::Model(format!(
+            "no generator model at {}: run scripts/setup.sh, or name one (--llm, {MODEL_ENV})",
+            default.display()
+        )));
+    };
+    if path.exists() {
+        return Ok(path);
+    }
+    if let Some(found) = path.to_str().and_then(|spec| from_hub(spec, hub)) {
+        return Ok(found);
     }
     Err(Error::Model(format!(
-        "no generator model: looked at {}; run scripts/setup.sh or set {MODEL_ENV}",
-        tried.join(", ")
+        "no generator model at {}, nor in the Hugging Face cache as a model (`org/name` with \
+         config.json, tokenizer.json and safetensors, or `org/name/file.gguf`); download one with \
+         `huggingface-cli download <repo>`",
+        path.display()
     )))
+}
+
+/// `org/name` or `org/name/file.gguf` in the hub cache, if it is there whole.
+fn from_hub(spec: &str, hub: &hf_hub::Cache) -> Option<PathBuf> {
+    let parts: Vec<&str> = spec.split('/').collect();
+    let valid = |s: &str| !s.is_empty() && s != "." && s != ".." && !s.starts_with('-');
+    if parts.len() < 2 || !parts.iter().all(|p| valid(p)) {
+        return None;
+    }
+    let repo = hub.model(format!("{}/{}", parts[0], parts[1]));
+    if parts.len() > 2 {
+        let file = parts[2..].join("/");
+        return file.ends_with(".gguf").then(|| repo.get(&file)).flatten();
+    }
+    let config = repo.get("config.json")?;
+    repo.get("tokenizer.json")?;
+    let weights = repo.get("model.safetensors").or_else(|| repo.get("model.safetensors.index.json"));
+    weights.and(config.parent().map(Path::to_path_buf))
 }
 
 /// The device generation runs on: the first CUDA GPU when built with `cuda` and one is

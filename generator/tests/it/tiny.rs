@@ -231,3 +231,32 @@ fn kv_cache_grows_in_place_and_clones_are_independent() {
     let diff = max_diff(&last.unwrap(), &whole);
     assert!(diff < 1e-4, "step by step vs whole: max |diff| {diff}");
 }
+
+/// Issue #22, item 5: a generator model named as in the Hugging Face hub (`org/name`, or
+/// `org/name/file.gguf`) is found in the local hub cache, as adapters are.
+#[test]
+fn models_are_found_in_the_hub_cache() {
+    let hub = tempfile::tempdir().unwrap();
+    let snapshot = |repo: &str, files: &[&str]| {
+        let root = hub.path().join(format!("models--{}", repo.replace('/', "--")));
+        std::fs::create_dir_all(root.join("refs")).unwrap();
+        std::fs::write(root.join("refs/main"), "0123abcd").unwrap();
+        let dir = root.join("snapshots/0123abcd");
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in files {
+            std::fs::write(dir.join(f), b"{}").unwrap();
+        }
+        dir
+    };
+    let checkpoint = snapshot("org/tiny", &["config.json", "tokenizer.json", "model.safetensors"]);
+    let gguf = snapshot("org/quant", &["tiny.Q4_1.gguf"]);
+    snapshot("org/partial", &["config.json"]);
+    let cache = hf_hub::Cache::new(hub.path().to_path_buf());
+    let find = |spec: &str| tributary_generator::locate_model_in(Some(Path::new(spec)), &cache);
+    assert_eq!(find("org/tiny").unwrap(), checkpoint);
+    assert_eq!(find("org/quant/tiny.Q4_1.gguf").unwrap(), gguf.join("tiny.Q4_1.gguf"));
+    for missing in ["org/partial", "org/absent", "org/quant/other.gguf", "../escape"] {
+        let err = find(missing).unwrap_err().to_string();
+        assert!(err.contains("huggingface-cli download"), "{missing}: {err}");
+    }
+}
