@@ -37,11 +37,15 @@ struct Args {
     max_tokens: usize,
     #[arg(long, default_value_t = 16)]
     rank: usize,
-    /// Prompts through the fused step instead of candle's ops (to compare).
-    #[arg(long)]
-    fused_prompts: bool,
+    /// Prompts through `fused` (the fused step), `candle` (candle's ops), or `auto` (the
+    /// model's default: fused where the CPU has the tiled kernel).
+    #[arg(long, default_value = "auto")]
+    prompts: String,
     #[arg(long, default_value = "target/bench-data/batching")]
     work_dir: PathBuf,
+    /// Also write the prompts (chat messages, as JSON) here, for the peer to answer.
+    #[arg(long)]
+    dump_prompts: Option<PathBuf>,
 }
 
 /// A random PEFT adapter of `rank` on every projection of every layer.
@@ -104,7 +108,13 @@ fn percentile(values: &[f64], p: f64) -> f64 {
 async fn main() -> Result<()> {
     let args = Args::parse();
     let mut model = LocalModel::load(&args.model, &Device::Cpu)?;
-    model.set_fused_prompts(args.fused_prompts);
+    match args.prompts.as_str() {
+        "fused" => model.set_fused_prompts(true),
+        "candle" => model.set_fused_prompts(false),
+        "auto" => {}
+        other => anyhow::bail!("--prompts {other}: fused, candle or auto"),
+    }
+    let fused_prompts = model.model().exact_prefixes();
     let config = model.model().config().clone();
     let largest = args.clients.iter().copied().max().unwrap_or(1);
     let registry = Arc::new(AdapterRegistry::open(args.work_dir.join("adapters.json"))?);
@@ -118,6 +128,13 @@ async fn main() -> Result<()> {
     let scheduler = SchedulerConfig { max_rows: largest.max(16), prefix_cache_bytes: 0, ..Default::default() };
     let generator = Arc::new(LocalGenerator::with_scheduler(model, registry, 1 << 30, scheduler));
     let all_prompts = Arc::new(prompts(&args.corpus, 64)?);
+    if let Some(path) = &args.dump_prompts {
+        let json: Vec<Vec<serde_json::Value>> = all_prompts
+            .iter()
+            .map(|m| m.iter().map(|m| serde_json::json!({"role": m.role, "content": m.content})).collect())
+            .collect();
+        std::fs::write(path, serde_json::to_string(&json)?)?;
+    }
     for &clients in &args.clients {
         let per_client = args.answers.div_ceil(clients).max(1);
         let started = Instant::now();
@@ -163,7 +180,7 @@ async fn main() -> Result<()> {
             "{}",
             serde_json::json!({
                 "clients": clients, "answers": results.len(), "distinct_adapters": clients,
-                "fused_prompts": args.fused_prompts,
+                "fused_prompts": fused_prompts,
                 "answers_per_s": results.len() as f64 / wall,
                 "latency_p50_s": percentile(&latency, 0.5), "latency_p99_s": percentile(&latency, 0.99),
                 "ttft_p50_ms": percentile(&ttft, 0.5), "ttft_p99_ms": percentile(&ttft, 0.99),

@@ -52,6 +52,9 @@ pub(crate) struct BlockRows {
     rows: usize,
     cols: usize,
     data: Vec<u8>,
+    /// The same Q4_1 weights laid out for many activations at once ([`Tiles`]), made on first
+    /// use by a prompt.
+    tiles: std::sync::OnceLock<Option<Tiles>>,
 }
 
 impl BlockRows {
@@ -80,7 +83,7 @@ impl BlockRows {
                 }
             }
         }
-        Some(BlockRows { format, rows, cols, data })
+        Some(BlockRows { format, rows, cols, data, tiles: std::sync::OnceLock::new() })
     }
 
     pub(crate) fn rows(&self) -> usize {
@@ -207,6 +210,186 @@ impl<'a> Prefetch<'a> {
     }
 }
 
+/// Rows per tile of [`Tiles`]: one 512-bit register of i32 lanes.
+pub(crate) const TILE_ROWS: usize = 16;
+
+/// Q4_1 weights for many activations at once (prompts), as in the GEMM kernels of candle's
+/// `repack_x86` and llama.cpp: rows in tiles of 16, each block's 32 values widened to bytes and
+/// interleaved four at a time across the tile's rows, so one `vpdpbusd` multiplies four values
+/// of sixteen rows by the same four of one activation (broadcast), into one lane per row: no
+/// horizontal sums, each weight register reused for every activation. A (row, activation)
+/// result is its lane's alone: the same bits whatever else is computed with it. Twice the bytes
+/// of the blocks (8-bit values, f32 scales); only for CPUs with AVX-512 VNNI.
+#[derive(Debug, Clone)]
+pub(crate) struct Tiles {
+    blocks: usize,
+    /// [tile][block][4-value group (8)][row (16)][4] bytes.
+    quants: Vec<u8>,
+    /// [tile][block][row (16)]: the scale `d` and the offset `m` of each row's block.
+    scales: Vec<f32>,
+    offsets: Vec<f32>,
+}
+
+impl BlockRows {
+    /// [`BlockRows::mul_rows`] for many activations (a prompt's positions) where this CPU and
+    /// matrix allow the tiled layout: `start` and `n` multiples of [`TILE_ROWS`]. False (and
+    /// `out` untouched) where they do not: the caller runs `mul_rows`.
+    pub(crate) fn mul_rows_tiled(&self, xs: &[QuantizedActivation], start: usize, n: usize, out: &mut [f32]) -> bool {
+        let Some(tiles) = self.tiles.get_or_init(|| self.tiled()).as_ref() else { return false };
+        if !start.is_multiple_of(TILE_ROWS) || !n.is_multiple_of(TILE_ROWS) || start + n > self.rows {
+            return false;
+        }
+        assert!(xs.iter().all(|x| x.qs.len() == self.cols), "activation width");
+        assert_eq!(out.len(), xs.len() * n, "output size");
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: `tiled` made tiles only where the CPU has AVX-512 VNNI; sizes checked above.
+            unsafe { x86_tiles::mul(tiles, xs, start, n, out) };
+            true
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = tiles;
+            false
+        }
+    }
+
+    /// The tiled copy of Q4_1 rows, where the CPU has AVX-512 VNNI and the rows fill whole tiles.
+    fn tiled(&self) -> Option<Tiles> {
+        if !tiles_available() || self.format != BlockFormat::Q4_1 || !self.rows.is_multiple_of(TILE_ROWS) {
+            return None;
+        }
+        let blocks = self.cols / BLOCK;
+        let tiles = self.rows / TILE_ROWS;
+        let mut quants = vec![0u8; tiles * blocks * BLOCK * TILE_ROWS];
+        let mut scales = vec![0f32; tiles * blocks * TILE_ROWS];
+        let mut offsets = vec![0f32; tiles * blocks * TILE_ROWS];
+        let row_bytes = self.row_bytes();
+        for row in 0..self.rows {
+            let (tile, lane) = (row / TILE_ROWS, row % TILE_ROWS);
+            let stored = &self.data[row * row_bytes..(row + 1) * row_bytes];
+            let half = |at: usize| f16::from_le_bytes([stored[at], stored[at + 1]]).to_f32();
+            for b in 0..blocks {
+                let packed = &stored[b * 16..(b + 1) * 16];
+                // Low nibbles are values 0..16, high nibbles 16..32.
+                let value = |j: usize| if j < 16 { packed[j] & 0x0F } else { packed[j - 16] >> 4 };
+                let base = (tile * blocks + b) * BLOCK * TILE_ROWS;
+                for group in 0..BLOCK / 4 {
+                    for i in 0..4 {
+                        quants[base + (group * TILE_ROWS + lane) * 4 + i] = value(group * 4 + i);
+                    }
+                }
+                let at = (tile * blocks + b) * TILE_ROWS + lane;
+                scales[at] = half(blocks * 16 + 2 * b);
+                offsets[at] = half(blocks * 18 + 2 * b);
+            }
+        }
+        Some(Tiles { blocks, quants, scales, offsets })
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86_tiles {
+    use std::arch::x86_64::*;
+
+    use super::{BLOCK, QuantizedActivation, TILE_ROWS, Tiles};
+
+    /// Activations per pass over a tile's weights.
+    const MANY: usize = 4;
+
+    /// `out[a * n + i]` = row `start + i` · `xs[a]`.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VNNI; `start`, `n` multiples of 16 within the rows; `out` holds
+    /// `xs.len() * n`; every activation as wide as the rows.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn mul(tiles: &Tiles, xs: &[QuantizedActivation], start: usize, n: usize, out: &mut [f32]) {
+        for tile in start / TILE_ROWS..(start + n) / TILE_ROWS {
+            let column = tile * TILE_ROWS - start;
+            for (c, chunk) in xs.chunks(MANY).enumerate() {
+                // SAFETY: as this function's.
+                unsafe {
+                    match chunk.len() {
+                        1 => tile_times::<1>(tiles, tile, chunk, out, n, c * MANY, column),
+                        2 => tile_times::<2>(tiles, tile, chunk, out, n, c * MANY, column),
+                        3 => tile_times::<3>(tiles, tile, chunk, out, n, c * MANY, column),
+                        _ => tile_times::<MANY>(tiles, tile, chunk, out, n, c * MANY, column),
+                    }
+                }
+            }
+        }
+    }
+
+    /// One tile of 16 rows times `A` activations (`xs[..A]`, the `first`th on), written at
+    /// `column` of their output rows.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn tile_times<const A: usize>(
+        tiles: &Tiles,
+        tile: usize,
+        xs: &[QuantizedActivation],
+        out: &mut [f32],
+        n: usize,
+        first: usize,
+        column: usize,
+    ) {
+        let blocks = tiles.blocks;
+        assert!(xs.len() >= A && tiles.quants.len() >= (tile + 1) * blocks * BLOCK * TILE_ROWS);
+        assert!(
+            xs[..A].iter().all(|x| x.qs.len() == blocks * BLOCK && x.scales.len() >= blocks && x.sums.len() >= blocks)
+        );
+        assert!(out.len() >= (first + A) * n && column + TILE_ROWS <= n);
+        // SAFETY: every index below is within the sizes asserted above; the caller has the
+        // instructions.
+        unsafe {
+            let mut acc = [_mm512_setzero_ps(); A];
+            let mut off = [_mm512_setzero_ps(); A];
+            for b in 0..blocks {
+                let at = tile * blocks + b;
+                let q = tiles.quants.as_ptr().add(at * BLOCK * TILE_ROWS);
+                let w: [__m512i; 8] = std::array::from_fn(|g| _mm512_loadu_si512(q.add(g * 64).cast()));
+                let d = _mm512_loadu_ps(tiles.scales.as_ptr().add(at * TILE_ROWS));
+                let m = _mm512_loadu_ps(tiles.offsets.as_ptr().add(at * TILE_ROWS));
+                for a in 0..A {
+                    let x = &xs[a];
+                    let values = x.qs.as_ptr().add(b * BLOCK).cast::<i32>();
+                    let mut sum = _mm512_setzero_si512();
+                    for (g, weights) in w.iter().enumerate() {
+                        let four = _mm512_set1_epi32(values.add(g).read_unaligned());
+                        sum = _mm512_dpbusd_epi32(sum, *weights, four);
+                    }
+                    let scale = _mm512_mul_ps(d, _mm512_set1_ps(*x.scales.get_unchecked(b)));
+                    acc[a] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, acc[a]);
+                    off[a] = _mm512_fmadd_ps(m, _mm512_set1_ps(*x.sums.get_unchecked(b)), off[a]);
+                }
+            }
+            for a in 0..A {
+                let dst = out.as_mut_ptr().add((first + a) * n + column);
+                _mm512_storeu_ps(dst, _mm512_add_ps(acc[a], off[a]));
+            }
+        }
+    }
+}
+
+/// `x.round()` (half away from zero) for |x| < 2^23, without the libm call the baseline target
+/// makes of it: truncation by conversion, then the exact remainder decides.
+#[inline(always)]
+fn round_half_away(x: f32) -> i32 {
+    let t = x as i32;
+    let rest = x - t as f32;
+    t + i32::from(rest >= 0.5) - i32::from(rest <= -0.5)
+}
+
+/// Whether this CPU runs the tiled kernel for many activations ([`Tiles`]).
+pub(crate) fn tiles_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        has!("avx512f") && has!("avx512bw") && has!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// An activation row quantized to int8 in blocks of 32 (ggml's Q8_1, which is Q8_0 plus each
 /// block's sum): value `i` is `qs[i] * scales[i / 32]`. Buffers are reused between rows.
 #[derive(Debug, Default, Clone)]
@@ -239,7 +422,7 @@ impl QuantizedActivation {
             let inverse = if d != 0.0 { 1.0 / d } else { 0.0 };
             let mut sum = 0i32;
             for ((q, a), v) in qs.iter_mut().zip(abs.iter_mut()).zip(xs) {
-                *q = (v * inverse).round() as i8;
+                *q = round_half_away(v * inverse) as i8;
                 *a = q.unsigned_abs();
                 sum += *q as i32;
             }
@@ -684,6 +867,52 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The tiled layout (prompts) gives the blocks' products within rounding, and each
+    /// activation's results the same bits however many activations are computed with it.
+    /// The rounding of activations is `f32::round`'s, on every value a block's scaling gives.
+    #[test]
+    fn rounding_is_half_away_from_zero() {
+        let mut x = -130.0f32;
+        while x <= 130.0 {
+            for v in [x, x.next_up(), x.next_down(), x + 0.5, x - 0.5, (x + 0.5).next_down(), (x - 0.5).next_up()] {
+                assert_eq!(round_half_away(v), v.round() as i32, "{v}");
+            }
+            x += 0.25;
+        }
+    }
+
+    #[test]
+    fn tiled_products_match_and_do_not_depend_on_their_batch() {
+        let (rows, cols) = (48, 576);
+        let (w, _) = weights(rows, cols, GgmlDType::Q4_1, BlockFormat::Q4_1);
+        let acts: Vec<QuantizedActivation> = (0..7)
+            .map(|k| {
+                let mut q = QuantizedActivation::default();
+                q.quantize(&values(cols, 3 + k).iter().map(|v| v * (1.0 + k as f32)).collect::<Vec<_>>());
+                q
+            })
+            .collect();
+        let (start, n) = (16, 32);
+        let mut tiled = vec![0f32; acts.len() * n];
+        let vnni = tiles_available();
+        assert_eq!(w.mul_rows_tiled(&acts, start, n, &mut tiled), vnni, "tiles exactly where the CPU has AVX-512 VNNI");
+        if !vnni {
+            return;
+        }
+        let mut plain = vec![0f32; acts.len() * n];
+        w.mul_rows_on(Isa::Plain, &acts, start, n, &mut plain, &mut Prefetch::none());
+        for (i, (got, want)) in tiled.iter().zip(&plain).enumerate() {
+            assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "{i}: {got} vs {want}");
+        }
+        for (k, act) in acts.iter().enumerate() {
+            let mut alone = vec![0f32; n];
+            assert!(w.mul_rows_tiled(std::slice::from_ref(act), start, n, &mut alone));
+            assert_eq!(alone, tiled[k * n..(k + 1) * n], "activation {k}: alone and with six others");
+        }
+        // Rows that are not whole tiles are left to the caller.
+        assert!(!w.mul_rows_tiled(&acts, 8, 16, &mut vec![0f32; acts.len() * 16]));
     }
 
     /// The same products as candle's own quantized matmul (which quantizes the activation the

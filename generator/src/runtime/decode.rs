@@ -29,7 +29,7 @@ use crate::config::{ModelConfig, Projection};
 use crate::error::{Error, Result};
 use crate::kernels::attend;
 use crate::kernels::lowrank::{self, Term};
-use crate::kernels::qdot::{BlockFormat, BlockRows, Prefetch, QuantizedActivation};
+use crate::kernels::qdot::{BlockFormat, BlockRows, Prefetch, QuantizedActivation, TILE_ROWS};
 use crate::runtime::kv::KvCache;
 
 /// One layer's weights for the fused step.
@@ -514,12 +514,12 @@ impl<'a> Run<'a> {
             self.normalize(&mut scratch, |r| unsafe { b.x.read(r * hidden..(r + 1) * hidden) }, &layer.attn_norm, eps);
             let mut offset = 0;
             let ranges: [Range<usize>; 3] =
-                std::array::from_fn(|p| share(layer.weights[p].rows(), self.threads, index, 4));
+                std::array::from_fn(|p| share(layer.weights[p].rows(), self.threads, index, self.align()));
             let mut prefetch = self.prefetch(l, 0..3, &mine, ranges.iter().map(Range::len).sum());
             for (p, (weight, range)) in layer.weights[..3].iter().zip(ranges).enumerate() {
                 let n = range.len();
                 scratch.out.resize(self.rows * n, 0.0);
-                weight.mul_rows_prefetching(&scratch.quantized, range.start, n, &mut scratch.out, &mut prefetch);
+                self.multiply(weight, &scratch.quantized, range.start, n, &mut scratch.out, &mut prefetch);
                 for (r, normed) in scratch.normed.iter().enumerate() {
                     let out = unsafe {
                         b.qkv.write(r * qkv_width + offset + range.start..r * qkv_width + offset + range.end)
@@ -567,13 +567,13 @@ impl<'a> Run<'a> {
             self.normalize(&mut scratch, |r| unsafe { b.x.read(r * hidden..(r + 1) * hidden) }, &layer.mlp_norm, eps);
             let (gate, up) = (&layer.weights[4], &layer.weights[5]);
             let inter = c.intermediate_size;
-            let range = share(inter, self.threads, index, 4);
+            let range = share(inter, self.threads, index, self.align());
             let n = range.len();
             scratch.out.resize(self.rows * n, 0.0);
             scratch.up.resize(self.rows * n, 0.0);
             let mut prefetch = self.prefetch(l, 4..6, &mine, 2 * n);
-            gate.mul_rows_prefetching(&scratch.quantized, range.start, n, &mut scratch.out, &mut prefetch);
-            up.mul_rows_prefetching(&scratch.quantized, range.start, n, &mut scratch.up, &mut prefetch);
+            self.multiply(gate, &scratch.quantized, range.start, n, &mut scratch.out, &mut prefetch);
+            self.multiply(up, &scratch.quantized, range.start, n, &mut scratch.up, &mut prefetch);
             let outputs = scratch.out.chunks_exact_mut(n.max(1)).zip(scratch.up.chunks_exact_mut(n.max(1)));
             for (r, (normed, (g, u))) in scratch.normed.iter().zip(outputs).enumerate() {
                 let act = unsafe { b.act.write(r * inter + range.start..r * inter + range.end) };
@@ -627,6 +627,29 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Rows of a weight a thread's share starts and ends on: whole tiles for a prompt.
+    fn align(&self) -> usize {
+        if self.prompt { TILE_ROWS } else { 4 }
+    }
+
+    /// `out` = rows `start..start + n` of `weight` times every row's activation: a prompt's
+    /// positions through the tiled kernel where it applies (each position's result its own,
+    /// with fewer instructions per product), decoding rows through the per-row one.
+    fn multiply(
+        &self,
+        weight: &BlockRows,
+        xs: &[QuantizedActivation],
+        start: usize,
+        n: usize,
+        out: &mut [f32],
+        prefetch: &mut Prefetch<'_>,
+    ) {
+        if self.prompt && weight.mul_rows_tiled(xs, start, n, out) {
+            return;
+        }
+        weight.mul_rows_prefetching(xs, start, n, out, prefetch);
+    }
+
     /// Rows with different adapters: the factors of projections `projections` of layer `l`
     /// that this thread adds for the rows it owns (`mine`) after the base products, to request
     /// during those products (`weight_rows` rows of them).
@@ -664,12 +687,12 @@ impl<'a> Run<'a> {
         let hidden = self.config.hidden_size;
         let weight = &self.decoder.layers[l].weights[p];
         self.quantize(scratch, &input);
-        let range = share(weight.rows(), self.threads, index, 4);
+        let range = share(weight.rows(), self.threads, index, self.align());
         let n = range.len();
         scratch.out.resize(self.rows * n, 0.0);
         let mine = share(self.rows, self.threads, index, 1);
         let mut prefetch = self.prefetch(l, p..p + 1, &mine, n);
-        weight.mul_rows_prefetching(&scratch.quantized, range.start, n, &mut scratch.out, &mut prefetch);
+        self.multiply(weight, &scratch.quantized, range.start, n, &mut scratch.out, &mut prefetch);
         for (r, out) in scratch.out.chunks_exact_mut(n.max(1)).take(self.rows).enumerate() {
             lowrank::add_row_range(input(r), out, range.start, self.share_terms(l, p, r));
             // SAFETY: this share of the residual is this thread's alone until the barrier.

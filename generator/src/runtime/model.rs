@@ -357,10 +357,9 @@ impl Model {
             device: device.clone(),
             decoder: None,
             fused: true,
-            // Off until the fused step has a tiled kernel for many positions: on a CPU with
-            // AVX-512 VNNI, candle's tiled Q8_0 kernels run long prompts ~1.6x faster
-            // (benches/RESULTS.md).
-            fused_prompts: false,
+            // Where the tiled kernel runs (AVX-512 VNNI): faster than candle's ops there
+            // (benches/RESULTS.md); elsewhere the per-row kernels are slower than candle's.
+            fused_prompts: crate::kernels::qdot::tiles_available(),
         })
     }
 
