@@ -263,6 +263,20 @@ impl PrefixCache {
     }
 }
 
+/// `work`, a panic in it (a bug) turned into an error of the rows it served, so that one bad
+/// request does not take the scheduler, and every other answer, down with it.
+fn guarded<T>(work: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(panic = %what, "generation panicked; its rows fail, the scheduler goes on");
+        Err(Error::Model(format!("generation failed: {what}")))
+    })
+}
+
 /// A request in the running batch.
 struct Row<'m> {
     sequence: Sequence<'m>,
@@ -345,7 +359,7 @@ fn run(local: &LocalModel, queue: &std_mpsc::Receiver<(Job, usize)>, shared: &Sh
                 break;
             }
             if row.sequence.prefilling() {
-                match row.sequence.prefill(config.prefill_chunk) {
+                match guarded(|| row.sequence.prefill(config.prefill_chunk)) {
                     Ok(ran) => {
                         shared.prefill_tokens.fetch_add(ran as u64, Ordering::Relaxed);
                         budget = budget.saturating_sub(ran);
@@ -374,7 +388,11 @@ fn run(local: &LocalModel, queue: &std_mpsc::Receiver<(Job, usize)>, shared: &Sh
             shared.step_rows.fetch_add(decoding.len() as u64, Ordering::Relaxed);
             let index: Vec<usize> = decoding.iter().map(|(r, _)| *r).collect();
             let mut sequences: Vec<&mut Sequence<'_>> = decoding.iter_mut().map(|(_, s)| &mut **s).collect();
-            failed.extend(step(local.model(), &mut sequences).into_iter().map(|(i, e)| (index[i], e)));
+            match guarded(|| Ok(step(local.model(), &mut sequences))) {
+                Ok(errors) => failed.extend(errors.into_iter().map(|(i, e)| (index[i], e))),
+                // Which row it was is unknown: the step's rows fail; the others go on.
+                Err(e) => failed.extend(index.iter().map(|&r| (r, Error::Model(e.to_string())))),
+            }
         }
 
         // Out with the text; finished and failed rows leave.
