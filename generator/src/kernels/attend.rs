@@ -32,6 +32,41 @@ pub(crate) fn head(
     }
 }
 
+/// The keys and values one key/value head holds: `positions` rows of `width` floats each, one
+/// after another.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cached<'a> {
+    pub(crate) keys: &'a [f32],
+    pub(crate) values: &'a [f32],
+    pub(crate) positions: usize,
+    pub(crate) width: usize,
+}
+
+/// [`head`] for the `queries.len() / width` query heads that share one key/value head (grouped-query
+/// attention), written one after another to `out`: each key and value is read once for all of
+/// them. `scores` is scratch.
+pub(crate) fn group(queries: &[f32], cached: Cached<'_>, scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
+    let Cached { keys, values, positions, width: d } = cached;
+    let heads = queries.len() / d;
+    assert!(queries.len() == heads * d && out.len() == heads * d, "attention sizes");
+    #[cfg(target_arch = "x86_64")]
+    if d == 64 && (1..=4).contains(&heads) && wide() {
+        assert!(keys.len() >= positions * d && values.len() >= positions * d, "attention sizes");
+        // SAFETY: the CPU has AVX-512 F (checked once); sizes are checked above.
+        unsafe { x86::group(queries, keys, values, positions, scale, scores, out) };
+        return;
+    }
+    for (query, out) in queries.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        head(query, keys, values, positions, scale, scores, out);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn wide() -> bool {
+    static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WIDE.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
+}
+
 #[cfg(target_arch = "x86_64")]
 fn fast() -> bool {
     static FAST: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -111,11 +146,93 @@ mod x86 {
             }
         }
     }
+
+    /// [`super::group`] with 512-bit vectors for heads of 64: per position, the key's four
+    /// registers against each head's query, then the value's four into each head's four
+    /// accumulators.
+    ///
+    /// # Safety
+    /// AVX-512 F; `query.len()` 64 per head, 1 to 4 heads; `keys` and `values` hold `positions`
+    /// rows of 64.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn group(
+        queries: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        positions: usize,
+        scale: f32,
+        scores: &mut Vec<f32>,
+        out: &mut [f32],
+    ) {
+        const D: usize = 64;
+        let heads = queries.len() / D;
+        unsafe {
+            scores.clear();
+            scores.resize(heads * positions, 0.0);
+            let q: Vec<[__m512; 4]> = (0..heads)
+                .map(|h| std::array::from_fn(|i| _mm512_loadu_ps(queries.as_ptr().add(h * D + 16 * i))))
+                .collect();
+            for p in 0..positions {
+                let k = keys.as_ptr().add(p * D);
+                let key: [__m512; 4] = std::array::from_fn(|i| _mm512_loadu_ps(k.add(16 * i)));
+                for (h, q) in q.iter().enumerate() {
+                    let pair = _mm512_fmadd_ps(q[1], key[1], _mm512_mul_ps(q[0], key[0]));
+                    let pair2 = _mm512_fmadd_ps(q[3], key[3], _mm512_mul_ps(q[2], key[2]));
+                    *scores.get_unchecked_mut(h * positions + p) =
+                        _mm512_reduce_add_ps(_mm512_add_ps(pair, pair2)) * scale;
+                }
+            }
+            let mut inverse = [0f32; 4];
+            for (h, inv) in inverse.iter_mut().enumerate().take(heads) {
+                *inv = 1.0 / super::softmax_numerators(&mut scores[h * positions..(h + 1) * positions]);
+            }
+            let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+            for p in 0..positions {
+                let v = values.as_ptr().add(p * D);
+                let value: [__m512; 4] = std::array::from_fn(|i| _mm512_loadu_ps(v.add(16 * i)));
+                for (h, lanes) in acc.iter_mut().enumerate().take(heads) {
+                    let weight = _mm512_set1_ps(*scores.get_unchecked(h * positions + p) * inverse[h]);
+                    for (lane, v) in lanes.iter_mut().zip(&value) {
+                        *lane = _mm512_fmadd_ps(weight, *v, *lane);
+                    }
+                }
+            }
+            for (h, lanes) in acc.iter().enumerate().take(heads) {
+                for (i, lane) in lanes.iter().enumerate() {
+                    _mm512_storeu_ps(out.as_mut_ptr().add(h * D + 16 * i), *lane);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Grouped heads (one key/value head for several queries) against each head alone.
+    #[test]
+    fn grouped_heads_match_each_head_alone() {
+        for d in [64, 24] {
+            for heads in 1..=5 {
+                let positions = 29;
+                let value = |i: usize| ((i * 7919) % 1000) as f32 / 500.0 - 1.0;
+                let queries: Vec<f32> = (0..heads * d).map(|i| value(i + 5)).collect();
+                let keys: Vec<f32> = (0..positions * d).map(|i| value(i + 3)).collect();
+                let values: Vec<f32> = (0..positions * d).map(|i| value(i + 11)).collect();
+                let (mut scores, mut grouped) = (Vec::new(), vec![0f32; heads * d]);
+                let cached = Cached { keys: &keys, values: &values, positions, width: d };
+                group(&queries, cached, 0.125, &mut scores, &mut grouped);
+                for h in 0..heads {
+                    let mut alone = vec![0f32; d];
+                    head(&queries[h * d..(h + 1) * d], &keys, &values, positions, 0.125, &mut scores, &mut alone);
+                    for (j, (g, a)) in grouped[h * d..(h + 1) * d].iter().zip(&alone).enumerate() {
+                        assert!((g - a).abs() < 1e-5, "d {d}, {heads} heads, head {h}, lane {j}: {g} vs {a}");
+                    }
+                }
+            }
+        }
+    }
 
     /// The vector kernel against the definition, with a head width it runs (64) and one it
     /// leaves to the plain loops (24).

@@ -552,11 +552,11 @@ impl<'a> Run<'a> {
                 self.append(l);
             }
             self.barrier.wait();
-            // Attention: each thread its share of (row, head) pairs.
-            let groups = c.num_heads / c.num_kv_heads;
-            let pairs = share(self.rows * c.num_heads, self.threads, index, 1);
-            if !pairs.is_empty() {
-                self.attend(l, pairs, groups, &mut scratch);
+            // Attention: each thread its share of (row, key/value head) units, each unit the
+            // query heads that read that key/value head.
+            let units = share(self.rows * c.num_kv_heads, self.threads, index, 1);
+            if !units.is_empty() {
+                self.attend(l, units, &mut scratch);
             }
             self.barrier.wait();
             // o, added to the residual.
@@ -744,18 +744,20 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Softmax attention of (row, head) `pairs` over each row's cached positions, this one
-    /// included (appended before): the same kernel for a decoding step and a prompt.
-    fn attend(&self, layer: usize, pairs: Range<usize>, groups: usize, scratch: &mut Scratch) {
+    /// Softmax attention of (row, key/value head) `units` over each row's cached positions,
+    /// this one included (appended before): every query head of the unit reads each key and
+    /// value once; the same kernel for a decoding step and a prompt.
+    fn attend(&self, layer: usize, units: Range<usize>, scratch: &mut Scratch) {
         let c = self.config;
         let d = c.head_dim;
+        let groups = c.num_heads / c.num_kv_heads;
         let (q_width, kv_width) = (c.num_heads * d, c.num_kv_heads * d);
         let qkv_width = q_width + 2 * kv_width;
         let scale = 1.0 / (d as f32).sqrt();
-        // Pairs run row by row: the buffers of the row in hand, fetched when the row changes.
+        // Units run row by row: the buffers of the row in hand, fetched when the row changes.
         let mut held: Option<(usize, Option<Tensor>, Option<Tensor>)> = None;
-        for pair in pairs {
-            let (r, head) = (pair / c.num_heads, pair % c.num_heads);
+        for unit in units {
+            let (r, kv_head) = (unit / c.num_kv_heads, unit % c.num_kv_heads);
             let slot = self.slots[r];
             if held.as_ref().is_none_or(|(row, ..)| *row != r) {
                 let Ok(cache) = self.caches[slot.cache].lock() else { return };
@@ -769,20 +771,24 @@ impl<'a> Run<'a> {
                 return;
             };
             let capacity = keys.1.dims()[2];
-            let kv_head = head / groups;
             // Where this row's kv head starts.
             let base = (slot.batch * c.num_kv_heads + kv_head) * capacity * d;
             let positions = slot.start + 1;
+            let heads = kv_head * groups..(kv_head + 1) * groups;
             // SAFETY: q was written before the last barrier and nobody writes it now.
             let qkv = unsafe { self.buffers.qkv.read(r * qkv_width..(r + 1) * qkv_width) };
             scratch.query.clear();
-            scratch.query.extend_from_slice(&qkv[head * d..(head + 1) * d]);
-            self.rotate(&mut scratch.query, slot.start);
-            // SAFETY: this (row, head) pair is this thread's alone.
-            let out = unsafe { self.buffers.attended.write(r * q_width + head * d..r * q_width + (head + 1) * d) };
+            scratch.query.extend_from_slice(&qkv[heads.start * d..heads.end * d]);
+            for query in scratch.query.chunks_exact_mut(d) {
+                self.rotate(query, slot.start);
+            }
+            // SAFETY: this unit's heads of row r are this thread's alone.
+            let out =
+                unsafe { self.buffers.attended.write(r * q_width + heads.start * d..r * q_width + heads.end * d) };
             let k = &k[keys.1.start_offset() + base..][..positions * d];
             let v = &v[values.1.start_offset() + base..][..positions * d];
-            attend::head(&scratch.query, k, v, positions, scale, &mut scratch.scores, out);
+            let cached = attend::Cached { keys: k, values: v, positions, width: d };
+            attend::group(&scratch.query, cached, scale, &mut scratch.scores, out);
         }
     }
 
