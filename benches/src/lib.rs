@@ -1,4 +1,5 @@
-//! Evaluation helpers shared by the benchmark binaries: BEIR qrels, TREC runs, IR metrics.
+//! Helpers shared by the benchmark binaries: BEIR qrels, TREC runs, IR metrics, random LoRA
+//! adapters.
 //! Metrics follow trec_eval / pytrec_eval (as BEIR reports them): gain = relevance grade,
 //! log2 discount, ideal DCG from the judged documents; a query with no relevant documents is
 //! skipped.
@@ -85,6 +86,30 @@ pub fn evaluate(run: &Run, qrels: &Qrels) -> (f64, f64) {
     }
     let n = qrels.len().max(1) as f64;
     (ndcg / n, recall / n)
+}
+
+/// A random PEFT adapter of `rank` on every projection of every layer of a model with `config`
+/// (values N(0, 0.02): an adapter's cost, not its answers, is what the benchmarks measure).
+pub fn write_random_adapter(dir: &Path, config: &tributary_generator::ModelConfig, rank: usize) -> Result<()> {
+    use candle_core::{Device, Tensor};
+    use tributary_generator::Projection;
+    std::fs::create_dir_all(dir)?;
+    let mut tensors = HashMap::new();
+    for layer in 0..config.num_layers {
+        for p in Projection::ALL {
+            let (input, output) = p.shape(config);
+            let block =
+                if matches!(p, Projection::Gate | Projection::Up | Projection::Down) { "mlp" } else { "self_attn" };
+            let name = format!("base_model.model.model.layers.{layer}.{block}.{}", p.peft_name());
+            tensors.insert(format!("{name}.lora_A.weight"), Tensor::randn(0f32, 0.02, (rank, input), &Device::Cpu)?);
+            tensors.insert(format!("{name}.lora_B.weight"), Tensor::randn(0f32, 0.02, (output, rank), &Device::Cpu)?);
+        }
+    }
+    candle_core::safetensors::save(&tensors, dir.join("adapter_model.safetensors"))?;
+    let modules: Vec<&str> = Projection::ALL.iter().map(|p| p.peft_name()).collect();
+    let config = serde_json::json!({"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "target_modules": modules});
+    std::fs::write(dir.join("adapter_config.json"), config.to_string())?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -6,18 +6,17 @@
 //!
 //!     cargo run -p tributary-benches --bin batching -- --corpus ../shared/eval/scifact-dev/corpus.jsonl
 
-use std::collections::HashMap;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use clap::Parser;
 use tributary_generator::{
-    AdapterRegistry, AdapterSource, ChatRequest, GenerationParams, Generator, LocalGenerator, LocalModel, ModelConfig,
-    Projection, SchedulerConfig, Source, StreamEvent,
+    AdapterRegistry, AdapterSource, ChatRequest, GenerationParams, Generator, LocalGenerator, LocalModel,
+    SchedulerConfig, Source, StreamEvent,
 };
 
 #[derive(Parser)]
@@ -46,27 +45,6 @@ struct Args {
     /// Also write the prompts (chat messages, as JSON) here, for the peer to answer.
     #[arg(long)]
     dump_prompts: Option<PathBuf>,
-}
-
-/// A random PEFT adapter of `rank` on every projection of every layer.
-fn write_adapter(dir: &Path, config: &ModelConfig, rank: usize) -> Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let mut tensors = HashMap::new();
-    for layer in 0..config.num_layers {
-        for p in Projection::ALL {
-            let (input, output) = p.shape(config);
-            let block =
-                if matches!(p, Projection::Gate | Projection::Up | Projection::Down) { "mlp" } else { "self_attn" };
-            let name = format!("base_model.model.model.layers.{layer}.{block}.{}", p.peft_name());
-            tensors.insert(format!("{name}.lora_A.weight"), Tensor::randn(0f32, 0.02, (rank, input), &Device::Cpu)?);
-            tensors.insert(format!("{name}.lora_B.weight"), Tensor::randn(0f32, 0.02, (output, rank), &Device::Cpu)?);
-        }
-    }
-    candle_core::safetensors::save(&tensors, dir.join("adapter_model.safetensors"))?;
-    let modules: Vec<&str> = Projection::ALL.iter().map(|p| p.peft_name()).collect();
-    let config = serde_json::json!({"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "target_modules": modules});
-    std::fs::write(dir.join("adapter_config.json"), config.to_string())?;
-    Ok(())
 }
 
 /// Prompts of three abstracts each, with a question, as the product asks them.
@@ -121,7 +99,7 @@ async fn main() -> Result<()> {
     for i in 0..largest {
         let dir = args.work_dir.join(format!("a{i}"));
         if !dir.join("adapter_model.safetensors").exists() {
-            write_adapter(&dir, &config, args.rank)?;
+            tributary_benches::write_random_adapter(&dir, &config, args.rank)?;
         }
         registry.register(&format!("a{i}"), AdapterSource::Path(dir), &config)?;
     }

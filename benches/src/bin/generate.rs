@@ -4,8 +4,7 @@
 //!
 //!     cargo run -p tributary-benches --bin generate -- --model models/SmolLM2-135M-Instruct.Q4_1.gguf
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,7 +13,7 @@ use candle_core::{DType, Device, Tensor};
 use clap::Parser;
 use tributary_generator::{
     Adapter, AdapterCache, AdapterRegistry, AdapterSource, BatchAdapters, ChatMessage, GenerationParams, KvCache,
-    LocalModel, Model, ModelConfig, Projection,
+    LocalModel, Model,
 };
 
 #[derive(Parser)]
@@ -31,27 +30,6 @@ struct Args {
     batch: usize,
     #[arg(long, default_value = "target/bench-data/adapters")]
     work_dir: PathBuf,
-}
-
-/// A random PEFT adapter of `rank` on every projection of every layer.
-fn write_adapter(dir: &Path, config: &ModelConfig, rank: usize) -> Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let mut tensors = HashMap::new();
-    for layer in 0..config.num_layers {
-        for p in Projection::ALL {
-            let (input, output) = p.shape(config);
-            let block =
-                if matches!(p, Projection::Gate | Projection::Up | Projection::Down) { "mlp" } else { "self_attn" };
-            let name = format!("base_model.model.model.layers.{layer}.{block}.{}", p.peft_name());
-            tensors.insert(format!("{name}.lora_A.weight"), Tensor::randn(0f32, 0.02, (rank, input), &Device::Cpu)?);
-            tensors.insert(format!("{name}.lora_B.weight"), Tensor::randn(0f32, 0.02, (output, rank), &Device::Cpu)?);
-        }
-    }
-    candle_core::safetensors::save(&tensors, dir.join("adapter_model.safetensors"))?;
-    let modules: Vec<&str> = Projection::ALL.iter().map(|p| p.peft_name()).collect();
-    let config = serde_json::json!({"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "target_modules": modules});
-    std::fs::write(dir.join("adapter_config.json"), config.to_string())?;
-    Ok(())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -156,7 +134,7 @@ fn main() -> Result<()> {
         let id = format!("bench-{i}");
         let dir = args.work_dir.join(&id);
         if !dir.join("adapter_model.safetensors").exists() {
-            write_adapter(&dir, &config, args.rank)?;
+            tributary_benches::write_random_adapter(&dir, &config, args.rank)?;
         }
         registry.register(&id, AdapterSource::Path(dir), &config)?;
         ids.push(id);

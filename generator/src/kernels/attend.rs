@@ -3,23 +3,18 @@
 //! result does not depend on how it was reached). AVX2 + FMA where the CPU has them and the
 //! head width is a multiple of 64; plain loops otherwise.
 
-/// `out` = Σ_p softmax(q · k_p · scale)_p v_p over `positions` keys and values stored one after
-/// another, `d` floats each, from the start of `keys` and `values`. `scores` is scratch.
-pub(crate) fn head(
-    query: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    positions: usize,
-    scale: f32,
-    scores: &mut Vec<f32>,
-    out: &mut [f32],
-) {
-    let d = query.len();
-    assert!(out.len() == d && keys.len() >= positions * d && values.len() >= positions * d, "attention sizes");
+/// `out` = Σ_p softmax(q · k_p · scale)_p v_p over the cached keys and values. `scores` is
+/// scratch.
+pub(crate) fn head(query: &[f32], cached: Cached<'_>, scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
+    let Cached { keys, values, positions, width: d } = cached;
+    assert!(
+        query.len() == d && out.len() == d && keys.len() >= positions * d && values.len() >= positions * d,
+        "attention sizes"
+    );
     #[cfg(target_arch = "x86_64")]
     if d.is_multiple_of(64) && fast() {
         // SAFETY: the CPU has AVX2 and FMA (checked once); sizes are checked above.
-        unsafe { x86::head(query, keys, values, positions, scale, scores, out) };
+        unsafe { x86::head(query, cached, scale, scores, out) };
         return;
     }
     scores.clear();
@@ -53,11 +48,11 @@ pub(crate) fn group(queries: &[f32], cached: Cached<'_>, scale: f32, scores: &mu
     if d == 64 && (1..=4).contains(&heads) && wide() {
         assert!(keys.len() >= positions * d && values.len() >= positions * d, "attention sizes");
         // SAFETY: the CPU has AVX-512 F (checked once); sizes are checked above.
-        unsafe { x86::group(queries, keys, values, positions, scale, scores, out) };
+        unsafe { x86::group(queries, cached, scale, scores, out) };
         return;
     }
     for (query, out) in queries.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-        head(query, keys, values, positions, scale, scores, out);
+        head(query, cached, scale, scores, out);
     }
 }
 
@@ -92,14 +87,8 @@ fn softmax_numerators(scores: &mut [f32]) -> f32 {
 mod x86 {
     use std::arch::x86_64::*;
 
-    #[inline(always)]
-    unsafe fn horizontal_sum(v: __m256) -> f32 {
-        unsafe {
-            let pair = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-            let pair = _mm_add_ps(pair, _mm_movehl_ps(pair, pair));
-            _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1)))
-        }
-    }
+    use super::Cached;
+    use crate::kernels::simd::horizontal_sum;
 
     /// [`super::head`] with 256-bit vectors: two accumulators per dot product, and the output
     /// in blocks of 64 floats held in eight registers while every position's value is added.
@@ -107,16 +96,8 @@ mod x86 {
     /// # Safety
     /// AVX2 and FMA; `query.len()` a multiple of 64; `keys` and `values` hold `positions` rows.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn head(
-        query: &[f32],
-        keys: &[f32],
-        values: &[f32],
-        positions: usize,
-        scale: f32,
-        scores: &mut Vec<f32>,
-        out: &mut [f32],
-    ) {
-        let d = query.len();
+    pub(super) unsafe fn head(query: &[f32], cached: Cached<'_>, scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
+        let Cached { keys, values, positions, width: d } = cached;
         unsafe {
             scores.clear();
             let q = query.as_ptr();
@@ -157,14 +138,13 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn group(
         queries: &[f32],
-        keys: &[f32],
-        values: &[f32],
-        positions: usize,
+        cached: Cached<'_>,
         scale: f32,
         scores: &mut Vec<f32>,
         out: &mut [f32],
     ) {
         const D: usize = 64;
+        let Cached { keys, values, positions, .. } = cached;
         let heads = queries.len() / D;
         unsafe {
             scores.clear();
@@ -225,7 +205,7 @@ mod tests {
                 group(&queries, cached, 0.125, &mut scores, &mut grouped);
                 for h in 0..heads {
                     let mut alone = vec![0f32; d];
-                    head(&queries[h * d..(h + 1) * d], &keys, &values, positions, 0.125, &mut scores, &mut alone);
+                    head(&queries[h * d..(h + 1) * d], cached, 0.125, &mut scores, &mut alone);
                     for (j, (g, a)) in grouped[h * d..(h + 1) * d].iter().zip(&alone).enumerate() {
                         assert!((g - a).abs() < 1e-5, "d {d}, {heads} heads, head {h}, lane {j}: {g} vs {a}");
                     }
@@ -245,7 +225,8 @@ mod tests {
             let keys: Vec<f32> = (0..positions * d).map(|i| value(i + 3)).collect();
             let values: Vec<f32> = (0..positions * d).map(|i| value(i + 11)).collect();
             let (mut scores, mut out) = (Vec::new(), vec![0f32; d]);
-            head(&query, &keys, &values, positions, 0.125, &mut scores, &mut out);
+            let cached = Cached { keys: &keys, values: &values, positions, width: d };
+            head(&query, cached, 0.125, &mut scores, &mut out);
             let logits: Vec<f64> = (0..positions)
                 .map(|p| (0..d).map(|j| query[j] as f64 * keys[p * d + j] as f64).sum::<f64>() * 0.125)
                 .collect();

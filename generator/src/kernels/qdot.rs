@@ -516,6 +516,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{BLOCK, BlockFormat, GROUP, Prefetch, QuantizedActivation};
+    use crate::kernels::simd::horizontal_sum;
 
     #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
     pub(super) fn mul_rows_vnni(
@@ -671,15 +672,6 @@ mod x86 {
         assert!(x_scales.len() >= g + GROUP, "activation scales are padded to whole groups");
         // SAFETY: `x_scales` holds at least g + 8 f32 (checked); the caller has the instructions.
         unsafe { _mm256_mul_ps(f16x8(stored, g, blocks), _mm256_loadu_ps(x_scales.as_ptr().add(g))) }
-    }
-
-    #[inline(always)]
-    unsafe fn horizontal_sum(v: __m256) -> f32 {
-        unsafe {
-            let pair = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-            let pair = _mm_add_ps(pair, _mm_movehl_ps(pair, pair));
-            _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1)))
-        }
     }
 
     /// `acc + factor * Σ w · x` over block `b` of a Q4_1 row's quants and the activation.

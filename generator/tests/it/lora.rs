@@ -14,18 +14,25 @@ use crate::tiny::{LAYERS, max_diff, tokens, write_tiny};
 
 /// Writes a random PEFT adapter of `rank` on `modules` for the tiny model.
 pub fn write_adapter(dir: &Path, model: &Model, rank: usize, modules: &[Projection]) {
+    write_adapter_scaled(dir, model, rank, modules, 0.3);
+}
+
+/// [`write_adapter`] for every layer of `model`, the factors N(0, `scale`).
+pub fn write_adapter_scaled(dir: &Path, model: &Model, rank: usize, modules: &[Projection], scale: f32) {
     std::fs::create_dir_all(dir).unwrap();
     let mut tensors = HashMap::new();
-    for layer in 0..LAYERS {
+    for layer in 0..model.config().num_layers {
         for &m in modules {
             let (input, output) = m.shape(model.config());
             let block =
                 if matches!(m, Projection::Gate | Projection::Up | Projection::Down) { "mlp" } else { "self_attn" };
             let p = format!("base_model.model.model.layers.{layer}.{block}.{}", m.peft_name());
             tensors
-                .insert(format!("{p}.lora_A.weight"), Tensor::randn(0f32, 0.3, (rank, input), &Device::Cpu).unwrap());
-            tensors
-                .insert(format!("{p}.lora_B.weight"), Tensor::randn(0f32, 0.3, (output, rank), &Device::Cpu).unwrap());
+                .insert(format!("{p}.lora_A.weight"), Tensor::randn(0f32, scale, (rank, input), &Device::Cpu).unwrap());
+            tensors.insert(
+                format!("{p}.lora_B.weight"),
+                Tensor::randn(0f32, scale, (output, rank), &Device::Cpu).unwrap(),
+            );
         }
     }
     candle_core::safetensors::save(&tensors, dir.join("adapter_model.safetensors")).unwrap();

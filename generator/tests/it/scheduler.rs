@@ -2,42 +2,19 @@
 //! the tokens they get alone; a cancelled request frees its row and its cache; the KV budget
 //! and the queue refuse at once rather than fail an answer midway.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use tokio::sync::mpsc;
 use tributary_generator::{
     AdapterRegistry, AdapterSource, ChatMessage, ChatRequest, Completion, Error, GenerationParams, Generator,
-    LocalGenerator, LocalModel, Model, Projection, Result, SamplingParams, SchedulerConfig, StreamEvent,
+    LocalGenerator, LocalModel, Projection, Result, SamplingParams, SchedulerConfig, StreamEvent,
 };
 
+use crate::lora::write_adapter_scaled;
 use crate::smollm2;
-
-/// A PEFT adapter over every layer of `model`, random (seeded by candle's generator: the test
-/// compares runs of the same adapter, so any values do).
-fn write_adapter(dir: &Path, model: &Model, rank: usize, modules: &[Projection]) {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut tensors = HashMap::new();
-    for layer in 0..model.config().num_layers {
-        for &m in modules {
-            let (input, output) = m.shape(model.config());
-            let block =
-                if matches!(m, Projection::Gate | Projection::Up | Projection::Down) { "mlp" } else { "self_attn" };
-            let p = format!("base_model.model.model.layers.{layer}.{block}.{}", m.peft_name());
-            let a = Tensor::randn(0f32, 0.08, (rank, input), &Device::Cpu).unwrap();
-            let b = Tensor::randn(0f32, 0.08, (output, rank), &Device::Cpu).unwrap();
-            tensors.insert(format!("{p}.lora_A.weight"), a);
-            tensors.insert(format!("{p}.lora_B.weight"), b);
-        }
-    }
-    candle_core::safetensors::save(&tensors, dir.join("adapter_model.safetensors")).unwrap();
-    let names: Vec<&str> = modules.iter().map(|m| m.peft_name()).collect();
-    let config = serde_json::json!({"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "target_modules": names});
-    std::fs::write(dir.join("adapter_config.json"), config.to_string()).unwrap();
-}
 
 /// The real model with two registered adapters, `a` and `b`.
 fn generator(dir: &Path, config: SchedulerConfig) -> LocalGenerator {
@@ -49,8 +26,9 @@ fn generator_with(dir: &Path, config: SchedulerConfig, fused_prompts: bool) -> L
     let mut model = LocalModel::load(&smollm2(), &Device::Cpu).unwrap();
     model.set_fused_prompts(fused_prompts);
     let registry = Arc::new(AdapterRegistry::open(dir.join("adapters.json")).unwrap());
-    write_adapter(&dir.join("a"), model.model(), 8, &[Projection::Q, Projection::V, Projection::Down]);
-    write_adapter(&dir.join("b"), model.model(), 4, &[Projection::O, Projection::Up, Projection::Gate]);
+    // Random (the test compares runs of the same adapter, so any values do).
+    write_adapter_scaled(&dir.join("a"), model.model(), 8, &[Projection::Q, Projection::V, Projection::Down], 0.08);
+    write_adapter_scaled(&dir.join("b"), model.model(), 4, &[Projection::O, Projection::Up, Projection::Gate], 0.08);
     for id in ["a", "b"] {
         registry.register(id, AdapterSource::Path(dir.join(id)), model.model().config()).unwrap();
     }
