@@ -22,7 +22,7 @@ if [ ! -f "$data/ingested" ]; then
   $bin ingest --datanet corpus --contributor 0x70997970C51812dc3A010C7d01b50e0d17dc79C8 "$corpus" 2>/dev/null
   touch "$data/ingested"
 fi
-$bin serve --bind 127.0.0.1:18181 --anonymous-rate-per-minute 100000000 --max-generating 2 \
+$bin serve --bind 127.0.0.1:18181 --anonymous-rate-per-minute 100000000 --max-generating 32 \
   --max-answer-tokens 64 > "$data/serve.log" 2>&1 &
 server=$!
 for _ in $(seq 100); do curl -sf 127.0.0.1:18181/readyz >/dev/null && break; sleep 0.2; done
@@ -42,9 +42,9 @@ run() { # name connections script [duration]
 run search-cold 1 search.lua 5s
 run search 1 search.lua
 run search 16 search.lua
-# As many connections as generation slots: throughput and latency of whole answers.
-run answers 2 answer.lua 60s
-# Twice the slots: the excess is refused at once (503 overloaded), not queued.
-run overload 8 answer.lua
+# Whole answers at 1, 4 and 16 connections: the scheduler batches the answers in progress.
+for clients in ${ANSWER_CLIENTS:-1 4 16}; do
+  run "answers-$clients" "$clients" answer.lua "${ANSWER_DURATION:-60s}"
+done
 echo "== server peak memory: $(grep VmHWM /proc/$server/status | awk '{print $2/1024 " MiB"}')"
-curl -s 127.0.0.1:18181/metrics | grep -E "^tributary_(answers|searches|overloaded)_total|^tributary_query_cache"
+curl -s 127.0.0.1:18181/metrics | grep -E "^tributary_(answers|searches|overloaded)_total|^tributary_query_cache|^tributary_generator_"
