@@ -186,6 +186,29 @@ pub struct Usage {
     pub paid_by: Option<wire::PaidBy>,
 }
 
+impl Default for Usage {
+    fn default() -> Self {
+        Usage { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, cost: "0".into(), paid_by: None }
+    }
+}
+
+impl Usage {
+    /// Counts one choice's answer and what its receipt charged (exactly: a fee that is not an
+    /// amount, or a total past the range, is an error, not a zero).
+    fn add(&mut self, answer: &wire::Answer, receipt: &wire::Receipt) -> ApiResult<()> {
+        let amount = |text: &str| text.parse::<u128>().map_err(|_| ApiError::internal(format!("fee {text:?}")));
+        let cost = amount(&self.cost)?
+            .checked_add(amount(&receipt.fee)?)
+            .ok_or_else(|| ApiError::internal("the choices' fees overflow"))?;
+        self.cost = cost.to_string();
+        self.prompt_tokens += answer.prompt_tokens;
+        self.completion_tokens += answer.completion_tokens;
+        self.total_tokens = self.prompt_tokens + self.completion_tokens;
+        self.paid_by = self.paid_by.or(receipt.payment.as_ref().map(|p| p.paid_by));
+        Ok(())
+    }
+}
+
 /// Tributary's additions to a completion.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Attribution {
@@ -366,14 +389,10 @@ async fn chat_completions(
     for run in runs {
         answered.push(finish(run).await?);
     }
-    let mut usage = Usage { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, cost: "0".into(), paid_by: None };
-    let mut cost: u128 = 0;
+    let mut usage = Usage::default();
     let mut choices = Vec::with_capacity(answered.len());
     for (index, (answer, receipt)) in answered.into_iter().enumerate() {
-        usage.prompt_tokens += answer.prompt_tokens;
-        usage.completion_tokens += answer.completion_tokens;
-        cost += receipt.fee.parse::<u128>().unwrap_or(0);
-        usage.paid_by = usage.paid_by.or(receipt.payment.as_ref().map(|p| p.paid_by));
+        usage.add(&answer, &receipt)?;
         choices.push(Choice {
             index: index as u32,
             message: AssistantMessage { role: "assistant".into(), content: answer.answer.clone() },
@@ -381,8 +400,6 @@ async fn chat_completions(
             tributary: attribution(answer, receipt),
         });
     }
-    usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
-    usage.cost = cost.to_string();
     let tributary = choices.first().map(|c| c.tributary.clone()).ok_or_else(|| ApiError::internal("no choice"))?;
     let completion = ChatCompletion {
         id: format!("chatcmpl-{}", tributary.receipt_id),
@@ -394,6 +411,12 @@ async fn chat_completions(
         tributary,
     };
     Ok(Json(completion).into_response())
+}
+
+/// OpenAI's error object, as a stream's last event for a choice.
+fn error_data(e: &ApiError) -> Event {
+    let problem = e.problem();
+    data(&serde_json::json!({"error": {"message": problem.detail, "type": problem.code, "code": problem.code}}))
 }
 
 fn data(value: &serde_json::Value) -> Event {
@@ -414,7 +437,7 @@ fn chunks(
     let mut random = [0u8; 12];
     let _ = getrandom::fill(&mut random);
     let id = format!("chatcmpl-{}", hex::encode(random));
-    let usage = Arc::new(std::sync::Mutex::new((0usize, 0usize, 0u128)));
+    let usage = Arc::new(std::sync::Mutex::new(Usage::default()));
     let per_choice = runs.into_iter().enumerate().map(|(index, rx)| {
         let (id, model, usage) = (id.clone(), model.clone(), usage.clone());
         let choice = move |delta: serde_json::Value, finish: Option<String>| {
@@ -433,21 +456,21 @@ fn chunks(
                         return Some((vec![data(&choice(serde_json::json!({"content": text}), None))], Some(rx)));
                     }
                     Progress::Finished { answer, receipt } => {
-                        if let Ok(mut total) = usage.lock() {
-                            total.0 += answer.prompt_tokens;
-                            total.1 += answer.completion_tokens;
-                            total.2 += receipt.fee.parse::<u128>().unwrap_or(0);
+                        let added = match usage.lock() {
+                            Ok(mut usage) => usage.add(&answer, &receipt),
+                            Err(_) => Err(ApiError::internal("the usage tally was poisoned")),
+                        };
+                        match added {
+                            Ok(()) => {
+                                let mut last = choice(serde_json::json!({}), Some(finish_reason(&answer)));
+                                last["tributary"] =
+                                    serde_json::to_value(attribution(*answer, *receipt)).unwrap_or_default();
+                                vec![data(&last)]
+                            }
+                            Err(e) => vec![error_data(&e)],
                         }
-                        let mut last = choice(serde_json::json!({}), Some(finish_reason(&answer)));
-                        last["tributary"] = serde_json::to_value(attribution(*answer, *receipt)).unwrap_or_default();
-                        vec![data(&last)]
                     }
-                    Progress::Failed(e) => {
-                        let problem = e.problem();
-                        vec![data(
-                            &serde_json::json!({"error": {"message": problem.detail, "type": problem.code, "code": problem.code}}),
-                        )]
-                    }
+                    Progress::Failed(e) => vec![error_data(&e)],
                 };
                 Some((events, None))
             }
@@ -459,11 +482,10 @@ fn chunks(
     let end = futures_util::stream::once(async move {
         let mut tail = Vec::new();
         if include_usage {
-            let (prompt, completion, cost) = usage.lock().map(|u| *u).unwrap_or_default();
+            let usage = usage.lock().map(|u| serde_json::to_value(&*u).unwrap_or_default()).unwrap_or_default();
             tail.push(data(&serde_json::json!({
                 "id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
-                "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                          "total_tokens": prompt + completion, "cost": cost.to_string()},
+                "usage": usage,
             })));
         }
         tail.push(Event::default().data("[DONE]"));

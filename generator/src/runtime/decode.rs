@@ -133,17 +133,19 @@ impl CpuDecoder {
     ) -> Result<Option<Tensor>> {
         let config = model.config();
         let rows = tokens.len();
-        // Which cache, which of its batch rows, and which position each row runs at.
-        let (mut prompt, mut wants_logits) = (false, true);
-        let (caches, slots): (Vec<&mut KvCache>, Vec<Slot>) = match caches {
+        let prompt = matches!(caches, StepCaches::Prompt { .. });
+        // Which cache, which of its batch rows, and which position each row runs at; and the
+        // rows whose logits are computed (the last ones): a prompt's last position's, or none,
+        // and a step's every row's.
+        let (caches, slots, logit_rows): (Vec<&mut KvCache>, Vec<Slot>, usize) = match caches {
             StepCaches::Prompt { cache, logits } => {
-                (prompt, wants_logits) = (true, logits);
                 let start = cache.len();
-                (vec![cache], (0..rows).map(|r| Slot { cache: 0, batch: 0, start: start + r }).collect())
+                let slots = (0..rows).map(|r| Slot { cache: 0, batch: 0, start: start + r }).collect();
+                (vec![cache], slots, usize::from(logits))
             }
             StepCaches::Batch(cache) => {
                 let start = cache.len();
-                (vec![cache], (0..rows).map(|r| Slot { cache: 0, batch: r, start }).collect())
+                (vec![cache], (0..rows).map(|r| Slot { cache: 0, batch: r, start }).collect(), rows)
             }
             StepCaches::Rows(caches) => {
                 if caches.len() != rows {
@@ -151,7 +153,7 @@ impl CpuDecoder {
                 }
                 let slots =
                     caches.iter().enumerate().map(|(r, c)| Slot { cache: r, batch: 0, start: c.len() }).collect();
-                (caches, slots)
+                (caches, slots, rows)
             }
         };
         if let Some(slot) = slots.iter().find(|s| s.start + 1 > config.max_positions) {
@@ -208,12 +210,6 @@ impl CpuDecoder {
         }
         let q_width = config.num_heads * config.head_dim;
         let kv_width = config.num_kv_heads * config.head_dim;
-        // A prompt's logits are its last position's; a step's, every row's.
-        let logit_rows = match (prompt, wants_logits) {
-            (false, _) => rows,
-            (true, true) => 1,
-            (true, false) => 0,
-        };
         let buffers = Buffers {
             x: Shared::new(x),
             qkv: Shared::new(vec![0.0; rows * (q_width + 2 * kv_width)]),

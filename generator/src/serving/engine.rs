@@ -50,14 +50,6 @@ fn default_repeat_penalty() -> f32 {
 /// Tokens the repeat penalty looks back over.
 pub(crate) const REPEAT_WINDOW: usize = 64;
 
-/// Positions a request's cache can need: its prompt and answer, within the context.
-pub(crate) fn positions(prompt: usize, max_tokens: usize, context: usize) -> usize {
-    prompt.saturating_add(max_tokens).min(context)
-}
-
-/// Prompt tokens run in one piece by [`LocalModel::complete`] (the scheduler's default too).
-pub(crate) const PREFILL_CHUNK: usize = 128;
-
 impl Default for GenerationParams {
     fn default() -> Self {
         GenerationParams {
@@ -68,6 +60,14 @@ impl Default for GenerationParams {
         }
     }
 }
+
+/// Positions a request's cache can need: its prompt and answer, within the context.
+pub(crate) fn positions(prompt: usize, max_tokens: usize, context: usize) -> usize {
+    prompt.saturating_add(max_tokens).min(context)
+}
+
+/// Prompt tokens run in one piece by [`LocalModel::complete`] (the scheduler's default too).
+pub(crate) const PREFILL_CHUNK: usize = 128;
 
 /// Why generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -229,16 +229,13 @@ impl LocalModel {
         reply: &str,
         adapters: &AdapterMix,
     ) -> Result<Vec<f64>> {
-        let encode = |text: &str| -> Result<Vec<u32>> {
-            Ok(self.tokenizer.encode_fast(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?.get_ids().to_vec())
-        };
-        let reply_ids = encode(reply)?;
+        let reply_ids = self.encode(reply)?;
         if reply_ids.is_empty() {
             return Err(Error::InvalidRequest("an empty reply has no likelihood to compare".into()));
         }
         let mut rows = Vec::with_capacity(prompts.len());
         for messages in prompts {
-            let mut ids = encode(&self.prompt(messages)?)?;
+            let mut ids = self.encode(&self.prompt(messages)?)?;
             let prefix = ids.len();
             ids.extend_from_slice(&reply_ids);
             if ids.len() > self.context_length() {
@@ -250,13 +247,15 @@ impl LocalModel {
         self.model.continuation_log_likelihoods(&rows, &batch_adapters)
     }
 
+    /// `text`'s token ids (no special tokens added: the chat template writes them).
+    fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.tokenizer.encode_fast(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?.get_ids().to_vec())
+    }
+
     /// The chat template applied to `messages`, as token ids; refused when empty or when it
     /// leaves no room for an answer.
     pub fn encode_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
-        let prompt = self.prompt(messages)?;
-        let encoding =
-            self.tokenizer.encode_fast(prompt.as_str(), false).map_err(|e| Error::Tokenizer(e.to_string()))?;
-        let ids = encoding.get_ids().to_vec();
+        let ids = self.encode(&self.prompt(messages)?)?;
         if ids.is_empty() {
             return Err(Error::InvalidRequest("empty prompt".into()));
         }
