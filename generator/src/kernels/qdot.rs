@@ -52,8 +52,8 @@ pub(crate) struct BlockRows {
     rows: usize,
     cols: usize,
     data: Vec<u8>,
-    /// The same Q4_1 weights laid out for many activations at once ([`Tiles`]), made on first
-    /// use by a prompt.
+    /// The same Q4_1 weights laid out for many activations at once ([`Tiles`]): made when
+    /// prompts are set to run fused ([`BlockRows::keep_tiles`]), else on first use.
     tiles: std::sync::OnceLock<Option<Tiles>>,
 }
 
@@ -251,6 +251,15 @@ impl BlockRows {
         {
             let _ = tiles;
             false
+        }
+    }
+
+    /// Makes the tiled copy now (where it applies), so that no prompt waits for it; or drops it.
+    pub(crate) fn keep_tiles(&mut self, keep: bool) {
+        if keep {
+            self.tiles.get_or_init(|| self.tiled());
+        } else {
+            self.tiles.take();
         }
     }
 

@@ -116,6 +116,12 @@ impl CpuDecoder {
         }))
     }
 
+    /// Makes every projection's tiled copy for prompts (in parallel), or drops them.
+    pub(crate) fn keep_tiles(&mut self, keep: bool) {
+        use rayon::prelude::*;
+        self.layers.par_iter_mut().flat_map(|l| l.weights.par_iter_mut()).for_each(|w| w.keep_tiles(keep));
+    }
+
     /// Bytes of weights this decoder holds (besides the model's own copies).
     pub(crate) fn bytes(&self) -> usize {
         self.bytes

@@ -232,6 +232,7 @@ impl Model {
         let mut model = Self::assemble(config, embeddings, layers, norm, lm_head, device)?;
         if let Some(layers) = fused_layers {
             model.decoder = CpuDecoder::new(&model.config, layers, &model.norm, head_blocks, &model.cos, &model.sin)?;
+            model.set_fused_prompts(model.fused_prompts);
         }
         Ok((model, content))
     }
@@ -513,6 +514,11 @@ impl Model {
     /// compare the two; decoding steps keep [`Model::set_fused_decode`]'s setting.
     pub fn set_fused_prompts(&mut self, enabled: bool) {
         self.fused_prompts = enabled;
+        // Their tiled weights are made here, at load, not by the first prompt; and dropped
+        // when prompts go through candle's ops.
+        if let Some(decoder) = self.decoder.as_mut() {
+            decoder.keep_tiles(enabled);
+        }
     }
 
     /// Bytes of the second copy of the weights the fused step reads (0 without one).
