@@ -33,9 +33,10 @@ pub use adapters::lora::{Adapter, AdapterConfig, AdapterMix, AdapterSource, Batc
 pub use adapters::registry::{AdapterCache, AdapterEntry, AdapterRegistry, CacheStats, validate_adapter_id};
 pub use answers::answer::{Answer, AnswerEvent, AnswerRequest, Citation, Influence, answer};
 pub use answers::cite::{
-    CitationKind, CitationPolicy, CitationStats, CitedSentence, INSTRUCTION, NOT_FOUND, Source, attribute, messages,
-    numbered_messages, select_sources,
+    CitationKind, CitationPolicy, CitationStats, CitedSentence, INSTRUCTION, NOT_FOUND, Origin, Source, attribute,
+    messages, numbered_messages, select_sources,
 };
+pub use answers::facts::{states_facts, unheld_facts};
 pub use config::{Architecture, ModelConfig, Projection};
 pub use error::{Error, Result};
 pub use runtime::chat::{CHATML, ChatMessage, ChatTemplate};

@@ -54,7 +54,7 @@ pub struct AskArgs {
     question: String,
 }
 
-fn parse_adapters(specs: &[String]) -> Result<Vec<(String, f32)>> {
+pub(super) fn parse_adapters(specs: &[String]) -> Result<Vec<(String, f32)>> {
     specs
         .iter()
         .map(|spec| match spec.rsplit_once('=') {

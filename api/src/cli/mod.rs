@@ -9,6 +9,7 @@ mod answers;
 mod apikeys;
 mod datanets;
 mod demo;
+mod eval;
 mod flags;
 mod onchain;
 mod output;
@@ -92,6 +93,9 @@ pub enum Command {
     },
     /// Answer a question from one or more Datanets, citing the passages used.
     Ask(answers::AskArgs),
+    /// Answer a set of questions with known answers and report how many were right and cited,
+    /// citation precision and recall, and what the fact check caught (nothing is recorded).
+    Eval(eval::EvalArgs),
     /// Register, list and remove LoRA adapters.
     #[command(subcommand)]
     Adapter(adapters::AdapterCommand),
@@ -197,6 +201,7 @@ pub async fn run(app: &App, command: Command) -> Result<()> {
         Command::Verify { datanet: Some(datanet), repair } => datanets::verify(app, &datanet, repair).await,
         Command::Verify { datanet: None, .. } => receipts::verify(app).await,
         Command::Ask(args) => answers::ask(app, args).await,
+        Command::Eval(args) => eval::eval(app, args).await,
         Command::Adapter(command) => adapters::adapter(app, command).await,
         Command::Earnings { address, json } => receipts::earnings(app, &address, json).await,
         Command::Receipt { id, json } => receipts::receipt(app, &id, json).await,

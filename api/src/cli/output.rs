@@ -45,6 +45,16 @@ pub fn print_passages(passages: &[Passage]) {
 
 /// The numbered sources an answer cites, with who gets the credit.
 pub fn print_sources(answer: &Answer) {
+    if answer.draft.is_some() {
+        println!("Checked against the passages, the answer is:\n  {}", answer.answer);
+    }
+    for sentence in answer.sentences.iter().filter(|s| !s.unsupported_facts.is_empty()) {
+        println!(
+            "  unsupported: {:?} states {} that no passage it could cite holds",
+            sentence.text,
+            sentence.unsupported_facts.join(", ")
+        );
+    }
     if !answer.grounded {
         println!("(no passage supports this answer: nobody is credited)");
     }
@@ -56,11 +66,16 @@ pub fn print_sources(answer: &Answer) {
     }
     let s = &answer.stats;
     println!(
-        "  citations: {} of {} sentences by marker, {} post hoc, {} unsupported; {} markers dropped",
+        "  citations: {} of {} sentences by marker, {} post hoc, {} unsupported ({} by the fact check); \
+         {} markers dropped; {} repaired, {} quoted, {} left out",
         s.marker,
         s.sentences,
         s.post_hoc,
         s.unsupported,
-        s.dropped_out_of_range + s.dropped_unsupported
+        s.fact_failures,
+        s.dropped_out_of_range + s.dropped_unsupported,
+        s.repaired,
+        s.quoted,
+        s.dropped
     );
 }

@@ -291,7 +291,9 @@ fn answer_events(rx: Run) -> impl Stream<Item = Result<Event, Infallible>> {
 /// Answers a question from Datanets the caller may read, citing the passages used, and records
 /// the receipt that pays their contributors. With `Accept: text/event-stream` the answer
 /// streams as server-sent events: `token` (`{"text"}`) as generated, then `answer`, then
-/// `receipt`; a failure after the stream began is an `error` event holding a `Problem`.
+/// `receipt`; a failure after the stream began is an `error` event holding a `Problem`. When
+/// the fact check repaired, quoted or left out a sentence, the `answer` event's text replaces
+/// the tokens streamed (they are its `draft`).
 #[utoipa::path(
     post, path = "/v1/answers", tag = "answers", request_body = wire::AnswerRequest,
     responses(

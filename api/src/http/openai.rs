@@ -413,6 +413,9 @@ async fn chat_completions(
     Ok(Json(completion).into_response())
 }
 
+/// Opens the content a stream adds when the fact check changed the streamed answer.
+pub const CHECKED: &str = "Checked against the passages:";
+
 /// OpenAI's error object, as a stream's last event for a choice.
 fn error_data(e: &ApiError) -> Event {
     let problem = e.problem();
@@ -423,7 +426,8 @@ fn data(value: &serde_json::Value) -> Event {
     Event::default().data(value.to_string())
 }
 
-/// The OpenAI streaming protocol: for each choice a role chunk, content chunks and a final chunk
+/// The OpenAI streaming protocol: for each choice a role chunk, content chunks (when the fact
+/// check changed the answer, one more: [`CHECKED`] and the checked answer) and a final chunk
 /// with the finish reason (and `tributary`), the choices' chunks interleaved as they come; with
 /// `include_usage`, a chunk with the total usage and no choices; then `[DONE]`. A failure
 /// mid-stream ends its choice with an `error` object.
@@ -462,10 +466,16 @@ fn chunks(
                         };
                         match added {
                             Ok(()) => {
+                                // The tokens already sent cannot be taken back: what the checks
+                                // changed follows them, said as such.
+                                let correction = answer.draft.as_ref().map(|_| {
+                                    let text = format!("\n\n{CHECKED} {}", answer.answer);
+                                    data(&choice(serde_json::json!({"content": text}), None))
+                                });
                                 let mut last = choice(serde_json::json!({}), Some(finish_reason(&answer)));
                                 last["tributary"] =
                                     serde_json::to_value(attribution(*answer, *receipt)).unwrap_or_default();
-                                vec![data(&last)]
+                                correction.into_iter().chain([data(&last)]).collect()
                             }
                             Err(e) => vec![error_data(&e)],
                         }

@@ -465,8 +465,30 @@ pub struct AnswerRequest {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CitationKind {
+    /// The model cited the passage and it supports the sentence.
     Marker,
+    /// Attributed to the passages that support it.
     PostHoc,
+    /// The passage's own words, quoted where a generated sentence failed the checks.
+    Quote,
+}
+
+/// Where a sentence of the answer came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    #[default]
+    Generated,
+    /// Written again once, from the passage sentence that supports it, after failing the fact check.
+    Repaired,
+    /// Quoted from a passage.
+    Quoted,
+}
+
+impl Origin {
+    fn is_generated(&self) -> bool {
+        *self == Origin::Generated
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -476,6 +498,13 @@ pub struct CitedSentence {
     /// Numbers of the passages it cites.
     pub citations: Vec<usize>,
     pub kind: Option<CitationKind>,
+    /// Numbers, dates and names the sentence states that no passage supporting it holds: why
+    /// it is unsupported and credits no one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unsupported_facts: Vec<String>,
+    /// `generated` when absent.
+    #[serde(default, skip_serializing_if = "Origin::is_generated")]
+    pub origin: Origin,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -499,6 +528,18 @@ pub struct CitationStats {
     pub unsupported: usize,
     pub dropped_out_of_range: usize,
     pub dropped_unsupported: usize,
+    /// Sentences that stated a number, date or name no supporting passage holds.
+    #[serde(default)]
+    pub fact_failures: usize,
+    /// Of those, rewritten once and then supported.
+    #[serde(default)]
+    pub repaired: usize,
+    /// Replaced by a quote of the passage sentence that answers.
+    #[serde(default)]
+    pub quoted: usize,
+    /// Left out of the answer.
+    #[serde(default)]
+    pub dropped: usize,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -520,7 +561,12 @@ pub enum FinishReason {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Answer {
+    /// The answer, markers included; when the checks changed what the model wrote, its
+    /// checked sentences (what was streamed is then `draft`).
     pub answer: String,
+    /// The model's text as streamed, when sentences were repaired, quoted or left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft: Option<String>,
     pub sentences: Vec<CitedSentence>,
     pub citations: Vec<Citation>,
     pub sources_offered: usize,

@@ -5,6 +5,7 @@ mod batch;
 mod chain;
 mod cli;
 mod crash;
+mod facts;
 mod faults;
 mod http;
 mod layers;

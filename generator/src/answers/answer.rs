@@ -6,8 +6,12 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::answers::cite::{
-    self, CitationPolicy, CitationStats, CitedSentence, NOT_FOUND, Source, attribute, messages, select_sources,
+    self, Checker, CitationKind, CitationPolicy, CitationStats, CitedSentence, NOT_FOUND, Origin, Source, messages,
+    select_sources,
 };
+use crate::answers::evidence::Span;
+use crate::answers::sentences::split_answer;
+use crate::answers::words::content_words;
 use crate::error::{Error, Result};
 use crate::runtime::chat::ChatMessage;
 use crate::serving::backend::{ChatRequest, Generator, StreamEvent};
@@ -71,8 +75,13 @@ pub struct Citation {
 /// A finished answer.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Answer {
-    /// The model's text (markers included).
+    /// The answer's text, markers included: the model's, or, when the checks changed it
+    /// ([`Answer::draft`]), its checked sentences.
     pub answer: String,
+    /// The model's text as it was streamed, when sentences that failed the fact check were
+    /// repaired, quoted or dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft: Option<String>,
     pub sentences: Vec<CitedSentence>,
     /// Every passage at least one sentence cites, by number.
     pub citations: Vec<Citation>,
@@ -136,7 +145,8 @@ async fn run_answer(
         let _ = tx.send(Ok(AnswerEvent::Token(NOT_FOUND.to_string()))).await;
         return Ok(Answer {
             answer: NOT_FOUND.to_string(),
-            sentences: vec![CitedSentence { text: NOT_FOUND.to_string(), citations: Vec::new(), kind: None }],
+            draft: None,
+            sentences: vec![CitedSentence::uncited(NOT_FOUND)],
             citations: Vec::new(),
             sources_offered: 0,
             model: generator.model_name().to_string(),
@@ -169,7 +179,16 @@ async fn run_answer(
         }
     }
     let completion = completion.ok_or_else(|| Error::Model("generation ended without a result".into()))?;
-    let (sentences, stats) = attribute(&completion.text, &request.question, &sources, &request.policy);
+    let checker = Checker::new(&request.question, &sources, &request.policy);
+    let mut stats = CitationStats::default();
+    let drafted: Vec<CitedSentence> = split_answer(&completion.text)
+        .iter()
+        .enumerate()
+        .map(|(i, (text, markers))| checker.check(text, markers, i == 0, &mut stats))
+        .collect();
+    let sentences = revise(&generator, &request, &checker, drafted.clone(), &mut stats).await?;
+    let (text, draft) =
+        if sentences == drafted { (completion.text, None) } else { (render(&sentences), Some(completion.text)) };
     let mut cited: Vec<usize> = sentences.iter().flat_map(|s| s.citations.iter().copied()).collect();
     cited.sort_unstable();
     cited.dedup();
@@ -189,7 +208,7 @@ async fn run_answer(
         })
         .collect::<Vec<_>>();
     let (influence, influence_error) = if request.influence && !cited.is_empty() {
-        match measure_influence(generator.clone(), &request, &history, &sources, &cited, &completion.text).await {
+        match measure_influence(generator.clone(), &request, &history, &sources, &cited, &text).await {
             Ok(influence) => (influence, None),
             Err(e) => (Vec::new(), Some(e.to_string())),
         }
@@ -199,7 +218,8 @@ async fn run_answer(
     Ok(Answer {
         influence,
         influence_error,
-        answer: completion.text,
+        answer: text,
+        draft,
         grounded: !citations.is_empty(),
         sentences,
         citations,
@@ -211,6 +231,110 @@ async fn run_answer(
         prompt_tokens: completion.prompt_tokens,
         completion_tokens: completion.completion_tokens,
     })
+}
+
+/// Replaces what failed the checks. A sentence stating a fact its passages do not hold is
+/// written again once, from the passage sentence that supports it and nothing else; if that
+/// fails too, the passage sentence is quoted; with none, the sentence is left out. An answer
+/// with no supported sentence at all (a restated question, a vague reply) gets the passage
+/// sentence that answers the question, quoted, in place of what only restates it.
+async fn revise(
+    generator: &Arc<dyn Generator>,
+    request: &AnswerRequest,
+    checker: &Checker<'_>,
+    drafted: Vec<CitedSentence>,
+    stats: &mut CitationStats,
+) -> Result<Vec<CitedSentence>> {
+    let mut out = Vec::with_capacity(drafted.len());
+    for sentence in drafted {
+        if sentence.unsupported_facts.is_empty() {
+            out.push(sentence);
+            continue;
+        }
+        let Some(span) = checker.best_sentence(Some(&sentence.text)) else {
+            stats.dropped += 1;
+            continue;
+        };
+        let repaired = repair(generator, request, &span).await?;
+        // Counted apart: a repair's check does not add to the draft's figures.
+        let mut scratch = CitationStats::default();
+        let checked = split_answer(&repaired)
+            .first()
+            .map(|(text, markers)| checker.check(text, markers, true, &mut scratch))
+            .filter(|s| s.kind.is_some());
+        match checked {
+            Some(checked) => {
+                stats.repaired += 1;
+                out.push(CitedSentence { origin: Origin::Repaired, ..checked });
+            }
+            None => {
+                stats.quoted += 1;
+                out.push(quote(span));
+            }
+        }
+    }
+    // No supported sentence, or none stating what the question asks for (a date for "when"):
+    // the answer did not answer.
+    let answered = out.iter().any(|s| s.kind.is_some() && checker.gives_asked(&s.text));
+    if !answered && let Some(span) = checker.best_sentence(None) {
+        // Sentences that only restate the question, or present themselves as the answer without
+        // it, go; other unsupported ones stay, uncited.
+        let asked = content_words(&request.question);
+        let mut first = true;
+        out.retain(|s| {
+            let restates = content_words(&s.text).is_subset(&asked);
+            let keep = !restates && (!checker.answers(&s.text, first) || checker.gives_asked(&s.text));
+            first = false;
+            keep
+        });
+        if !out.iter().any(|s| s.text == span.text) {
+            out.insert(0, quote(span));
+            stats.quoted += 1;
+        }
+    }
+    Ok(out)
+}
+
+fn quote(span: Span) -> CitedSentence {
+    CitedSentence {
+        citations: vec![span.n],
+        kind: Some(CitationKind::Quote),
+        origin: Origin::Quoted,
+        ..CitedSentence::uncited(span.text)
+    }
+}
+
+/// The model's second chance at a sentence: the one passage sentence that supports it, under
+/// the passage's own number, and the question; greedy, one sentence.
+async fn repair(generator: &Arc<dyn Generator>, request: &AnswerRequest, span: &Span) -> Result<String> {
+    let mut params = request.params.clone();
+    params.max_tokens = params.max_tokens.min(64);
+    params.sampling = Default::default();
+    let chat = ChatRequest {
+        messages: cite::numbered_texts(&request.question, &[(span.n, span.text.as_str())]),
+        params,
+        adapters: request.adapters.clone(),
+    };
+    let mut events = generator.stream(chat);
+    while let Some(event) = events.recv().await {
+        if let StreamEvent::Done(done) = event? {
+            return Ok(done.text);
+        }
+    }
+    Err(Error::Model("generation ended without a result".into()))
+}
+
+/// Checked sentences as text, each with its markers before its closing punctuation.
+fn render(sentences: &[CitedSentence]) -> String {
+    let mut out = Vec::with_capacity(sentences.len());
+    for sentence in sentences {
+        let markers: String = sentence.citations.iter().map(|n| format!("[{n}]")).collect();
+        let text = sentence.text.trim();
+        let body = text.trim_end_matches(['.', '!', '?']);
+        let end = &text[body.len()..];
+        out.push(if markers.is_empty() { text.to_string() } else { format!("{body} {markers}{end}") });
+    }
+    out.join(" ")
 }
 
 /// ContextCite-style ablation: the reply's log-likelihood with every offered passage, and with

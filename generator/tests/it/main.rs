@@ -1,5 +1,6 @@
 //! Integration tests of the generator: one binary (it links once).
 
+mod facts;
 mod fused;
 mod gguf;
 mod layers;

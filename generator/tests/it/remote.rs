@@ -10,8 +10,8 @@ use axum::http::{StatusCode, header};
 use axum::response::Response;
 use axum::routing::post;
 use tributary_generator::{
-    AnswerEvent, AnswerRequest, ChatMessage, ChatRequest, CitationPolicy, Error, FinishReason, GenerationParams,
-    Generator, RemoteConfig, RemoteGenerator, Source, StreamEvent,
+    AnswerEvent, AnswerRequest, ChatMessage, ChatRequest, CitationKind, CitationPolicy, Error, FinishReason,
+    GenerationParams, Generator, Origin, RemoteConfig, RemoteGenerator, Source, StreamEvent,
 };
 
 type Seen = Arc<Mutex<Vec<serde_json::Value>>>;
@@ -28,8 +28,13 @@ async fn completions(State(seen): State<Seen>, body: axum::Json<serde_json::Valu
     if body.0["model"] == "crlf" {
         return crlf_split();
     }
+    let pieces: &[&str] = if body.0["model"] == "wrong-fact" {
+        &["The Missouri River is ", "3,767 km long [1]."]
+    } else {
+        &["The Missouri", " River is the longest", " tributary in North America [1]."]
+    };
     let mut text = String::new();
-    for piece in ["The Missouri", " River is the longest", " tributary in North America [1]."] {
+    for piece in pieces {
         text.push_str(&event(piece));
     }
     text.push_str(&format!(
@@ -167,6 +172,59 @@ async fn streams_and_answers_through_an_openai_compatible_server() {
         "{:?}",
         answer.influence_error
     );
+}
+
+#[tokio::test]
+async fn a_remote_engines_wrong_fact_is_checked_repaired_once_then_quoted() {
+    let (url, seen) = server().await;
+    let text = "The Missouri River is the longest tributary in North America. It flows 2,341 miles from the \
+                Rocky Mountains to the Mississippi.";
+    let source = Source {
+        chunk_id: "c1".into(),
+        text: text.into(),
+        document: "tributaries.md".into(),
+        contributor: "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266".into(),
+        datanet: "rivers".into(),
+        start: 0,
+        end: text.len(),
+        relevance: 0.7,
+        score: 1.0,
+    };
+    let request = AnswerRequest {
+        question: "How long is the Missouri River?".into(),
+        sources: vec![source],
+        params: GenerationParams::default(),
+        adapters: vec![("wrong-fact".into(), 1.0)],
+        policy: CitationPolicy::default(),
+        influence: false,
+        history: Vec::new(),
+    };
+    let mut events = tributary_generator::answer(Arc::new(client(&url)), request);
+    let mut answer = None;
+    while let Some(event) = events.recv().await {
+        if let AnswerEvent::Done(a) = event.unwrap() {
+            answer = Some(a);
+        }
+    }
+    let answer = answer.unwrap();
+    // 3,767 km is in no passage: not credited; the engine's second try says it again; the
+    // passage's sentence is quoted instead, and credited.
+    assert_eq!(answer.draft.as_deref(), Some("The Missouri River is 3,767 km long [1]."));
+    assert_eq!((answer.stats.fact_failures, answer.stats.repaired, answer.stats.quoted), (1, 0, 1));
+    assert_eq!(answer.sentences.len(), 1, "{answer:?}");
+    let quote = &answer.sentences[0];
+    assert_eq!(quote.text, "It flows 2,341 miles from the Rocky Mountains to the Mississippi.");
+    assert_eq!(
+        (quote.kind, quote.origin, quote.citations.as_slice()),
+        (Some(CitationKind::Quote), Origin::Quoted, &[1][..])
+    );
+    assert_eq!(answer.answer, "It flows 2,341 miles from the Rocky Mountains to the Mississippi [1].");
+    assert!(answer.grounded);
+    // The repair asked with the one supporting sentence as passage [1].
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    let repair = seen[1]["messages"][0]["content"].as_str().unwrap();
+    assert!(repair.contains("[1] It flows 2,341 miles") && !repair.contains("longest tributary"), "{repair}");
 }
 
 #[tokio::test]

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Answer quality on the project's factual QA dev set (benches/data/facts): its documents are
+# ingested into a fresh data directory under their contributors, every question is answered
+# greedily with the default model, and `tributary eval` reports answers right and cited,
+# citation precision and recall, what the fact check caught, and wrong facts marked grounded.
+#   benches/facts.sh [extra `tributary eval` flags, e.g. --limit 10 or --llm-url URL]
+set -euo pipefail
+source "$(dirname "$0")/../scripts/env.sh"
+set_dir=benches/data/facts
+python3 "$set_dir/check.py" >/dev/null
+cargo build --locked -p tributary
+bin=target/debug/tributary
+data=target/bench-data/facts
+rm -rf "$data"
+mkdir -p "$data"
+export TRIBUTARY_DATA_DIR="$PWD/$data"
+unset DATABASE_URL
+"$bin" datanet create facts --description "Factual QA dev set (benches/data/facts)" >/dev/null
+# One ingest per contributor, with that contributor's documents.
+for contributor in $(python3 -c "import json,sys; print(' '.join(sorted(set(json.load(open(sys.argv[1])).values()))))" "$set_dir/contributors.json"); do
+  files=$(python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print(' '.join(sys.argv[2]+'/documents/'+f for f,c in sorted(m.items()) if c==sys.argv[3]))" \
+    "$set_dir/contributors.json" "$set_dir" "$contributor")
+  # shellcheck disable=SC2086
+  "$bin" ingest --datanet facts --contributor "$contributor" --license Apache-2.0 $files >/dev/null
+done
+"$bin" eval --datanet facts --questions "$set_dir/questions.jsonl" --out "$data/results.jsonl" "$@"
+echo "per-question results: $data/results.jsonl"
