@@ -96,6 +96,10 @@ pub struct Scored {
     pub repaired: usize,
     pub quoted: usize,
     pub dropped: usize,
+    /// What the model wrote, before the checks revised it, states the answer; states a
+    /// distractor and not the answer.
+    pub draft_right: bool,
+    pub draft_wrong: bool,
 }
 
 fn file_name(document: &str) -> &str {
@@ -143,7 +147,12 @@ pub fn score(q: &GoldQuestion, answer: &Answer, passages: &[Passage]) -> Scored 
         repaired: answer.stats.repaired,
         quoted: answer.stats.quoted,
         dropped: answer.stats.dropped,
+        draft_right: false,
+        draft_wrong: false,
     };
+    let drafted = answer.draft.as_deref().unwrap_or(&answer.answer);
+    scored.draft_right = right(drafted);
+    scored.draft_wrong = !scored.draft_right && q.distractors.iter().any(|d| states(drafted, d));
     scored.cited_documents.dedup();
     let (mut right_cited, mut right_any, mut wrong, mut grounded) = (false, false, false, false);
     for sentence in &answer.sentences {
@@ -200,6 +209,10 @@ pub struct Report {
     pub dropped: usize,
     /// Cited sentences stating a distractor and not the answer (target 0).
     pub wrong_grounded: usize,
+    /// Answers whose draft (the model's text before the checks) states the answer, and those
+    /// whose draft states a distractor instead: what generation alone would have said.
+    pub draft_right: usize,
+    pub draft_wrong: usize,
 }
 
 pub fn report(scored: &[Scored]) -> Report {
@@ -221,6 +234,8 @@ pub fn report(scored: &[Scored]) -> Report {
         r.quoted += s.quoted;
         r.dropped += s.dropped;
         r.wrong_grounded += usize::from(s.outcome == Outcome::WrongGrounded);
+        r.draft_right += usize::from(s.draft_right);
+        r.draft_wrong += usize::from(s.draft_wrong);
     }
     let share = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     r.right_and_cited = share(r.outcomes.get(&Outcome::RightAndCited).copied().unwrap_or(0), r.questions);

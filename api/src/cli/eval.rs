@@ -106,6 +106,10 @@ pub async fn eval(app: &App, args: EvalArgs) -> Result<()> {
         "sentences {}, cited {}; caught by the fact check {}: repaired {}, quoted {}, left out {}",
         totals.sentences, totals.cited_sentences, totals.fact_failures, totals.repaired, totals.quoted, totals.dropped
     );
+    println!(
+        "the model's drafts, before the checks: {} state the answer, {} a wrong value instead",
+        totals.draft_right, totals.draft_wrong
+    );
     for (kind, (n, right)) in &totals.by_kind {
         println!("  {kind:<10} {right}/{n}");
     }

@@ -3,8 +3,9 @@
 //! source from the same sentence. The passages are cut into clauses (at `;`, `:` and the
 //! conjunctions that join statements; not at commas, which also set off appositions: "the
 //! master, Capt. Harald Stenberg"). Each fact of a clause is scored by the question's words:
-//! the names it states, held by the fact's passage (which document); its other content words
-//! held by the clause, weighted by how rare they are among the clauses (IDF; which part); and,
+//! the names it states, held by the fact's passage and sentence (which document); its other
+//! content words held by the clause, and half as much by the rest of its sentence, weighted by
+//! how rare they are among the clauses (IDF; which part); and,
 //! for "how many X" questions, X right after the number ("1,900 type specimens"). A sentence
 //! that answers the question with a fact of the kind asked (a number for "how many", a date
 //! for "when", a name for "who") must take a fact that scores at least as well as every other
@@ -155,6 +156,9 @@ const JOINS: &[&str] = &[" and ", " but ", " while ", " whereas ", " which ", " 
 const NAMED: f32 = 4.0;
 /// Weight of a number followed by all of what "how many" counts.
 const COUNTED: f32 = 4.0;
+/// How much better another fact must score for the one stated to be misplaced: about one
+/// rare word of the question.
+const MARGIN: f32 = 1.0;
 
 fn clauses_of(sentence: &str) -> Vec<&str> {
     let mut cuts = vec![0];
@@ -314,7 +318,7 @@ impl Evidence {
                 }
             }
             // Not found as one fact of a clause (the fact check judged it whole): no comparison.
-            if own > f32::NEG_INFINITY && rival > own * 1.2 + 0.1 {
+            if own > f32::NEG_INFINITY && rival > own + MARGIN {
                 out.push(fact.written.clone());
             }
         }
