@@ -414,7 +414,7 @@ async fn chat_completions(
 }
 
 /// Opens the content a stream adds when the fact check changed the streamed answer.
-pub const CHECKED: &str = "Checked against the passages:";
+pub(crate) const CHECKED: &str = "Checked against the passages:";
 
 /// OpenAI's error object, as a stream's last event for a choice.
 fn error_data(e: &ApiError) -> Event {

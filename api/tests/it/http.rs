@@ -1247,6 +1247,87 @@ async fn endless_engine() -> String {
     url
 }
 
+/// An OpenAI-compatible engine that always states a length the passages do not hold (a
+/// stand-in, inside this test only, for a remote engine that gets a fact wrong).
+async fn wrong_fact_engine() -> String {
+    async fn completions() -> axum::response::Response {
+        let mut text = String::new();
+        for piece in ["The Missouri River is ", "4,100 km long [1]."] {
+            let delta = json!({"choices": [{"delta": {"content": piece}, "finish_reason": null}]});
+            text.push_str(&format!("data: {delta}\n\n"));
+        }
+        let last = json!({"choices": [{"delta": {}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 40, "completion_tokens": 9}});
+        text.push_str(&format!("data: {last}\n\ndata: [DONE]\n\n"));
+        axum::response::Response::builder()
+            .header(header::CONTENT_TYPE, "text/event-stream")
+            .body(Body::from(text))
+            .unwrap()
+    }
+    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(completions));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// Issue #26: a remote engine's wrong fact is not credited. What it streamed cannot be taken
+/// back, so the OpenAI stream follows it with the checked answer; the receipt credits the
+/// quoted passage sentence, and the answer keeps the draft.
+#[tokio::test]
+async fn a_wrong_fact_is_not_credited_and_the_stream_says_what_was_checked() {
+    let engine = wrong_fact_engine().await;
+    let s = Server::start_with(ServeConfig::default(), None, |settings| {
+        settings.remote = Some(tributary_generator::RemoteConfig {
+            base_url: engine,
+            model: "wrong".into(),
+            api_key: None,
+            context_length: 4096,
+        });
+    })
+    .await;
+    let (_admin, payer) = s.rivers_and_payer().await;
+    let url = listen(&s).await;
+    let body = json!({"model": "base@rivers", "stream": true,
+        "messages": [{"role": "user", "content": "How long is the Missouri River?"}]});
+    let text = reqwest::Client::new()
+        .post(format!("{url}/v1/chat/completions"))
+        .bearer_auth(&payer)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let chunks: Vec<Value> = sse_events(&text)
+        .into_iter()
+        .filter(|(_, data)| data != "[DONE]")
+        .map(|(_, data)| serde_json::from_str(&data).unwrap())
+        .collect();
+    let content: String =
+        chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect::<Vec<_>>().concat();
+    let checked = "It flows 3,767 km from the Rocky Mountains to the Mississippi River near St. Louis [1].";
+    assert_eq!(content, format!("The Missouri River is 4,100 km long [1].\n\nChecked against the passages: {checked}"));
+    let tributary = &chunks.last().unwrap()["tributary"];
+    let sentences = tributary["sentences"].as_array().unwrap();
+    assert_eq!(sentences.len(), 1, "{tributary}");
+    assert_eq!((sentences[0]["kind"].as_str(), sentences[0]["origin"].as_str()), (Some("quote"), Some("quoted")));
+    let credits = tributary["credits"].as_array().unwrap();
+    assert!(
+        credits.iter().any(|c| c["account"] == BOB && c["role"] == "contributor"),
+        "the quoted passage's contributor is credited: {credits:?}"
+    );
+    // Through /v1/answers: the draft kept, the wrong sentence listed nowhere as credited.
+    let answer = json!({"question": "How long is the Missouri River?", "datanets": ["rivers"]});
+    let reply = s.call("POST", "/v1/answers", Some(&payer), Some(answer)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let answer = &reply.body["answer"];
+    assert_eq!(answer["draft"], "The Missouri River is 4,100 km long [1].");
+    assert_eq!(answer["answer"], checked);
+    assert_eq!(answer["stats"]["fact_failures"], 1);
+    assert!(answer["sentences"].as_array().unwrap().iter().all(|s| !s["text"].as_str().unwrap().contains("4,100")));
+}
+
 /// Issue #24, defect 1: a streamed answer keeps the request timeout (the timeout layer only
 /// waits for the headers, and a stuck engine streamed for as long as it liked): at the deadline
 /// generation stops, the stream ends with a `timeout` error event, and the payer's held fee is
