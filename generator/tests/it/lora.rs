@@ -17,9 +17,32 @@ pub fn write_adapter(dir: &Path, model: &Model, rank: usize, modules: &[Projecti
     write_adapter_scaled(dir, model, rank, modules, 0.3);
 }
 
-/// [`write_adapter`] for every layer of `model`, the factors N(0, `scale`).
+/// Pseudo-random N(0, `scale`) values seeded by `name` (splitmix64, Box-Muller): the same
+/// adapter every run, so a test's outcome does not depend on the draw (candle's CPU `randn`
+/// cannot be seeded).
+fn normal(name: &str, shape: (usize, usize), scale: f32) -> Tensor {
+    let mut state = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    let mut next = || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let values: Vec<f32> = (0..shape.0 * shape.1)
+        .map(|_| {
+            let (u, v) = (next().max(1e-12), next());
+            ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32 * scale
+        })
+        .collect();
+    Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
+}
+
+/// [`write_adapter`] for every layer of `model`, the factors N(0, `scale`), drawn the same for
+/// the same directory name.
 pub fn write_adapter_scaled(dir: &Path, model: &Model, rank: usize, modules: &[Projection], scale: f32) {
     std::fs::create_dir_all(dir).unwrap();
+    let seed = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut tensors = HashMap::new();
     for layer in 0..model.config().num_layers {
         for &m in modules {
@@ -27,12 +50,12 @@ pub fn write_adapter_scaled(dir: &Path, model: &Model, rank: usize, modules: &[P
             let block =
                 if matches!(m, Projection::Gate | Projection::Up | Projection::Down) { "mlp" } else { "self_attn" };
             let p = format!("base_model.model.model.layers.{layer}.{block}.{}", m.peft_name());
-            tensors
-                .insert(format!("{p}.lora_A.weight"), Tensor::randn(0f32, scale, (rank, input), &Device::Cpu).unwrap());
-            tensors.insert(
-                format!("{p}.lora_B.weight"),
-                Tensor::randn(0f32, scale, (output, rank), &Device::Cpu).unwrap(),
-            );
+            for (name, shape) in
+                [(format!("{p}.lora_A.weight"), (rank, input)), (format!("{p}.lora_B.weight"), (output, rank))]
+            {
+                let values = normal(&format!("{seed}/{name}"), shape, scale);
+                tensors.insert(name, values);
+            }
         }
     }
     candle_core::safetensors::save(&tensors, dir.join("adapter_model.safetensors")).unwrap();
