@@ -45,6 +45,10 @@ struct Args {
     /// Write our runs here as TREC files (one per configuration).
     #[arg(long)]
     runs_out: Option<PathBuf>,
+    /// Also write each configuration's passages (query, document, chunk, score; best first),
+    /// for trying document aggregations offline.
+    #[arg(long)]
+    passages_out: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -101,10 +105,18 @@ async fn main() -> Result<()> {
         let retriever =
             Retriever::new(store.clone(), embedder.clone(), RetrieverConfig { fusion, candidates: args.candidates });
         let mut run = Run::new();
+        let mut passage_lines = String::new();
         for (qid, text) in &queries {
             let passages =
                 retriever.search(&Query { text, datanets: &datanets, contributors: None, k: 300, mode }).await?;
+            for p in &passages {
+                passage_lines.push_str(&format!("{qid}\t{}\t{}\t{}\n", p.document, p.chunk_id, p.score));
+            }
             run.insert(qid.clone(), rank_documents(&passages, 100));
+        }
+        if let Some(dir) = &args.passages_out {
+            std::fs::create_dir_all(dir)?;
+            std::fs::write(dir.join(format!("{}.tsv", name.replace([' ', '='], "_"))), passage_lines)?;
         }
         if let Some(dir) = &args.runs_out {
             std::fs::create_dir_all(dir)?;
