@@ -1247,6 +1247,12 @@ async fn endless_engine() -> String {
     url
 }
 
+/// A streamed chat completion's whole body, over real HTTP at `url`.
+async fn stream_completion(url: &str, key: &str, body: &Value) -> String {
+    let reply = reqwest::Client::new().post(format!("{url}/v1/chat/completions")).bearer_auth(key).json(body).send();
+    reply.await.unwrap().text().await.unwrap()
+}
+
 /// An OpenAI-compatible engine that always states a length the passages do not hold (a
 /// stand-in, inside this test only, for a remote engine that gets a fact wrong).
 async fn wrong_fact_engine() -> String {
@@ -1289,16 +1295,7 @@ async fn a_wrong_fact_is_not_credited_and_the_stream_says_what_was_checked() {
     let url = listen(&s).await;
     let body = json!({"model": "base@rivers", "stream": true,
         "messages": [{"role": "user", "content": "How long is the Missouri River?"}]});
-    let text = reqwest::Client::new()
-        .post(format!("{url}/v1/chat/completions"))
-        .bearer_auth(&payer)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = stream_completion(&url, &payer, &body).await;
     let chunks: Vec<Value> = sse_events(&text)
         .into_iter()
         .filter(|(_, data)| data != "[DONE]")
@@ -1419,16 +1416,7 @@ async fn openai_conversations_choices_and_usage() {
     let streamed = json!({"model": "base@rivers", "max_tokens": 16, "n": 2, "stream": true,
         "stream_options": {"include_usage": true},
         "messages": [{"role": "user", "content": "How long is the Missouri River?"}]});
-    let body = reqwest::Client::new()
-        .post(format!("{url}/v1/chat/completions"))
-        .bearer_auth(&payer)
-        .json(&streamed)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = stream_completion(&url, &payer, &streamed).await;
     let events = sse_events(&body);
     assert_eq!(events.last().map(|(_, d)| d.as_str()), Some("[DONE]"));
     let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|(_, d)| serde_json::from_str(d).unwrap()).collect();

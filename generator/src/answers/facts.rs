@@ -437,7 +437,14 @@ fn tokens(text: &str) -> Vec<Token> {
                     continue;
                 }
             }
-            let prefix = start.checked_sub(1).and_then(at).and_then(|c| unit_of(&c.to_string()));
+            // A currency sign before the number, not inside the token before it.
+            let previous_end = out.last().map_or(0, |t: &Token| t.span.1);
+            let prefix = start
+                .checked_sub(1)
+                .filter(|&p| byte(p) >= previous_end)
+                .and_then(at)
+                .filter(|c| matches!(c, '$' | '£' | '€'))
+                .and_then(|c| unit_of(&c.to_string()));
             let (shift, after_scale) = scale_after(text, &chars, i);
             let (suffix, after_unit) =
                 if unit.is_none() { unit_after(text, &chars, after_scale) } else { (None, after_scale) };
@@ -509,7 +516,8 @@ fn plain_number(token: &Token, max: u32) -> Option<u32> {
 /// "November 14, 2012", "May 1938", "14 May".
 fn merge_dates(text: &str, tokens: Vec<Token>) -> Vec<Token> {
     let joined = |a: &Token, b: &Token, comma: bool| {
-        let between = text[a.span.1..b.span.0].trim();
+        let between = text.get(a.span.1..b.span.0).map(str::trim);
+        let Some(between) = between else { return false };
         between.is_empty() || (comma && between == ",")
     };
     let month = |t: &Token| match &t.kind {
@@ -635,7 +643,8 @@ fn inherit_units(text: &str, tokens: &mut [Token]) {
         let next = (i + 1..tokens.len().min(i + 3)).find(|&j| matches!(tokens[j].kind, Kind::Number { .. }));
         let Some(j) = next else { continue };
         let Kind::Number { unit: Some(unit), .. } = tokens[j].kind else { continue };
-        let between = text[tokens[i].span.1..tokens[j].span.0].trim().to_lowercase();
+        let Some(between) = text.get(tokens[i].span.1..tokens[j].span.0) else { continue };
+        let between = between.trim().to_lowercase();
         if ["to", "and", "or", "-", "–", "—"].contains(&between.as_str())
             && let Kind::Number { unit: own @ None, .. } = &mut tokens[i].kind
         {

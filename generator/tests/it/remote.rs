@@ -105,6 +105,32 @@ fn client(url: &str) -> RemoteGenerator {
     .unwrap()
 }
 
+/// A passage of the Datanet `rivers` (chunk `c1`).
+fn passage(text: &str) -> Source {
+    Source {
+        chunk_id: "c1".into(),
+        text: text.into(),
+        document: "tributaries.md".into(),
+        contributor: "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266".into(),
+        datanet: "rivers".into(),
+        start: 0,
+        end: text.len(),
+        relevance: 0.7,
+        score: 1.0,
+    }
+}
+
+/// The finished answer to `request` through the engine at `url`.
+async fn answered(url: &str, request: AnswerRequest) -> tributary_generator::Answer {
+    let mut events = tributary_generator::answer(Arc::new(client(url)), request);
+    while let Some(event) = events.recv().await {
+        if let AnswerEvent::Done(answer) = event.unwrap() {
+            return *answer;
+        }
+    }
+    panic!("the answer stream ended without an answer")
+}
+
 #[tokio::test]
 async fn streams_and_answers_through_an_openai_compatible_server() {
     let (url, seen) = server().await;
@@ -134,20 +160,9 @@ async fn streams_and_answers_through_an_openai_compatible_server() {
     assert_eq!(body["max_tokens"], 50);
 
     // The same backend behind a cited answer.
-    let source = Source {
-        chunk_id: "c1".into(),
-        text: "The Missouri River is the longest tributary in North America.".into(),
-        document: "tributaries.md".into(),
-        contributor: "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266".into(),
-        datanet: "rivers".into(),
-        start: 0,
-        end: 61,
-        relevance: 0.7,
-        score: 1.0,
-    };
     let request = AnswerRequest {
         question: "Which river is the longest tributary in North America?".into(),
-        sources: vec![source],
+        sources: vec![passage("The Missouri River is the longest tributary in North America.")],
         params: GenerationParams::default(),
         adapters: Vec::new(),
         policy: CitationPolicy::default(),
@@ -155,14 +170,7 @@ async fn streams_and_answers_through_an_openai_compatible_server() {
         influence: true,
         history: Vec::new(),
     };
-    let mut events = tributary_generator::answer(Arc::new(client(&url)), request);
-    let mut answer = None;
-    while let Some(event) = events.recv().await {
-        if let AnswerEvent::Done(a) = event.unwrap() {
-            answer = Some(a);
-        }
-    }
-    let answer = answer.unwrap();
+    let answer = answered(&url, request).await;
     assert_eq!(answer.citations.len(), 1);
     assert_eq!(answer.citations[0].chunk_id, "c1");
     assert_eq!(answer.stats.marker, 1);
@@ -179,34 +187,16 @@ async fn a_remote_engines_wrong_fact_is_checked_repaired_once_then_quoted() {
     let (url, seen) = server().await;
     let text = "The Missouri River is the longest tributary in North America. It flows 2,341 miles from the \
                 Rocky Mountains to the Mississippi.";
-    let source = Source {
-        chunk_id: "c1".into(),
-        text: text.into(),
-        document: "tributaries.md".into(),
-        contributor: "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266".into(),
-        datanet: "rivers".into(),
-        start: 0,
-        end: text.len(),
-        relevance: 0.7,
-        score: 1.0,
-    };
     let request = AnswerRequest {
         question: "How long is the Missouri River?".into(),
-        sources: vec![source],
+        sources: vec![passage(text)],
         params: GenerationParams::default(),
         adapters: vec![("wrong-fact".into(), 1.0)],
         policy: CitationPolicy::default(),
         influence: false,
         history: Vec::new(),
     };
-    let mut events = tributary_generator::answer(Arc::new(client(&url)), request);
-    let mut answer = None;
-    while let Some(event) = events.recv().await {
-        if let AnswerEvent::Done(a) = event.unwrap() {
-            answer = Some(a);
-        }
-    }
-    let answer = answer.unwrap();
+    let answer = answered(&url, request).await;
     // 3,767 km is in no passage: not credited; the engine's second try says it again; the
     // passage's sentence is quoted instead, and credited.
     assert_eq!(answer.draft.as_deref(), Some("The Missouri River is 3,767 km long [1]."));
