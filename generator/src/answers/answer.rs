@@ -267,6 +267,8 @@ async fn revise(
                 stats.repaired += 1;
                 out.push(CitedSentence { origin: Origin::Repaired, ..checked });
             }
+            // Quoted once, however many sentences it stands for.
+            None if out.iter().any(|s| s.text == span.text) => stats.dropped += 1,
             None => {
                 stats.quoted += 1;
                 out.push(quote(span));
