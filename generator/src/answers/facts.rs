@@ -1,9 +1,11 @@
 //! The facts a sentence states, checked against passages: every number (with its unit, when
 //! it has one), date and proper name must occur in a passage the sentence cites. Compared
-//! normalized: `1,250` = `1250` = `1 250`, `2.4 million` = `2,400,000`, `45 minutes` = `45 min`,
-//! `three` = `3`, case and diacritics folded, a possessive `'s` dropped. A sentence's first
-//! word counts as a name only when the next is capitalized too ("Ingrid Halvorsen built ...");
-//! otherwise it is capitalized because it comes first.
+//! normalized: `1,250` = `1250` (= `1 250` with a no-break or thin space; a plain space
+//! separates two numbers), `2.4 million` = `2,400,000`, `45 minutes` = `45 min`, `$5` = `5
+//! dollars`, `three` = `3`, a date whole ("14 November 2012" = "November 14, 2012"; "in 2012"
+//! and "November 2012" are parts of it), case and diacritics folded, a possessive `'s` dropped.
+//! A sentence's first word counts as a name only when the next is capitalized too ("Ingrid
+//! Halvorsen built ..."); otherwise it is capitalized because it comes first.
 
 use std::collections::HashSet;
 
