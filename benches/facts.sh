@@ -4,13 +4,14 @@
 # greedily with the default model, and `tributary eval` reports answers right and cited,
 # citation precision and recall, what the fact check caught, and wrong facts marked grounded.
 #   benches/facts.sh [extra `tributary eval` flags, e.g. --limit 10 or --llm-url URL]
+#   FACTS_SET=benches/data/facts-heldout benches/facts.sh    (the held-out set)
 set -euo pipefail
 source "$(dirname "$0")/../scripts/env.sh"
-set_dir=benches/data/facts
+set_dir=${FACTS_SET:-benches/data/facts}
 python3 "$set_dir/check.py" >/dev/null
 cargo build --locked -p tributary
 bin=target/debug/tributary
-data=target/bench-data/facts
+data=target/bench-data/$(basename "$set_dir")
 rm -rf "$data"
 mkdir -p "$data"
 export TRIBUTARY_DATA_DIR="$PWD/$data"
