@@ -8,7 +8,7 @@
 set -euo pipefail
 source "$(dirname "$0")/../scripts/env.sh"
 set_dir=${FACTS_SET:-benches/data/facts}
-python3 "$set_dir/check.py" >/dev/null
+python3 benches/data/facts/check.py "$set_dir" >/dev/null
 cargo build --locked -p tributary
 bin=target/debug/tributary
 data=target/bench-data/$(basename "$set_dir")

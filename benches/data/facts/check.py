@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 # Copyright 2026 Tributary contributors. Licensed under the Apache License, Version 2.0.
-"""Validate the factual QA dev set in benches/data/facts/ (standard library only).
+"""Validate a factual QA set in the layout of benches/data/facts/ (standard library only).
 
-Usage: python3 benches/data/facts/check.py   (from any directory)
+Usage: python3 benches/data/facts/check.py [SET_DIR]   (default: this script's directory)
+SET_DIR/expect.json says what the set promises: the number of documents, the id prefix, the
+least number of questions and the least per group of kinds.
 Exits 1 and lists the problems when any hard check fails; prints warnings and
 summary counts otherwise.
 """
@@ -12,20 +14,16 @@ import re
 import sys
 from collections import Counter
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
 DOCS = os.path.join(HERE, "documents")
 KINDS = {"number", "date", "quantity", "name", "money", "percent", "duration"}
 ADDRESSES = {"0x" + c * 40 for c in "1234"}
 FIELDS = {"id", "question", "answer", "alternatives", "kind", "document", "distractors"}
+with open(os.path.join(HERE, "expect.json"), encoding="utf-8") as f:
+    EXPECT = json.load(f)
 # minimum number of questions per group of kinds
-MINIMA = [
-    (("number", "quantity"), 15),
-    (("date",), 12),
-    (("name",), 12),
-    (("duration",), 8),
-    (("money", "percent"), 6),
-]
-MIN_QUESTIONS = 60
+MINIMA = [(tuple(kinds), n) for kinds, n in EXPECT["minimum_per_kinds"]]
+MIN_QUESTIONS = EXPECT["minimum_questions"]
 NEAR_CHARS = 800  # a distractor farther than this from every answer occurrence draws a warning
 
 errors = []
@@ -58,8 +56,8 @@ for name in sorted(os.listdir(DOCS)):
         err(f"{name}: {words} words, expected 180-350")
     if not 2 <= len(paragraphs) <= 4:
         err(f"{name}: {len(paragraphs)} paragraphs, expected 2-4")
-if len(docs) != 20:
-    warnings.append(f"{len(docs)} documents (20 planned)")
+if len(docs) != EXPECT["documents"]:
+    warnings.append(f"{len(docs)} documents ({EXPECT['documents']} planned)")
 
 # --- contributors ----------------------------------------------------------
 with open(os.path.join(HERE, "contributors.json"), encoding="utf-8") as f:
@@ -99,8 +97,9 @@ for q in questions:
     if missing:
         err(f"{qid}: missing fields {sorted(missing)}")
         continue
-    if not re.fullmatch(r"q\d{2,3}", qid):
-        err(f"{qid}: id should look like q01")
+    prefix = EXPECT["id_prefix"]
+    if not re.fullmatch(re.escape(prefix) + r"\d{2,3}", qid):
+        err(f"{qid}: id should look like {prefix}01")
     kind, doc, answer = q["kind"], q["document"], q["answer"]
     alts = q.get("alternatives", [])
     dis = q["distractors"]
