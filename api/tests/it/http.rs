@@ -79,6 +79,19 @@ impl Server {
         self.state.keys().create(&new).await.unwrap().0
     }
 
+    /// [`Server::start`] answering through the OpenAI-compatible engine at `base_url`.
+    pub async fn with_engine(config: ServeConfig, base_url: String, model: &str) -> Server {
+        Server::start_with(config, None, |settings| {
+            settings.remote = Some(tributary_generator::RemoteConfig {
+                base_url,
+                model: model.into(),
+                api_key: None,
+                context_length: 4096,
+            });
+        })
+        .await
+    }
+
     /// An admin key, and a reader key of PAYER granted 10^18: the Datanet `rivers` (ALICE's)
     /// holds RIVERS, contributed by BOB.
     pub async fn rivers_and_payer(&self) -> (String, String) {
@@ -1226,6 +1239,18 @@ async fn rate_limits_come_before_key_lookups_and_stay_bounded() {
     assert!(limiter.len() <= 2 * GENERATION, "{}", limiter.len());
 }
 
+/// A stand-in engine's routes on 127.0.0.1:0; its OpenAI base URL.
+async fn serve_engine(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+fn event_stream(body: Body) -> axum::response::Response {
+    axum::response::Response::builder().header(header::CONTENT_TYPE, "text/event-stream").body(body).unwrap()
+}
+
 /// An OpenAI-compatible engine that never finishes: a token every 50 ms (a stand-in, inside this
 /// test only, for a stuck vLLM, which cannot be installed here).
 async fn endless_engine() -> String {
@@ -1235,16 +1260,9 @@ async fn endless_engine() -> String {
             let delta = json!({"choices": [{"delta": {"content": " and more"}, "finish_reason": null}]});
             Some((Ok::<_, std::io::Error>(format!("data: {delta}\n\n").into_bytes()), ()))
         });
-        axum::response::Response::builder()
-            .header(header::CONTENT_TYPE, "text/event-stream")
-            .body(Body::from_stream(tokens))
-            .unwrap()
+        event_stream(Body::from_stream(tokens))
     }
-    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(completions));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
+    serve_engine(axum::Router::new().route("/v1/chat/completions", axum::routing::post(completions))).await
 }
 
 /// A streamed chat completion's whole body, over real HTTP at `url`.
@@ -1264,16 +1282,9 @@ async fn wrong_fact_engine() -> String {
         }
         let last = json!({"choices": [{"delta": {}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 40, "completion_tokens": 9}});
         text.push_str(&format!("data: {last}\n\ndata: [DONE]\n\n"));
-        axum::response::Response::builder()
-            .header(header::CONTENT_TYPE, "text/event-stream")
-            .body(Body::from(text))
-            .unwrap()
+        event_stream(Body::from(text))
     }
-    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(completions));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
+    serve_engine(axum::Router::new().route("/v1/chat/completions", axum::routing::post(completions))).await
 }
 
 /// Issue #26: a remote engine's wrong fact is not credited. What it streamed cannot be taken
@@ -1282,15 +1293,7 @@ async fn wrong_fact_engine() -> String {
 #[tokio::test]
 async fn a_wrong_fact_is_not_credited_and_the_stream_says_what_was_checked() {
     let engine = wrong_fact_engine().await;
-    let s = Server::start_with(ServeConfig::default(), None, |settings| {
-        settings.remote = Some(tributary_generator::RemoteConfig {
-            base_url: engine,
-            model: "wrong".into(),
-            api_key: None,
-            context_length: 4096,
-        });
-    })
-    .await;
+    let s = Server::with_engine(ServeConfig::default(), engine, "wrong").await;
     let (_admin, payer) = s.rivers_and_payer().await;
     let url = listen(&s).await;
     let body = json!({"model": "base@rivers", "stream": true,
@@ -1333,15 +1336,7 @@ async fn a_wrong_fact_is_not_credited_and_the_stream_says_what_was_checked() {
 async fn a_streamed_answer_ends_at_the_request_timeout() {
     let engine = endless_engine().await;
     let config = ServeConfig { request_timeout_secs: 2, ..Default::default() };
-    let s = Server::start_with(config, None, |settings| {
-        settings.remote = Some(tributary_generator::RemoteConfig {
-            base_url: engine,
-            model: "stuck".into(),
-            api_key: None,
-            context_length: 4096,
-        });
-    })
-    .await;
+    let s = Server::with_engine(config, engine, "stuck").await;
     let (_admin, payer) = s.rivers_and_payer().await;
 
     let question = json!({"question": "How long is the Missouri River?", "datanets": ["rivers"], "max_tokens": 2000});
