@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use candle_core::Device;
 use tributary_generator::{
-    AdapterRegistry, Answer, AnswerEvent, AnswerRequest, CitationKind, CitationPolicy, GenerationParams,
-    LocalGenerator, LocalModel, Origin, Source, attribute, unheld_facts,
+    AdapterRegistry, Answer, AnswerRequest, CitationKind, CitationPolicy, GenerationParams, LocalGenerator, LocalModel,
+    Origin, Source, attribute, unheld_facts,
 };
 
-use crate::smollm2;
+use crate::{answered, smollm2};
 
 fn dev_set() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../benches/data/facts")
@@ -105,13 +105,7 @@ async fn ask(generator: Arc<LocalGenerator>, question: &str, sources: Vec<Source
         influence: false,
         history: Vec::new(),
     };
-    let mut events = tributary_generator::answer(generator, request);
-    while let Some(event) = events.recv().await {
-        if let AnswerEvent::Done(answer) = event.unwrap() {
-            return *answer;
-        }
-    }
-    panic!("no answer")
+    answered(generator, request).await
 }
 
 #[tokio::test]

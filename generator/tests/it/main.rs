@@ -19,3 +19,17 @@ pub fn smollm2() -> PathBuf {
     assert!(path.exists(), "model missing at {}: run scripts/setup.sh", path.display());
     path
 }
+
+/// The finished answer to `request` from `generator`, its streamed tokens read and dropped.
+pub async fn answered(
+    generator: std::sync::Arc<dyn tributary_generator::Generator>,
+    request: tributary_generator::AnswerRequest,
+) -> tributary_generator::Answer {
+    let mut events = tributary_generator::answer(generator, request);
+    while let Some(event) = events.recv().await {
+        if let tributary_generator::AnswerEvent::Done(answer) = event.unwrap() {
+            return *answer;
+        }
+    }
+    panic!("the answer stream ended without an answer")
+}

@@ -10,9 +10,11 @@ use axum::http::{StatusCode, header};
 use axum::response::Response;
 use axum::routing::post;
 use tributary_generator::{
-    AnswerEvent, AnswerRequest, ChatMessage, ChatRequest, CitationKind, CitationPolicy, Error, FinishReason,
-    GenerationParams, Generator, Origin, RemoteConfig, RemoteGenerator, Source, StreamEvent,
+    AnswerRequest, ChatMessage, ChatRequest, CitationKind, CitationPolicy, Error, FinishReason, GenerationParams,
+    Generator, Origin, RemoteConfig, RemoteGenerator, Source, StreamEvent,
 };
+
+use crate::answered;
 
 type Seen = Arc<Mutex<Vec<serde_json::Value>>>;
 
@@ -120,17 +122,6 @@ fn passage(text: &str) -> Source {
     }
 }
 
-/// The finished answer to `request` through the engine at `url`.
-async fn answered(url: &str, request: AnswerRequest) -> tributary_generator::Answer {
-    let mut events = tributary_generator::answer(Arc::new(client(url)), request);
-    while let Some(event) = events.recv().await {
-        if let AnswerEvent::Done(answer) = event.unwrap() {
-            return *answer;
-        }
-    }
-    panic!("the answer stream ended without an answer")
-}
-
 #[tokio::test]
 async fn streams_and_answers_through_an_openai_compatible_server() {
     let (url, seen) = server().await;
@@ -170,7 +161,7 @@ async fn streams_and_answers_through_an_openai_compatible_server() {
         influence: true,
         history: Vec::new(),
     };
-    let answer = answered(&url, request).await;
+    let answer = answered(Arc::new(client(&url)), request).await;
     assert_eq!(answer.citations.len(), 1);
     assert_eq!(answer.citations[0].chunk_id, "c1");
     assert_eq!(answer.stats.marker, 1);
@@ -196,7 +187,7 @@ async fn a_remote_engines_wrong_fact_is_checked_repaired_once_then_quoted() {
         influence: false,
         history: Vec::new(),
     };
-    let answer = answered(&url, request).await;
+    let answer = answered(Arc::new(client(&url)), request).await;
     // 3,767 km is in no passage: not credited; the engine's second try says it again; the
     // passage's sentence is quoted instead, and credited.
     assert_eq!(answer.draft.as_deref(), Some("The Missouri River is 3,767 km long [1]."));
