@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use tributary_generator::{GenerationParams, SamplingParams};
+use tributary_generator::GenerationParams;
 
 use super::output;
 use crate::app::App;
@@ -46,11 +46,8 @@ pub async fn eval(app: &App, args: EvalArgs) -> Result<()> {
     let asking = Asking {
         datanets: &args.datanets,
         k: args.k,
-        params: GenerationParams {
-            max_tokens: args.max_tokens,
-            sampling: SamplingParams { temperature: 0.0, top_p: None, seed: 0 },
-            ..GenerationParams::default()
-        },
+        // Greedy: the default sampling.
+        params: GenerationParams { max_tokens: args.max_tokens, ..GenerationParams::default() },
         adapters: super::answers::parse_adapters(&args.adapters)?,
     };
     let bar = indicatif::ProgressBar::new(questions.len() as u64);

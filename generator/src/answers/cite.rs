@@ -285,27 +285,29 @@ impl<'a> Checker<'a> {
         first: bool,
         stats: &mut CitationStats,
     ) -> CitedSentence {
-        let checked = self.check_support(sentence, markers, stats);
-        if checked.kind.is_none() || !self.evidence.answers(sentence, first) {
-            return checked;
-        }
+        let mut checked = self.check_support(sentence, markers, stats);
         // Supported, and answering: with the fact the question points to?
-        let misplaced = self.evidence.misplaced(sentence, &checked.citations);
-        if misplaced.is_empty() {
-            return checked;
+        if checked.kind.is_some() && self.evidence.answers(sentence, first) {
+            let misplaced = self.evidence.misplaced(sentence, &checked.citations);
+            if !misplaced.is_empty() {
+                checked = CitedSentence { unsupported_facts: misplaced, ..CitedSentence::uncited(sentence) };
+            }
         }
+        stats.sentences += 1;
         match checked.kind {
-            Some(CitationKind::Marker) => stats.marker -= 1,
-            Some(CitationKind::PostHoc) => stats.post_hoc -= 1,
-            _ => {}
+            Some(CitationKind::Marker) => stats.marker += 1,
+            Some(CitationKind::PostHoc) => stats.post_hoc += 1,
+            Some(CitationKind::Quote) => {}
+            None => {
+                stats.unsupported += 1;
+                stats.fact_failures += usize::from(!checked.unsupported_facts.is_empty());
+            }
         }
-        stats.unsupported += 1;
-        stats.fact_failures += 1;
-        CitedSentence { unsupported_facts: misplaced, ..CitedSentence::uncited(sentence) }
+        checked
     }
 
     /// [`Checker::check`] without the question's part: the words and facts of the sentence
-    /// against the passages it cites or that support it.
+    /// against the passages it cites or that support it. Counts the markers it drops.
     fn check_support(&self, sentence: &str, markers: &[usize], stats: &mut CitationStats) -> CitedSentence {
         let words = self.new_words(sentence);
         let stated = facts(sentence);
@@ -316,7 +318,6 @@ impl<'a> Checker<'a> {
                 .map(|f| f.written.clone())
                 .collect()
         };
-        stats.sentences += 1;
         let mut cited: Vec<usize> = Vec::new();
         for &n in markers {
             if n == 0 || n > self.words.len() {
@@ -330,7 +331,6 @@ impl<'a> Checker<'a> {
         let mut considered = cited.clone();
         if !cited.is_empty() {
             if unheld(&cited).is_empty() {
-                stats.marker += 1;
                 return CitedSentence {
                     citations: cited,
                     kind: Some(CitationKind::Marker),
@@ -361,7 +361,6 @@ impl<'a> Checker<'a> {
             }
             chosen.sort_unstable();
             if unheld(&chosen).is_empty() {
-                stats.post_hoc += 1;
                 return CitedSentence {
                     citations: chosen,
                     kind: Some(CitationKind::PostHoc),
@@ -370,16 +369,11 @@ impl<'a> Checker<'a> {
             }
             considered.extend(chosen);
         }
-        stats.unsupported += 1;
         // What it states that the passages it might cite lack; with none, that no passage holds.
         if considered.is_empty() {
             considered = (1..=self.words.len()).collect();
         }
-        let unsupported_facts = unheld(&considered);
-        if !unsupported_facts.is_empty() {
-            stats.fact_failures += 1;
-        }
-        CitedSentence { unsupported_facts, ..CitedSentence::uncited(sentence) }
+        CitedSentence { unsupported_facts: unheld(&considered), ..CitedSentence::uncited(sentence) }
     }
 }
 
