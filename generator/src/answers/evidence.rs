@@ -122,9 +122,16 @@ struct Clause {
     words: HashSet<String>,
     /// The content words of its whole sentence.
     sentence_words: HashSet<String>,
-    /// Its facts that the question does not state, each with the content words of the (up
-    /// to three) words written right after it.
-    facts: Vec<(Fact, HashSet<String>)>,
+    /// Its facts that the question does not state.
+    facts: Vec<ClauseFact>,
+}
+
+struct ClauseFact {
+    fact: Fact,
+    /// What the fact alone holds: whether a sentence's fact is this one, written another way.
+    holds: Holdings,
+    /// The content words of the (up to three) words written right after it.
+    after: HashSet<String>,
 }
 
 /// A sentence of a passage.
@@ -213,9 +220,10 @@ impl Evidence {
                     let facts = facts(clause)
                         .into_iter()
                         .filter(|f| !question_facts.holds(f))
-                        .map(|f| {
-                            let after = words_after(clause, &f.written);
-                            (f, after)
+                        .map(|fact| ClauseFact {
+                            holds: Holdings::of(&fact.written),
+                            after: words_after(clause, &fact.written),
+                            fact,
                         })
                         .collect();
                     clauses.push(Clause {
@@ -302,13 +310,12 @@ impl Evidence {
             if self.question_facts.holds(&fact) || !self.asked.wants(fact.class()) {
                 continue;
             }
-            let same = |f: &Fact| Holdings::of(&f.written).holds(&fact);
             let mut own = f32::NEG_INFINITY;
             let mut rival = f32::NEG_INFINITY;
             for clause in &self.clauses {
-                for (f, after) in clause.facts.iter().filter(|(f, _)| f.class().compatible(fact.class())) {
-                    let score = self.score(clause, after);
-                    if same(f) {
+                for other in clause.facts.iter().filter(|c| c.fact.class().compatible(fact.class())) {
+                    let score = self.score(clause, &other.after);
+                    if other.holds.holds(&fact) {
                         if cited.contains(&clause.n) {
                             own = own.max(score);
                         }
@@ -332,8 +339,8 @@ impl Evidence {
         let claimed = claim.map(content_words).unwrap_or_default();
         let mut best: Option<(f32, usize, &Clause)> = None;
         for clause in &self.clauses {
-            for (_, after) in clause.facts.iter().filter(|(f, _)| self.asked.wants(f.class())) {
-                let score = self.score(clause, after);
+            for other in clause.facts.iter().filter(|c| self.asked.wants(c.fact.class())) {
+                let score = self.score(clause, &other.after);
                 let shared = claimed.intersection(&clause.words).count();
                 if score > 0.0 && best.as_ref().is_none_or(|(s, c, _)| (score, shared) > (*s, *c)) {
                     best = Some((score, shared, clause));
