@@ -12,7 +12,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -128,6 +127,8 @@ pub fn score(q: &GoldQuestion, answer: &Answer, passages: &[Passage]) -> Scored 
             passages.iter().find(|p| p.chunk_id == c.chunk_id && p.datanet == c.datanet).is_some_and(|p| right(&p.text))
         })
     };
+    let drafted = answer.draft.as_deref().unwrap_or(&answer.answer);
+    let draft_right = right(drafted);
     let mut scored = Scored {
         id: q.id.clone(),
         kind: q.kind.clone(),
@@ -147,12 +148,9 @@ pub fn score(q: &GoldQuestion, answer: &Answer, passages: &[Passage]) -> Scored 
         repaired: answer.stats.repaired,
         quoted: answer.stats.quoted,
         dropped: answer.stats.dropped,
-        draft_right: false,
-        draft_wrong: false,
+        draft_right,
+        draft_wrong: !draft_right && q.distractors.iter().any(|d| states(drafted, d)),
     };
-    let drafted = answer.draft.as_deref().unwrap_or(&answer.answer);
-    scored.draft_right = right(drafted);
-    scored.draft_wrong = !scored.draft_right && q.distractors.iter().any(|d| states(drafted, d));
     scored.cited_documents.dedup();
     let (mut right_cited, mut right_any, mut wrong, mut grounded) = (false, false, false, false);
     for sentence in &answer.sentences {
