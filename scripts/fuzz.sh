@@ -2,12 +2,14 @@
 # Fuzzing (issue #24, suite 3): builds the cargo-fuzz targets in fuzz/ and runs each for
 # SECONDS (default 120), starting from the committed seeds in fuzz/seeds/<target>/. Prints each
 # target's executions and findings (also target/fuzz-<target>.log); benches/RESULTS.md records
-# them. A crash leaves its input in fuzz/artifacts/<target>/: make it a regression test in the
-# crate it came from. Built with coverage instrumentation and no sanitizer (the fuzzed code is
-# safe Rust; panics and failed assertions are the findings). Needs a nightly toolchain (present
-# on these machines; `rustup toolchain install nightly` elsewhere) and cargo-fuzz (installed
-# here from crates.io). Not part of CI: the instrumented build of the dependency tree alone
-# takes about 40 minutes on 2 cores.
+# them. A crash leaves its input in fuzz/artifacts/<target>/: copy it to
+# fuzz/regressions/<target>/, which CI replays (api/tests/it/fuzz.rs, the targets' short
+# version: seeds, regressions and seeded mutations through the same checks, fuzz/checks.rs).
+# Built with coverage instrumentation and no sanitizer (the fuzzed code is safe Rust; panics
+# and failed assertions are the findings). Needs a nightly toolchain (present on these
+# machines; `rustup toolchain install nightly` elsewhere) and cargo-fuzz (installed here from
+# crates.io). These guided runs are not part of CI: the instrumented build of the dependency
+# tree alone takes about 40 minutes on 2 cores.
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 set -euo pipefail
 cd "$(dirname "$0")/.."

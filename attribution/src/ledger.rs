@@ -1166,25 +1166,68 @@ impl Ledger {
         Ok(epochs.len())
     }
 
+    /// What `account` earned, with every entry.
     pub async fn earnings(&self, account: &Address) -> Result<Earnings> {
-        let entries = self.entries_where("e.account", account.to_lower_hex()).await?;
+        Ok(self.earnings_page(account, None, None).await?.0)
+    }
+
+    /// What `account` earned, with one page of its entries: those after entry `after`, in
+    /// order, at most `limit` (all without one), and the id to continue after when more
+    /// remain. The totals cover every entry but read only their amounts; a page reads only
+    /// its own entries (it read them all, sentences included, for every page).
+    pub async fn earnings_page(
+        &self,
+        account: &Address,
+        after: Option<i64>,
+        limit: Option<usize>,
+    ) -> Result<(Earnings, Option<i64>)> {
+        let epochs = self.epochs().await?;
+        let amounts = sqlx::query(
+            "SELECT e.id, e.kind, e.amount, d.name AS datanet_name \
+             FROM ledger_entries e LEFT JOIN datanets d ON d.id = e.datanet_id WHERE e.account = $1",
+        )
+        .bind(account.to_lower_hex())
+        .fetch_all(&self.pool)
+        .await?;
         let mut by_datanet: BTreeMap<String, i128> = BTreeMap::new();
         let mut by_epoch: BTreeMap<i64, i128> = BTreeMap::new();
         let (mut total, mut settled, mut slashed) = (0i128, 0i128, 0i128);
-        for e in &entries {
-            total += e.amount;
-            if let Some(epoch) = e.epoch {
-                settled += e.amount;
-                *by_epoch.entry(epoch).or_default() += e.amount;
+        for row in &amounts {
+            let amount = parse_signed(&row.try_get::<String, _>("amount")?)?;
+            total += amount;
+            if let Some(epoch) = epoch_of(&epochs, row.try_get("id")?) {
+                settled += amount;
+                *by_epoch.entry(epoch).or_default() += amount;
             }
-            if let Some(name) = &e.datanet {
-                *by_datanet.entry(name.clone()).or_default() += e.amount;
+            if let Some(name) = row.try_get::<Option<String>, _>("datanet_name")? {
+                *by_datanet.entry(name).or_default() += amount;
             }
-            if e.kind == "slash" && e.amount < 0 {
-                slashed -= e.amount;
+            if row.try_get::<String, _>("kind")? == "slash" && amount < 0 {
+                slashed -= amount;
             }
         }
-        Ok(Earnings {
+        // One more than the page, to know whether another follows.
+        let fetch = limit.map_or(i64::MAX, |l| i64::try_from(l).unwrap_or(i64::MAX - 1).saturating_add(1));
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {ENTRY_COLUMNS} WHERE e.account = $1 AND e.id > $2 ORDER BY e.id LIMIT $3"
+        )))
+        .bind(account.to_lower_hex())
+        .bind(after.unwrap_or(i64::MIN))
+        .bind(fetch)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut entries: Vec<Entry> = rows.iter().map(entry_from_row).collect::<Result<_>>()?;
+        for e in &mut entries {
+            e.epoch = epoch_of(&epochs, e.id);
+        }
+        let next = match limit {
+            Some(limit) if entries.len() > limit => {
+                entries.truncate(limit);
+                entries.last().map(|e| e.id)
+            }
+            _ => None,
+        };
+        let earnings = Earnings {
             account: *account,
             total,
             settled,
@@ -1193,7 +1236,8 @@ impl Ledger {
             by_datanet: by_datanet.into_iter().map(|(datanet, amount)| DatanetEarnings { datanet, amount }).collect(),
             by_epoch: by_epoch.into_iter().map(|(epoch, amount)| EpochEarnings { epoch, amount }).collect(),
             entries,
-        })
+        };
+        Ok((earnings, next))
     }
 
     /// Flags a chunk, document or contributor of a Datanet: retrieval leaves it out from now

@@ -3,19 +3,9 @@
 //! document (the indexer's invariant).
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use tributary_indexer::{Chunker, ChunkerConfig, read_upload};
+// Each target uses one of the checks.
+#[allow(dead_code)]
+#[path = "../checks.rs"]
+mod checks;
 
-fuzz_target!(|data: &[u8]| {
-    let Some((&kind, bytes)) = data.split_first() else { return };
-    let name = ["a.txt", "a.md", "a.jsonl"][kind as usize % 3];
-    let Ok(documents) = read_upload(name, bytes.to_vec()) else { return };
-    // Whitespace-separated words stand in for the embedder's tokenizer.
-    let config = ChunkerConfig { target_tokens: 8 + (kind as usize % 40), overlap_tokens: kind as usize % 4 };
-    let chunker = Chunker::new(config, |s: &str| s.split_whitespace().count().max(1)).expect("a valid config");
-    for document in documents {
-        for chunk in chunker.chunk(&document.text) {
-            assert_eq!(&document.text[chunk.start..chunk.end], chunk.text, "offsets point at the chunk's text");
-        }
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::documents(data));

@@ -2,14 +2,9 @@
 //! parse or are refused, never a panic.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use tributary::http::wire;
+// Each target uses one of the checks.
+#[allow(dead_code)]
+#[path = "../checks.rs"]
+mod checks;
 
-fuzz_target!(|data: &[u8]| {
-    let _ = serde_json::from_slice::<wire::SearchRequest>(data);
-    let _ = serde_json::from_slice::<wire::AnswerRequest>(data);
-    let _ = serde_json::from_slice::<wire::CreateDatanet>(data);
-    let _ = serde_json::from_slice::<wire::Upload>(data);
-    let _ = serde_json::from_slice::<wire::QuoteRequest>(data);
-    let _ = serde_json::from_slice::<wire::ClaimRequest>(data);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::request_bodies(data));

@@ -43,6 +43,10 @@ impl Visibility {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Datanet {
     pub id: i64,
+    /// The name as stored, which names the Datanet everywhere (receipts, the chain registry):
+    /// the requested name for a Datanet created public; `name~0xowner` for one created
+    /// private, so that a private name never collides with anyone else's and so never reveals
+    /// itself to someone creating a Datanet (see [`stored_name`]).
     pub name: String,
     pub description: String,
     pub owner: Address,
@@ -53,6 +57,7 @@ pub struct Datanet {
 /// What a new Datanet is made of.
 #[derive(Debug, Clone)]
 pub struct NewDatanet {
+    /// The requested name (1-64 of a-z, 0-9, '-' and '_'); see [`stored_name`].
     pub name: String,
     pub description: String,
     pub owner: Address,
@@ -246,14 +251,17 @@ impl Catalog {
         self.pool.close().await;
     }
 
+    /// Creates a Datanet under [`stored_name`]; `DatanetExists` when that name is taken, which
+    /// only a public name, or the same owner's own private one, can be.
     pub async fn create_datanet(&self, new: &NewDatanet) -> Result<Datanet> {
         validate_datanet_name(&new.name)?;
+        let name = stored_name(&new.name, &new.owner, new.visibility);
         let created_at_ms = now_ms();
         let row = sqlx::query(
             "INSERT INTO datanets (name, description, owner, visibility, created_at) \
              VALUES ($1, $2, $3, $4, $5) RETURNING id",
         )
-        .bind(&new.name)
+        .bind(&name)
         .bind(&new.description)
         .bind(new.owner.to_lower_hex())
         .bind(new.visibility.as_str())
@@ -262,14 +270,14 @@ impl Catalog {
         .await
         .map_err(|e| {
             if is_unique_violation(&e, "datanets_name_unique") {
-                Error::DatanetExists(new.name.clone())
+                Error::DatanetExists(name.clone())
             } else {
                 Error::Database(e)
             }
         })?;
         Ok(Datanet {
             id: row.try_get("id")?,
-            name: new.name.clone(),
+            name,
             description: new.description.clone(),
             owner: new.owner,
             visibility: new.visibility,
@@ -292,6 +300,7 @@ impl Catalog {
         })
     }
 
+    /// The Datanet stored under `name` exactly.
     pub async fn datanet(&self, name: &str) -> Result<Datanet> {
         let row =
             sqlx::query("SELECT id, name, description, owner, visibility, created_at FROM datanets WHERE name = $1")
@@ -572,6 +581,19 @@ impl Catalog {
                 ))
             })
             .collect()
+    }
+}
+
+/// The name a new Datanet is stored under: a public one takes the requested name, which is
+/// then unique among all Datanets; a private one is qualified by its owner, `name~0xowner`
+/// (lowercase hex), so private names are unique per owner only. Creating a Datanet therefore
+/// never collides with someone else's private one, and a conflict never reveals that a private
+/// name exists (issue #24, defect 9). The name stays when the visibility changes: it is what
+/// receipts and the chain registry record.
+pub fn stored_name(name: &str, owner: &Address, visibility: Visibility) -> String {
+    match visibility {
+        Visibility::Public => name.to_string(),
+        Visibility::Private => format!("{name}~{}", owner.to_lower_hex()),
     }
 }
 

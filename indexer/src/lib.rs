@@ -27,7 +27,9 @@ mod vectors;
 
 pub use access::{AccessRequest, AccessStatus, DatanetUpdate, Member};
 pub use address::Address;
-pub use catalog::{Backend, Catalog, ChunkRecord, Datanet, Document, NewDatanet, Visibility, validate_datanet_name};
+pub use catalog::{
+    Backend, Catalog, ChunkRecord, Datanet, Document, NewDatanet, Visibility, stored_name, validate_datanet_name,
+};
 pub use chunk::{Chunk, ChunkId, Chunker, ChunkerConfig, heading, indexed_text, normalize};
 pub use embed::{BertEmbedder, DEFAULT_MODEL_ID, EmbedBackend, Embedder, MODEL_DIR_ENV, load_embedder, locate_model};
 #[cfg(feature = "onnx")]

@@ -164,8 +164,31 @@ impl App {
         writers.entry(datanet_id).or_default().clone()
     }
 
+    /// The Datanet stored under `name`; failing that, for the operator's convenience, the one
+    /// private Datanet created with that name (stored as `name~0xowner`), or an error naming
+    /// each when several owners chose it. The operator reads every Datanet, so this reveals
+    /// nothing; the HTTP API checks what a caller may read by the exact name before a name
+    /// reaches here (`http::datanets::readable`), so the fallback only serves the CLI.
     pub async fn datanet(&self, name: &str) -> Result<Datanet> {
-        Ok(self.store.catalog().datanet(name).await?)
+        let catalog = self.store.catalog();
+        let missing = match catalog.datanet(name).await {
+            Err(e @ tributary_indexer::Error::DatanetNotFound(_)) => e,
+            found => return Ok(found?),
+        };
+        let mut private: Vec<Datanet> = catalog
+            .datanets()
+            .await?
+            .into_iter()
+            .filter(|d| d.name.split_once('~').is_some_and(|(requested, _)| requested == name))
+            .collect();
+        match private.len() {
+            0 => Err(missing.into()),
+            1 => Ok(private.remove(0)),
+            _ => {
+                let names: Vec<&str> = private.iter().map(|d| d.name.as_str()).collect();
+                anyhow::bail!("several private Datanets are named {name:?}: say which, one of {}", names.join(", "))
+            }
+        }
     }
 }
 

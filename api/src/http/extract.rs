@@ -89,6 +89,22 @@ pub mod integer {
     }
 }
 
+/// Where a page starts (after the cursor's key) and how long it is (default 50, 1 to 1000).
+pub fn page_bounds<K: std::str::FromStr>(
+    cursor: Option<&str>,
+    limit: Option<usize>,
+) -> Result<(Option<K>, usize), ApiError> {
+    let limit = limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 1000"));
+    }
+    let after = match cursor {
+        Some(c) => Some(c.parse::<K>().map_err(|_| ApiError::invalid("the cursor is not one this list gave"))?),
+        None => None,
+    };
+    Ok((after, limit))
+}
+
 /// A page of a list: `next_cursor` is given back as `cursor` for the next page. Items are put
 /// in `key` order here, whatever order the database returned them in: a cursor is compared in
 /// Rust's order, and PostgreSQL under a locale collation (en_US.UTF-8) orders text otherwise
@@ -99,14 +115,7 @@ pub fn paginate<T, K: Ord + ToString + std::str::FromStr>(
     cursor: Option<&str>,
     limit: Option<usize>,
 ) -> Result<(Vec<T>, Option<String>), ApiError> {
-    let limit = limit.unwrap_or(50);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request("limit must be between 1 and 1000"));
-    }
-    let after = match cursor {
-        Some(c) => Some(c.parse::<K>().map_err(|_| ApiError::invalid("the cursor is not one this list gave"))?),
-        None => None,
-    };
+    let (after, limit) = page_bounds::<K>(cursor, limit)?;
     let mut page: Vec<T> = items.into_iter().filter(|item| after.as_ref().is_none_or(|a| key(item) > *a)).collect();
     page.sort_by_cached_key(|item| key(item));
     let next = if page.len() > limit {

@@ -11,7 +11,7 @@ use utoipa_axum::routes;
 use super::auth::Caller;
 use super::datanets::{governed, parse_address, readable};
 use super::error::{ApiError, ApiResult, Errors, chain_error};
-use super::extract::{Json, Path, Query, paginate};
+use super::extract::{Json, Path, Query, page_bounds, paginate};
 use super::state::AppState;
 use super::wire::{self, PageParams, view};
 use crate::app::keys::Role;
@@ -80,12 +80,11 @@ async fn get_earnings(
     if !caller.is_admin() && caller.address() != Some(&account) {
         return Err(ApiError::forbidden("a key reads its own address's earnings only"));
     }
-    let mut earnings: wire::Earnings = view(&state.app().ledger().earnings(&account).await?)?;
+    let (after, limit) = page_bounds::<i64>(page.cursor.as_deref(), page.limit)?;
+    let (earnings, next) = state.app().ledger().earnings_page(&account, after, Some(limit)).await?;
+    let mut earnings: wire::Earnings = view(&earnings)?;
+    earnings.next_cursor = next.map(|id| id.to_string());
     redact_unreadable(&state, &caller, &mut earnings).await?;
-    let (entries, next_cursor) =
-        paginate(std::mem::take(&mut earnings.entries), |e| e.id, page.cursor.as_deref(), page.limit)?;
-    earnings.entries = entries;
-    earnings.next_cursor = next_cursor;
     Ok(Json(earnings))
 }
 

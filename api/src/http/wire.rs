@@ -62,6 +62,9 @@ impl From<Visibility> for tributary_indexer::Visibility {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Datanet {
     pub id: i64,
+    /// The Datanet's name everywhere (paths, questions, receipts): the requested name for a
+    /// Datanet created public; `name~0xowner` (lowercase hex) for one created private, so a
+    /// private name is never taken from, nor revealed to, anyone else.
     pub name: String,
     pub description: String,
     /// EIP-55 address.
@@ -91,7 +94,9 @@ page!(DatanetPage, Datanet);
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDatanet {
-    /// 1-64 characters of a-z, 0-9, '-' and '_'.
+    /// 1-64 characters of a-z, 0-9, '-' and '_'. A public name is unique among all Datanets;
+    /// a private Datanet is stored as `name~0xowner` (the created Datanet's `name`), unique
+    /// per owner, so a private name never conflicts with anyone else's.
     #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     pub name: String,
     #[serde(default)]

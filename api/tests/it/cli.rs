@@ -21,6 +21,7 @@ fn ingest_search_and_trec_run() {
     let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(listed[0]["owner"], ALICE, "owner printed EIP-55");
     assert_eq!(listed[0]["visibility"], "private");
+    // The operator names it by its requested name while that is unambiguous.
 
     let report =
         run_ok(tributary(&data).args(["ingest", "--datanet", "geo", "--contributor", BOB, "--json"]).arg(&corpus));
@@ -32,7 +33,7 @@ fn ingest_search_and_trec_run() {
     let passages: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(passages.as_array().unwrap().len(), 3);
     assert_eq!(passages[0]["contributor"], BOB);
-    assert_eq!(passages[0]["datanet"], "geo");
+    assert_eq!(passages[0]["datanet"], format!("geo~{}", ALICE.to_lowercase()), "a private Datanet's stored name");
 
     let queries = dir.path().join("queries.jsonl");
     std::fs::write(

@@ -24,6 +24,8 @@ const DAVE: &str = "0x90F79bf6EB2c4f870365E785982E1f101E93b906";
 const TREASURY: &str = "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc";
 /// Who pays for answers in these tests (anvil's seventh).
 pub const PAYER: &str = "0x976EA74026E726554dB657fA54763abd0C3a0aa9";
+/// ALICE's private Datanet `secret`, as stored (and named everywhere): `name~0xowner`.
+const SECRET: &str = "secret~0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266";
 /// Anvil's first key: ALICE.
 const ALICE_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 
@@ -258,10 +260,8 @@ async fn access_matrix(database_url: Option<String>) {
     let public = s.call("POST", "/v1/datanets", Some(&alice), Some(create("rivers", false))).await;
     assert_eq!(public.status, StatusCode::CREATED, "{}", public.body);
     assert_eq!(public.body["owner"], ALICE);
-    assert_eq!(
-        s.call("POST", "/v1/datanets", Some(&alice), Some(create("secret", true))).await.status,
-        StatusCode::CREATED
-    );
+    let private = s.call("POST", "/v1/datanets", Some(&alice), Some(create("secret", true))).await;
+    assert_eq!((private.status, private.body["name"].as_str()), (StatusCode::CREATED, Some(SECRET)));
     // Issue #24, defect 16: who may upload is decided before the body is read: a reader key,
     // or anyone on a Datanet it cannot see, is refused whatever the body holds (it was parsed
     // first, and a malformed one answered 400).
@@ -274,8 +274,8 @@ async fn access_matrix(database_url: Option<String>) {
         request.body(Body::from(format!("{{\"documents\": [{}", "x".repeat(100_000)))).unwrap()
     };
     assert_eq!(s.send(garbage("rivers", Some(&reader))).await.status, StatusCode::FORBIDDEN);
-    assert_eq!(s.send(garbage("secret", None)).await.body["code"], "datanet_not_found");
-    assert_eq!(s.send(garbage("secret", Some(&bob))).await.body["code"], "datanet_not_found");
+    assert_eq!(s.send(garbage(SECRET, None)).await.body["code"], "datanet_not_found");
+    assert_eq!(s.send(garbage(SECRET, Some(&bob))).await.body["code"], "datanet_not_found");
     assert_eq!(
         s.send(garbage("rivers", None)).await.body["code"],
         "invalid_json",
@@ -288,25 +288,26 @@ async fn access_matrix(database_url: Option<String>) {
 
     // A private Datanet answers outsiders exactly as a missing one does.
     for key in [None, Some(&reader), Some(&carol), Some(&bob), Some(&dave)] {
-        let hidden = s.call("GET", "/v1/datanets/secret", key.map(|k| k.as_str()), None).await;
+        let hidden = s.call("GET", &format!("/v1/datanets/{SECRET}"), key.map(|k| k.as_str()), None).await;
         let missing = s.call("GET", "/v1/datanets/nosuch", key.map(|k| k.as_str()), None).await;
         assert_eq!(hidden.status, StatusCode::NOT_FOUND);
         assert_eq!(hidden.body["code"], missing.body["code"]);
-        assert_eq!(hidden.body["detail"].as_str().unwrap().replace("secret", "nosuch"), missing.body["detail"]);
+        assert_eq!(hidden.body["detail"].as_str().unwrap().replace(SECRET, "nosuch"), missing.body["detail"]);
         let list = s.call("GET", "/v1/datanets", key.map(|k| k.as_str()), None).await;
         let names: Vec<&str> =
             list.body["items"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
         assert_eq!(names, ["rivers"]);
-        let search = json!({"query": "river", "datanets": ["secret"]});
+        let search = json!({"query": "river", "datanets": [SECRET]});
         assert_eq!(
             s.call("POST", "/v1/search", key.map(|k| k.as_str()), Some(search)).await.status,
             StatusCode::NOT_FOUND
         );
         let upload = json!({"documents": [doc("a.txt", "Some text.")]});
-        let up = s.call("POST", "/v1/datanets/secret/documents", key.map(|k| k.as_str()), Some(upload)).await;
+        let up =
+            s.call("POST", &format!("/v1/datanets/{SECRET}/documents"), key.map(|k| k.as_str()), Some(upload)).await;
         assert_eq!(up.status, StatusCode::NOT_FOUND, "{}", up.body);
         assert_eq!(
-            s.call("GET", "/v1/datanets/secret/flags", key.map(|k| k.as_str()), None).await.status,
+            s.call("GET", &format!("/v1/datanets/{SECRET}/flags"), key.map(|k| k.as_str()), None).await.status,
             StatusCode::NOT_FOUND
         );
     }
@@ -317,10 +318,10 @@ async fn access_matrix(database_url: Option<String>) {
     assert_eq!(model_ids(s.call("GET", "/v1/models", Some(&bob), None).await.body), ["base", "base@rivers"]);
     assert_eq!(
         model_ids(s.call("GET", "/v1/models", Some(&alice), None).await.body),
-        ["base", "base@rivers", "base@secret"]
+        ["base", "base@rivers", format!("base@{SECRET}").as_str()]
     );
     for key in [&alice, &admin] {
-        assert_eq!(s.call("GET", "/v1/datanets/secret", Some(key), None).await.status, StatusCode::OK);
+        assert_eq!(s.call("GET", &format!("/v1/datanets/{SECRET}"), Some(key), None).await.status, StatusCode::OK);
         let list = s.call("GET", "/v1/datanets", Some(key), None).await;
         assert_eq!(list.body["items"].as_array().unwrap().len(), 2);
     }
@@ -366,7 +367,7 @@ async fn access_matrix(database_url: Option<String>) {
         s.call("POST", "/v1/datanets/rivers/documents", None, Some(forged)).await.body["code"],
         "invalid_signature"
     );
-    let other_datanet = signed_upload(&s, "secret", documents.clone(), Terms::nonce(1)).await;
+    let other_datanet = signed_upload(&s, SECRET, documents.clone(), Terms::nonce(1)).await;
     let replayed = s.call("POST", "/v1/datanets/rivers/documents", None, Some(other_datanet)).await;
     assert_eq!(replayed.body["code"], "invalid_signature");
     // Issue #24, defect 11: the signature covers the license and the chunking (a leaked payload
@@ -420,36 +421,41 @@ async fn access_matrix(database_url: Option<String>) {
     // Members of the private Datanet: the owner lets Carol in; then she may upload and read.
     let add = json!({"address": CAROL});
     assert_eq!(
-        s.call("POST", "/v1/datanets/secret/members", Some(&bob), Some(add.clone())).await.status,
+        s.call("POST", &format!("/v1/datanets/{SECRET}/members"), Some(&bob), Some(add.clone())).await.status,
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        s.call("POST", "/v1/datanets/secret/members", Some(&alice), Some(add.clone())).await.status,
+        s.call("POST", &format!("/v1/datanets/{SECRET}/members"), Some(&alice), Some(add.clone())).await.status,
         StatusCode::CREATED
     );
-    assert_eq!(s.call("POST", "/v1/datanets/secret/members", Some(&alice), Some(add)).await.status, StatusCode::OK);
-    let secret_doc = json!({"documents": [doc("plan.txt", "The confidential delta survey starts in spring.")]});
     assert_eq!(
-        s.call("POST", "/v1/datanets/secret/documents", Some(&carol), Some(secret_doc)).await.status,
+        s.call("POST", &format!("/v1/datanets/{SECRET}/members"), Some(&alice), Some(add)).await.status,
         StatusCode::OK
     );
-    assert_eq!(s.call("GET", "/v1/datanets/secret", Some(&carol), None).await.status, StatusCode::OK);
-    let members = s.call("GET", "/v1/datanets/secret/members", Some(&alice), None).await;
+    let secret_doc = json!({"documents": [doc("plan.txt", "The confidential delta survey starts in spring.")]});
+    assert_eq!(
+        s.call("POST", &format!("/v1/datanets/{SECRET}/documents"), Some(&carol), Some(secret_doc)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(s.call("GET", &format!("/v1/datanets/{SECRET}"), Some(&carol), None).await.status, StatusCode::OK);
+    let members = s.call("GET", &format!("/v1/datanets/{SECRET}/members"), Some(&alice), None).await;
     assert_eq!(members.body["items"][0]["address"], CAROL);
 
     // Access requests: the same answer whether the private Datanet exists or not; approval
     // lets the address in.
     let ask = json!({"message": "survey team"});
     assert_eq!(
-        s.call("POST", "/v1/datanets/secret/access-requests", None, Some(ask.clone())).await.status,
+        s.call("POST", &format!("/v1/datanets/{SECRET}/access-requests"), None, Some(ask.clone())).await.status,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        s.call("POST", "/v1/datanets/secret/access-requests", Some(&reader), Some(ask.clone())).await.status,
+        s.call("POST", &format!("/v1/datanets/{SECRET}/access-requests"), Some(&reader), Some(ask.clone()))
+            .await
+            .status,
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        s.call("POST", "/v1/datanets/secret/access-requests", Some(&dave), Some(ask.clone())).await.status,
+        s.call("POST", &format!("/v1/datanets/{SECRET}/access-requests"), Some(&dave), Some(ask.clone())).await.status,
         StatusCode::ACCEPTED
     );
     assert_eq!(
@@ -457,19 +463,19 @@ async fn access_matrix(database_url: Option<String>) {
         StatusCode::ACCEPTED
     );
     assert_eq!(
-        s.call("GET", "/v1/datanets/secret/access-requests", Some(&dave), None).await.status,
+        s.call("GET", &format!("/v1/datanets/{SECRET}/access-requests"), Some(&dave), None).await.status,
         StatusCode::FORBIDDEN
     );
-    let requests = s.call("GET", "/v1/datanets/secret/access-requests", Some(&alice), None).await;
+    let requests = s.call("GET", &format!("/v1/datanets/{SECRET}/access-requests"), Some(&alice), None).await;
     let request = &requests.body["items"][0];
     assert_eq!((request["address"].as_str(), request["status"].as_str()), (Some(DAVE), Some("pending")));
-    let uri = format!("/v1/datanets/secret/access-requests/{}", request["id"]);
+    let uri = format!("/v1/datanets/{SECRET}/access-requests/{}", request["id"]);
     assert_eq!(s.call("POST", &uri, Some(&bob), Some(json!({"approve": true}))).await.status, StatusCode::NOT_FOUND);
     let approved = s.call("POST", &uri, Some(&alice), Some(json!({"approve": true}))).await;
     assert_eq!(approved.body["status"], "approved");
     assert_eq!(s.call("POST", &uri, Some(&alice), Some(json!({"approve": false}))).await.status, StatusCode::CONFLICT);
-    assert_eq!(s.call("GET", "/v1/datanets/secret", Some(&dave), None).await.status, StatusCode::OK);
-    let search = json!({"query": "delta survey", "datanets": ["secret"], "k": 1});
+    assert_eq!(s.call("GET", &format!("/v1/datanets/{SECRET}"), Some(&dave), None).await.status, StatusCode::OK);
+    let search = json!({"query": "delta survey", "datanets": [SECRET], "k": 1});
     let found = s.call("POST", "/v1/search", Some(&dave), Some(search)).await;
     assert_eq!(found.body["passages"][0]["contributor"], CAROL, "{}", found.body);
 
@@ -537,6 +543,33 @@ async fn access_matrix(database_url: Option<String>) {
     let dave_id = listed.iter().find(|k| k.address.map(|a| a.to_checksummed()).as_deref() == Some(DAVE)).unwrap().id;
     assert!(elsewhere.revoke(dave_id).await.unwrap());
     assert_eq!(s.call("GET", "/v1/datanets", Some(&dave), None).await.status, StatusCode::UNAUTHORIZED);
+
+    // Issue #24, defect 9: creating a Datanet named like someone's private one answers as for
+    // any free name (it answered 409 `datanet_exists`, which told an outsider the private name
+    // existed): private Datanets are stored as `name~0xowner`.
+    let public = s.call("POST", "/v1/datanets", Some(&bob), Some(create("secret", false))).await;
+    assert_eq!((public.status, public.body["name"].as_str()), (StatusCode::CREATED, Some("secret")), "{}", public.body);
+    let bobs = s.call("POST", "/v1/datanets", Some(&bob), Some(create("secret", true))).await;
+    let bobs_name = format!("secret~{}", BOB.to_lowercase());
+    assert_eq!((bobs.status, bobs.body["name"].as_str()), (StatusCode::CREATED, Some(bobs_name.as_str())));
+    // Only names the caller can see conflict: its own private one, or a public one.
+    for private in [true, false] {
+        let again = s.call("POST", "/v1/datanets", Some(&bob), Some(create("secret", private))).await;
+        assert_eq!((again.status, again.body["code"].as_str()), (StatusCode::CONFLICT, Some("datanet_exists")));
+    }
+    let alices = s.call("GET", &format!("/v1/datanets/{SECRET}"), Some(&alice), None).await;
+    assert_ne!(alices.body["id"], public.body["id"]);
+    assert_eq!(
+        s.call("GET", &format!("/v1/datanets/{bobs_name}"), Some(&alice), None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // A private Datanet made public keeps its name (receipts and the chain registry hold it).
+    let made_public = json!({"visibility": "public"});
+    let patched = s.call("PATCH", &format!("/v1/datanets/{bobs_name}"), Some(&bob), Some(made_public)).await;
+    assert_eq!(
+        (patched.body["name"].as_str(), patched.body["visibility"].as_str()),
+        (Some(bobs_name.as_str()), Some("public"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -740,7 +773,10 @@ async fn answers_stream_and_pay() {
         s.call("POST", "/v1/datanets/rivers/documents", Some(&admin), Some(up.clone())).await.status,
         StatusCode::OK
     );
-    assert_eq!(s.call("POST", "/v1/datanets/secret/documents", Some(&admin), Some(up)).await.status, StatusCode::OK);
+    assert_eq!(
+        s.call("POST", &format!("/v1/datanets/{SECRET}/documents"), Some(&admin), Some(up)).await.status,
+        StatusCode::OK
+    );
 
     let question =
         json!({"question": "What is the longest river in North America?", "datanets": ["rivers"], "max_tokens": 48});
@@ -831,7 +867,7 @@ async fn answers_stream_and_pay() {
     assert_eq!(&fetched.body, receipt);
 
     // A receipt over a private Datanet is invisible to outsiders.
-    let private = json!({"question": "How long is the Missouri River?", "datanets": ["secret"], "max_tokens": 24});
+    let private = json!({"question": "How long is the Missouri River?", "datanets": [SECRET], "max_tokens": 24});
     assert_eq!(s.call("POST", "/v1/answers", None, Some(private.clone())).await.status, StatusCode::NOT_FOUND);
     let owned = s.call("POST", "/v1/answers", Some(&alice), Some(private)).await;
     assert_eq!(owned.status, StatusCode::OK, "{}", owned.body);
@@ -913,7 +949,7 @@ async fn answers_stream_and_pay() {
 
     // Issue #24, defect 8: bob's passages in alice's private Datanet are cited (alice may read
     // it); bob may not read it, so his own earnings show the money but nothing of the Datanet.
-    let private = json!({"question": "How long is the Missouri River?", "datanets": ["secret"], "max_tokens": 16});
+    let private = json!({"question": "How long is the Missouri River?", "datanets": [SECRET], "max_tokens": 16});
     let asked = s.call("POST", "/v1/answers", Some(&alice), Some(private)).await;
     assert_eq!(asked.status, StatusCode::OK, "{}", asked.body);
     let bob = s.key(Role::Contributor, Some(BOB), None).await;
@@ -922,7 +958,7 @@ async fn answers_stream_and_pay() {
         async move { s.call("GET", &format!("/v1/earnings/{BOB}?limit=1000"), Some(&key), None).await.body }
     };
     let (own, full) = (seen_by(bob).await, seen_by(admin.clone()).await);
-    let secret: Vec<&Value> = full["entries"].as_array().unwrap().iter().filter(|e| e["datanet"] == "secret").collect();
+    let secret: Vec<&Value> = full["entries"].as_array().unwrap().iter().filter(|e| e["datanet"] == SECRET).collect();
     assert!(!secret.is_empty() && secret.iter().any(|e| !e["sentences"].as_array().unwrap().is_empty()), "{full}");
     assert!(!own.to_string().contains("secret"), "{own}");
     let redacted: Vec<&Value> = own["entries"].as_array().unwrap().iter().filter(|e| e["datanet"].is_null()).collect();
@@ -940,7 +976,7 @@ async fn answers_stream_and_pay() {
     );
     let hidden: Vec<&Value> =
         own["by_datanet"].as_array().unwrap().iter().filter(|d| d["datanet"] == "(not readable)").collect();
-    let private_total = full["by_datanet"].as_array().unwrap().iter().find(|d| d["datanet"] == "secret").unwrap();
+    let private_total = full["by_datanet"].as_array().unwrap().iter().find(|d| d["datanet"] == SECRET).unwrap();
     assert_eq!(hidden.len(), 1, "{own}");
     assert_eq!(hidden[0]["amount"], private_total["amount"]);
 
@@ -993,15 +1029,16 @@ async fn refusal_matrix() {
     s.call("POST", "/v1/datanets", Some(&alice), Some(json!({"name": "rivers"}))).await;
     s.call("POST", "/v1/datanets", Some(&alice), Some(json!({"name": "secret", "visibility": "private"}))).await;
     let up = json!({"documents": [doc("r.txt", RIVERS)], "contributor": ALICE});
-    s.call("POST", "/v1/datanets/secret/documents", Some(&admin), Some(up)).await;
-    s.call("POST", "/v1/datanets/secret/members", Some(&alice), Some(json!({"address": DAVE}))).await;
+    s.call("POST", &format!("/v1/datanets/{SECRET}/documents"), Some(&admin), Some(up)).await;
+    s.call("POST", &format!("/v1/datanets/{SECRET}/members"), Some(&alice), Some(json!({"address": DAVE}))).await;
     s.call("POST", "/v1/datanets/rivers/access-requests", Some(&dave), Some(json!({}))).await;
-    s.call("POST", "/v1/datanets/secret/members", Some(&alice), Some(json!({"address": BOB}))).await;
-    s.call("DELETE", &format!("/v1/datanets/secret/members/{BOB}"), Some(&alice), None).await;
+    s.call("POST", &format!("/v1/datanets/{SECRET}/members"), Some(&alice), Some(json!({"address": BOB}))).await;
+    s.call("DELETE", &format!("/v1/datanets/{SECRET}/members/{BOB}"), Some(&alice), None).await;
     let dave_out = s.key(Role::Reader, Some("0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65"), None).await;
-    s.call("POST", "/v1/datanets/secret/access-requests", Some(&dave_out), Some(json!({"message": "x"}))).await;
+    s.call("POST", &format!("/v1/datanets/{SECRET}/access-requests"), Some(&dave_out), Some(json!({"message": "x"})))
+        .await;
     let request_id =
-        s.call("GET", "/v1/datanets/secret/access-requests", Some(&alice), None).await.body["items"][0]["id"].clone();
+        s.call("GET", &format!("/v1/datanets/{SECRET}/access-requests"), Some(&alice), None).await.body["items"][0]["id"].clone();
     let policy = s.call("GET", "/v1/pricing", None, None).await.body;
 
     let callers: [Option<&str>; 6] = [None, Some(&reader), Some(&carol), Some(&bob), Some(&alice), Some(&admin)];
@@ -1016,16 +1053,16 @@ async fn refusal_matrix() {
         ),
         (
             "PATCH",
-            "/v1/datanets/secret".into(),
+            format!("/v1/datanets/{SECRET}"),
             Some(json!({"description": "d"})),
             [S(401), S(403), S(403), S(404), O, O],
         ),
-        ("GET", "/v1/datanets/secret".into(), None, [S(404), S(404), S(404), S(404), O, O]),
-        ("GET", "/v1/datanets/secret/documents".into(), None, [S(404), S(404), S(404), S(404), O, O]),
-        ("GET", "/v1/datanets/secret/pricing".into(), None, [S(404), S(404), S(404), S(404), O, O]),
-        ("GET", "/v1/datanets/secret/flags".into(), None, [S(404), S(404), S(404), S(404), O, O]),
+        ("GET", format!("/v1/datanets/{SECRET}"), None, [S(404), S(404), S(404), S(404), O, O]),
+        ("GET", format!("/v1/datanets/{SECRET}/documents"), None, [S(404), S(404), S(404), S(404), O, O]),
+        ("GET", format!("/v1/datanets/{SECRET}/pricing"), None, [S(404), S(404), S(404), S(404), O, O]),
+        ("GET", format!("/v1/datanets/{SECRET}/flags"), None, [S(404), S(404), S(404), S(404), O, O]),
         ("GET", "/v1/datanets/rivers/members".into(), None, [S(401), S(403), S(403), S(403), O, O]),
-        ("GET", "/v1/datanets/secret/members".into(), None, [S(401), S(403), S(403), S(404), O, O]),
+        ("GET", format!("/v1/datanets/{SECRET}/members"), None, [S(401), S(403), S(403), S(404), O, O]),
         (
             "POST",
             "/v1/datanets/rivers/members".into(),
@@ -1036,29 +1073,29 @@ async fn refusal_matrix() {
         ("GET", "/v1/datanets/rivers/access-requests".into(), None, [S(401), S(403), S(403), S(403), O, O]),
         (
             "POST",
-            format!("/v1/datanets/secret/access-requests/{request_id}"),
+            format!("/v1/datanets/{SECRET}/access-requests/{request_id}"),
             Some(json!({"approve": false})),
             [S(401), S(403), S(403), S(404), O, S(409)],
         ),
         ("POST", "/v1/datanets/rivers/documents".into(), Some(docs.clone()), [S(401), S(403), O, O, O, S(422)]),
-        ("POST", "/v1/datanets/secret/documents".into(), Some(docs), [S(404), S(404), S(404), S(404), O, S(422)]),
+        ("POST", format!("/v1/datanets/{SECRET}/documents"), Some(docs), [S(404), S(404), S(404), S(404), O, S(422)]),
         ("POST", "/v1/datanets/rivers/documents".into(), Some(bob_docs), [S(401), S(403), O, O, O, S(422)]),
         (
             "POST",
             "/v1/search".into(),
-            Some(json!({"query": "river", "datanets": ["secret"]})),
+            Some(json!({"query": "river", "datanets": [SECRET]})),
             [S(404), S(404), S(404), S(404), O, O],
         ),
         (
             "POST",
             "/v1/answers".into(),
-            Some(json!({"question": "q?", "datanets": ["secret"]})),
+            Some(json!({"question": "q?", "datanets": [SECRET]})),
             [S(404), S(404), S(404), S(404), Skip, Skip],
         ),
         (
             "POST",
             "/v1/chat/completions".into(),
-            Some(json!({"model": "base", "messages": [{"role": "user", "content": "q?"}], "datanets": ["secret"]})),
+            Some(json!({"model": "base", "messages": [{"role": "user", "content": "q?"}], "datanets": [SECRET]})),
             [S(404), S(404), S(404), S(404), Skip, Skip],
         ),
         ("GET", format!("/v1/earnings/{CAROL}"), None, [S(401), S(403), O, S(403), S(403), O]),
@@ -1117,10 +1154,10 @@ async fn refusal_matrix() {
             [S(401), S(403), S(403), S(403), S(403), S(400)],
         ),
         ("POST", "/v1/datanets/rivers/registry".into(), None, [S(401), S(403), S(403), S(403), S(503), S(503)]),
-        ("POST", "/v1/datanets/secret/registry".into(), None, [S(401), S(403), S(403), S(404), S(503), S(503)]),
+        ("POST", format!("/v1/datanets/{SECRET}/registry"), None, [S(401), S(403), S(403), S(404), S(503), S(503)]),
         (
             "GET",
-            format!("/v1/datanets/secret/registry/chunks/{}", "0".repeat(64)),
+            format!("/v1/datanets/{SECRET}/registry/chunks/{}", "0".repeat(64)),
             None,
             [S(404), S(404), S(404), S(404), S(503), S(503)],
         ),
@@ -1128,7 +1165,7 @@ async fn refusal_matrix() {
         ("GET", "/v1/admin/verify".into(), None, [S(401), S(403), S(403), S(403), S(403), O]),
         (
             "POST",
-            "/v1/admin/datanets/secret/verify".into(),
+            format!("/v1/admin/datanets/{SECRET}/verify"),
             Some(json!({})),
             [S(401), S(403), S(403), S(403), S(403), O],
         ),

@@ -7,6 +7,7 @@ mod cli;
 mod crash;
 mod facts;
 mod faults;
+mod fuzz;
 mod http;
 mod layers;
 mod ledger;

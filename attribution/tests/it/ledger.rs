@@ -100,6 +100,16 @@ async fn receipts_form_a_chain_and_credits_conserve_the_fee() {
         assert_eq!(by(Role::Protocol), 100_000);
         let alice_total = ledger.earnings(&alice()).await.unwrap();
         assert_eq!(alice_total.entries.len(), 6, "{backend:?}");
+        // Pages of 4: the same entries in order, the same totals on every page.
+        let (first_page, next) = ledger.earnings_page(&alice(), None, Some(4)).await.unwrap();
+        let (last_page, end) = ledger.earnings_page(&alice(), next, Some(4)).await.unwrap();
+        assert_eq!((first_page.entries.len(), last_page.entries.len(), end), (4, 2, None), "{backend:?}");
+        assert_eq!(next, Some(first_page.entries[3].id));
+        let paged: Vec<_> = first_page.entries.iter().chain(&last_page.entries).cloned().collect();
+        assert_eq!(paged, alice_total.entries);
+        for page in [first_page, last_page] {
+            assert_eq!((page.total, page.by_datanet.clone()), (alice_total.total, alice_total.by_datanet.clone()));
+        }
         assert_eq!(ledger.earnings(&owner()).await.unwrap().by_datanet[0].datanet, "rivers");
 
         let report = ledger.verify().await.unwrap();

@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use tributary_indexer::{
-    ChunkId, Datanet, Error, IngestOptions, KeywordDoc, NewDatanet, NoProgress, Store, VectorPoint, Visibility, ingest,
+    Address, ChunkId, Datanet, DatanetUpdate, Error, IngestOptions, KeywordDoc, NewDatanet, NoProgress, Store,
+    VectorPoint, Visibility, ingest,
 };
 
 use crate::backends::{BOTH, Backend, store};
@@ -126,24 +127,39 @@ async fn malformed_input_stores_nothing_on_both_backends() {
 
         let missing = store.catalog().datanet("nope").await.unwrap_err();
         assert!(matches!(missing, Error::DatanetNotFound(_)));
-        let dup = store
-            .catalog()
-            .create_datanet(&NewDatanet {
-                name: "strict".into(),
-                description: String::new(),
-                owner: alice(),
-                visibility: Visibility::Private,
-            })
-            .await
-            .unwrap_err();
-        assert!(matches!(dup, Error::DatanetExists(_)), "{backend:?}: {dup}");
-        for bad in ["", "Has Caps", "a/b", &"x".repeat(65)] {
+        // Issue #24, defect 9: a private Datanet is stored under `name~0xowner`, so creating a
+        // Datanet never collides with (and so never reveals) someone else's private name. It
+        // collided, and answered DatanetExists, when names were unique across all Datanets.
+        async fn create(store: &Store, name: &str, owner: Address, visibility: Visibility) -> Result<Datanet, Error> {
+            let new = NewDatanet { name: name.into(), description: String::new(), owner, visibility };
+            store.catalog().create_datanet(&new).await
+        }
+        let (alice, bob) = (alice(), bob());
+        let plans = create(&store, "plans", alice, Visibility::Private).await.unwrap();
+        assert_eq!(plans.name, format!("plans~{}", alice.to_lower_hex()), "{backend:?}");
+        let public = create(&store, "plans", bob, Visibility::Public).await.unwrap();
+        assert_eq!(public.name, "plans", "{backend:?}: someone's private name does not block a public one");
+        let bobs = create(&store, "plans", bob, Visibility::Private).await.unwrap();
+        assert_eq!(bobs.name, format!("plans~{}", bob.to_lower_hex()));
+        assert_eq!(store.catalog().datanet(&plans.name).await.unwrap().id, plans.id);
+        for (name, owner, visibility) in [
+            ("plans", alice, Visibility::Private),
+            ("plans", alice, Visibility::Public),
+            ("strict", bob, Visibility::Public),
+        ] {
+            let dup = create(&store, name, owner, visibility).await.unwrap_err();
+            assert!(matches!(dup, Error::DatanetExists(_)), "{backend:?}: {dup}");
+        }
+        // Its name stays when it is made public: receipts and the chain registry record it.
+        let update = DatanetUpdate { visibility: Some(Visibility::Public), ..Default::default() };
+        assert_eq!(store.catalog().update_datanet(&plans.name, &update).await.unwrap().name, plans.name);
+        for bad in ["", "Has Caps", "a/b", "a~0x00", &"x".repeat(65)] {
             let err = store
                 .catalog()
                 .create_datanet(&NewDatanet {
                     name: bad.into(),
                     description: String::new(),
-                    owner: alice(),
+                    owner: alice,
                     visibility: Visibility::Public,
                 })
                 .await
