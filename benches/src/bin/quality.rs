@@ -11,8 +11,8 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use tributary_benches::{Run, evaluate, read_qrels, read_trec_run};
 use tributary_indexer::{
-    Address, EmbedBackend, Error as IndexError, IngestOptions, NewDatanet, Store, StoreConfig, Visibility,
-    load_embedder,
+    Address, ChunkerConfig, EmbedBackend, Error as IndexError, IngestOptions, NewDatanet, Store, StoreConfig,
+    Visibility, load_embedder,
 };
 use tributary_retriever::{Fusion, Mode, Query, Retriever, RetrieverConfig, rank_documents, read_queries};
 
@@ -33,6 +33,11 @@ struct Args {
     /// Convex-fusion dense weights to sweep.
     #[arg(long, value_delimiter = ',', default_value = "0.3,0.4,0.5,0.6,0.7")]
     alphas: Vec<f32>,
+    /// Chunk size in embedder tokens (a fresh --data-dir for each size).
+    #[arg(long, default_value_t = ChunkerConfig::default().target_tokens)]
+    chunk_tokens: usize,
+    #[arg(long, default_value_t = ChunkerConfig::default().overlap_tokens)]
+    overlap_tokens: usize,
     /// Candidates per list before fusion.
     #[arg(long, default_value_t = 300)]
     candidates: usize,
@@ -81,7 +86,10 @@ async fn main() -> Result<()> {
         embedder.clone(),
         &datanet,
         &[args.dataset.join("corpus.jsonl")],
-        &IngestOptions::new(Address::ZERO),
+        &IngestOptions {
+            chunker: ChunkerConfig { target_tokens: args.chunk_tokens, overlap_tokens: args.overlap_tokens },
+            ..IngestOptions::new(Address::ZERO)
+        },
         &tributary_indexer::NoProgress,
     )
     .await?;
