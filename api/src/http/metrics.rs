@@ -54,11 +54,11 @@ pub struct Metrics {
     adapter_loads: Gauge,
     adapter_evictions: Gauge,
     /// The local generator's scheduler, by field of [`tributary_generator::SchedulerStats`].
-    scheduler: [Gauge; 8],
+    scheduler: [Gauge; 9],
 }
 
 /// Gauges of the local generator's scheduler: name and help.
-const SCHEDULER_GAUGES: [(&str, &str); 8] = [
+const SCHEDULER_GAUGES: [(&str, &str); 9] = [
     ("generator_running", "Answers in the local model's running batch"),
     ("generator_waiting", "Answers waiting for a row of the running batch"),
     ("generator_kv_reserved_bytes", "KV cache bytes the running answers reserve"),
@@ -67,6 +67,7 @@ const SCHEDULER_GAUGES: [(&str, &str); 8] = [
     ("generator_step_rows", "Rows decoded since start (over steps: the mean batch size)"),
     ("generator_prefill_tokens", "Prompt tokens run since start"),
     ("generator_refused", "Answers the scheduler refused (queue full or KV budget) since start"),
+    ("generator_scheduler_restarts", "Times the scheduler failed outside the model work and started again"),
 ];
 
 impl Metrics {
@@ -128,6 +129,7 @@ impl Metrics {
                 s.step_rows,
                 s.prefill_tokens,
                 s.refused,
+                s.restarts,
             ];
             for (gauge, value) in self.scheduler.iter().zip(values) {
                 gauge.set(i64::try_from(value).unwrap_or(i64::MAX));

@@ -138,6 +138,14 @@ impl LocalGenerator {
         self.inner.resolve(adapters)
     }
 
+    /// Test support: the scheduler's next iteration panics outside the model work, as a bug in
+    /// its bookkeeping would; it fails the answers it holds and starts again.
+    #[doc(hidden)]
+    pub fn fail_scheduler_once(&self) -> Result<()> {
+        self.inner.scheduler()?.fail_next_iteration();
+        Ok(())
+    }
+
     /// What the scheduler is doing (zeros before the first request).
     pub fn scheduler_stats(&self) -> SchedulerStats {
         match self.inner.scheduler.get() {

@@ -15,7 +15,7 @@
 //! fixed prompt pieces): greedy decoding gives a request the same tokens alone as in any batch.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc as std_mpsc};
 
 use tokio::sync::mpsc;
@@ -77,6 +77,8 @@ pub struct SchedulerStats {
     pub prefix_tokens: u64,
     /// Bytes the prefix cache holds.
     pub prefix_cache_bytes: usize,
+    /// Times the scheduler's thread failed outside the model work and started again.
+    pub restarts: u64,
 }
 
 /// A request handed to the scheduler.
@@ -109,6 +111,9 @@ struct Shared {
     prefix_hits: AtomicU64,
     prefix_tokens: AtomicU64,
     prefix_bytes: AtomicUsize,
+    restarts: AtomicU64,
+    /// Test support: the next iteration panics outside the guarded model work.
+    fail_next: AtomicBool,
 }
 
 impl Scheduler {
@@ -121,7 +126,7 @@ impl Scheduler {
         let (thread_shared, thread_config) = (shared.clone(), config.clone());
         std::thread::Builder::new()
             .name("tributary-scheduler".into())
-            .spawn(move || run(&local, &queue, &thread_shared, &thread_config))
+            .spawn(move || supervise(&local, &queue, &thread_shared, &thread_config))
             .map_err(|e| Error::Io("starting the scheduler thread".into(), e))?;
         Ok(Scheduler { jobs, shared, config, bytes_per_position, context })
     }
@@ -159,6 +164,12 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Test support: makes the scheduler's next iteration panic outside the guarded model
+    /// work, as a bug in its bookkeeping would, to show that it recovers.
+    pub(crate) fn fail_next_iteration(&self) {
+        self.shared.fail_next.store(true, Ordering::Release);
+    }
+
     pub(crate) fn stats(&self) -> SchedulerStats {
         let s = &self.shared;
         SchedulerStats {
@@ -173,6 +184,7 @@ impl Scheduler {
             prefix_hits: s.prefix_hits.load(Ordering::Relaxed),
             prefix_tokens: s.prefix_tokens.load(Ordering::Relaxed),
             prefix_cache_bytes: s.prefix_bytes.load(Ordering::Relaxed),
+            restarts: s.restarts.load(Ordering::Relaxed),
         }
     }
 }
@@ -285,9 +297,52 @@ struct Row<'m> {
 }
 
 /// The scheduler's loop: until every sender is gone and nothing runs.
-fn run(local: &LocalModel, queue: &std_mpsc::Receiver<(Job, usize)>, shared: &Shared, config: &SchedulerConfig) {
-    let mut waiting: VecDeque<(Job, usize)> = VecDeque::new();
-    let mut rows: Vec<Row<'_>> = Vec::new();
+/// What the scheduler's thread holds: answers waiting for a row, and the running batch.
+#[derive(Default)]
+struct Batch<'m> {
+    waiting: VecDeque<(Job, usize)>,
+    rows: Vec<Row<'m>>,
+}
+
+/// Runs the scheduler until its queue closes. A panic outside the guarded model work (a bug in
+/// the bookkeeping) would otherwise end the thread, and every later answer would fail until the
+/// process restarts: the answers it held get an error, the counters are reset, and it starts
+/// again with an empty batch (and an empty prefix cache).
+fn supervise(local: &LocalModel, queue: &std_mpsc::Receiver<(Job, usize)>, shared: &Shared, config: &SchedulerConfig) {
+    loop {
+        let mut batch = Batch::default();
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(local, queue, shared, config, &mut batch)));
+        let Err(panic) = outcome else { return };
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(panic = %what, "the scheduler failed; its answers fail and it starts again");
+        let failed = || Err(Error::Model(format!("the scheduler failed ({what}) and restarted: ask again")));
+        for (job, _) in batch.waiting.drain(..) {
+            shared.waiting.fetch_sub(1, Ordering::AcqRel);
+            let _ = job.events.blocking_send(failed());
+        }
+        for row in batch.rows.drain(..) {
+            let _ = row.events.blocking_send(failed());
+        }
+        shared.running.store(0, Ordering::Relaxed);
+        shared.reserved.store(0, Ordering::Relaxed);
+        shared.prefix_bytes.store(0, Ordering::Relaxed);
+        shared.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn run<'m>(
+    local: &'m LocalModel,
+    queue: &std_mpsc::Receiver<(Job, usize)>,
+    shared: &Shared,
+    config: &SchedulerConfig,
+    batch: &mut Batch<'m>,
+) {
+    let Batch { waiting, rows } = batch;
     let mut reserved = 0usize;
     // Prompts run in whole pieces from their start: a cached prefix cut at a piece boundary
     // holds the bits the prompt would compute itself; with prompts that run fused, any cut does.
@@ -296,6 +351,9 @@ fn run(local: &LocalModel, queue: &std_mpsc::Receiver<(Job, usize)>, shared: &Sh
     let reuse = config.prefix_cache_bytes > 0;
     let mut prefixes = PrefixCache::new(config.prefix_cache_bytes);
     loop {
+        if shared.fail_next.swap(false, Ordering::AcqRel) {
+            panic!("a failure injected by a test");
+        }
         if rows.is_empty() && waiting.is_empty() {
             match queue.recv() {
                 Ok(job) => waiting.push_back(job),
@@ -422,7 +480,7 @@ fn run(local: &LocalModel, queue: &std_mpsc::Receiver<(Job, usize)>, shared: &Sh
                 _ => keep.push(row),
             }
         }
-        rows = keep;
+        *rows = keep;
         shared.running.store(rows.len(), Ordering::Relaxed);
         shared.reserved.store(reserved, Ordering::Relaxed);
     }

@@ -162,6 +162,35 @@ async fn a_cancelled_request_frees_its_row_and_its_cache_at_once() {
     assert!(done.completion_tokens > 0);
 }
 
+/// A panic in the scheduler's own bookkeeping (outside the guarded model work) used to end its
+/// thread: the answers it held saw their streams close without a word, and every later answer
+/// failed with "the scheduler has stopped" until the process restarted. Now those answers get
+/// an error and the scheduler starts again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_starts_again_after_a_failure_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let generator = generator(dir.path(), SchedulerConfig::default());
+    let mut long = generator.stream(request("Write a long story about a river.", 400, &[]));
+    if let StreamEvent::Done(done) = long.recv().await.unwrap().unwrap() {
+        panic!("finished before the failure: {done:?}");
+    }
+    generator.fail_scheduler_once().unwrap();
+    let failed = loop {
+        match long.recv().await {
+            Some(Ok(StreamEvent::Token(_))) => continue,
+            other => break other,
+        }
+    };
+    match failed {
+        Some(Err(Error::Model(detail))) => assert!(detail.contains("restarted"), "{detail}"),
+        other => panic!("expected the answer to fail with a word, got {other:?}"),
+    }
+    until_idle(&generator).await;
+    assert_eq!(generator.scheduler_stats().restarts, 1);
+    let (_, done) = collect(generator.stream(request("Say hello.", 4, &[]))).await.unwrap();
+    assert!(done.completion_tokens > 0, "the scheduler serves again");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kv_budget_and_the_queue_refuse_at_once_and_admitted_answers_finish() {
     let dir = tempfile::tempdir().unwrap();
