@@ -13,7 +13,7 @@ use alloy::primitives::{Address, U256};
 use tributary::app::batch::HOLD_LEASE;
 use tributary_contracts::chain::{ANVIL_KEYS, Anvil, Chain};
 
-use crate::{BOB, run_ok, tributary, write_corpus_range};
+use crate::{BOB, Rng, run_ok, tributary, write_corpus_range};
 
 const CAROL: &str = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC";
 const DAVE: &str = "0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65";
@@ -93,29 +93,16 @@ fn plan() -> (usize, u64) {
     (var("TRIBUTARY_CRASH_TRIALS").unwrap_or(3) as usize, var("TRIBUTARY_CRASH_SEED").unwrap_or(24))
 }
 
-/// splitmix64: the kill moments, reproducible from the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A moment within `span` (a run may still end before it).
-    fn moment(&mut self, span: Duration) -> Duration {
-        Duration::from_micros(self.next() % (span.as_micros() as u64).max(1))
-    }
+/// A kill moment within `span` (a run may still end before it), reproducible from the seed.
+fn moment(rng: &mut Rng, span: Duration) -> Duration {
+    Duration::from_micros(rng.draw() % (span.as_micros() as u64).max(1))
 }
 
 /// Runs `cmd` and SIGKILLs it at a moment within `span` unless it ended first: whether it was
 /// killed. A run that ended first shortens `span` to its length, so that the next kill lands
 /// within a run (other work on the cores makes runs' lengths vary).
 fn kill_within(cmd: &mut Command, rng: &mut Rng, span: &mut Duration) -> bool {
-    let after = rng.moment(*span);
+    let after = moment(rng, *span);
     let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("tributary starts");
     let started = Instant::now();
     loop {

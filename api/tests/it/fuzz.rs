@@ -9,6 +9,8 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
+use crate::Rng;
+
 #[path = "../../../fuzz/checks.rs"]
 mod checks;
 
@@ -45,23 +47,6 @@ const TOKENS: &[&[u8]] = &[
     b"March 3, 1921",
 ];
 
-/// splitmix64: the same cases for the same seed on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 /// One to four edits of `input`: a bit flipped, a byte set, bytes inserted or deleted, a range
 /// repeated, a token spliced in, or the tail of another seed.
 fn mutate(rng: &mut Rng, input: &[u8], others: &[Vec<u8>]) -> Vec<u8> {
@@ -78,7 +63,7 @@ fn mutate(rng: &mut Rng, input: &[u8], others: &[Vec<u8>]) -> Vec<u8> {
                 out[i] = [0, 0xff, b'[', b']', b'\0', b'"', b'{', b'}', b'.', b' ', b'\n', b'7'][rng.below(12)];
             }
             2 => {
-                let bytes: Vec<u8> = (0..1 + rng.below(8)).map(|_| rng.next() as u8).collect();
+                let bytes: Vec<u8> = (0..1 + rng.below(8)).map(|_| rng.draw() as u8).collect();
                 out.splice(at..at, bytes);
             }
             3 if !out.is_empty() => {

@@ -20,6 +20,24 @@ use std::process::{Command, Output};
 pub const ALICE: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
 pub const BOB: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
 
+/// splitmix64: random draws reproducible from a seed (the crash and fuzz tests' plans).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn draw(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A draw below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.draw() % n.max(1) as u64) as usize
+    }
+}
+
 pub fn model_dir() -> PathBuf {
     std::env::var_os("TRIBUTARY_EMBED_MODEL")
         .map(PathBuf::from)

@@ -275,15 +275,20 @@ impl PrefixCache {
     }
 }
 
+/// What a caught panic said, when it said it as text.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
 /// `work`, a panic in it (a bug) turned into an error of the rows it served, so that one bad
 /// request does not take the scheduler, and every other answer, down with it.
 fn guarded<T>(work: impl FnOnce() -> Result<T>) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|panic| {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
+        let what = panic_message(panic.as_ref());
         tracing::error!(panic = %what, "generation panicked; its rows fail, the scheduler goes on");
         Err(Error::Model(format!("generation failed: {what}")))
     })
@@ -296,7 +301,6 @@ struct Row<'m> {
     reserved: usize,
 }
 
-/// The scheduler's loop: until every sender is gone and nothing runs.
 /// What the scheduler's thread holds: answers waiting for a row, and the running batch.
 #[derive(Default)]
 struct Batch<'m> {
@@ -314,11 +318,7 @@ fn supervise(local: &LocalModel, queue: &std_mpsc::Receiver<(Job, usize)>, share
         let outcome =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(local, queue, shared, config, &mut batch)));
         let Err(panic) = outcome else { return };
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
+        let what = panic_message(panic.as_ref());
         tracing::error!(panic = %what, "the scheduler failed; its answers fail and it starts again");
         let failed = || Err(Error::Model(format!("the scheduler failed ({what}) and restarted: ask again")));
         for (job, _) in batch.waiting.drain(..) {
@@ -335,6 +335,7 @@ fn supervise(local: &LocalModel, queue: &std_mpsc::Receiver<(Job, usize)>, share
     }
 }
 
+/// The scheduler's loop: until every sender is gone and nothing runs.
 fn run<'m>(
     local: &'m LocalModel,
     queue: &std_mpsc::Receiver<(Job, usize)>,
