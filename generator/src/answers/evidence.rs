@@ -21,6 +21,8 @@ use crate::answers::words::content_words;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Asked {
     Number,
+    /// A span of time: "how long does it take", "how many years".
+    Duration,
     Date,
     Name,
     /// Any fact the question does not state itself.
@@ -42,6 +44,8 @@ pub(crate) fn asked(question: &str) -> Asked {
         "in which year",
     ]) {
         Asked::Date
+    } else if asks_duration(&q) {
+        Asked::Duration
     } else if starts(&[
         "how many",
         "how much",
@@ -68,6 +72,22 @@ pub(crate) fn asked(question: &str) -> Asked {
         Asked::Number
     } else {
         Asked::Any
+    }
+}
+
+/// "How long does it take / did it last ...", "how many minutes / years ...": a span of time,
+/// not a length ("how long is the river" stays a number of any unit).
+fn asks_duration(question: &str) -> bool {
+    const SPANS: &[&str] = &[
+        "second", "seconds", "minute", "minutes", "hour", "hours", "day", "days", "week", "weeks", "month", "months",
+        "year", "years",
+    ];
+    const TAKING: &[&str] = &["take", "takes", "took", "taking", "taken", "last", "lasts", "lasted", "lasting"];
+    let words: Vec<&str> = question.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    match words.as_slice() {
+        ["how", "long", rest @ ..] => rest.iter().any(|w| TAKING.contains(w)),
+        ["how", "many", unit, ..] => SPANS.contains(unit),
+        _ => false,
     }
 }
 
@@ -105,9 +125,11 @@ const MEASURES: &[&str] = &[
 ];
 
 impl Asked {
-    fn wants(&self, class: Class) -> bool {
+    fn wants(&self, fact: &Fact) -> bool {
+        let class = fact.class();
         match self {
             Asked::Number => matches!(class, Class::Number | Class::Year),
+            Asked::Duration => fact.is_duration(),
             Asked::Date => matches!(class, Class::Date | Class::Year),
             Asked::Name => class == Class::Name,
             Asked::Any => true,
@@ -290,8 +312,7 @@ impl Evidence {
     /// Whether `sentence` states a fact of the kind the question asks for (any fact, when it
     /// asks for no kind) besides those the question states.
     pub(crate) fn gives_asked(&self, sentence: &str) -> bool {
-        facts(sentence).iter().any(|f| !self.question_facts.holds(f) && self.asked.wants(f.class()))
-            || self.asked == Asked::Any
+        facts(sentence).iter().any(|f| !self.question_facts.holds(f) && self.asked.wants(f)) || self.asked == Asked::Any
     }
 
     /// Whether `sentence` presents itself as the answer: it restates at least half of the
@@ -307,13 +328,17 @@ impl Evidence {
     pub(crate) fn misplaced(&self, sentence: &str, cited: &[usize]) -> Vec<String> {
         let mut out = Vec::new();
         for fact in facts(sentence) {
-            if self.question_facts.holds(&fact) || !self.asked.wants(fact.class()) {
+            if self.question_facts.holds(&fact) || !self.asked.wants(&fact) {
                 continue;
             }
             let mut own = f32::NEG_INFINITY;
             let mut rival = f32::NEG_INFINITY;
             for clause in &self.clauses {
-                for other in clause.facts.iter().filter(|c| c.fact.class().compatible(fact.class())) {
+                // Asked for a span of time, only spans of time compete (not the lengths beside it).
+                let rivals = |c: &&ClauseFact| {
+                    c.fact.class().compatible(fact.class()) && (self.asked != Asked::Duration || c.fact.is_duration())
+                };
+                for other in clause.facts.iter().filter(rivals) {
                     let score = self.score(clause, &other.after);
                     if other.holds.holds(&fact) {
                         if cited.contains(&clause.n) {
@@ -339,7 +364,7 @@ impl Evidence {
         let claimed = claim.map(content_words).unwrap_or_default();
         let mut best: Option<(f32, usize, &Clause)> = None;
         for clause in &self.clauses {
-            for other in clause.facts.iter().filter(|c| self.asked.wants(c.fact.class())) {
+            for other in clause.facts.iter().filter(|c| self.asked.wants(&c.fact)) {
                 let score = self.score(clause, &other.after);
                 let shared = claimed.intersection(&clause.words).count();
                 if score > 0.0 && best.as_ref().is_none_or(|(s, c, _)| (score, shared) > (*s, *c)) {
@@ -368,6 +393,21 @@ mod tests {
         assert_eq!(asked("Who was the first keeper?"), Asked::Name);
         assert_eq!(asked("Who was the master when she was wrecked?"), Asked::Name);
         assert_eq!(asked("What did the company spend on its locks?"), Asked::Any);
+        assert_eq!(asked("How long does the crossing take?"), Asked::Duration);
+        assert_eq!(asked("How long did the 1962 strike last?"), Asked::Duration);
+        assert_eq!(asked("How many years did Mr. Fludd keep the top lock?"), Asked::Duration);
+        assert_eq!(asked("How many walkers cross the bridge each year?"), Asked::Number);
+    }
+
+    #[test]
+    fn asked_for_a_span_of_time_a_length_is_no_answer() {
+        let pier = "The pier is 742 metres long. Walking to its end and back takes about 25 minutes.";
+        let e = Evidence::new("How long does it take to walk to the end of the pier and back?", &[pier]);
+        assert!(e.best_sentence(None).unwrap().text.contains("25 minutes"));
+        assert!(!e.gives_asked("The pier is 742 metres long."));
+        assert!(e.gives_asked("It takes about 25 minutes."));
+        // A length beside it is no rival of the time.
+        assert!(e.misplaced("Walking to its end and back takes about 25 minutes.", &[1]).is_empty());
     }
 
     #[test]

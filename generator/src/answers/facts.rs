@@ -83,7 +83,15 @@ impl Fact {
             Key::Word(_) => Class::Name,
         }
     }
+
+    /// Whether it is a span of time ("45 minutes", "3 hours", "12 years").
+    pub(crate) fn is_duration(&self) -> bool {
+        matches!(&self.key, Key::Number { unit: Some(unit), .. } if DURATION_UNITS.contains(unit))
+    }
 }
+
+/// The canonical units (see `UNITS`) of spans of time.
+const DURATION_UNITS: &[&str] = &["s", "min", "h", "day", "week", "month", "year"];
 
 /// What a passage holds, for [`Holdings::holds`].
 #[derive(Debug, Clone, Default)]
