@@ -117,8 +117,10 @@ async fn main() -> Result<()> {
         for (qid, text) in &queries {
             let passages =
                 retriever.search(&Query { text, datanets: &datanets, contributors: None, k: 300, mode }).await?;
-            for p in &passages {
-                passage_lines.push_str(&format!("{qid}\t{}\t{}\t{}\n", p.document, p.chunk_id, p.score));
+            if args.passages_out.is_some() {
+                for p in &passages {
+                    passage_lines.push_str(&format!("{qid}\t{}\t{}\t{}\n", p.document, p.chunk_id, p.score));
+                }
             }
             run.insert(qid.clone(), rank_documents(&passages, 100));
         }

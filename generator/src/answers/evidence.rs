@@ -331,13 +331,13 @@ impl Evidence {
             if self.question_facts.holds(&fact) || !self.asked.wants(&fact) {
                 continue;
             }
+            // Asked for a span of time, only spans of time compete (not the lengths beside it).
+            let rivals = |c: &&ClauseFact| {
+                c.fact.class().compatible(fact.class()) && (self.asked != Asked::Duration || c.fact.is_duration())
+            };
             let mut own = f32::NEG_INFINITY;
             let mut rival = f32::NEG_INFINITY;
             for clause in &self.clauses {
-                // Asked for a span of time, only spans of time compete (not the lengths beside it).
-                let rivals = |c: &&ClauseFact| {
-                    c.fact.class().compatible(fact.class()) && (self.asked != Asked::Duration || c.fact.is_duration())
-                };
                 for other in clause.facts.iter().filter(rivals) {
                     let score = self.score(clause, &other.after);
                     if other.holds.holds(&fact) {
