@@ -164,31 +164,11 @@ impl App {
         writers.entry(datanet_id).or_default().clone()
     }
 
-    /// The Datanet stored under `name`; failing that, for the operator's convenience, the one
-    /// private Datanet created with that name (stored as `name~0xowner`), or an error naming
-    /// each when several owners chose it. The operator reads every Datanet, so this reveals
-    /// nothing; the HTTP API checks what a caller may read by the exact name before a name
-    /// reaches here (`http::datanets::readable`), so the fallback only serves the CLI.
+    /// The Datanet stored under `name`, exactly (a private one is `name~0xowner`). No
+    /// shorter form is guessed: what a name pays must not change when someone else creates a
+    /// Datanet later.
     pub async fn datanet(&self, name: &str) -> Result<Datanet> {
-        let catalog = self.store.catalog();
-        let missing = match catalog.datanet(name).await {
-            Err(e @ tributary_indexer::Error::DatanetNotFound(_)) => e,
-            found => return Ok(found?),
-        };
-        let mut private: Vec<Datanet> = catalog
-            .datanets()
-            .await?
-            .into_iter()
-            .filter(|d| d.name.split_once('~').is_some_and(|(requested, _)| requested == name))
-            .collect();
-        match private.len() {
-            0 => Err(missing.into()),
-            1 => Ok(private.remove(0)),
-            _ => {
-                let names: Vec<&str> = private.iter().map(|d| d.name.as_str()).collect();
-                anyhow::bail!("several private Datanets are named {name:?}: say which, one of {}", names.join(", "))
-            }
-        }
+        Ok(self.store.catalog().datanet(name).await?)
     }
 }
 

@@ -17,8 +17,8 @@ pub enum DatanetCommand {
         /// Owner address (0x…); default the zero address.
         #[arg(long)]
         owner: Option<String>,
-        /// Readable by its owner and members only; stored as `NAME~0xOWNER`, which the other
-        /// commands also take as NAME while no other owner has a private NAME.
+        /// Readable by its owner and members only; named `NAME~0xOWNER` (lowercase hex), as
+        /// `datanet create` prints and every other command takes it.
         #[arg(long)]
         private: bool,
         #[arg(long, default_value = "")]

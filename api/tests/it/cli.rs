@@ -21,19 +21,28 @@ fn ingest_search_and_trec_run() {
     let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(listed[0]["owner"], ALICE, "owner printed EIP-55");
     assert_eq!(listed[0]["visibility"], "private");
-    // The operator names it by its requested name while that is unambiguous.
+    // A private Datanet is named with its owner, and only so: no short form is guessed, so
+    // what a name searches (and an answer over it pays) cannot change when someone creates a
+    // public Datanet of the short name later.
+    let geo = format!("geo~{}", ALICE.to_lowercase());
+    assert_eq!(listed[0]["name"], geo.as_str());
 
     let report =
-        run_ok(tributary(&data).args(["ingest", "--datanet", "geo", "--contributor", BOB, "--json"]).arg(&corpus));
+        run_ok(tributary(&data).args(["ingest", "--datanet", &geo, "--contributor", BOB, "--json"]).arg(&corpus));
     let report: serde_json::Value = serde_json::from_str(&report).unwrap();
     assert_eq!(report["documents_stored"], 30);
 
     let out =
-        run_ok(tributary(&data).args(["search", "--datanet", "geo", "--k", "3", "--json", "glacier number 7 erodes"]));
+        run_ok(tributary(&data).args(["search", "--datanet", &geo, "--k", "3", "--json", "glacier number 7 erodes"]));
     let passages: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(passages.as_array().unwrap().len(), 3);
     assert_eq!(passages[0]["contributor"], BOB);
-    assert_eq!(passages[0]["datanet"], format!("geo~{}", ALICE.to_lowercase()), "a private Datanet's stored name");
+    assert_eq!(passages[0]["datanet"], geo.as_str(), "a private Datanet's stored name");
+    let short = ["search", "--datanet", "geo", "--k", "3", "--json", "glacier number 7 erodes"];
+    assert!(fails(tributary(&data).args(short)).contains("does not exist"));
+    run_ok(tributary(&data).args(["datanet", "create", "geo", "--owner", BOB]));
+    let public: serde_json::Value = serde_json::from_str(&run_ok(tributary(&data).args(short))).unwrap();
+    assert_eq!(public, serde_json::json!([]), "the short name is the new public Datanet, not Alice's");
 
     let queries = dir.path().join("queries.jsonl");
     std::fs::write(
@@ -44,7 +53,7 @@ fn ingest_search_and_trec_run() {
     let run = dir.path().join("out.trec");
     run_ok(
         tributary(&data)
-            .args(["search", "--datanet", "geo", "--k", "10", "--mode", "bm25", "--queries"])
+            .args(["search", "--datanet", &geo, "--k", "10", "--mode", "bm25", "--queries"])
             .arg(&queries)
             .arg("--run")
             .arg(&run),

@@ -552,6 +552,14 @@ async fn access_matrix(database_url: Option<String>) {
     let bobs = s.call("POST", "/v1/datanets", Some(&bob), Some(create("secret", true))).await;
     let bobs_name = format!("secret~{}", BOB.to_lowercase());
     assert_eq!((bobs.status, bobs.body["name"].as_str()), (StatusCode::CREATED, Some(bobs_name.as_str())));
+    // Nobody takes another owner's private name, so nothing asked of it pays them: a requested
+    // name cannot hold `~`, and an owner key creates under its own address only.
+    for taken in [SECRET, "secret~0x70997970c51812dc3a010c7d01b50e0d17dc79c8"] {
+        let squat = s.call("POST", "/v1/datanets", Some(&bob), Some(create(taken, false))).await;
+        assert_eq!(squat.body["code"], "invalid_datanet_name", "{taken}");
+    }
+    let as_alice = json!({"name": "secret", "owner": ALICE, "visibility": "private"});
+    assert_eq!(s.call("POST", "/v1/datanets", Some(&bob), Some(as_alice)).await.status, StatusCode::FORBIDDEN);
     // Only names the caller can see conflict: its own private one, or a public one.
     for private in [true, false] {
         let again = s.call("POST", "/v1/datanets", Some(&bob), Some(create("secret", private))).await;

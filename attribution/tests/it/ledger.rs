@@ -107,7 +107,13 @@ async fn receipts_form_a_chain_and_credits_conserve_the_fee() {
         assert_eq!(next, Some(first_page.entries[3].id));
         let paged: Vec<_> = first_page.entries.iter().chain(&last_page.entries).cloned().collect();
         assert_eq!(paged, alice_total.entries);
-        for page in [first_page, last_page] {
+        // A cursor past the end shows nothing and changes no total; the largest limit neither
+        // overflows the page arithmetic nor shows more than the account's own entries.
+        let (past, none) = ledger.earnings_page(&alice(), Some(i64::MAX), Some(4)).await.unwrap();
+        let (all, end) = ledger.earnings_page(&alice(), Some(i64::MIN), Some(usize::MAX)).await.unwrap();
+        assert_eq!((past.entries.len(), none, end), (0, None, None));
+        assert_eq!(all.entries, alice_total.entries);
+        for page in [first_page, last_page, past, all] {
             assert_eq!((page.total, page.by_datanet.clone()), (alice_total.total, alice_total.by_datanet.clone()));
         }
         assert_eq!(ledger.earnings(&owner()).await.unwrap().by_datanet[0].datanet, "rivers");
