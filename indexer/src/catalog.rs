@@ -12,6 +12,17 @@ use sqlx::{Any, AnyPool, Arguments, Encode, Row, Type};
 
 use crate::{Address, ChunkId, Error, Result};
 
+/// `SELECT <every column [`document_of`] reads> FROM documents <rest>`, as a literal.
+macro_rules! select_documents {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, datanet_id, contributor, source_name, external_id, license, byte_len, raw_hash, text, \
+             chunk_count, duplicate_chunks FROM documents ",
+            $rest
+        )
+    };
+}
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -538,30 +549,21 @@ impl Catalog {
     }
 
     pub async fn documents(&self, datanet_id: i64) -> Result<Vec<Document>> {
-        let rows = sqlx::query(
-            "SELECT id, datanet_id, contributor, source_name, external_id, license, byte_len, raw_hash, text, \
-             chunk_count, duplicate_chunks FROM documents WHERE datanet_id = $1 ORDER BY id",
-        )
-        .bind(datanet_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Document {
-                    id: row.try_get("id")?,
-                    datanet_id: row.try_get("datanet_id")?,
-                    contributor: parse_address(&row.try_get::<String, _>("contributor")?)?,
-                    source_name: row.try_get("source_name")?,
-                    external_id: row.try_get("external_id")?,
-                    license: row.try_get("license")?,
-                    byte_len: row.try_get::<i64, _>("byte_len")? as usize,
-                    raw_hash: row.try_get("raw_hash")?,
-                    text: row.try_get("text")?,
-                    chunk_count: row.try_get::<i64, _>("chunk_count")? as usize,
-                    duplicate_chunks: row.try_get::<i64, _>("duplicate_chunks")? as usize,
-                })
-            })
-            .collect()
+        let rows = sqlx::query(select_documents!("WHERE datanet_id = $1 ORDER BY id"))
+            .bind(datanet_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(document_of).collect()
+    }
+
+    /// One document of the Datanet, with its text; `None` when the Datanet has no such id.
+    pub async fn document(&self, datanet_id: i64, id: i64) -> Result<Option<Document>> {
+        let row = sqlx::query(select_documents!("WHERE datanet_id = $1 AND id = $2"))
+            .bind(datanet_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(document_of).transpose()
     }
 
     /// `(document_id, ordinal, chunk_id, start, end)` spans of one document, in order.
@@ -582,6 +584,22 @@ impl Catalog {
             })
             .collect()
     }
+}
+
+fn document_of(row: &AnyRow) -> Result<Document> {
+    Ok(Document {
+        id: row.try_get("id")?,
+        datanet_id: row.try_get("datanet_id")?,
+        contributor: parse_address(&row.try_get::<String, _>("contributor")?)?,
+        source_name: row.try_get("source_name")?,
+        external_id: row.try_get("external_id")?,
+        license: row.try_get("license")?,
+        byte_len: row.try_get::<i64, _>("byte_len")? as usize,
+        raw_hash: row.try_get("raw_hash")?,
+        text: row.try_get("text")?,
+        chunk_count: row.try_get::<i64, _>("chunk_count")? as usize,
+        duplicate_chunks: row.try_get::<i64, _>("duplicate_chunks")? as usize,
+    })
 }
 
 /// The name a new Datanet is stored under: a public one takes the requested name, which is

@@ -308,7 +308,8 @@ pub async fn price(
     Ok(priced(billing, None, None))
 }
 
-/// Retrieves, generates and returns the checked answer; `on_token` sees the stream and returns
+/// Retrieves, generates and returns the checked answer; `on_sources` sees the passages offered
+/// (numbered from 1 in order) before the model starts; `on_token` sees the stream and returns
 /// false to stop it (the consumer went away): generation is cancelled and nothing is recorded.
 /// Past `deadline` it is cancelled the same way ([`TimedOut`]). A failure, a cancellation or a
 /// timeout releases the money held for it.
@@ -317,6 +318,7 @@ pub async fn generate(
     generator: Arc<dyn Generator>,
     prepared: Prepared,
     deadline: Option<tokio::time::Instant>,
+    on_sources: &mut (dyn FnMut(&[Passage]) + Send),
     on_token: &mut (dyn FnMut(&str) -> bool + Send),
 ) -> Result<Answered> {
     let Prepared { question, datanets, contributors, k, params, adapters, quote, funding, scope, history } = prepared;
@@ -327,6 +329,7 @@ pub async fn generate(
         let searched = retrieval_query(&question, &history);
         let query = Query { text: &searched, datanets: &datanets, contributors, k, mode: Mode::Hybrid };
         let passages = retriever.search(&query).await?;
+        on_sources(&passages);
         let request = AnswerRequest {
             question: question.clone(),
             sources: passages.iter().map(source_of).collect(),
@@ -372,7 +375,7 @@ pub async fn answer(
     on_token: &mut (dyn FnMut(&str) -> bool + Send),
 ) -> Result<Answered> {
     let prepared = prepare(app, question).await?;
-    generate(app, generator, prepared, None, on_token).await
+    generate(app, generator, prepared, None, &mut |_| {}, on_token).await
 }
 
 /// Writes the answer's receipt and credits. The fee is the quote for the Datanets searched and

@@ -21,6 +21,7 @@ use crate::app::keys::Role;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(whoami))
         .routes(routes!(get_account))
         .routes(routes!(list_transfers))
         .routes(routes!(grant))
@@ -40,6 +41,21 @@ fn own_account(caller: &Caller, address: &str) -> ApiResult<Address> {
 
 fn amount(text: &str) -> ApiResult<tributary_attribution::Amount> {
     Ok(accounts::parse_amount(text)?)
+}
+
+/// Who the request's key is: its role and address (both null without a key). A key that is
+/// unknown or revoked is a 401, as everywhere: this is how a client checks a key.
+#[utoipa::path(get, path = "/v1/me", tag = "accounts", responses((status = 200, body = wire::Me), Errors))]
+async fn whoami(caller: Caller) -> Json<wire::Me> {
+    let (role, address, label) = match &caller {
+        Caller::Anonymous => (None, None, None),
+        Caller::Key(key) => (
+            Some(key.role.as_str().to_string()),
+            key.address.as_ref().map(|a| a.to_checksummed()),
+            Some(key.label.clone()),
+        ),
+    };
+    Json(wire::Me { role, address, label })
 }
 
 /// A payer's balance: what reached it less what left it, what answers in progress hold, where

@@ -1,6 +1,7 @@
 //! `/v1/answers`: retrieve, generate, cite, record the receipt; JSON or server-sent events.
 //! The same run serves `/v1/chat/completions` (`openai.rs`).
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -121,22 +122,23 @@ pub(crate) fn generation_params(
     })
 }
 
-/// What a running answer reports.
+/// What a running answer reports: its sources first, then tokens, then the end.
 pub(crate) enum Progress {
+    Sources(Vec<wire::Passage>),
     Token(String),
-    Finished { answer: Box<wire::Answer>, receipt: Box<wire::Receipt> },
+    Finished { answer: Box<wire::Answer>, receipt: Box<wire::Receipt>, passages: Vec<wire::Passage> },
     Failed(ApiError),
 }
 
-/// A running answer's progress, its first report already read.
+/// A running answer's progress, its first reports already read.
 pub(crate) struct Run {
-    first: Option<Progress>,
+    read: VecDeque<Progress>,
     rx: mpsc::UnboundedReceiver<Progress>,
 }
 
 impl Run {
     pub(crate) async fn recv(&mut self) -> Option<Progress> {
-        match self.first.take() {
+        match self.read.pop_front() {
             Some(progress) => Some(progress),
             None => self.rx.recv().await,
         }
@@ -150,10 +152,18 @@ impl Run {
 /// answer and its receipt.
 pub(crate) async fn start(state: &AppState, caller: &Caller, spec: AnswerSpec) -> ApiResult<Run> {
     let mut rx = launch(state, caller, spec).await?;
-    match rx.recv().await {
-        Some(Progress::Failed(e)) => Err(e),
-        Some(first) => Ok(Run { first: Some(first), rx }),
-        None => Err(ApiError::internal("the answer task ended without a result")),
+    let mut read = VecDeque::new();
+    loop {
+        match rx.recv().await {
+            Some(Progress::Failed(e)) => return Err(e),
+            // The sources come before the model runs: what decides the status is what follows.
+            Some(sources @ Progress::Sources(_)) => read.push_back(sources),
+            Some(first) => {
+                read.push_back(first);
+                return Ok(Run { read, rx });
+            }
+            None => return Err(ApiError::internal("the answer task ended without a result")),
+        }
     }
 }
 
@@ -206,6 +216,12 @@ async fn launch(
         let slot = permit;
         let app = task_state.app().clone();
         let token_tx = tx.clone();
+        let sources_tx = tx.clone();
+        let mut on_sources = |passages: &[tributary_retriever::Passage]| {
+            if let Ok(passages) = passages.iter().map(wire::view).collect::<ApiResult<Vec<wire::Passage>>>() {
+                let _ = sources_tx.send(Progress::Sources(passages));
+            }
+        };
         let mut tokens = 0u64;
         let mut on_token = |piece: &str| {
             tokens += 1;
@@ -214,7 +230,7 @@ async fn launch(
             token_tx.send(Progress::Token(piece.to_string())).is_ok()
         };
         let outcome = async {
-            let answered = generate(&app, generator, prepared, Some(deadline), &mut on_token).await?;
+            let answered = generate(&app, generator, prepared, Some(deadline), &mut on_sources, &mut on_token).await?;
             let receipt = record(&app, &spec.question, &answered, spec.private_question).await?;
             Ok::<_, anyhow::Error>((answered, receipt))
         }
@@ -225,11 +241,12 @@ async fn launch(
             Ok((answered, receipt)) => {
                 metrics.answers.inc();
                 metrics.receipts.inc();
-                match (wire::view(&answered.answer), wire::view(&receipt)) {
-                    (Ok(answer), Ok(receipt)) => {
-                        Progress::Finished { answer: Box::new(answer), receipt: Box::new(receipt) }
+                let passages = answered.passages.iter().map(wire::view).collect::<ApiResult<Vec<_>>>();
+                match (wire::view(&answered.answer), wire::view(&receipt), passages) {
+                    (Ok(answer), Ok(receipt), Ok(passages)) => {
+                        Progress::Finished { answer: Box::new(answer), receipt: Box::new(receipt), passages }
                     }
-                    (Err(e), _) | (_, Err(e)) => Progress::Failed(e),
+                    (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Progress::Failed(e),
                 }
             }
             Err(e) if e.is::<Cancelled>() => {
@@ -250,11 +267,11 @@ async fn launch(
 }
 
 /// Drains a run to its end.
-pub(crate) async fn finish(mut rx: Run) -> ApiResult<(wire::Answer, wire::Receipt)> {
+pub(crate) async fn finish(mut rx: Run) -> ApiResult<(wire::Answer, wire::Receipt, Vec<wire::Passage>)> {
     while let Some(progress) = rx.recv().await {
         match progress {
-            Progress::Token(_) => {}
-            Progress::Finished { answer, receipt } => return Ok((*answer, *receipt)),
+            Progress::Sources(_) | Progress::Token(_) => {}
+            Progress::Finished { answer, receipt, passages } => return Ok((*answer, *receipt, passages)),
             Progress::Failed(e) => return Err(e),
         }
     }
@@ -269,16 +286,19 @@ fn json_event(name: &str, value: &impl serde::Serialize) -> Event {
     Event::default().event(name).json_data(value).unwrap_or_else(|_| Event::default().event(name))
 }
 
-/// `token` events (`{"text": ...}`), then `answer` (an `Answer`), then `receipt` (a
-/// `Receipt`); or `error` (a `Problem`).
+/// `sources` (`{"passages": [Passage]}`), `token` events (`{"text": ...}`), then `answer` (an
+/// `Answer`), then `receipt` (a `Receipt`); or `error` (a `Problem`).
 fn answer_events(rx: Run) -> impl Stream<Item = Result<Event, Infallible>> {
     futures_util::stream::unfold(Some(rx), |rx| async move {
         let mut rx = rx?;
         let events = match rx.recv().await? {
+            Progress::Sources(passages) => {
+                return Some((vec![json_event("sources", &serde_json::json!({ "passages": passages }))], Some(rx)));
+            }
             Progress::Token(text) => {
                 return Some((vec![json_event("token", &serde_json::json!({ "text": text }))], Some(rx)));
             }
-            Progress::Finished { answer, receipt } => {
+            Progress::Finished { answer, receipt, .. } => {
                 vec![json_event("answer", &answer), json_event("receipt", &receipt)]
             }
             Progress::Failed(e) => vec![json_event("error", &e.problem())],
@@ -290,7 +310,8 @@ fn answer_events(rx: Run) -> impl Stream<Item = Result<Event, Infallible>> {
 
 /// Answers a question from Datanets the caller may read, citing the passages used, and records
 /// the receipt that pays their contributors. With `Accept: text/event-stream` the answer
-/// streams as server-sent events: `token` (`{"text"}`) as generated, then `answer`, then
+/// streams as server-sent events: `sources` (`{"passages"}`, the passages offered, numbered
+/// from 1) before the model starts, `token` (`{"text"}`) as generated, then `answer`, then
 /// `receipt`; a failure after the stream began is an `error` event holding a `Problem`. When
 /// the fact check repaired, quoted or left out a sentence, the `answer` event's text replaces
 /// the tokens streamed (they are its `draft`).
@@ -315,6 +336,6 @@ async fn create_answer(
     if wants_stream(&headers) {
         return Ok(Sse::new(answer_events(rx)).keep_alive(KeepAlive::default()).into_response());
     }
-    let (answer, receipt) = finish(rx).await?;
-    Ok(Json(wire::AnswerResponse { answer, receipt }).into_response())
+    let (answer, receipt, passages) = finish(rx).await?;
+    Ok(Json(wire::AnswerResponse { answer, passages, receipt }).into_response())
 }

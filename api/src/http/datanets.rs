@@ -26,6 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_access_requests, request_access))
         .routes(routes!(decide_access_request))
         .routes(routes!(list_documents, upload))
+        .routes(routes!(get_document))
         .routes(routes!(upload_typed_data))
         .routes(routes!(search))
 }
@@ -284,21 +285,46 @@ async fn list_documents(
     let datanet = readable(&state, &caller, &name).await?;
     let documents = state.catalog().documents(datanet.id).await?;
     let (items, next_cursor) = paginate(documents, |d| d.id, page.cursor.as_deref(), page.limit)?;
-    let items = items
-        .into_iter()
-        .map(|d| wire::Document {
-            id: d.id,
-            external_id: d.external_id,
-            source_name: d.source_name,
-            contributor: d.contributor.to_checksummed(),
-            license: d.license,
-            byte_len: d.byte_len,
-            raw_hash: d.raw_hash,
-            chunk_count: d.chunk_count,
-            duplicate_chunks: d.duplicate_chunks,
-        })
-        .collect();
+    let items = items.iter().map(document_view).collect();
     Ok(Json(wire::DocumentPage { items, next_cursor }))
+}
+
+/// One document: its text and where each of its chunks lies in it (what a citation's
+/// `start`..`end` points into).
+#[utoipa::path(
+    get, path = "/v1/datanets/{name}/documents/{id}", tag = "datanets",
+    params(("name" = String, Path), ("id" = i64, Path)),
+    responses((status = 200, body = wire::DocumentText), Errors)
+)]
+async fn get_document(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, id)): Path<(String, i64)>,
+) -> ApiResult<Json<wire::DocumentText>> {
+    let datanet = readable(&state, &caller, &name).await?;
+    let Some(d) = state.catalog().document(datanet.id, id).await? else {
+        return Err(ApiError::not_found(format!("Datanet {name} has no document {id}")));
+    };
+    let spans = state.catalog().document_spans(d.id).await?;
+    let spans = spans
+        .into_iter()
+        .map(|(chunk_id, start, end)| wire::Span { chunk_id: chunk_id.to_string(), start, end })
+        .collect();
+    Ok(Json(wire::DocumentText { document: document_view(&d), datanet: datanet.name, text: d.text, spans }))
+}
+
+fn document_view(d: &tributary_indexer::Document) -> wire::Document {
+    wire::Document {
+        id: d.id,
+        external_id: d.external_id.clone(),
+        source_name: d.source_name.clone(),
+        contributor: d.contributor.to_checksummed(),
+        license: d.license.clone(),
+        byte_len: d.byte_len,
+        raw_hash: d.raw_hash.clone(),
+        chunk_count: d.chunk_count,
+        duplicate_chunks: d.duplicate_chunks,
+    }
 }
 
 /// The hash a contributor signs: blake3 over blake3(name) || blake3(text) of each document.

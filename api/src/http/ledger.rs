@@ -374,7 +374,12 @@ async fn list_adapters(
 ) -> ApiResult<Json<wire::AdapterPage>> {
     let entries = state.app().adapters()?.list()?;
     let (items, next_cursor) = paginate(entries, |e| e.id.clone(), page.cursor.as_deref(), page.limit)?;
-    Ok(Json(wire::AdapterPage { items: items.iter().map(view).collect::<ApiResult<_>>()?, next_cursor }))
+    let local = state.app().loaded_generator();
+    let mut items: Vec<wire::Adapter> = items.iter().map(view).collect::<ApiResult<_>>()?;
+    for item in &mut items {
+        item.loaded = local.as_ref().is_some_and(|local| local.adapter_cache().is_loaded(&item.id));
+    }
+    Ok(Json(wire::AdapterPage { items, next_cursor }))
 }
 
 /// Registers a PEFT adapter (admin) after checking it against the base model; one that does

@@ -22,6 +22,7 @@ mod onchain;
 mod openai;
 pub mod rate_limit;
 mod state;
+pub mod web;
 pub mod wire;
 
 use std::sync::Arc;
@@ -123,6 +124,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(api_routes)
         .merge(docs)
+        .merge(web::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new("method_not_allowed", "this route does not take that method")

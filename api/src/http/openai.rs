@@ -391,7 +391,7 @@ async fn chat_completions(
     }
     let mut usage = Usage::default();
     let mut choices = Vec::with_capacity(answered.len());
-    for (index, (answer, receipt)) in answered.into_iter().enumerate() {
+    for (index, (answer, receipt, _)) in answered.into_iter().enumerate() {
         usage.add(&answer, &receipt)?;
         choices.push(Choice {
             index: index as u32,
@@ -456,10 +456,11 @@ fn chunks(
             async move {
                 let mut rx = rx?;
                 let events = match rx.recv().await? {
+                    Progress::Sources(_) => return Some((Vec::new(), Some(rx))),
                     Progress::Token(text) => {
                         return Some((vec![data(&choice(serde_json::json!({"content": text}), None))], Some(rx)));
                     }
-                    Progress::Finished { answer, receipt } => {
+                    Progress::Finished { answer, receipt, .. } => {
                         let added = match usage.lock() {
                             Ok(mut usage) => usage.add(&answer, &receipt),
                             Err(_) => Err(ApiError::internal("the usage tally was poisoned")),

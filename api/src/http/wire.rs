@@ -342,6 +342,26 @@ pub struct Document {
 
 page!(DocumentPage, Document);
 
+/// Where one chunk lies in its document's text.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Span {
+    pub chunk_id: String,
+    /// Byte offsets into `text` (UTF-8).
+    pub start: usize,
+    pub end: usize,
+}
+
+/// A document with its text and every chunk's span, duplicates included, in order.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentText {
+    pub document: Document,
+    pub datanet: String,
+    pub text: String,
+    pub spans: Vec<Span>,
+}
+
 // ---- Search -------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
@@ -603,6 +623,8 @@ pub struct SseEvent {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AnswerResponse {
     pub answer: Answer,
+    /// Every passage offered to the model, in order: citation `n` is `passages[n - 1]`.
+    pub passages: Vec<Passage>,
     pub receipt: Receipt,
 }
 
@@ -739,6 +761,18 @@ pub struct ReceiptPayment {
     pub paid_by: PaidBy,
     /// The account charged: an address, or `sponsor:<datanet id>`; null when unpaid.
     pub payer: Option<String>,
+}
+
+/// The caller, as its key says.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Me {
+    /// `admin`, `owner`, `contributor` or `reader`; null for an anonymous caller.
+    pub role: Option<String>,
+    /// The address the key acts as, EIP-55.
+    pub address: Option<String>,
+    /// The key's label.
+    pub label: Option<String>,
 }
 
 /// An account's money (a payer's balance, or a Datanet's sponsor budget).
@@ -1016,6 +1050,9 @@ pub struct Adapter {
     pub base_model: Option<String>,
     /// Seconds since the Unix epoch.
     pub added_at: u64,
+    /// In the generator's memory now (the next answer with it does not load it from disk).
+    #[serde(default)]
+    pub loaded: bool,
 }
 
 page!(AdapterPage, Adapter);

@@ -310,6 +310,8 @@ async fn access_matrix(database_url: Option<String>) {
             s.call("GET", &format!("/v1/datanets/{SECRET}/flags"), key.map(|k| k.as_str()), None).await.status,
             StatusCode::NOT_FOUND
         );
+        let uri = format!("/v1/datanets/{SECRET}/documents/1");
+        assert_eq!(s.call("GET", &uri, key.map(|k| k.as_str()), None).await.body["code"], "datanet_not_found");
     }
     // Models bound to Datanets list only those the caller may read.
     let model_ids = |body: Value| -> Vec<String> {
@@ -736,6 +738,51 @@ fn openapi_spec_is_committed() {
     assert!(operations >= 35, "{operations} operations");
 }
 
+/// Every page file in `web/` is embedded and served, with the strict policy; nothing else is.
+#[tokio::test]
+async fn the_web_app_is_embedded_and_served_under_its_policy() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../web");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| [".html", ".css", ".js"].iter().any(|ext| n.ends_with(ext)))
+        .collect();
+    on_disk.sort();
+    let mut embedded: Vec<String> = http::web::asset_names().iter().map(|n| n.to_string()).collect();
+    embedded.sort();
+    assert_eq!(on_disk, embedded, "web/ and the embedded list in api/src/http/web.rs differ");
+
+    let s = Server::start(ServeConfig::default(), None).await;
+    let page = s.call("GET", "/", None, None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.headers[header::CONTENT_SECURITY_POLICY], http::web::CONTENT_SECURITY_POLICY);
+    assert!(!http::web::CONTENT_SECURITY_POLICY.contains("unsafe"));
+    assert!(page.body.as_str().unwrap().contains("/assets/app.js"));
+    for name in embedded.iter().filter(|n| *n != "index.html") {
+        let asset = s.call("GET", &format!("/assets/{name}"), None, None).await;
+        assert_eq!(asset.status, StatusCode::OK, "{name}");
+        assert_eq!(asset.headers[header::CONTENT_SECURITY_POLICY], http::web::CONTENT_SECURITY_POLICY);
+        assert_eq!(asset.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        let etag = asset.headers[header::ETAG].to_str().unwrap().to_string();
+        let request = Request::get(format!("/assets/{name}")).header(header::IF_NONE_MATCH, etag).body(Body::empty());
+        assert_eq!(s.send(request.unwrap()).await.status, StatusCode::NOT_MODIFIED, "{name}");
+    }
+    assert_eq!(
+        s.call("GET", "/assets/app.js", None, None).await.headers[header::CONTENT_TYPE],
+        "text/javascript; charset=utf-8"
+    );
+    for missing in ["/assets/nosuch.js", "/assets/..%2FCargo.toml", "/assets/index.html"] {
+        assert_eq!(s.call("GET", missing, None, None).await.body["code"], "not_found", "{missing}");
+    }
+    // The caller's identity, as the pages check a key with it.
+    let reader = s.key(Role::Reader, Some(BOB), None).await;
+    let me = s.call("GET", "/v1/me", Some(&reader), None).await.body;
+    assert_eq!((me["role"].as_str(), me["address"].as_str()), (Some("reader"), Some(BOB)));
+    assert_eq!(s.call("GET", "/v1/me", None, None).await.body["role"], Value::Null);
+    let bad = s.call("GET", "/v1/me", Some("trib_not_a_key"), None).await;
+    assert_eq!(bad.body["code"], "invalid_api_key");
+}
+
 /// A real listener on 127.0.0.1:0 serving the same app.
 pub async fn listen(server: &Server) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -859,6 +906,18 @@ async fn answers_stream_and_pay() {
         (Some("payer"), Some(PAYER))
     );
     assert!(receipt["credits"].as_array().unwrap().iter().any(|c| c["account"] == BOB && c["role"] == "contributor"));
+    // Each citation points into its document: the span the document view marks holds the passage.
+    let citation = &answered.body["answer"]["citations"][0];
+    let passage = &answered.body["passages"][citation["n"].as_u64().unwrap() as usize - 1];
+    assert_eq!(passage["chunk_id"], citation["chunk_id"]);
+    let uri = format!("/v1/datanets/rivers/documents/{}", passage["document_id"]);
+    let document = s.call("GET", &uri, None, None).await;
+    assert_eq!(document.status, StatusCode::OK, "{}", document.body);
+    let (start, end) = (citation["start"].as_u64().unwrap() as usize, citation["end"].as_u64().unwrap() as usize);
+    assert_eq!(&document.body["text"].as_str().unwrap()[start..end], passage["text"].as_str().unwrap());
+    let spans = document.body["spans"].as_array().unwrap();
+    assert!(spans.iter().any(|sp| sp["chunk_id"] == citation["chunk_id"] && sp["start"] == start && sp["end"] == end));
+    assert_eq!(s.call("GET", "/v1/datanets/rivers/documents/999999", None, None).await.body["code"], "not_found");
     let account = s.call("GET", &format!("/v1/accounts/{PAYER}"), Some(&payer), None).await.body;
     assert_eq!(account["balance"].as_str().unwrap().parse::<u128>().unwrap(), price * 9, "granted once: {account}");
     assert_eq!((account["spent"].as_str(), account["held"].as_str()), (Some("1000000000000000"), Some("0")));
@@ -907,17 +966,29 @@ async fn answers_stream_and_pay() {
     assert_eq!(busy["code"], "overloaded");
     let events = sse_events(&streaming.text().await.unwrap());
     let names: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
-    let tokens = names.iter().take_while(|n| **n == "token").count();
+    // The passages offered come first, so a client can show what each marker cites as it streams.
+    assert_eq!(names[0], "sources", "{names:?}");
+    let tokens = names[1..].iter().take_while(|n| **n == "token").count();
     assert!(tokens > 0, "{names:?}");
-    assert_eq!(&names[tokens..], ["answer", "receipt"], "{names:?}");
-    let text: String = events[..tokens]
+    assert_eq!(&names[1 + tokens..], ["answer", "receipt"], "{names:?}");
+    let text: String = events[1..=tokens]
         .iter()
         .map(|(_, d)| serde_json::from_str::<Value>(d).unwrap()["text"].as_str().unwrap().to_string())
         .collect();
-    let answer: Value = serde_json::from_str(&events[tokens].1).unwrap();
+    let answer: Value = serde_json::from_str(&events[1 + tokens].1).unwrap();
     assert_eq!(answer["answer"].as_str().unwrap(), text.trim(), "the streamed text is the answer");
-    let streamed_receipt: Value = serde_json::from_str(&events[tokens + 1].1).unwrap();
+    let streamed_receipt: Value = serde_json::from_str(&events[2 + tokens].1).unwrap();
     assert_eq!(streamed_receipt["answer"], answer["answer"]);
+    let sources: Value = serde_json::from_str(&events[0].1).unwrap();
+    let offered = sources["passages"].as_array().unwrap();
+    assert_eq!(offered.len(), answer["sources_offered"].as_u64().unwrap() as usize);
+    let retrieved: Vec<&Value> =
+        streamed_receipt["retrieved"].as_array().unwrap().iter().map(|r| &r["chunk_id"]).collect();
+    assert_eq!(offered.iter().map(|p| &p["chunk_id"]).collect::<Vec<_>>(), retrieved);
+    for citation in answer["citations"].as_array().unwrap() {
+        let passage = &offered[citation["n"].as_u64().unwrap() as usize - 1];
+        assert_eq!(passage["chunk_id"], citation["chunk_id"], "citation n is passages[n - 1]");
+    }
 
     // OpenAI shape, JSON.
     let chat = json!({

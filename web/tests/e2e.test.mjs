@@ -1,0 +1,294 @@
+// The web app in headless Chromium against a real `tributary serve` (started by
+// scripts/web-test.sh, which passes its URL and keys in the environment). Each flow saves
+// screenshots at 1280x800 and 390x844 under WEB_TEST_OUT; axe-core checks every page.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createRequire } from "node:module";
+import { chromium } from "playwright-core";
+
+const require = createRequire(import.meta.url);
+const AXE = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set: run scripts/web-test.sh`);
+  return value;
+};
+const URL = env("WEB_URL");
+const OUT = env("WEB_TEST_OUT");
+const KEYS = {
+  admin: env("WEB_ADMIN_KEY"),
+  alice: env("WEB_OWNER_KEY"),
+  bob: env("WEB_CONTRIBUTOR_KEY"),
+  carol: env("WEB_PAYER_KEY"),
+  dave: env("WEB_STRANGER_KEY"),
+};
+const ALICE = env("WEB_ALICE");
+const QUESTION = "What happens to a river's discharge below the confluence with a tributary?";
+const DESKTOP = { width: 1280, height: 800 };
+const PHONE = { width: 390, height: 844 };
+
+let context;
+let profile;
+const problems = [];
+
+before(async () => {
+  profile = mkdtempSync(join(tmpdir(), "tributary-chromium-"));
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    viewport: DESKTOP,
+    args: ["--disable-background-networking", "--no-first-run", "--disable-component-update", "--disable-sync"],
+  });
+});
+
+after(async () => {
+  await context?.close();
+  rmSync(profile, { recursive: true, force: true });
+  // Every page ran under the strict Content-Security-Policy without a violation or an error.
+  assert.deepEqual(problems, []);
+});
+
+async function open(hash) {
+  const page = await context.newPage();
+  page.on("console", (m) => {
+    // A refused request is logged by the browser as "Failed to load resource"; the flows that
+    // expect one check the message the page shows. Anything else (a script error, a CSP
+    // violation) is a problem.
+    if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) problems.push(`${hash}: ${m.text()}`);
+  });
+  page.on("pageerror", (e) => problems.push(`${hash}: ${e.message}`));
+  await page.goto(`${URL}/${hash}`);
+  await page.locator("main h1").first().waitFor();
+  return page;
+}
+
+async function signIn(page, key) {
+  await page.locator("#signin-open").click();
+  await page.locator("#signin-key").fill(key);
+  await page.locator("#signin-submit").click();
+  await page.locator(".session .who").waitFor();
+}
+
+async function go(page, hash) {
+  await page.evaluate((h) => (location.hash = h), hash);
+  await page.locator("main h1").first().waitFor();
+  await page.locator("main .loading").first().waitFor({ state: "detached" }).catch(() => {});
+}
+
+/** Screenshots at both sizes, then back to the desktop size. */
+async function shoot(page, name) {
+  for (const [size, viewport] of [["desktop", DESKTOP], ["phone", PHONE]]) {
+    await page.setViewportSize(viewport);
+    // From the top, so the sticky header is where a reader sees it.
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await page.waitForTimeout(100);
+    await page.screenshot({ path: join(OUT, `${name}-${size}.png`), fullPage: true });
+  }
+  await page.setViewportSize(DESKTOP);
+}
+
+/** axe-core's serious and critical violations on the page as it is now (none expected). */
+async function axe(page, what) {
+  // Evaluated through the DevTools protocol: the page's CSP (no inline scripts) stays on.
+  if (!(await page.evaluate(() => typeof window.axe === "object"))) await page.evaluate(AXE);
+  const violations = await page.evaluate(async () => {
+    const r = await window.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"] } });
+    return r.violations.filter((v) => v.impact === "serious" || v.impact === "critical").map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(" ")).join("; ")})`);
+  });
+  assert.deepEqual(violations, [], `axe on ${what}`);
+}
+
+async function call(method, path, key, body) {
+  const response = await fetch(`${URL}${path}`, {
+    method,
+    headers: { Authorization: `Bearer ${key}`, "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const json = await response.json();
+  assert.ok(response.ok, `${method} ${path}: ${JSON.stringify(json)}`);
+  return json;
+}
+
+const amountOf = async (locator) => BigInt(await locator.getAttribute("data-amount"));
+
+test("the pages are served with a strict Content-Security-Policy", async () => {
+  const response = await fetch(`${URL}/`);
+  assert.equal(response.status, 200);
+  const csp = response.headers.get("content-security-policy");
+  assert.match(csp, /script-src 'self'/);
+  assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
+  assert.equal(response.headers.get("x-content-type-options"), "nosniff");
+  const html = await response.text();
+  assert.doesNotMatch(html, /<script>[^<]/, "no inline script");
+  const etag = response.headers.get("etag");
+  const again = await fetch(`${URL}/`, { headers: { "If-None-Match": etag } });
+  assert.equal(again.status, 304);
+});
+
+test("an owner creates a Datanet and uploads a document", async () => {
+  const page = await open("#/datanets");
+  await signIn(page, KEYS.alice);
+  await page.getByLabel("Name", { exact: true }).fill("field-notes");
+  await page.getByLabel("Description").fill("Notes from the river survey");
+  await page.getByRole("button", { name: "Create" }).click();
+  await page.waitForURL(/#\/datanets\/field-notes$/);
+  await page.getByRole("heading", { level: 1, name: "field-notes" }).waitFor();
+  await page.getByLabel("Files").setInputFiles([
+    { name: "deltas.md", mimeType: "text/markdown", buffer: Buffer.from("# Deltas\n\nA delta forms where a river deposits sediment as it meets slower water. The Mississippi delta grows into the Gulf of Mexico.\n") },
+    { name: "empty.txt", mimeType: "text/plain", buffer: Buffer.from("") },
+  ]);
+  await page.getByRole("button", { name: "Upload" }).click();
+  const results = page.locator(".upload-results li");
+  await results.nth(1).locator(".ok, .error").waitFor();
+  assert.match(await results.nth(0).innerText(), /deltas\.md\s+\d+ chunks?: \d+ new, 0 duplicate/);
+  assert.ok(await results.nth(1).locator(".error").isVisible(), "the empty file's error is shown");
+  await page.locator("table a", { hasText: "deltas.md" }).waitFor();
+  await axe(page, "a Datanet with owner tools");
+  await shoot(page, "datanet-upload");
+  await page.close();
+});
+
+test("ask: the answer streams, a citation opens its passage, the document shows it", async () => {
+  const page = await open("#/ask/rivers-demo");
+  await signIn(page, KEYS.carol);
+  await page.locator(".price", { hasText: "paid from your balance" }).waitFor();
+  await page.locator(".price", { hasText: "Your balance" }).waitFor();
+  await axe(page, "the Ask page");
+  await shoot(page, "ask-empty");
+  // Watch the answer's text while it is being written.
+  await page.evaluate(() => {
+    window.__drafts = [];
+    new MutationObserver(() => {
+      const card = document.querySelector("article.answer");
+      const text = document.querySelector(".answer-text");
+      if (card && text && card.getAttribute("aria-busy") === "true") window.__drafts.push(text.textContent.length);
+    }).observe(document.querySelector(".result"), { childList: true, subtree: true, characterData: true });
+  });
+  await page.getByLabel("Question").fill(QUESTION);
+  await page.getByRole("button", { name: "Ask", exact: true }).click();
+  await page.locator("article.answer[aria-busy=false]").waitFor({ timeout: 120_000 });
+  const drafts = await page.evaluate(() => window.__drafts.filter((n) => n > 0));
+  assert.ok(new Set(drafts).size >= 2, `the answer streamed in pieces: ${drafts}`);
+  const chips = page.locator(".answer-text .chip");
+  assert.ok((await chips.count()) >= 1, "the answer has citation chips");
+  const sources = page.locator(".sources li");
+  assert.ok((await sources.count()) >= 1);
+  await page.locator(".sources li.cited", { hasText: "Cited by sentence" }).first().waitFor();
+  await page.locator(".receipt-details summary", { hasText: "Fee" }).waitFor();
+
+  await chips.first().click();
+  const card = page.locator(".cite-card");
+  await card.waitFor();
+  assert.ok((await card.locator("mark").innerText()).trim().length > 0, "the cited span is highlighted");
+  assert.match(await card.innerText(), /rivers-demo/);
+  await axe(page, "the answer with a citation card");
+  await shoot(page, "ask-citation");
+  await page.keyboard.press("Escape");
+  await card.waitFor({ state: "detached" });
+
+  await page.locator(".receipt-details summary").click();
+  await page.locator(".receipt-details table").waitFor();
+  assert.match(await page.locator(".receipt-details").innerText(), /contributor/);
+  await shoot(page, "ask-receipt");
+
+  await chips.first().click();
+  await page.locator(".cite-card").getByRole("link", { name: "Open in the document" }).click();
+  await page.waitForURL(/#\/doc\//);
+  const mark = page.locator("mark#cited");
+  await mark.waitFor();
+  await page.waitForFunction(() => {
+    const r = document.getElementById("cited").getBoundingClientRect();
+    return r.top >= 0 && r.top < window.innerHeight;
+  });
+  assert.ok((await mark.innerText()).length > 20);
+  await axe(page, "the document view");
+  await shoot(page, "document");
+  await page.close();
+});
+
+test("a contributor's earnings rise with an answer, and settling makes them claimable", async () => {
+  const page = await open("#/contributor");
+  await signIn(page, KEYS.alice);
+  await go(page, "#/contributor");
+  const total = page.locator(".stat-value[data-kind=total]");
+  await total.waitFor();
+  const before = await amountOf(total);
+  await call("POST", "/v1/answers", KEYS.carol, { question: "Where does a watershed drain?", datanets: ["rivers-demo"], max_tokens: 48 });
+  await page.reload();
+  await total.waitFor();
+  const after = await amountOf(total);
+  assert.ok(after > before, `earnings rose: ${before} -> ${after}`);
+  await page.locator("svg.chart").waitFor();
+  await page.locator("td .question", { hasText: "Where does a watershed drain?" }).first().waitFor();
+  assert.match(await page.locator("main").innerText(), /Nothing to claim yet/);
+  await axe(page, "the earnings page");
+  await shoot(page, "earnings");
+
+  const settled = await call("POST", "/v1/admin/settle", KEYS.admin, {});
+  assert.ok(settled.epoch, JSON.stringify(settled));
+  await page.reload();
+  const claimable = page.locator("#claimable");
+  await claimable.waitFor();
+  assert.equal(await amountOf(claimable), after, "everything earned so far is claimable");
+  // No chain is deployed here: the claim is refused, and the page says why.
+  await page.getByRole("button", { name: "Claim", exact: true }).click();
+  const error = page.locator(".card .error");
+  await error.waitFor();
+  assert.match(await error.innerText(), /chain|contract|deploy/i);
+  await shoot(page, "claim");
+  await page.close();
+});
+
+test("a private Datanet is invisible to a stranger", async () => {
+  const secret = await call("POST", "/v1/datanets", KEYS.alice, { name: "survey-drafts", visibility: "private", description: "Unpublished" });
+  const owner = await open("#/datanets");
+  await signIn(owner, KEYS.alice);
+  await go(owner, "#/datanets");
+  await owner.locator(".datanet-list a", { hasText: secret.name }).waitFor();
+  await owner.close();
+
+  for (const key of [KEYS.dave, null]) {
+    const page = await open("#/datanets");
+    if (key) await signIn(page, key);
+    await go(page, "#/datanets");
+    await page.locator(".datanet-list a", { hasText: "rivers-demo" }).waitFor();
+    assert.doesNotMatch(await page.locator("main").innerText(), /survey-drafts/);
+    await go(page, `#/datanets/${encodeURIComponent(secret.name)}`);
+    await page.locator("main .error").waitFor();
+    assert.match(await page.locator("main .error").innerText(), /not found|does not exist|no Datanet/i);
+    if (key) await shoot(page, "private-stranger");
+    await page.close();
+  }
+});
+
+test("an API error is shown as a readable message", async () => {
+  const page = await open("#/ask");
+  await page.locator("#signin-open").click();
+  await page.locator("#signin-key").fill("not-a-key");
+  await page.locator("#signin-submit").click();
+  const error = page.locator("#signin-error .error");
+  await error.waitFor();
+  assert.match(await error.innerText(), /not a Tributary API key/);
+  await shoot(page, "signin-error");
+  await page.close();
+});
+
+test("the payer, adapters and Datanets pages pass axe and show their data", async () => {
+  const page = await open("#/payer");
+  await signIn(page, KEYS.carol);
+  await go(page, "#/payer");
+  await page.locator(".stat-value").first().waitFor();
+  assert.match(await page.locator("main").innerText(), /charge|grant/i);
+  await axe(page, "the payer page");
+  await shoot(page, "payer");
+  await go(page, "#/adapters");
+  await axe(page, "the adapters page");
+  await go(page, "#/datanets");
+  await axe(page, "the Datanets page");
+  await shoot(page, "datanets");
+  await page.close();
+});
