@@ -44,6 +44,7 @@ function createForm(who) {
   const name = h("input", { type: "text", required: true, pattern: "[a-z0-9_\\-]{1,64}", maxlength: "64", spellcheck: "false" });
   const description = h("input", { type: "text", maxlength: "1000" });
   const visibility = h("select", {}, h("option", { value: "public" }, "Public: anyone can search it"), h("option", { value: "private" }, "Private: members only"));
+  const review = h("input", { type: "checkbox", id: uid("review") });
   const out = h("div", { role: "status" });
   const submit = h("button", { type: "submit", class: "primary" }, "Create");
   const form = h(
@@ -52,13 +53,14 @@ function createForm(who) {
     field("Name", name, "Lowercase letters, digits, - and _."),
     field("Description", description),
     field("Visibility", visibility),
+    h("div", { class: "check" }, review, h("label", { for: review.id }, "Review uploads: others' documents wait for your approval before anyone can find or cite them")),
     h("div", { class: "actions" }, submit),
     out,
   );
   form.addEventListener("submit", (e) => {
     e.preventDefault();
     busy(submit, async () => {
-      const body = { name: name.value.trim(), description: description.value.trim(), visibility: visibility.value };
+      const body = { name: name.value.trim(), description: description.value.trim(), visibility: visibility.value, review: review.checked };
       if (who.role === "admin" && !who.address) throw { title: "No owner", detail: "An admin key without an address cannot own a Datanet; use an owner key." };
       const created = await api("POST", "/v1/datanets", body);
       location.hash = `#/datanets/${encodeURIComponent(created.name)}`;
@@ -89,19 +91,82 @@ export async function datanetPage(name) {
   const who = apiKey() ? await me().catch(() => ({})) : {};
   const governs = who.role === "admin" || (who.role === "owner" && who.address && who.address.toLowerCase() === d.owner.toLowerCase());
   const docList = documentsTable(d, documents);
+  const contributions = h("div", {});
+  const refreshContributions = async () => fill(contributions, await contributionsSection(d, path, who, governs));
+  await refreshContributions();
   const page = h(
     "div",
     {},
     h("p", { class: "crumbs" }, h("a", { href: "#/datanets" }, "Datanets"), ` / ${d.name}`),
-    h("h1", {}, d.name, d.visibility === "private" ? h("span", { class: "badge" }, "private") : null),
+    h("h1", {}, d.name, d.visibility === "private" ? h("span", { class: "badge" }, "private") : null, d.review ? h("span", { class: "badge info" }, "reviewed") : null),
     h("p", {}, d.description || h("span", { class: "muted" }, "No description.")),
+    d.review ? h("p", { class: "muted" }, "Uploads from contributors wait for the owner's or a member's review before they can be found, cited or paid.") : null,
     h("p", { class: "meta" }, "Owner ", h("a", { href: `#/contributor/${d.owner}` }, short(d.owner)), " · ", docList.count),
     h("p", {}, h("a", { class: "button-link", href: `#/ask/${encodeURIComponent(d.name)}` }, "Ask this Datanet")),
-    apiKey() ? uploadForm(d, docList) : h("p", { class: "muted" }, "Sign in to contribute documents."),
+    apiKey() ? uploadForm(d, docList, refreshContributions) : h("p", { class: "muted" }, "Sign in to contribute documents."),
     section("Documents", docList),
+    contributions,
+    section("Leaderboard", await leaderboard(path)),
   );
   if (governs) page.append(await governance(d, path));
   return page;
+}
+
+/** The caller's contributions (or, for reviewers, everyone's), with accept and reject. */
+async function contributionsSection(d, path, who, governs) {
+  if (!who.role) return null;
+  let items;
+  try {
+    items = await all(`${path}/contributions`, 200);
+  } catch (e) {
+    return section("Contributions", errorBox(e));
+  }
+  const mine = (c) => who.address && c.contributor.toLowerCase() === who.address.toLowerCase();
+  const reviewer = governs || items.some((c) => !mine(c));
+  const reload = () => window.dispatchEvent(new HashChangeEvent("hashchange"));
+  const decide = (c) => {
+    if (c.status !== "pending" || !reviewer || (mine(c) && !governs)) return "";
+    const reason = h("input", { type: "text", maxlength: "1000", placeholder: "Reason (shown to the contributor)", "aria-label": `Reason for contribution ${c.id}` });
+    const out = h("div", { role: "status" });
+    const act = (accept) => (e) => busy(e.target, async () => {
+      await api("POST", `${path}/contributions/${c.id}`, { accept, reason: reason.value });
+      reload();
+    }, out);
+    return h("div", { class: "decide" }, reason, h("span", { class: "actions" }, button("Accept", act(true)), button("Reject", act(false), { class: "secondary" })), out);
+  };
+  const status = (c) => h("span", { class: `status ${c.status}` }, c.status === "accepting" ? "indexing" : c.status);
+  const rows = [...items].reverse().map((c) => [
+    String(c.id),
+    h("a", { href: `#/contributor/${c.contributor}` }, short(c.contributor)),
+    c.documents.join(", "),
+    status(c),
+    c.status === "rejected" ? c.reason || "(no reason given)" : c.report ? plural(c.report.new_chunks, "new chunk") : "",
+    decide(c),
+  ]);
+  const title = reviewer ? "Contributions" : "Your contributions";
+  return section(
+    title,
+    items.length
+      ? table(title, ["#", "Contributor", "Documents", "Status", "Result", ""], rows)
+      : empty(d.review ? "No contributions yet." : "No uploads yet."),
+  );
+}
+
+async function leaderboard(path) {
+  const board = await get(`${path}/leaderboard`).catch((e) => e);
+  if (board instanceof Error) return errorBox(board);
+  if (!board.contributors.length) return empty("Nobody has contributed yet.");
+  return table(
+    "Contributors, most earned first",
+    ["Contributor", "Accepted uploads", "Chunks", "Citations", "Earned"],
+    board.contributors.map((r) => [
+      h("a", { href: `#/contributor/${r.contributor}` }, short(r.contributor)),
+      String(r.accepted_uploads),
+      String(r.chunks),
+      String(r.citations),
+      h("span", { class: "amt" }, `${tokens(r.earned)} ${TOKEN}`),
+    ]),
+  );
 }
 
 function documentsTable(d, documents) {
@@ -130,7 +195,7 @@ function documentsTable(d, documents) {
   return box;
 }
 
-function uploadForm(d, docList) {
+function uploadForm(d, docList, afterUpload) {
   const files = h("input", { type: "file", multiple: true, accept: ".txt,.md,.markdown,.html,.htm,.json,.jsonl,.csv,.pdf,text/*" });
   const license = h("input", { type: "text", value: "CC-BY-4.0", maxlength: "100" });
   const results = h("ul", { class: "upload-results", "aria-live": "polite" });
@@ -155,7 +220,9 @@ function uploadForm(d, docList) {
           fill(
             line,
             h("span", { class: "file" }, file.name),
-            h("span", { class: "ok" }, rep.documents_already_present ? "Already in the Datanet" : `${plural(rep.chunks, "chunk")}: ${rep.new_chunks} new, ${rep.duplicate_chunks} duplicate`),
+            !rep
+              ? h("span", { class: "warn" }, "Waiting for review: it can be found and cited once the owner accepts it.")
+              : h("span", { class: "ok" }, rep.documents_already_present ? "Already in the Datanet" : `${plural(rep.chunks, "chunk")}: ${rep.new_chunks} new, ${rep.duplicate_chunks} duplicate`),
           );
         } catch (err) {
           fill(line, h("span", { class: "file" }, file.name), errorBox(err));
@@ -163,6 +230,7 @@ function uploadForm(d, docList) {
       }
       files.value = "";
       await docList.reload();
+      await afterUpload();
     });
   });
   return section("Contribute documents", form);
@@ -182,6 +250,7 @@ async function governance(d, path) {
     "div",
     { class: "governance" },
     h("h2", { class: "group" }, "Owner tools"),
+    section("Review", reviewToggle(d, path, reload)),
     section("Access requests", orError(requests, (rs) => {
       const pending = rs.filter((r) => r.status === "pending");
       return pending.length
@@ -195,6 +264,16 @@ async function governance(d, path) {
     section("Price", orError(pricing, (p) => pricingView(path, p))),
     section("Sponsor budget", orError(sponsor, (s) => sponsorView(path, s, reload))),
   );
+}
+
+function reviewToggle(d, path, reload) {
+  const box = h("input", { type: "checkbox", id: uid("review"), checked: d.review });
+  const out = h("div", { role: "status" });
+  box.addEventListener("change", () => busy(box, async () => {
+    await api("PATCH", path, { review: box.checked });
+    reload();
+  }, out));
+  return h("div", {}, h("div", { class: "check" }, box, h("label", { for: box.id }, "Hold uploads from contributors for review")), h("p", { class: "hint" }, "Members may accept or reject too, never their own uploads. Pending uploads stay pending if you turn this off."), out);
 }
 
 function membersView(path, members, reload) {

@@ -287,6 +287,16 @@ pub struct DatanetEarnings {
     pub amount: i128,
 }
 
+/// What one contributor's chunks earned in one Datanet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContributorEarnings {
+    pub contributor: Address,
+    /// Answers' citations of the contributor's chunks that credited them.
+    pub citations: u64,
+    /// Their credits less their slashes.
+    pub earned: i128,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct EpochEarnings {
     pub epoch: i64,
@@ -1175,6 +1185,31 @@ impl Ledger {
     /// order, at most `limit` (all without one), and the id to continue after when more
     /// remain. The totals cover every entry but read only their amounts; a page reads only
     /// its own entries (it read them all, sentences included, for every page).
+    /// Per contributor of a Datanet, what their chunks' citations earned there (the
+    /// contributor role only: a Datanet owner's share is not a contribution).
+    pub async fn contributor_earnings(&self, datanet_id: i64) -> Result<Vec<ContributorEarnings>> {
+        let rows = sqlx::query(
+            "SELECT account, kind, amount FROM ledger_entries WHERE datanet_id = $1 AND role = 'contributor'",
+        )
+        .bind(datanet_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_account: BTreeMap<String, (u64, i128)> = BTreeMap::new();
+        for row in &rows {
+            let tally = by_account.entry(row.try_get("account")?).or_default();
+            if row.try_get::<String, _>("kind")? == "credit" {
+                tally.0 += 1;
+            }
+            tally.1 += parse_signed(&row.try_get::<String, _>("amount")?)?;
+        }
+        by_account
+            .into_iter()
+            .map(|(account, (citations, earned))| {
+                Ok(ContributorEarnings { contributor: parse_address(&account)?, citations, earned })
+            })
+            .collect()
+    }
+
     pub async fn earnings_page(
         &self,
         account: &Address,

@@ -22,9 +22,9 @@ pub mod policy;
 
 pub use error::{Error, Result};
 pub use ledger::{
-    AccountProof, DatanetEarnings, Earnings, Entry, Epoch, EpochEarnings, Flag, FlagOutcome, FlagTarget, GENESIS,
-    Ledger, MAX_ADAPTERS, MAX_DATANETS, NewReceipt, PaidBy, Payment, Quote, Receipt, ReceiptCredit, ReceiptPayment,
-    RetrievedChunk, SettleOutcome, SplitSummary, VerifyReport,
+    AccountProof, ContributorEarnings, DatanetEarnings, Earnings, Entry, Epoch, EpochEarnings, Flag, FlagOutcome,
+    FlagTarget, GENESIS, Ledger, MAX_ADAPTERS, MAX_DATANETS, NewReceipt, PaidBy, Payment, Quote, Receipt,
+    ReceiptCredit, ReceiptPayment, RetrievedChunk, SettleOutcome, SplitSummary, VerifyReport,
 };
 pub use payers::{Balance, DEFAULT_HOLD_TTL, Deposit, FEES, Hold, Payer, Transfer, WORLD_CHAIN, WORLD_GRANT};
 pub use policy::{

@@ -62,6 +62,7 @@ pub struct AccessRequest {
 pub struct DatanetUpdate {
     pub description: Option<String>,
     pub visibility: Option<Visibility>,
+    pub review: Option<bool>,
 }
 
 fn address_of(row: &AnyRow, column: &str) -> Result<Address> {
@@ -94,9 +95,13 @@ impl Catalog {
         if let Some(visibility) = update.visibility {
             datanet.visibility = visibility;
         }
-        sqlx::query("UPDATE datanets SET description = $1, visibility = $2 WHERE id = $3")
+        if let Some(review) = update.review {
+            datanet.review = review;
+        }
+        sqlx::query("UPDATE datanets SET description = $1, visibility = $2, review = $3 WHERE id = $4")
             .bind(&datanet.description)
             .bind(datanet.visibility.as_str())
+            .bind(i64::from(datanet.review))
             .bind(datanet.id)
             .execute(self.pool())
             .await?;

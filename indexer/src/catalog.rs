@@ -62,6 +62,8 @@ pub struct Datanet {
     pub description: String,
     pub owner: Address,
     pub visibility: Visibility,
+    /// Uploads from anyone but the owner wait for an owner's or a member's review.
+    pub review: bool,
     pub created_at_ms: i64,
 }
 
@@ -73,6 +75,8 @@ pub struct NewDatanet {
     pub description: String,
     pub owner: Address,
     pub visibility: Visibility,
+    /// See [`Datanet::review`].
+    pub review: bool,
 }
 
 /// A document about to be committed, with its chunk spans (duplicates included).
@@ -269,13 +273,14 @@ impl Catalog {
         let name = stored_name(&new.name, &new.owner, new.visibility);
         let created_at_ms = now_ms();
         let row = sqlx::query(
-            "INSERT INTO datanets (name, description, owner, visibility, created_at) \
-             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            "INSERT INTO datanets (name, description, owner, visibility, review, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         )
         .bind(&name)
         .bind(&new.description)
         .bind(new.owner.to_lower_hex())
         .bind(new.visibility.as_str())
+        .bind(i64::from(new.review))
         .bind(created_at_ms)
         .fetch_one(&self.pool)
         .await
@@ -292,6 +297,7 @@ impl Catalog {
             description: new.description.clone(),
             owner: new.owner,
             visibility: new.visibility,
+            review: new.review,
             created_at_ms,
         })
     }
@@ -307,26 +313,29 @@ impl Catalog {
             description: row.try_get("description")?,
             owner: parse_address(&row.try_get::<String, _>("owner")?)?,
             visibility,
+            review: row.try_get::<i64, _>("review")? != 0,
             created_at_ms: row.try_get("created_at")?,
         })
     }
 
     /// The Datanet stored under `name` exactly.
     pub async fn datanet(&self, name: &str) -> Result<Datanet> {
-        let row =
-            sqlx::query("SELECT id, name, description, owner, visibility, created_at FROM datanets WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?
-                .ok_or_else(|| Error::DatanetNotFound(name.to_string()))?;
+        let row = sqlx::query(
+            "SELECT id, name, description, owner, visibility, review, created_at FROM datanets WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| Error::DatanetNotFound(name.to_string()))?;
         Self::datanet_from_row(&row)
     }
 
     pub async fn datanets(&self) -> Result<Vec<Datanet>> {
-        let rows =
-            sqlx::query("SELECT id, name, description, owner, visibility, created_at FROM datanets ORDER BY name")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT id, name, description, owner, visibility, review, created_at FROM datanets ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(Self::datanet_from_row).collect()
     }
 

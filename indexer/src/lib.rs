@@ -12,6 +12,7 @@ mod access;
 mod address;
 mod catalog;
 mod chunk;
+mod contributions;
 mod embed;
 #[cfg(feature = "onnx")]
 mod embed_onnx;
@@ -31,6 +32,7 @@ pub use catalog::{
     Backend, Catalog, ChunkRecord, Datanet, Document, NewDatanet, Visibility, stored_name, validate_datanet_name,
 };
 pub use chunk::{Chunk, ChunkId, Chunker, ChunkerConfig, heading, indexed_text, normalize};
+pub use contributions::{Contribution, ContributionStatus, ContributorTally, NewContribution};
 pub use embed::{BertEmbedder, DEFAULT_MODEL_ID, EmbedBackend, Embedder, MODEL_DIR_ENV, load_embedder, locate_model};
 #[cfg(feature = "onnx")]
 pub use embed_onnx::{ORT_LIBRARY_ENV, OnnxEmbedder, locate_onnxruntime, onnx_model_path};

@@ -73,8 +73,12 @@ async function signIn(page, key) {
   await page.locator(".session .who").waitFor();
 }
 
+/** Shows the page at `hash`, rendered afresh (also when it is the page shown now). */
 async function go(page, hash) {
-  await page.evaluate((h) => (location.hash = h), hash);
+  await page.evaluate((h) => {
+    if (location.hash === h) window.dispatchEvent(new HashChangeEvent("hashchange"));
+    else location.hash = h;
+  }, hash);
   await page.locator("main h1").first().waitFor();
   await page.locator("main .loading").first().waitFor({ state: "detached" }).catch(() => {});
 }
@@ -263,6 +267,44 @@ test("a private Datanet is invisible to a stranger", async () => {
     if (key) await shoot(page, "private-stranger");
     await page.close();
   }
+});
+
+test("a reviewed Datanet holds an upload until its owner accepts it", async () => {
+  await call("POST", "/v1/datanets", KEYS.alice, { name: "reviewed-notes", review: true, description: "Checked before use" });
+  const bob = await open("#/datanets/reviewed-notes");
+  await signIn(bob, KEYS.bob);
+  await go(bob, "#/datanets/reviewed-notes");
+  await bob.getByLabel("Files").setInputFiles([{ name: "levees.txt", mimeType: "text/plain", buffer: Buffer.from("Levees are embankments that keep a river in its channel during floods.") }]);
+  await bob.getByRole("button", { name: "Upload" }).click();
+  await bob.locator(".upload-results .warn", { hasText: "Waiting for review" }).waitFor();
+  await go(bob, "#/datanets/reviewed-notes");
+  const bobsRow = bob.locator("section", { hasText: "Your contributions" }).locator("tbody tr").first();
+  await bobsRow.locator(".status.pending").waitFor();
+  assert.equal(await bob.getByRole("button", { name: "Accept" }).count(), 0, "a contributor cannot accept");
+  const search = await call("POST", "/v1/search", KEYS.admin, { query: "levees embankments", datanets: ["reviewed-notes"], mode: "bm25" });
+  assert.equal(search.passages.length, 0, "a pending upload cannot be found");
+
+  const alice = await open("#/datanets/reviewed-notes");
+  await signIn(alice, KEYS.alice);
+  await go(alice, "#/datanets/reviewed-notes");
+  const row = alice.locator("section", { hasText: "Contributions" }).locator("tbody tr", { hasText: "levees.txt" });
+  await row.getByRole("button", { name: "Accept" }).waitFor();
+  await shoot(alice, "review-pending");
+  await row.getByRole("button", { name: "Accept" }).click();
+  const decided = alice.locator("tbody tr", { hasText: "levees.txt" }).locator(".status.accepted, .error");
+  await decided.first().waitFor();
+  assert.equal(await decided.first().getAttribute("class"), "status accepted", await decided.first().innerText());
+  await alice.locator("section", { hasText: "Leaderboard" }).locator("td a", { hasText: "0x7099" }).waitFor();
+  await axe(alice, "a reviewed Datanet's contributions");
+  await shoot(alice, "review-owner");
+  await alice.close();
+
+  await go(bob, "#/datanets/reviewed-notes");
+  await bob.locator("tbody tr", { hasText: "levees.txt" }).locator(".status.accepted").waitFor();
+  const found = await call("POST", "/v1/search", KEYS.admin, { query: "levees embankments", datanets: ["reviewed-notes"], mode: "bm25" });
+  assert.equal(found.passages[0].contributor, env("WEB_BOB"), "accepted: found, credited to its contributor");
+  await shoot(bob, "review-contributor");
+  await bob.close();
 });
 
 test("an API error is shown as a readable message", async () => {

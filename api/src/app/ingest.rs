@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use tributary_indexer::{Datanet, IngestOptions, IngestReport, Progress, SourceDocument};
+use tributary_indexer::{Datanet, IngestOptions, IngestReport, NewContribution, Progress, SourceDocument};
 
 use crate::app::App;
 
@@ -14,9 +14,38 @@ pub enum Documents {
 }
 
 /// Chunks, embeds and indexes `documents` into `datanet` under the Datanet's writer lock (the
-/// ingest protocol's single writer). Everything is parsed before anything is written, so
-/// nothing of a malformed upload is stored.
+/// ingest protocol's single writer), then records the upload as an accepted contribution of
+/// `options.contributor` (the operator's own ingest is never held for review). Everything is
+/// parsed before anything is written, so nothing of a malformed upload is stored.
 pub async fn ingest(
+    app: &App,
+    datanet: &Datanet,
+    documents: Documents,
+    options: &IngestOptions,
+    progress: &dyn Progress,
+) -> Result<IngestReport> {
+    let (names, bytes): (Vec<String>, u64) = match &documents {
+        Documents::Paths(paths) => {
+            (paths.iter().map(|p| p.display().to_string()).collect(), paths.iter().map(|p| size_of(p)).sum())
+        }
+        Documents::Read(sources) => {
+            (sources.iter().map(|s| s.external_id.clone()).collect(), sources.iter().map(|s| s.text.len() as u64).sum())
+        }
+    };
+    let report = index(app, datanet, documents, options, progress).await?;
+    let new = NewContribution {
+        datanet_id: datanet.id,
+        contributor: options.contributor,
+        content_hash: "",
+        names: &names,
+        bytes,
+    };
+    app.store.catalog().add_accepted_contribution(&new, &serde_json::to_string(&report)?).await?;
+    Ok(report)
+}
+
+/// [`ingest`] without recording a contribution (the caller records its own).
+pub(crate) async fn index(
     app: &App,
     datanet: &Datanet,
     documents: Documents,
@@ -36,4 +65,17 @@ pub async fn ingest(
         }
     };
     Ok(report)
+}
+
+/// Bytes under a path (a file, or a directory's files; links to files count, links to
+/// directories do not, so a cycle cannot loop), as far as they can be read.
+fn size_of(path: &std::path::Path) -> u64 {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => {
+            std::fs::read_dir(path).map(|entries| entries.flatten().map(|e| size_of(&e.path())).sum()).unwrap_or(0)
+        }
+        Ok(meta) if meta.is_symlink() => std::fs::metadata(path).ok().filter(|m| m.is_file()).map_or(0, |m| m.len()),
+        Ok(meta) => meta.len(),
+        Err(_) => 0,
+    }
 }

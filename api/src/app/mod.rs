@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod answers;
 pub mod batch;
 mod context;
+pub mod contributions;
 pub mod eval;
 pub mod ingest;
 pub mod keys;

@@ -23,6 +23,16 @@ pub enum DatanetCommand {
         private: bool,
         #[arg(long, default_value = "")]
         description: String,
+        /// Hold uploads from anyone but the owner until the owner or a member accepts them
+        /// (`tributary contribution`).
+        #[arg(long)]
+        review: bool,
+    },
+    /// Turn review of new uploads on or off (pending contributions stay pending either way).
+    SetReview {
+        name: String,
+        #[arg(action = clap::ArgAction::Set)]
+        review: bool,
     },
     List {
         #[arg(long)]
@@ -57,18 +67,24 @@ pub struct IngestArgs {
 
 pub async fn datanet(app: &App, command: DatanetCommand) -> Result<()> {
     match command {
-        DatanetCommand::Create { name, owner, private, description } => {
+        DatanetCommand::Create { name, owner, private, description, review } => {
             let owner = owner.as_deref().map(parse_address).transpose()?.unwrap_or(Address::ZERO);
             let visibility = if private { Visibility::Private } else { Visibility::Public };
-            let datanet =
-                app.store.catalog().create_datanet(&NewDatanet { name, description, owner, visibility }).await?;
+            let new = NewDatanet { name, description, owner, visibility, review };
+            let datanet = app.store.catalog().create_datanet(&new).await?;
             println!(
-                "created Datanet {} (id {}, owner {}, {})",
+                "created Datanet {} (id {}, owner {}, {}{})",
                 datanet.name,
                 datanet.id,
                 datanet.owner,
-                visibility.as_str()
+                visibility.as_str(),
+                if review { ", uploads reviewed" } else { "" }
             );
+        }
+        DatanetCommand::SetReview { name, review } => {
+            let update = tributary_indexer::DatanetUpdate { review: Some(review), ..Default::default() };
+            let datanet = app.store.catalog().update_datanet(&app.datanet(&name).await?.name, &update).await?;
+            println!("Datanet {}: uploads {}", datanet.name, if review { "wait for review" } else { "go in at once" });
         }
         DatanetCommand::List { json } => {
             let datanets = app.store.catalog().datanets().await?;
@@ -79,7 +95,7 @@ pub async fn datanet(app: &App, command: DatanetCommand) -> Result<()> {
                         serde_json::json!({
                             "id": d.id, "name": d.name, "description": d.description,
                             "owner": d.owner.to_checksummed(), "visibility": d.visibility,
-                            "created_at_ms": d.created_at_ms,
+                            "review": d.review, "created_at_ms": d.created_at_ms,
                         })
                     })
                     .collect();

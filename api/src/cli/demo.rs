@@ -74,6 +74,7 @@ pub async fn run(app: &App) -> Result<()> {
             description: "Rivers and watersheds (sample, CC0-1.0)".into(),
             owner: alice,
             visibility: Visibility::Public,
+            review: false,
         })
         .await
     {

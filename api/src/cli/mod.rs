@@ -7,6 +7,7 @@ mod accounts;
 mod adapters;
 mod answers;
 mod apikeys;
+mod contributions;
 mod datanets;
 mod demo;
 mod eval;
@@ -164,6 +165,9 @@ pub enum Command {
     /// Create, list and revoke the HTTP API's keys.
     #[command(subcommand)]
     Apikey(apikeys::ApikeyCommand),
+    /// Review the uploads Datanets hold for review: list, accept, reject.
+    #[command(subcommand)]
+    Contribution(contributions::ContributionCommand),
 }
 
 impl Global {
@@ -216,5 +220,6 @@ pub async fn run(app: &App, command: Command) -> Result<()> {
         Command::Chain(command) => onchain::command(app, command).await,
         Command::Demo => demo::run(app).await,
         Command::Apikey(command) => apikeys::command(app, command).await,
+        Command::Contribution(command) => contributions::command(app, command).await,
     }
 }

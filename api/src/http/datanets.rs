@@ -3,7 +3,7 @@
 use axum::extract::{Multipart, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use tributary_indexer::{Address, ChunkerConfig, Datanet, DatanetUpdate, IngestOptions, NewDatanet, NoProgress};
+use tributary_indexer::{Address, ChunkerConfig, Datanet, DatanetUpdate, IngestOptions, NewDatanet};
 use tributary_retriever::Query as RetrievalQuery;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -13,7 +13,7 @@ use super::error::{ApiError, ApiResult, Errors};
 use super::extract::{Json, Path, Query, paginate};
 use super::state::AppState;
 use super::wire::{self, PageParams};
-use crate::app::ingest::{Documents, ingest};
+use crate::app::contributions;
 use crate::app::keys::Role;
 use crate::app::uploads;
 
@@ -104,7 +104,13 @@ async fn create_datanet(
     let visibility = body.visibility.unwrap_or(wire::Visibility::Public).into();
     let datanet = state
         .catalog()
-        .create_datanet(&NewDatanet { name: body.name, description: body.description, owner, visibility })
+        .create_datanet(&NewDatanet {
+            name: body.name,
+            description: body.description,
+            owner,
+            visibility,
+            review: body.review,
+        })
         .await?;
     Ok((StatusCode::CREATED, Json(wire::Datanet::from(&datanet))))
 }
@@ -121,7 +127,7 @@ async fn get_datanet(
     Ok(Json(wire::Datanet::from(&readable(&state, &caller, &name).await?)))
 }
 
-/// Changes the description or visibility (owner or admin).
+/// Changes the description, the visibility or whether uploads wait for review (owner or admin).
 #[utoipa::path(
     patch, path = "/v1/datanets/{name}", tag = "datanets", params(("name" = String, Path)),
     request_body = wire::UpdateDatanet, security(("api_key" = [])),
@@ -134,7 +140,11 @@ async fn update_datanet(
     Json(body): Json<wire::UpdateDatanet>,
 ) -> ApiResult<Json<wire::Datanet>> {
     let datanet = governed(&state, &caller, &name).await?;
-    let update = DatanetUpdate { description: body.description, visibility: body.visibility.map(Into::into) };
+    let update = DatanetUpdate {
+        description: body.description,
+        visibility: body.visibility.map(Into::into),
+        review: body.review,
+    };
     Ok(Json(wire::Datanet::from(&state.catalog().update_datanet(&datanet.name, &update).await?)))
 }
 
@@ -531,46 +541,59 @@ async fn upload(
         Some(typed) => Some(uploads::claim(state.app(), typed, &contributor).await?.map_err(refused)?),
         None => None,
     };
-    let stored = store_upload(&state, &datanet, upload, &options).await;
+    let review = contributions::needs_review(&datanet, &contributor, caller.is_admin());
+    let submission = contributions::Submission {
+        contributor,
+        upload: contributions::Upload {
+            content_hash: hash.clone(),
+            documents: upload
+                .documents
+                .into_iter()
+                .map(|d| contributions::Submitted { name: d.name, text: d.text })
+                .collect(),
+            license: options.license.clone(),
+            chunk_tokens: options.chunker.target_tokens,
+            overlap_tokens: options.chunker.overlap_tokens,
+        },
+    };
+    let stored = store_upload(&state, &datanet, &submission, review).await;
     if let (Err(_), Some(claim)) = (&stored, claim)
         && let Err(e) = claim.release(state.app()).await
     {
         tracing::warn!(error = %e, "giving back a signed upload's nonce failed");
     }
-    let report = stored?;
+    let (contribution, report) = match stored? {
+        contributions::Outcome::Indexed(contribution, report) => (contribution, Some(wire::view(&report)?)),
+        contributions::Outcome::Pending(contribution) => (contribution, None),
+    };
     Ok(Json(wire::UploadResult {
+        contribution: wire::Contribution::of(&contribution, &datanet.name),
         datanet: datanet.name,
         contributor: contributor.to_checksummed(),
         content_hash: hash,
-        report: wire::view(&report)?,
+        report,
     }))
 }
 
-/// Reads the upload's documents (off the async workers) and ingests them.
+/// Indexes the upload, or holds it for review.
 async fn store_upload(
     state: &AppState,
     datanet: &Datanet,
-    upload: wire::Upload,
-    options: &IngestOptions,
-) -> ApiResult<tributary_indexer::IngestReport> {
-    let documents = upload.documents;
-    let sources = tokio::task::spawn_blocking(move || {
-        let mut sources = Vec::new();
-        for d in documents {
-            sources.extend(tributary_indexer::read_upload(&d.name, d.text.into_bytes())?);
-        }
-        Ok::<_, tributary_indexer::Error>(sources)
-    })
-    .await
-    .map_err(ApiError::internal)??;
-    // Loads the model off the async workers first (an error here is `not_ready`).
-    state.embedder().await?;
-    let report = ingest(state.app(), datanet, Documents::Read(sources), options, &NoProgress).await?;
-    let metrics = state.metrics();
-    metrics.ingested_documents.inc_by(report.documents_stored as u64);
-    metrics.ingested_chunks.inc_by(report.new_chunks as u64);
-    metrics.duplicate_chunks.inc_by(report.duplicate_chunks as u64);
-    Ok(report)
+    submission: &contributions::Submission,
+    review: bool,
+) -> ApiResult<contributions::Outcome> {
+    if !review {
+        // Loads the model off the async workers first (an error here is `not_ready`).
+        state.embedder().await?;
+    }
+    let outcome = contributions::submit(state.app(), datanet, submission, review).await?;
+    if let contributions::Outcome::Indexed(_, report) = &outcome {
+        let metrics = state.metrics();
+        metrics.ingested_documents.inc_by(report.documents_stored as u64);
+        metrics.ingested_chunks.inc_by(report.new_chunks as u64);
+        metrics.duplicate_chunks.inc_by(report.duplicate_chunks as u64);
+    }
+    Ok(outcome)
 }
 
 async fn read_multipart(mut multipart: Multipart) -> ApiResult<wire::Upload> {

@@ -13,6 +13,7 @@
 mod accounts;
 mod answers;
 pub mod auth;
+mod contributions;
 mod datanets;
 pub mod error;
 mod extract;
@@ -94,6 +95,7 @@ impl utoipa::Modify for Security {
 fn routers() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(datanets::router())
+        .merge(contributions::router())
         .merge(accounts::router())
         .merge(answers::router())
         .merge(ledger::router())
@@ -204,6 +206,14 @@ pub async fn serve(app: Arc<App>, args: ServeArgs) -> anyhow::Result<()> {
     // Load the embedding model before taking traffic: the first search should not pay for it.
     let loader = app.clone();
     tokio::task::spawn_blocking(move || loader.embedder()).await??;
+    // Contributions accepted before a stop but not yet indexed are indexed now.
+    // One that cannot be (its stored upload no longer parses) is logged and left for the
+    // operator (`tributary contribution list`): it must not keep the server from starting.
+    match crate::app::contributions::resume(&app).await {
+        Ok(0) => {}
+        Ok(resumed) => tracing::info!(resumed, "indexed accepted contributions a stop had interrupted"),
+        Err(e) => tracing::error!(error = %e, "indexing an accepted contribution failed; it stays accepting"),
+    }
     let listener = tokio::net::TcpListener::bind(args.bind).await.with_context(|| format!("binding {}", args.bind))?;
     let local = listener.local_addr()?;
     // Tests and scripts read this line to find a port chosen by the OS (`--bind 127.0.0.1:0`).

@@ -70,6 +70,8 @@ pub struct Datanet {
     /// EIP-55 address.
     pub owner: String,
     pub visibility: Visibility,
+    /// Uploads from anyone but the owner wait for the owner's or a member's review.
+    pub review: bool,
     pub created_at_ms: i64,
 }
 
@@ -84,6 +86,7 @@ impl From<&tributary_indexer::Datanet> for Datanet {
                 tributary_indexer::Visibility::Public => Visibility::Public,
                 tributary_indexer::Visibility::Private => Visibility::Private,
             },
+            review: d.review,
             created_at_ms: d.created_at_ms,
         }
     }
@@ -106,6 +109,9 @@ pub struct CreateDatanet {
     pub owner: Option<String>,
     /// Default public.
     pub visibility: Option<Visibility>,
+    /// Hold uploads from anyone but the owner for review (default false).
+    #[serde(default)]
+    pub review: bool,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -113,6 +119,8 @@ pub struct CreateDatanet {
 pub struct UpdateDatanet {
     pub description: Option<String>,
     pub visibility: Option<Visibility>,
+    /// Whether uploads wait for review from now on (pending ones stay pending either way).
+    pub review: Option<bool>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -324,7 +332,113 @@ pub struct UploadResult {
     /// Who the new chunks are credited to.
     pub contributor: String,
     pub content_hash: String,
-    pub report: IngestReport,
+    /// The upload as a contribution: `accepted` (indexed now) or `pending` (held for review).
+    pub contribution: Contribution,
+    /// What indexing did; absent while the upload waits for review.
+    pub report: Option<IngestReport>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ContributionStatus {
+    /// Held for review: not indexed, retrievable or creditable.
+    Pending,
+    /// Accepted; being indexed.
+    Accepting,
+    Accepted,
+    Rejected,
+}
+
+/// One upload to a Datanet and what became of it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Contribution {
+    pub id: i64,
+    pub datanet: String,
+    pub contributor: String,
+    pub status: ContributionStatus,
+    pub content_hash: String,
+    /// The documents' names.
+    pub documents: Vec<String>,
+    pub bytes: u64,
+    /// What indexing did, once accepted.
+    pub report: Option<IngestReport>,
+    /// Why it was rejected.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    pub created_at_ms: i64,
+    pub decided_at_ms: Option<i64>,
+    /// The address that decided, or `admin`.
+    pub decided_by: Option<String>,
+}
+
+impl Contribution {
+    pub fn of(c: &tributary_indexer::Contribution, datanet: &str) -> Contribution {
+        Contribution {
+            id: c.id,
+            datanet: datanet.to_string(),
+            contributor: c.contributor.to_checksummed(),
+            status: match c.status {
+                tributary_indexer::ContributionStatus::Pending => ContributionStatus::Pending,
+                tributary_indexer::ContributionStatus::Accepting => ContributionStatus::Accepting,
+                tributary_indexer::ContributionStatus::Accepted => ContributionStatus::Accepted,
+                tributary_indexer::ContributionStatus::Rejected => ContributionStatus::Rejected,
+            },
+            content_hash: c.content_hash.clone(),
+            documents: c.names.clone(),
+            bytes: c.bytes,
+            report: c.report.as_deref().and_then(|r| serde_json::from_str(r).ok()),
+            reason: c.reason.clone(),
+            created_at_ms: c.created_at_ms,
+            decided_at_ms: c.decided_at_ms,
+            decided_by: c.decided_by.clone(),
+        }
+    }
+}
+
+page!(ContributionPage, Contribution);
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ContributionParams {
+    /// Only contributions in this state.
+    pub status: Option<ContributionStatus>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Items per page, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<usize>,
+}
+
+/// Accept (index it, credited to its contributor) or reject (with a reason) a pending
+/// contribution, once.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContributionDecision {
+    pub accept: bool,
+    /// Shown to the contributor; up to 1,000 characters.
+    #[serde(default)]
+    #[schema(max_length = 1000)]
+    pub reason: String,
+}
+
+/// A Datanet's contributors, most earned first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Leaderboard {
+    pub datanet: String,
+    pub contributors: Vec<LeaderboardRow>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LeaderboardRow {
+    pub contributor: String,
+    pub accepted_uploads: u64,
+    /// Chunks whose credit the contributor holds (the first to contribute that text).
+    pub chunks: u64,
+    /// Citations of those chunks that credited the contributor.
+    pub citations: u64,
+    /// What those citations earned, less slashes, in the token's smallest unit.
+    #[schema(pattern = "^-?[0-9]+$")]
+    pub earned: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

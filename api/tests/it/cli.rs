@@ -31,6 +31,22 @@ fn ingest_search_and_trec_run() {
         run_ok(tributary(&data).args(["ingest", "--datanet", &geo, "--contributor", BOB, "--json"]).arg(&corpus));
     let report: serde_json::Value = serde_json::from_str(&report).unwrap();
     assert_eq!(report["documents_stored"], 30);
+    // The operator's ingest is an accepted contribution, review or not; a decision is once.
+    run_ok(tributary(&data).args(["datanet", "set-review", &geo, "true"]));
+    let listed: serde_json::Value =
+        serde_json::from_str(&run_ok(tributary(&data).args(["datanet", "list", "--json"]))).unwrap();
+    assert_eq!(listed[0]["review"], true);
+    let contributions = run_ok(tributary(&data).args(["contribution", "list", "--datanet", &geo, "--json"]));
+    let contributions: serde_json::Value = serde_json::from_str(&contributions).unwrap();
+    assert_eq!(
+        (contributions[0]["status"].as_str(), contributions[0]["contributor"].as_str()),
+        (Some("accepted"), Some(BOB))
+    );
+    let id = contributions[0]["id"].to_string();
+    assert!(
+        fails(tributary(&data).args(["contribution", "reject", "--datanet", &geo, &id, "--reason", "x"]))
+            .contains("already accepted")
+    );
 
     let out =
         run_ok(tributary(&data).args(["search", "--datanet", &geo, "--k", "3", "--json", "glacier number 7 erodes"]));

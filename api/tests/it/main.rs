@@ -11,6 +11,7 @@ mod fuzz;
 mod http;
 mod layers;
 mod ledger;
+mod review;
 mod serve;
 mod soak;
 

@@ -66,6 +66,7 @@ pub async fn fixture(backend: Backend) -> Fixture {
         description: String::new(),
         owner: owner(),
         visibility: Visibility::Public,
+        review: false,
     };
     let datanet = store.catalog().create_datanet(&new).await.unwrap();
     let files = dir.path().join("files");

@@ -89,7 +89,13 @@ async fn main() -> Result<()> {
     let catalog = store.catalog();
     let backend = format!("{:?}", catalog.backend());
     let name = format!("bench{}", std::process::id());
-    let new = NewDatanet { name, description: String::new(), owner: address(999_999), visibility: Visibility::Public };
+    let new = NewDatanet {
+        name,
+        description: String::new(),
+        owner: address(999_999),
+        visibility: Visibility::Public,
+        review: false,
+    };
     let datanet = catalog.create_datanet(&new).await?;
     let pool = catalog.pool();
 

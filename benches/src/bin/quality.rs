@@ -74,6 +74,7 @@ async fn main() -> Result<()> {
             description: args.dataset.display().to_string(),
             owner: Address::ZERO,
             visibility: Visibility::Public,
+            review: false,
         })
         .await
     {

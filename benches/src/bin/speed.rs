@@ -126,6 +126,7 @@ async fn main() -> Result<()> {
             description: String::new(),
             owner: Address::ZERO,
             visibility: Visibility::Public,
+            review: false,
         })
         .await?;
     let started = Instant::now();

@@ -30,6 +30,7 @@ async fn datanet(store: &Store, name: &str) -> Datanet {
             description: String::new(),
             owner: alice(),
             visibility: Visibility::Public,
+            review: false,
         })
         .await
         .unwrap()
@@ -131,7 +132,7 @@ async fn malformed_input_stores_nothing_on_both_backends() {
         // Datanet never collides with (and so never reveals) someone else's private name. It
         // collided, and answered DatanetExists, when names were unique across all Datanets.
         async fn create(store: &Store, name: &str, owner: Address, visibility: Visibility) -> Result<Datanet, Error> {
-            let new = NewDatanet { name: name.into(), description: String::new(), owner, visibility };
+            let new = NewDatanet { name: name.into(), description: String::new(), owner, visibility, review: false };
             store.catalog().create_datanet(&new).await
         }
         let (alice, bob) = (alice(), bob());
@@ -161,6 +162,7 @@ async fn malformed_input_stores_nothing_on_both_backends() {
                     description: String::new(),
                     owner: alice,
                     visibility: Visibility::Public,
+                    review: false,
                 })
                 .await
                 .unwrap_err();

@@ -36,6 +36,7 @@ async fn datanet(store: &Store, name: &str) -> Datanet {
             description: String::new(),
             owner,
             visibility: Visibility::Public,
+            review: false,
         })
         .await
         .unwrap()
