@@ -28,11 +28,12 @@ export async function contributorPage(address) {
     fill(out, empty("Type an address, or sign in with a key that has one, to see what its data earned."));
     return page;
   }
-  const [earnings, proof] = await Promise.all([
+  const [earnings, proof, claimable] = await Promise.all([
     get(`/v1/earnings/${shown}?limit=200`).catch((e) => e),
     get(`/v1/proofs/${shown}`).catch((e) => e),
+    get(`/v1/claims/${shown}`).catch((e) => e),
   ]);
-  fill(out, h("p", { class: "muted" }, "Address ", h("code", {}, shown)), earningsView(earnings), claimView(shown, proof));
+  fill(out, h("p", { class: "muted" }, "Address ", h("code", {}, shown)), earningsView(earnings), claimView(shown, proof, claimable));
   return page;
 }
 
@@ -134,10 +135,11 @@ function chart(entries) {
   return h("figure", {}, svg, h("figcaption", { class: "muted" }, `Cumulative earnings over ${series.length} entr${series.length === 1 ? "y" : "ies"}.`));
 }
 
-function claimView(address, proof) {
+function claimView(address, proof, claimable) {
   if (proof instanceof Error) {
     return section("Claim", proof.status === 404 ? empty("Nothing to claim yet: this address is in no closed epoch. Earnings become claimable when an epoch is settled.") : errorBox(proof));
   }
+  const onChain = !(claimable instanceof Error) && claimable.contracts;
   const out = h("div", { role: "status" });
   const serverClaim = h("button", { type: "button", class: "primary" }, "Claim");
   serverClaim.addEventListener("click", () =>
@@ -152,17 +154,27 @@ function claimView(address, proof) {
       busy(walletClaim, async () => {
         const chain = await get("/v1/chain");
         if (!chain.payouts) throw { title: "No payout contract", detail: "This server has not deployed its contracts yet." };
+        // Claims are checked against the chain's latest root: the proof of that epoch.
+        const epoch = chain.chain_latest_epoch;
+        if (!epoch) throw { title: "Nothing posted yet", detail: "No epoch is on chain yet; claims open once the operator settles one." };
+        const posted = await get(`/v1/proofs/${address}?epoch=${epoch}`);
         const [from] = await window.ethereum.request({ method: "eth_requestAccounts" });
-        const tx = await window.ethereum.request({ method: "eth_sendTransaction", params: [{ from, to: chain.payouts, data: claimCalldata(proof) }] });
+        const tx = await window.ethereum.request({ method: "eth_sendTransaction", params: [{ from, to: chain.payouts, data: claimCalldata(posted) }] });
         fill(out, h("p", { class: "ok" }, "Claim sent: ", h("code", { class: "wrap" }, tx)));
       }, out),
     );
   }
+  const stat = (label, id, amount) => h("div", { class: "stat" }, h("span", { class: "stat-label" }, label), h("span", { class: "stat-value", id, dataset: { amount } }, `${tokens(amount)} ${TOKEN}`));
+  const stats = onChain
+    ? [stat(`Claimable now (epoch ${claimable.epoch} on chain)`, "claimable", claimable.claimable), stat("Paid out so far", "paid", claimable.paid), stat(`Settled through epoch ${proof.epoch}`, "settled-total", proof.cumulative)]
+    : [stat(`Settled through epoch ${proof.epoch}`, "settled-total", proof.cumulative)];
   return section(
     "Claim",
-    h("div", { class: "stats" }, h("div", { class: "stat" }, h("span", { class: "stat-label" }, `Claimable through epoch ${proof.epoch}`), h("span", { class: "stat-value", id: "claimable", dataset: { amount: proof.cumulative } }, `${tokens(proof.cumulative)} ${TOKEN}`))),
-    h("p", { class: "muted" }, "The cumulative amount settled for this address; a claim pays it less what earlier claims paid. Anyone may submit the proof; the tokens always go to the address."),
-    h("details", {}, h("summary", {}, "Merkle proof"), h("dl", { class: "facts" }, h("dt", {}, "Leaf index"), h("dd", {}, String(proof.index)), h("dt", {}, "Root"), h("dd", {}, h("code", { class: "wrap" }, proof.root)), h("dt", {}, "Proof"), h("dd", {}, proof.proof.length ? proof.proof.map((p) => h("code", { class: "wrap block" }, p)) : "(the only leaf)"))),
+    h("div", { class: "stats" }, stats),
+    onChain
+      ? h("p", { class: "muted" }, "A claim pays the cumulative amount of the chain's latest epoch less what earlier claims paid. Anyone may submit the proof; the tokens always go to the address.")
+      : h("p", { class: "notice" }, claimable instanceof Error ? `The chain cannot be read now: ${claimable.detail || claimable.message}` : "This server has no payout contract deployed yet: settled earnings become claimable once it has, and its first epoch is posted."),
+    h("details", {}, h("summary", {}, `Merkle proof (epoch ${proof.epoch})`), h("dl", { class: "facts" }, h("dt", {}, "Leaf index"), h("dd", {}, String(proof.index)), h("dt", {}, "Root"), h("dd", {}, h("code", { class: "wrap" }, proof.root)), h("dt", {}, "Proof"), h("dd", {}, proof.proof.length ? proof.proof.map((p) => h("code", { class: "wrap block" }, p)) : "(the only leaf)"))),
     h("div", { class: "actions" }, walletClaim, serverClaim),
     out,
   );

@@ -91,12 +91,18 @@ export function table(caption, columns, rows) {
   return h(
     "div",
     { class: "table-wrap", tabindex: "0", role: "region", "aria-label": caption },
+    // Explicit roles: on a phone the rows stack as cards (each cell showing its column's
+    // title), and a table restyled so keeps its semantics only when they are spelled out.
     h(
       "table",
-      {},
+      { role: "table" },
       h("caption", { class: "sr-only" }, caption),
-      h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col" }, c)))),
-      h("tbody", {}, rows.map((cells) => h("tr", {}, cells.map((c) => h("td", {}, c))))),
+      h("thead", { role: "rowgroup" }, h("tr", { role: "row" }, columns.map((c) => h("th", { scope: "col", role: "columnheader" }, c)))),
+      h(
+        "tbody",
+        { role: "rowgroup" },
+        rows.map((cells) => h("tr", { role: "row" }, cells.map((c, i) => h("td", { role: "cell", dataset: { label: columns[i] || "" } }, c)))),
+      ),
     ),
   );
 }

@@ -52,8 +52,9 @@ after(async () => {
   assert.deepEqual(problems, []);
 });
 
-async function open(hash) {
+async function open(hash, init) {
   const page = await context.newPage();
+  if (init) await page.addInitScript(...init);
   page.on("console", (m) => {
     // A refused request is logged by the browser as "Failed to load resource"; the flows that
     // expect one check the message the page shows. Anything else (a script error, a CSP
@@ -235,10 +236,12 @@ test("a contributor's earnings rise with an answer, and settling makes them clai
   const settled = await call("POST", "/v1/admin/settle", KEYS.admin, {});
   assert.ok(settled.epoch, JSON.stringify(settled));
   await page.reload();
-  const claimable = page.locator("#claimable");
-  await claimable.waitFor();
-  assert.equal(await amountOf(claimable), after, "everything earned so far is claimable");
-  // No chain is deployed here: the claim is refused, and the page says why.
+  const settledTotal = page.locator("#settled-total");
+  await settledTotal.waitFor();
+  assert.equal(await amountOf(settledTotal), after, "everything earned so far is settled");
+  // No chain is deployed here: the page says claims open once one is, and a claim is refused
+  // with the reason.
+  assert.match(await page.locator(".card .notice").innerText(), /no payout contract/);
   await page.getByRole("button", { name: "Claim", exact: true }).click();
   const error = page.locator(".card .error");
   await error.waitFor();
@@ -305,6 +308,33 @@ test("a reviewed Datanet holds an upload until its owner accepts it", async () =
   assert.equal(found.passages[0].contributor, env("WEB_BOB"), "accepted: found, credited to its contributor");
   await shoot(bob, "review-contributor");
   await bob.close();
+});
+
+test("an EIP-1193 wallet supplies the contributor's address", async () => {
+  // A stand-in for a browser wallet (no wallet extension runs in headless Chromium): the
+  // provider interface the page uses, answering with alice's account and recording calls.
+  const wallet = (account) => {
+    window.__walletCalls = [];
+    window.ethereum = {
+      request: async ({ method, params }) => {
+        window.__walletCalls.push({ method, params });
+        if (method === "eth_requestAccounts") return [account];
+        throw new Error(`unexpected ${method}`);
+      },
+    };
+  };
+  const page = await open("#/contributor", [wallet, ALICE]);
+  await signIn(page, KEYS.alice);
+  await go(page, "#/contributor");
+  await page.getByRole("button", { name: "Use my wallet" }).click();
+  await page.waitForURL(new RegExp(`#/contributor/${ALICE}$`));
+  await page.locator(".stat-value[data-kind=total]").waitFor();
+  assert.deepEqual(await page.evaluate(() => window.__walletCalls.map((c) => c.method)), ["eth_requestAccounts"]);
+  // Without contracts the wallet is not asked to send anything: the page says why.
+  await page.getByRole("button", { name: "Claim with my wallet" }).click();
+  await page.locator(".card .error", { hasText: "No payout contract" }).waitFor();
+  assert.deepEqual(await page.evaluate(() => window.__walletCalls.map((c) => c.method)), ["eth_requestAccounts"]);
+  await page.close();
 });
 
 test("an API error is shown as a readable message", async () => {

@@ -588,6 +588,60 @@ pub async fn claim_for(app: &App, account: &tributary_indexer::Address) -> Resul
     })
 }
 
+/// What an address can claim now: its cumulative total in the chain's latest epoch less what
+/// the payout contract has paid it.
+#[derive(Debug, serde::Serialize)]
+pub struct Claimable {
+    pub account: String,
+    /// Whether payout contracts are deployed; without them nothing is claimable.
+    pub contracts: bool,
+    /// The chain's latest posted epoch (0: none yet).
+    pub epoch: i64,
+    pub cumulative: String,
+    pub paid: String,
+    pub claimable: String,
+}
+
+/// [`Claimable`] for `account`, read from the ledger's proof and the contract (all zero
+/// without deployed contracts).
+pub async fn claimable(app: &App, account: &tributary_indexer::Address) -> Result<Claimable> {
+    let config = load_config(&config_path(app))?;
+    if config.payouts.is_none() {
+        let zero = "0".to_string();
+        return Ok(Claimable {
+            account: account.to_checksummed(),
+            contracts: false,
+            epoch: 0,
+            cumulative: zero.clone(),
+            paid: zero.clone(),
+            claimable: zero,
+        });
+    }
+    let payouts = payouts_address(&config)?;
+    let chain = reader(app, &config)?;
+    let contract = chain.payouts(payouts);
+    let epoch = contract.latestEpoch().call().await.map_err(revert)? as i64;
+    let (cumulative, paid) = if epoch == 0 {
+        (0u128, U256::ZERO)
+    } else {
+        match app.ledger().proof(account, Some(epoch)).await {
+            Ok(proof) => (proof.cumulative, contract.paid(U256::from(proof.index)).call().await.map_err(revert)?),
+            // Not in that epoch: nothing owed.
+            Err(tributary_attribution::Error::NotFound(_)) => (0, U256::ZERO),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let owed = U256::from(cumulative).saturating_sub(paid);
+    Ok(Claimable {
+        account: account.to_checksummed(),
+        contracts: true,
+        epoch,
+        cumulative: cumulative.to_string(),
+        paid: paid.to_string(),
+        claimable: owed.to_string(),
+    })
+}
+
 /// One `pushBatch` transaction.
 #[derive(Debug, serde::Serialize)]
 pub struct PushedBatch {

@@ -24,6 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_epoch))
         .routes(routes!(get_proof))
         .routes(routes!(claim))
+        .routes(routes!(get_claimable))
         .routes(routes!(settle))
         .routes(routes!(list_flags, create_flag))
         .routes(routes!(lift_flag))
@@ -166,6 +167,21 @@ async fn get_proof(
 ) -> ApiResult<Json<wire::AccountProof>> {
     let account = parse_address(&address)?;
     Ok(Json(view(&state.app().ledger().proof(&account, params.epoch).await?)?))
+}
+
+/// What the address can claim now: its cumulative total in the chain's latest posted epoch
+/// less what the payout contract has paid it. Public, like proofs. Without deployed contracts
+/// `contracts` is false and nothing is claimable.
+#[utoipa::path(
+    get, path = "/v1/claims/{address}", tag = "ledger", params(("address" = String, Path, pattern = "^0x[0-9a-fA-F]{40}$")),
+    responses((status = 200, body = wire::Claimable), Errors)
+)]
+async fn get_claimable(State(state): State<AppState>, Path(address): Path<String>) -> ApiResult<Json<wire::Claimable>> {
+    let account = parse_address(&address)?;
+    match crate::app::onchain::claimable(state.app(), &account).await {
+        Ok(claimable) => Ok(Json(view(&claimable)?)),
+        Err(e) => Err(chain_error(e)),
+    }
 }
 
 /// Submits the address's claim on chain with the server's signer (the tokens go to the

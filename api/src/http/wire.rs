@@ -1227,6 +1227,26 @@ pub struct AdapterPricing {
     pub owner: Option<String>,
 }
 
+/// What an address can claim now. Amounts in the token's smallest unit.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Claimable {
+    pub account: String,
+    /// Whether payout contracts are deployed; without them every amount is 0.
+    pub contracts: bool,
+    /// The chain's latest posted epoch (0: none yet): claims are checked against its root.
+    pub epoch: i64,
+    /// The address's cumulative total in that epoch.
+    #[schema(pattern = "^[0-9]+$")]
+    pub cumulative: String,
+    /// What the payout contract has paid the address so far.
+    #[schema(pattern = "^[0-9]+$")]
+    pub paid: String,
+    /// `cumulative - paid`: what a claim would pay now.
+    #[schema(pattern = "^[0-9]+$")]
+    pub claimable: String,
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ClaimResult {
     pub account: String,

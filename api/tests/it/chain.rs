@@ -162,8 +162,16 @@ async fn epochs_post_on_chain_once_and_claims_pay_the_ledger_amount() {
             .bearer_auth(&key)
             .json(&serde_json::json!({"address": TREASURY}))
     };
+    let claimable = |who: &str| client.get(format!("{}/v1/claims/{who}", server.url)).send();
+    let before: serde_json::Value = claimable(TREASURY).await.unwrap().json().await.unwrap();
+    assert_eq!((&before["contracts"], &before["epoch"]), (&true.into(), &1.into()), "{before}");
+    assert_eq!((&before["claimable"], &before["paid"]), (&treasury_proof["cumulative"], &"0".into()), "{before}");
     let paid: serde_json::Value = claim().send().await.unwrap().json().await.unwrap();
     assert_eq!(paid["paid"], treasury_proof["cumulative"], "{paid}");
+    let after: serde_json::Value = claimable(TREASURY).await.unwrap().json().await.unwrap();
+    assert_eq!((&after["claimable"], &after["paid"]), (&"0".into(), &treasury_proof["cumulative"]), "{after}");
+    let alice: serde_json::Value = claimable(ALICE).await.unwrap().json().await.unwrap();
+    assert_eq!(alice["claimable"], "0", "claimed from the command line before: {alice}");
     let refused = claim().send().await.unwrap();
     assert_eq!(refused.status(), 409);
     let refused: serde_json::Value = refused.json().await.unwrap();

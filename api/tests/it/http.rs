@@ -918,6 +918,9 @@ async fn answers_stream_and_pay() {
     let spans = document.body["spans"].as_array().unwrap();
     assert!(spans.iter().any(|sp| sp["chunk_id"] == citation["chunk_id"] && sp["start"] == start && sp["end"] == end));
     assert_eq!(s.call("GET", "/v1/datanets/rivers/documents/999999", None, None).await.body["code"], "not_found");
+    // Without payout contracts nothing is claimable, and the answer says why.
+    let claimable = s.call("GET", &format!("/v1/claims/{BOB}"), None, None).await.body;
+    assert_eq!((&claimable["contracts"], &claimable["claimable"]), (&json!(false), &json!("0")), "{claimable}");
     let account = s.call("GET", &format!("/v1/accounts/{PAYER}"), Some(&payer), None).await.body;
     assert_eq!(account["balance"].as_str().unwrap().parse::<u128>().unwrap(), price * 9, "granted once: {account}");
     assert_eq!((account["spent"].as_str(), account["held"].as_str()), (Some("1000000000000000"), Some("0")));
