@@ -29,12 +29,25 @@ export async function contributorPage(address) {
     return page;
   }
   const [earnings, proof, claimable] = await Promise.all([
-    get(`/v1/earnings/${shown}?limit=200`).catch((e) => e),
+    earningsOf(shown).catch((e) => e),
     get(`/v1/proofs/${shown}`).catch((e) => e),
     get(`/v1/claims/${shown}`).catch((e) => e),
   ]);
   fill(out, h("p", { class: "muted" }, "Address ", h("code", {}, shown)), earningsView(earnings), claimView(shown, proof, claimable));
   return page;
+}
+
+/** Every entry up to 5,000 (pages of 1,000), newest first in the table. */
+async function earningsOf(address) {
+  const first = await get(`/v1/earnings/${address}?limit=1000`);
+  let cursor = first.next_cursor;
+  while (cursor && first.entries.length < 5000) {
+    const next = await get(`/v1/earnings/${address}?limit=1000&cursor=${encodeURIComponent(cursor)}`);
+    first.entries.push(...next.entries);
+    cursor = next.next_cursor;
+  }
+  first.more = Boolean(cursor);
+  return first;
 }
 
 function earningsView(e) {
@@ -63,7 +76,7 @@ function earningsView(e) {
         ? table(
             "Every entry",
             ["When", "Question", "Answer sentence", "Chunk", "Role", "Amount"],
-            e.entries.map((x) => [
+            [...e.entries].reverse().map((x) => [
               time(x.created_at_ms),
               x.receipt_id ? h("span", { class: "question", dataset: { receipt: x.receipt_id } }, "…") : x.kind === "slash" ? "slashed by a flag" : "",
               x.sentences && x.sentences.length ? x.sentences.join(" ") : "",
@@ -73,7 +86,7 @@ function earningsView(e) {
             ]),
           )
         : empty("No citation has earned yet."),
-      e.next_cursor ? h("p", { class: "muted" }, "Showing the latest 200 entries.") : null,
+      e.more ? h("p", { class: "muted" }, "Showing the first 5,000 entries; the totals above count them all.") : null,
     ),
     questions(),
   );
@@ -141,7 +154,8 @@ function claimView(address, proof, claimable) {
   }
   const onChain = !(claimable instanceof Error) && claimable.contracts;
   const out = h("div", { role: "status" });
-  const serverClaim = h("button", { type: "button", class: "primary" }, "Claim");
+  const nothing = onChain && BigInt(claimable.claimable) === 0n;
+  const serverClaim = h("button", { type: "button", class: "primary", disabled: nothing }, nothing ? "Nothing to claim" : "Claim");
   serverClaim.addEventListener("click", () =>
     busy(serverClaim, async () => {
       const r = await api("POST", "/v1/claims", { address });

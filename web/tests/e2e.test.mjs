@@ -235,18 +235,22 @@ test("a contributor's earnings rise with an answer, and settling makes them clai
 
   const settled = await call("POST", "/v1/admin/settle", KEYS.admin, {});
   assert.ok(settled.epoch, JSON.stringify(settled));
+  assert.deepEqual(settled.posted_on_chain, [settled.epoch.number], JSON.stringify(settled));
   await page.reload();
-  const settledTotal = page.locator("#settled-total");
-  await settledTotal.waitFor();
-  assert.equal(await amountOf(settledTotal), after, "everything earned so far is settled");
-  // No chain is deployed here: the page says claims open once one is, and a claim is refused
-  // with the reason.
-  assert.match(await page.locator(".card .notice").innerText(), /no payout contract/);
-  await page.getByRole("button", { name: "Claim", exact: true }).click();
-  const error = page.locator(".card .error");
-  await error.waitFor();
-  assert.match(await error.innerText(), /chain|contract|deploy/i);
+  const claimable = page.locator("#claimable");
+  await claimable.waitFor();
+  assert.equal(await amountOf(claimable), after, "everything earned so far is claimable on chain");
+  assert.equal(await amountOf(page.locator("#settled-total")), after);
   await shoot(page, "claim");
+  // The claim pays it (the server's signer submits the proof; the tokens go to alice).
+  await page.getByRole("button", { name: "Claim", exact: true }).click();
+  await page.locator(".card .ok", { hasText: `Claimed` }).waitFor();
+  await page.reload();
+  await claimable.waitFor();
+  assert.equal(await amountOf(claimable), 0n, "claimed once");
+  assert.equal(await amountOf(page.locator("#paid")), after);
+  assert.ok(await page.getByRole("button", { name: "Nothing to claim" }).isDisabled());
+  await shoot(page, "claimed");
   await page.close();
 });
 
@@ -319,21 +323,42 @@ test("an EIP-1193 wallet supplies the contributor's address", async () => {
       request: async ({ method, params }) => {
         window.__walletCalls.push({ method, params });
         if (method === "eth_requestAccounts") return [account];
+        if (method === "eth_sendTransaction") return `0x${"ab".repeat(32)}`;
         throw new Error(`unexpected ${method}`);
       },
     };
   };
-  const page = await open("#/contributor", [wallet, ALICE]);
-  await signIn(page, KEYS.alice);
+  // The protocol's treasury: paid a share of every answer, never claimed here. An admin key
+  // reads any address's earnings.
+  const treasury = env("WEB_TREASURY");
+  const page = await open("#/contributor", [wallet, treasury]);
+  await signIn(page, KEYS.admin);
   await go(page, "#/contributor");
   await page.getByRole("button", { name: "Use my wallet" }).click();
-  await page.waitForURL(new RegExp(`#/contributor/${ALICE}$`));
+  await page.waitForURL(new RegExp(`#/contributor/${treasury}$`));
   await page.locator(".stat-value[data-kind=total]").waitFor();
   assert.deepEqual(await page.evaluate(() => window.__walletCalls.map((c) => c.method)), ["eth_requestAccounts"]);
-  // Without contracts the wallet is not asked to send anything: the page says why.
+  // A claim with the wallet sends `claim(index, account, cumulative, proof)` of the epoch on
+  // chain to the payout contract; the calldata is checked against the contract by anvil.
   await page.getByRole("button", { name: "Claim with my wallet" }).click();
-  await page.locator(".card .error", { hasText: "No payout contract" }).waitFor();
-  assert.deepEqual(await page.evaluate(() => window.__walletCalls.map((c) => c.method)), ["eth_requestAccounts"]);
+  await page.locator(".card .error, .card .ok").first().waitFor();
+  const sent = await page.evaluate(() => window.__walletCalls.find((c) => c.method === "eth_sendTransaction"));
+  assert.ok(sent, "the wallet was asked to send the claim");
+  const [tx] = sent.params;
+  const chain = await call("GET", "/v1/chain", KEYS.admin);
+  assert.equal(tx.to.toLowerCase(), chain.payouts.toLowerCase());
+  assert.ok(tx.data.startsWith("0x2e7ba6ef"), tx.data);
+  // The contract itself judges the calldata: as sent, the claim goes through (simulated
+  // with eth_call, so nothing is paid); with the amount changed it is refused.
+  const rpc = async (method, params) => {
+    const r = await fetch(env("TRIBUTARY_RPC_URL"), { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ jsonrpc: "2.0", id: 1, method, params }) });
+    return r.json();
+  };
+  const asIs = await rpc("eth_call", [{ from: tx.from, to: tx.to, data: tx.data }, "latest"]);
+  assert.equal(asIs.error, undefined, `the wallet's claim is valid: ${JSON.stringify(asIs)}`);
+  const amount = 10 + 2 * 64; // after the selector, the index and the account
+  const forged = `${tx.data.slice(0, amount)}${"0".repeat(63)}1${tx.data.slice(amount + 64)}`;
+  assert.ok((await rpc("eth_call", [{ from: tx.from, to: tx.to, data: forged }, "latest"])).error, "another amount is refused");
   await page.close();
 });
 
