@@ -217,7 +217,8 @@ function sentences(a, chipFor) {
     "p",
     {},
     a.sentences.map((s, i) => {
-      const unsupported = !s.citations.length;
+      // A "not found" answer states nothing, so nothing in it is unsupported.
+      const unsupported = !s.citations.length && a.sources_offered > 0;
       const note = unsupported
         ? s.unsupported_facts && s.unsupported_facts.length
           ? `Not supported: no cited passage states ${s.unsupported_facts.join(", ")}.`

@@ -212,6 +212,15 @@ test("ask: the answer streams, a citation opens its passage, the document shows 
   assert.ok((await mark.innerText()).length > 20);
   await axe(page, "the document view");
   await shoot(page, "document");
+
+  // A Datanet with nothing in it: the answer says so plainly, and costs nothing.
+  await call("POST", "/v1/datanets", KEYS.alice, { name: "empty-shelf", description: "Nothing here yet" });
+  await go(page, "#/ask/empty-shelf");
+  await page.getByLabel("Question").fill(QUESTION);
+  await page.getByRole("button", { name: "Ask", exact: true }).click();
+  await page.locator(".notice", { hasText: "Not found" }).waitFor({ timeout: 60_000 });
+  await page.locator(".receipt-details summary", { hasText: "Fee 0 TRIB" }).waitFor();
+  await shoot(page, "ask-not-found");
   await page.close();
 });
 
