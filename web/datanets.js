@@ -19,7 +19,13 @@ export async function datanetsPage() {
             h(
               "li",
               { class: "card" },
-              h("h2", {}, h("a", { href: `#/datanets/${encodeURIComponent(d.name)}` }, d.name), d.visibility === "private" ? h("span", { class: "badge" }, "private") : null),
+              h(
+                "h2",
+                {},
+                h("a", { href: `#/datanets/${encodeURIComponent(d.name)}` }, d.name),
+                d.visibility === "private" ? h("span", { class: "badge" }, "private") : null,
+                d.review ? h("span", { class: "badge info" }, "reviewed") : null,
+              ),
               h("p", {}, d.description || h("span", { class: "muted" }, "No description.")),
               h("p", { class: "meta" }, "Owner ", h("a", { href: `#/contributor/${d.owner}` }, short(d.owner)), " · created ", time(d.created_at_ms)),
             ),
