@@ -47,11 +47,11 @@ async fn run(args: Args) -> Result<()> {
             Ok(())
         }
         Command::Serve(serve) => {
-            let app = App::open(&args.global.settings()).await?;
+            let app = App::open(&args.global.settings()?).await?;
             http::serve(Arc::new(app), serve).await
         }
         Command::Cli(command) => {
-            let app = App::open(&args.global.settings()).await?;
+            let app = App::open(&args.global.settings()?).await?;
             let result = cli::run(&app, command).await;
             app.store.catalog().close().await;
             result

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use crate::catalog::{Catalog, ChunkRecord, Datanet};
 use crate::chunk::{indexed_text, keyword_text};
 use crate::keywords::{KeywordDoc, KeywordIndex, TantivyKeywordIndex};
+use crate::qdrant::{QdrantSettings, QdrantVectorIndex};
 use crate::vectors::{EdgeIndexConfig, EdgeVectorIndex, VectorIndex, VectorPoint};
 use crate::{ChunkId, Embedder, Error, Result};
 
@@ -19,6 +20,8 @@ pub struct StoreConfig {
     /// `postgres://…` or `sqlite:…`; default: `sqlite:<data_dir>/tributary.db`.
     pub database_url: Option<String>,
     pub vectors: EdgeIndexConfig,
+    /// Dense vectors on a Qdrant server or cluster instead of the embedded shards.
+    pub qdrant: Option<QdrantSettings>,
     /// Bytes kept free on the data directory's disk: an ingest batch that would start with
     /// less fails with [`Error::DiskFull`] (default [`DEFAULT_MIN_FREE_BYTES`]).
     pub min_free_bytes: u64,
@@ -34,6 +37,7 @@ impl StoreConfig {
             data_dir: data_dir.into(),
             database_url: None,
             vectors: EdgeIndexConfig::new(384),
+            qdrant: None,
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
         }
     }
@@ -136,10 +140,12 @@ impl Store {
             return Ok(found.clone());
         }
         let dir = self.index_dir(datanet_id);
-        let indexes = Arc::new(DatanetIndexes {
-            vectors: Box::new(EdgeVectorIndex::open(&dir.join("vectors"), self.config.vectors)?),
-            keywords: Box::new(TantivyKeywordIndex::open(&dir.join("keywords"))?),
-        });
+        let vectors: Box<dyn VectorIndex> = match &self.config.qdrant {
+            Some(settings) => Box::new(QdrantVectorIndex::open(settings, datanet_id, self.config.vectors.dimension)?),
+            None => Box::new(EdgeVectorIndex::open(&dir.join("vectors"), self.config.vectors)?),
+        };
+        let indexes =
+            Arc::new(DatanetIndexes { vectors, keywords: Box::new(TantivyKeywordIndex::open(&dir.join("keywords"))?) });
         open.insert(datanet_id, indexes.clone());
         Ok(indexes)
     }

@@ -22,6 +22,8 @@ pub struct Settings {
     pub min_free_bytes: Option<u64>,
     /// How the local generator batches concurrent answers.
     pub scheduler: tributary_generator::SchedulerConfig,
+    /// Dense vectors on a Qdrant server or cluster (`QDRANT_URL`) instead of the embedded shards.
+    pub qdrant: Option<tributary_indexer::QdrantSettings>,
 }
 
 /// The opened data directory and the models, loaded once on first use.
@@ -59,6 +61,7 @@ impl App {
     pub async fn open(settings: &Settings) -> Result<Self> {
         let mut config = StoreConfig::new(&settings.data_dir);
         config.database_url = settings.database_url.clone();
+        config.qdrant = settings.qdrant.clone();
         if let Some(bytes) = settings.min_free_bytes {
             config.min_free_bytes = bytes;
         }

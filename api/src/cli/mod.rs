@@ -172,8 +172,8 @@ pub enum Command {
 
 impl Global {
     /// What the global flags say.
-    pub fn settings(&self) -> Settings {
-        Settings {
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        Ok(Settings {
             data_dir: self.data_dir.clone(),
             database_url: self.database_url.clone(),
             embed_model: self.embed_model.clone(),
@@ -192,7 +192,8 @@ impl Global {
                 kv_budget_bytes: self.kv_budget_mb.saturating_mul(1 << 20),
                 ..SchedulerConfig::default()
             },
-        }
+            qdrant: tributary_indexer::QdrantSettings::from_env()?,
+        })
     }
 }
 

@@ -3,7 +3,9 @@
 mod backends;
 mod embedding;
 mod ingest;
+mod qdrant_standin;
 mod recall;
+mod vector_backends;
 
 use std::path::PathBuf;
 use std::sync::Arc;
