@@ -67,6 +67,11 @@ pub struct Datanet {
     pub created_at_ms: i64,
 }
 
+/// See [`Catalog::writer_lock`].
+pub struct WriterLock {
+    _session: Option<sqlx::AnyConnection>,
+}
+
 /// What a new Datanet is made of.
 #[derive(Debug, Clone)]
 pub struct NewDatanet {
@@ -255,6 +260,28 @@ impl Catalog {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The one-writer rule across processes: held while a process writes a Datanet's indexes.
+    /// On PostgreSQL a session advisory lock on the Datanet, so that processes sharing the
+    /// database (API replicas, a CLI ingest beside a server) write one at a time. Its session
+    /// is a connection taken out of the pool (so that many writers never starve the pool's
+    /// queries) and closed when the guard drops, or when the process dies: either way the lock
+    /// goes with it. On SQLite nothing more is needed: one machine, one process's lock.
+    pub async fn writer_lock(&self, datanet_id: i64) -> Result<WriterLock> {
+        match self.backend {
+            Backend::Sqlite => Ok(WriterLock { _session: None }),
+            Backend::Postgres => {
+                let mut session = self.pool.acquire().await?.detach();
+                // A key of our own: "trib" in the high half, the Datanet in the low half.
+                let key = (0x7472_6962_i64 << 32) ^ (datanet_id & 0xffff_ffff);
+                sqlx::query("SELECT 1 AS held FROM (SELECT pg_advisory_lock($1)) AS locked")
+                    .bind(key)
+                    .fetch_one(&mut session)
+                    .await?;
+                Ok(WriterLock { _session: Some(session) })
+            }
+        }
     }
 
     /// The connection pool, for the ledger tables that share this database.

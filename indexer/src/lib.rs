@@ -30,7 +30,8 @@ mod vectors;
 pub use access::{AccessRequest, AccessStatus, DatanetUpdate, Member};
 pub use address::Address;
 pub use catalog::{
-    Backend, Catalog, ChunkRecord, Datanet, Document, NewDatanet, Visibility, stored_name, validate_datanet_name,
+    Backend, Catalog, ChunkRecord, Datanet, Document, NewDatanet, Visibility, WriterLock, stored_name,
+    validate_datanet_name,
 };
 pub use chunk::{Chunk, ChunkId, Chunker, ChunkerConfig, heading, indexed_text, normalize};
 pub use contributions::{Contribution, ContributionStatus, ContributorTally, NewContribution};

@@ -26,6 +26,13 @@ pub struct Settings {
     pub qdrant: Option<tributary_indexer::QdrantSettings>,
 }
 
+/// Held while writing a Datanet's indexes: see [`App::writing`].
+pub struct Writing {
+    // Dropped first: the database's lock, then this process's.
+    _shared: tributary_indexer::WriterLock,
+    _local: tokio::sync::OwnedMutexGuard<()>,
+}
+
 /// The opened data directory and the models, loaded once on first use.
 pub struct App {
     pub store: Arc<Store>,
@@ -161,10 +168,17 @@ impl App {
         tributary_attribution::Ledger::new(self.store.catalog())
     }
 
-    /// The lock an ingest into `datanet_id` holds while it writes.
-    pub fn writer_lock(&self, datanet_id: i64) -> Arc<tokio::sync::Mutex<()>> {
-        let mut writers = self.writers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        writers.entry(datanet_id).or_default().clone()
+    /// What a write into `datanet_id`'s indexes (an ingest, a repair) holds while it writes:
+    /// this process's lock, then the database's (`Catalog::writer_lock`), so that one writer
+    /// at a time holds across front ends and across processes sharing the database.
+    pub async fn writing(&self, datanet_id: i64) -> Result<Writing> {
+        let local = {
+            let mut writers = self.writers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            writers.entry(datanet_id).or_default().clone()
+        };
+        let local = local.lock_owned().await;
+        let shared = self.store.catalog().writer_lock(datanet_id).await?;
+        Ok(Writing { _shared: shared, _local: local })
     }
 
     /// The Datanet stored under `name`, exactly (a private one is `name~0xowner`). No

@@ -54,8 +54,7 @@ pub(crate) async fn index(
 ) -> Result<IngestReport> {
     options.chunker.validate()?;
     let embedder = app.embedder()?;
-    let lock = app.writer_lock(datanet.id);
-    let _writing = lock.lock().await;
+    let _writing = app.writing(datanet.id).await?;
     let report = match documents {
         Documents::Paths(paths) => {
             tributary_indexer::ingest(&app.store, embedder, datanet, &paths, options, progress).await?

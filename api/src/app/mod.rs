@@ -17,4 +17,4 @@ pub mod onchain;
 pub mod search;
 pub mod uploads;
 
-pub use context::{App, QUERY_CACHE_BYTES, Settings, parse_address};
+pub use context::{App, QUERY_CACHE_BYTES, Settings, Writing, parse_address};

@@ -149,8 +149,7 @@ async fn verify_datanet(
     let found = if body.repair {
         let embedder = state.embedder().await?;
         // One writer per Datanet: a repair writes the indexes.
-        let lock = state.app().writer_lock(datanet.id);
-        let _writing = lock.lock().await;
+        let _writing = state.app().writing(datanet.id).await?;
         store.repair(&datanet, embedder.as_ref()).await?
     } else {
         store.verify(&datanet).await?
