@@ -350,3 +350,44 @@ async fn an_answer_recorded_after_a_flag_is_slashed_at_once() {
         assert_eq!(epoch.total, 30_000, "{backend:?}: slashes move value, never create or destroy it");
     }
 }
+
+/// Two API replicas on one PostgreSQL, each with its own connections (as two processes have),
+/// record answers and settle at the same moments: one unforked receipt chain, one epoch, every
+/// fee credited once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_share_one_ledger_without_forking() {
+    let fx = fixture(crate::Backend::Postgres).await;
+    let first = ledger(&fx).await;
+    let url = fx.database_url.clone().expect("a PostgreSQL fixture");
+    let second_catalog = tributary_indexer::Catalog::connect(&url).await.unwrap();
+    let second = Ledger::new(&second_catalog);
+    let (longest, ohio) = (chunk(&fx, "longest").await, chunk(&fx, "Ohio River").await);
+    let per_replica = 15;
+    let mut tasks = Vec::new();
+    for (replica, ledger) in [first.clone(), second.clone()].into_iter().enumerate() {
+        for i in 0..per_replica {
+            let new = answer(&fx, &[(&longest, 1), (&ohio, 1 + (i + replica) % 2)], 1_000 + i as u128, alice());
+            let ledger = ledger.clone();
+            tasks.push(tokio::spawn(async move { ledger.record(new).await }));
+        }
+    }
+    let mut fees = 0u128;
+    for task in tasks {
+        fees += task.await.unwrap().unwrap().fee;
+    }
+    let (a, b) = tokio::join!(first.settle(), second.settle());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(u8::from(a.closed_now) + u8::from(b.closed_now), 1, "settled once: {a:?} {b:?}");
+    assert_eq!(a.epoch, b.epoch, "both name the one epoch");
+    let epoch = a.epoch.unwrap();
+    assert_eq!((epoch.number, epoch.total), (1, fees));
+    let report = second.verify().await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!((report.receipts, report.epochs), (2 * per_replica, 1), "an unforked chain holds every receipt");
+    assert_eq!(report.head, epoch.receipts_head);
+    let mut settled = 0i128;
+    for account in [alice(), owner(), treasury()] {
+        settled += first.earnings(&account).await.unwrap().settled;
+    }
+    assert_eq!(settled, fees as i128, "every fee credited once");
+}

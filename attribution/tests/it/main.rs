@@ -52,6 +52,8 @@ pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub store: Arc<Store>,
     pub datanet: Datanet,
+    /// The PostgreSQL schema's URL (None on SQLite), for a second connection to it.
+    pub database_url: Option<String>,
 }
 
 pub async fn fixture(backend: Backend) -> Fixture {
@@ -60,6 +62,7 @@ pub async fn fixture(backend: Backend) -> Fixture {
     if let Backend::Postgres = backend {
         config.database_url = Some(fresh_pg_schema("l").await.expect("PostgreSQL reachable at TEST_DATABASE_URL"));
     }
+    let database_url = config.database_url.clone();
     let store = Arc::new(Store::open(config).await.expect("store opens"));
     let new = NewDatanet {
         name: "rivers".into(),
@@ -90,5 +93,5 @@ pub async fn fixture(backend: Backend) -> Fixture {
             .await
             .unwrap();
     }
-    Fixture { dir, store, datanet }
+    Fixture { dir, store, datanet, database_url }
 }
