@@ -232,3 +232,92 @@ async fn engine_errors_are_errors() {
         .is_err()
     );
 }
+
+/// An engine that lists `models` and answers every completion with `reply`, or with `status`
+/// when that is an error; it counts the completions it was asked for.
+async fn engine(
+    models: &'static [&'static str],
+    reply: &'static str,
+    status: StatusCode,
+) -> (String, Arc<Mutex<usize>>) {
+    let asked: Arc<Mutex<usize>> = Arc::default();
+    let counter = asked.clone();
+    let app = Router::new()
+        .route(
+            "/v1/models",
+            axum::routing::get(move || async move {
+                axum::Json(serde_json::json!({"object": "list", "data": models.iter().map(|m| serde_json::json!({"id": m})).collect::<Vec<_>>()}))
+            }),
+        )
+        .route(
+            "/v1/chat/completions",
+            post(move || {
+                let counter = counter.clone();
+                async move {
+                    *counter.lock().unwrap() += 1;
+                    if status != StatusCode::OK {
+                        return Response::builder().status(status).body(Body::from("overloaded")).unwrap();
+                    }
+                    let text = format!("{}data: [DONE]\n\n", event(reply));
+                    Response::builder().header(header::CONTENT_TYPE, "text/event-stream").body(Body::from(text)).unwrap()
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, asked)
+}
+
+async fn answer_text(remote: &RemoteGenerator, adapter: Option<&str>) -> Result<String, Error> {
+    let mut request = ChatRequest { messages: vec![ChatMessage::user("q")], ..Default::default() };
+    if let Some(id) = adapter {
+        request.adapters = vec![(id.into(), 1.0)];
+    }
+    let mut events = remote.stream(request);
+    loop {
+        match events.recv().await.unwrap()? {
+            StreamEvent::Token(_) => {}
+            StreamEvent::Done(done) => return Ok(done.text),
+        }
+    }
+}
+
+/// Issue #23: several engines. Each request goes to an engine that lists its model (the base,
+/// or the adapter), round-robin; an engine that is unreachable or answers 5xx before streaming
+/// is skipped for the next one.
+#[tokio::test]
+async fn several_engines_route_by_adapter_and_fail_over() {
+    let (a, asked_a) = engine(&["smollm2", "legal"], "from A", StatusCode::OK).await;
+    let (b, asked_b) = engine(&["smollm2"], "from B", StatusCode::OK).await;
+    let unreachable = "http://127.0.0.1:9/v1";
+    let remote = client(&format!("{a}, {b}, {unreachable}"));
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        seen.insert(answer_text(&remote, None).await.unwrap());
+    }
+    assert_eq!(
+        seen,
+        ["from A".to_string(), "from B".to_string()].into(),
+        "base requests spread over the engines that are up"
+    );
+    let before_b = *asked_b.lock().unwrap();
+    for _ in 0..3 {
+        assert_eq!(answer_text(&remote, Some("legal")).await.unwrap(), "from A", "only A serves the adapter");
+    }
+    assert_eq!(*asked_b.lock().unwrap(), before_b, "B was never asked for an adapter it does not list");
+    assert!(*asked_a.lock().unwrap() >= 3);
+
+    // An engine answering 503 before streaming: the request goes on to the next.
+    let (busy, asked_busy) = engine(&["smollm2"], "never", StatusCode::SERVICE_UNAVAILABLE).await;
+    let (spare, _) = engine(&["smollm2"], "from the spare", StatusCode::OK).await;
+    let remote = client(&format!("{busy},{spare}"));
+    for _ in 0..3 {
+        assert_eq!(answer_text(&remote, None).await.unwrap(), "from the spare");
+    }
+    assert_eq!(*asked_busy.lock().unwrap(), 1, "marked down after its failure, tried no more until rechecked");
+    // A model no engine lists is refused without asking any.
+    let remote = client(&format!("{a},{b}"));
+    let err = answer_text(&remote, Some("medical")).await.unwrap_err();
+    assert!(matches!(&err, Error::Remote(m) if m.contains("no remote engine serves")), "{err}");
+}
