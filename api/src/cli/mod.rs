@@ -49,8 +49,9 @@ pub struct Global {
     #[arg(long, global = true, env = "TRIBUTARY_LLM")]
     llm: Option<PathBuf>,
     /// A remote OpenAI-compatible engine instead of the local model (vLLM, LoRAX), e.g.
-    /// `http://gpu-1:8000/v1`; several separated by commas: each request goes to one that lists
-    /// its model or adapter (`GET /models`), round-robin, skipping engines that are down.
+    /// `http://gpu-1:8000/v1`; several (one base model) separated by commas: a request with an
+    /// adapter goes to one that lists it (`GET /models`), round-robin, skipping engines that
+    /// are down.
     /// `--llm-model` names the served base model. Key: `TRIBUTARY_LLM_API_KEY`.
     #[arg(long, global = true, env = "TRIBUTARY_LLM_URL")]
     llm_url: Option<String>,

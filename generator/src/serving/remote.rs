@@ -5,9 +5,10 @@
 //! LoRA adapters: vLLM and LoRAX serve each adapter under its own model name, so a request's
 //! single adapter becomes the `model` field. Weighted combinations stay local-only.
 //!
-//! Several engines (`base_url` a comma-separated list): each request goes to an engine that
-//! serves its model name (the base model, or the adapter), as the engine's `GET /models` lists
-//! them (an engine without that route is taken to serve everything), round-robin among those;
+//! Several engines (`base_url` a comma-separated list, all serving the same base model): a
+//! request with an adapter goes to an engine whose `GET /models` lists it (an engine without
+//! that route is taken to serve every adapter), a base request to any engine (servers such as
+//! llama.cpp's list their file name, not the name asked for), round-robin among those;
 //! the lists are refreshed every [`REFRESH`]. An engine that cannot be reached or answers 5xx
 //! before streaming anything is marked down until its next check and the request goes to the
 //! next one; once tokens have streamed a failure ends the answer (they cannot be taken back).
@@ -259,14 +260,14 @@ async fn route(
     key: Option<String>,
     engines: &[Engine],
     start: usize,
-    model: &str,
+    (model, adapter): (&str, bool),
     body: serde_json::Value,
     tx: &mpsc::Sender<Result<StreamEvent>>,
 ) -> Result<Completion> {
     for engine in engines {
         refresh(http, key.as_deref(), engine).await;
     }
-    let order = candidates(engines, model, start);
+    let order = candidates(engines, adapter.then_some(model), start);
     if order.is_empty() {
         return Err(Error::Remote(format!("no remote engine serves {model:?}")));
     }
@@ -293,15 +294,17 @@ fn mark_down(engine: &Engine) {
     }
 }
 
-/// The engines to try for `model`, up ones first, round-robin from `start`; none that lists
-/// models without it.
-fn candidates(engines: &[Engine], model: &str, start: usize) -> Vec<usize> {
+/// The engines to try, up ones first, round-robin from `start`; for an adapter, none that
+/// lists models without it.
+fn candidates(engines: &[Engine], adapter: Option<&str>, start: usize) -> Vec<usize> {
     let n = engines.len();
     let mut up = Vec::new();
     let mut down = Vec::new();
     for i in (0..n).map(|k| (start + k) % n) {
         let Ok(state) = engines[i].state.lock() else { continue };
-        if state.serves.as_ref().is_some_and(|names| !names.contains(model)) {
+        if let Some(adapter) = adapter
+            && state.serves.as_ref().is_some_and(|names| !names.contains(adapter))
+        {
             continue;
         }
         if state.up { up.push(i) } else { down.push(i) }
@@ -328,13 +331,14 @@ impl Generator for RemoteGenerator {
 
     fn stream(&self, request: ChatRequest) -> mpsc::Receiver<Result<StreamEvent>> {
         let (tx, rx) = mpsc::channel(64);
+        let adapter = !request.adapters.is_empty();
         let body = self.body(&request).and_then(|body| Ok((self.model_of(&request)?, body)));
         let (http, key) = (self.http.clone(), self.config.api_key.clone());
         let engines = self.engines.clone();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let result = match body {
-                Ok((model, body)) => route(&http, key, &engines, start, &model, body, &tx).await,
+                Ok((model, body)) => route(&http, key, &engines, start, (&model, adapter), body, &tx).await,
                 Err(e) => Err(e),
             };
             let _ = tx.send(result.map(StreamEvent::Done)).await;

@@ -316,7 +316,11 @@ async fn several_engines_route_by_adapter_and_fail_over() {
         assert_eq!(answer_text(&remote, None).await.unwrap(), "from the spare");
     }
     assert_eq!(*asked_busy.lock().unwrap(), 1, "marked down after its failure, tried no more until rechecked");
-    // A model no engine lists is refused without asking any.
+    // A base request goes to an engine whatever name it lists for its model (llama.cpp's
+    // server lists its file name).
+    let (renamed, _) = engine(&["SmolLM2-135M-Instruct.Q4_1.gguf"], "from the renamed", StatusCode::OK).await;
+    assert_eq!(answer_text(&client(&renamed), None).await.unwrap(), "from the renamed");
+    // An adapter no engine lists is refused without asking any.
     let remote = client(&format!("{a},{b}"));
     let err = answer_text(&remote, Some("medical")).await.unwrap_err();
     assert!(matches!(&err, Error::Remote(m) if m.contains("no remote engine serves")), "{err}");
