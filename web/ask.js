@@ -116,7 +116,7 @@ function priceLine(q, balance) {
 /** Runs one question and renders its answer, sources and receipt into `out`. */
 async function answer(out, body, signal) {
   const text = h("div", { class: "answer-text", "aria-live": "off" });
-  const status = h("p", { class: "muted", role: "status" }, loading("Searching the Datanets"));
+  const status = h("div", { class: "muted", role: "status" }, loading("Searching the Datanets"));
   const sourcesList = h("ol", { class: "sources" });
   const sourcesPanel = h(
     "aside",
