@@ -1,10 +1,16 @@
 // A document with the chunk a citation points to highlighted and scrolled to.
 
-import { get, short, byteSlicer } from "./api.js";
-import { h } from "./dom.js";
+import { api, apiKey, get, me, short, byteSlicer, tokens, TOKEN } from "./api.js";
+import { h, fill, field, busy, section } from "./dom.js";
 
 export async function documentPage(datanet, id, chunk) {
-  const doc = await get(`/v1/datanets/${encodeURIComponent(datanet)}/documents/${id}`);
+  const path = `/v1/datanets/${encodeURIComponent(datanet)}`;
+  const [doc, net, who] = await Promise.all([
+    get(`${path}/documents/${id}`),
+    get(path),
+    apiKey() ? me().catch(() => ({})) : Promise.resolve({}),
+  ]);
+  const governs = who.role === "admin" || (who.role === "owner" && who.address && who.address.toLowerCase() === net.owner.toLowerCase());
   const slice = byteSlicer(doc.text);
   const target = chunk ? doc.spans.find((s) => s.chunk_id === chunk) : null;
   const body = h("div", { class: "doc-text" });
@@ -41,5 +47,23 @@ export async function documentPage(datanet, id, chunk) {
     chunk && !target ? h("p", { class: "warn" }, "The cited chunk is no longer in this document.") : null,
     target ? h("p", { class: "muted" }, "The cited passage is highlighted.") : null,
     h("article", { class: "card" }, body),
+    governs && target ? flagForm(path, target.chunk_id) : null,
   );
+}
+
+/** The Datanet's owner takes a passage out of retrieval from where they read it. */
+function flagForm(path, chunk) {
+  const reason = h("input", { type: "text", required: true, maxlength: "500", placeholder: "Why it should not be cited" });
+  const out = h("div", { role: "status" });
+  const submit = h("button", { type: "submit", class: "secondary" }, "Flag this passage");
+  const form = h("form", { class: "inline-form" }, field("Reason", reason), h("div", { class: "actions" }, submit));
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    busy(submit, async () => {
+      const flagged = await api("POST", `${path}/flags`, { chunk, reason: reason.value });
+      const slashed = flagged.slashed_credits ? ` (${flagged.slashed_credits} credits, ${tokens(flagged.slashed)} ${TOKEN})` : "";
+      fill(out, h("p", { class: "ok" }, `Flagged: the passage is out of retrieval, and its unsettled credits are slashed${slashed}.`));
+    }, out);
+  });
+  return section("Owner: flag this passage", h("p", { class: "hint" }, "A flag can be lifted later on the Datanet's page; slashes stay."), form, out);
 }

@@ -154,6 +154,20 @@ test("an owner creates a Datanet and uploads a document", async () => {
   await page.locator("table a", { hasText: "deltas.md" }).waitFor();
   await axe(page, "a Datanet with owner tools");
   await shoot(page, "datanet-upload");
+
+  // The owner flags the passage from the document view: it leaves retrieval at once.
+  const search = { query: "delta sediment Gulf of Mexico", datanets: ["field-notes"], mode: "bm25" };
+  const found = await call("POST", "/v1/search", KEYS.alice, search);
+  assert.equal(found.passages.length, 1);
+  const p = found.passages[0];
+  await go(page, `#/doc/field-notes/${p.document_id}/${p.chunk_id}`);
+  await page.locator("mark#cited").waitFor();
+  await page.getByLabel("Reason").fill("Unsourced claim");
+  await page.getByRole("button", { name: "Flag this passage" }).click();
+  await page.locator(".card .ok", { hasText: "Flagged" }).waitFor();
+  assert.equal((await call("POST", "/v1/search", KEYS.alice, search)).passages.length, 0, "flagged: out of retrieval");
+  await axe(page, "the document view with owner tools");
+  await shoot(page, "document-flag");
   await page.close();
 });
 
