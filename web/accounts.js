@@ -1,7 +1,7 @@
 // Payer: balance, deposits and spending, how to deposit. Adapters: list, register, loaded.
 
-import { all, api, get, me, apiKey, tokens, TOKEN, short } from "./api.js";
-import { h, fill, field, errorBox, table, time, section, empty, busy } from "./dom.js";
+import { all, api, get, me, apiKey, tokens, TOKEN, short, sameAddress } from "./api.js";
+import { h, field, errorBox, table, time, section, empty, busy, amountStat, rerender } from "./dom.js";
 
 export async function payerPage() {
   const heading = h("h1", {}, "Payer account");
@@ -13,14 +13,12 @@ export async function payerPage() {
     all(`/v1/accounts/${who.address}/transfers`, 500).catch((e) => e),
     get("/v1/chain").catch(() => null),
   ]);
-  const stat = (label, value) => h("div", { class: "stat" }, h("span", { class: "stat-label" }, label), h("span", { class: "stat-value" }, `${tokens(value)} ${TOKEN}`));
-  const mine = who.address.toLowerCase();
   return h(
     "div",
     {},
     heading,
     h("p", { class: "muted" }, "Address ", h("code", {}, who.address)),
-    h("div", { class: "stats", role: "group", "aria-label": "Balance" }, stat("Balance", balance.balance), stat("Held for answers in progress", balance.held), stat("Deposited on chain", balance.deposited), stat("Granted", balance.granted), stat("Spent", balance.spent)),
+    h("div", { class: "stats", role: "group", "aria-label": "Balance" }, amountStat("Balance", balance.balance), amountStat("Held for answers in progress", balance.held), amountStat("Deposited on chain", balance.deposited), amountStat("Granted", balance.granted), amountStat("Spent", balance.spent)),
     section(
       "Deposits and spending",
       transfers instanceof Error
@@ -29,7 +27,7 @@ export async function payerPage() {
           ? table("Transfers, newest first", ["When", "Kind", "Amount", "Receipt"], [...transfers].reverse().map((t) => [
               time(t.created_at_ms),
               t.kind,
-              h("span", { class: t.debit.toLowerCase() === mine ? "neg" : "pos" }, `${t.debit.toLowerCase() === mine ? "−" : "+"}${tokens(t.amount)} ${TOKEN}`),
+              h("span", { class: sameAddress(t.debit, who.address) ? "neg" : "pos" }, `${sameAddress(t.debit, who.address) ? "−" : "+"}${tokens(t.amount)} ${TOKEN}`),
               t.receipt_id ? h("code", {}, t.receipt_id.slice(0, 12)) : "",
             ]))
           : empty("No deposits or charges yet."),
@@ -76,7 +74,7 @@ function registerForm() {
     e.preventDefault();
     busy(submit, async () => {
       await api("POST", "/v1/adapters", { id: id.value.trim(), path: path.value.trim() });
-      window.dispatchEvent(new HashChangeEvent("hashchange"));
+      rerender();
     }, out);
   });
   return section("Register an adapter", form);

@@ -177,6 +177,16 @@ export function isAddress(text) {
   return /^0x[0-9a-fA-F]{40}$/.test(text || "");
 }
 
+/** Whether two addresses are the same (EIP-55 case aside). */
+export function sameAddress(a, b) {
+  return Boolean(a && b) && a.toLowerCase() === b.toLowerCase();
+}
+
+/** Whether the signed-in key (`me()`) governs the Datanet: an admin, or its owner's key. */
+export function governs(who, datanet) {
+  return who.role === "admin" || (who.role === "owner" && sameAddress(who.address, datanet.owner));
+}
+
 export function short(address) {
   return isAddress(address) ? `${address.slice(0, 6)}…${address.slice(-4)}` : address;
 }

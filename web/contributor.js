@@ -2,7 +2,7 @@
 // citation; what it can claim, with the proof, and a claim button.
 
 import { api, get, me, apiKey, tokens, TOKEN, isAddress, short } from "./api.js";
-import { h, fill, field, errorBox, table, time, section, empty, busy } from "./dom.js";
+import { h, fill, field, errorBox, table, time, section, empty, busy, amountStat } from "./dom.js";
 
 export async function contributorPage(address) {
   let who = {};
@@ -57,8 +57,7 @@ function earningsView(e) {
     }
     return section("Earnings", errorBox(e));
   }
-  const stat = (kind, label, value) =>
-    h("div", { class: "stat" }, h("span", { class: "stat-label" }, label), h("span", { class: "stat-value", dataset: { kind, amount: value } }, `${tokens(value)} ${TOKEN}`));
+  const stat = (kind, label, value) => amountStat(label, value, { dataset: { kind } });
   return h(
     "div",
     {},
@@ -178,7 +177,7 @@ function claimView(address, proof, claimable) {
       }, out),
     );
   }
-  const stat = (label, id, amount) => h("div", { class: "stat" }, h("span", { class: "stat-label" }, label), h("span", { class: "stat-value", id, dataset: { amount } }, `${tokens(amount)} ${TOKEN}`));
+  const stat = (label, id, amount) => amountStat(label, amount, { id });
   const stats = onChain
     ? [stat(`Claimable now (epoch ${claimable.epoch} on chain)`, "claimable", claimable.claimable), stat("Paid out so far", "paid", claimable.paid), stat(`Settled through epoch ${proof.epoch}`, "settled-total", proof.cumulative)]
     : [stat(`Settled through epoch ${proof.epoch}`, "settled-total", proof.cumulative)];

@@ -1,8 +1,8 @@
 // Datanets: browse and search, create, upload files with progress and a result per file;
 // owners manage members, access requests, flags, prices and sponsor budgets.
 
-import { all, api, get, me, apiKey, upload, tokens, units, TOKEN, short } from "./api.js";
-import { h, fill, field, errorBox, table, time, section, empty, busy, button, uid, plural } from "./dom.js";
+import { all, api, get, me, apiKey, upload, tokens, units, TOKEN, short, governs, sameAddress } from "./api.js";
+import { h, fill, field, errorBox, table, time, section, empty, busy, button, uid, plural, rerender } from "./dom.js";
 
 export async function datanetsPage() {
   const datanets = await all("/v1/datanets");
@@ -95,10 +95,10 @@ export async function datanetPage(name) {
   const path = `/v1/datanets/${encodeURIComponent(name)}`;
   const [d, documents] = await Promise.all([get(path), all(`${path}/documents`)]);
   const who = apiKey() ? await me().catch(() => ({})) : {};
-  const governs = who.role === "admin" || (who.role === "owner" && who.address && who.address.toLowerCase() === d.owner.toLowerCase());
+  const governing = governs(who, d);
   const docList = documentsTable(d, documents);
   const contributions = h("div", {});
-  const refreshContributions = async () => fill(contributions, await contributionsSection(d, path, who, governs));
+  const refreshContributions = async () => fill(contributions, await contributionsSection(d, path, who, governing));
   await refreshContributions();
   const page = h(
     "div",
@@ -114,12 +114,12 @@ export async function datanetPage(name) {
     contributions,
     section("Leaderboard", await leaderboard(path)),
   );
-  if (governs) page.append(await governance(d, path));
+  if (governing) page.append(await governance(d, path));
   return page;
 }
 
 /** The caller's contributions (or, for reviewers, everyone's), with accept and reject. */
-async function contributionsSection(d, path, who, governs) {
+async function contributionsSection(d, path, who, governing) {
   if (!who.role) return null;
   let items;
   try {
@@ -127,16 +127,15 @@ async function contributionsSection(d, path, who, governs) {
   } catch (e) {
     return section("Contributions", errorBox(e));
   }
-  const mine = (c) => who.address && c.contributor.toLowerCase() === who.address.toLowerCase();
-  const reviewer = governs || items.some((c) => !mine(c));
-  const reload = () => window.dispatchEvent(new HashChangeEvent("hashchange"));
+  const mine = (c) => sameAddress(c.contributor, who.address);
+  const reviewer = governing || items.some((c) => !mine(c));
   const decide = (c) => {
-    if (c.status !== "pending" || !reviewer || (mine(c) && !governs)) return "";
+    if (c.status !== "pending" || !reviewer || (mine(c) && !governing)) return "";
     const reason = h("input", { type: "text", maxlength: "1000", placeholder: "Reason (shown to the contributor)", "aria-label": `Reason for contribution ${c.id}` });
     const out = h("div", { role: "status" });
     const act = (accept) => (e) => busy(e.target, async () => {
       await api("POST", `${path}/contributions/${c.id}`, { accept, reason: reason.value });
-      reload();
+      rerender();
     }, out);
     return h("div", { class: "decide" }, reason, h("span", { class: "actions" }, button("Accept", act(true)), button("Reject", act(false), { class: "secondary" })), out);
   };
@@ -250,51 +249,50 @@ async function governance(d, path) {
     get(`${path}/pricing`).catch((e) => e),
     get(`${path}/sponsor`).catch((e) => e),
   ]);
-  const reload = () => window.dispatchEvent(new HashChangeEvent("hashchange"));
   const orError = (v, f) => (v instanceof Error ? errorBox(v) : f(v));
   return h(
     "div",
     { class: "governance" },
     h("h2", { class: "group" }, "Owner tools"),
-    section("Review", reviewToggle(d, path, reload)),
+    section("Review", reviewToggle(d, path)),
     section("Access requests", orError(requests, (rs) => {
       const pending = rs.filter((r) => r.status === "pending");
       return pending.length
         ? table("Pending requests", ["Address", "Message", "Asked", ""], pending.map((r) => [short(r.address), r.message, time(r.created_at_ms), h("span", { class: "actions" },
-            button("Approve", (e) => busy(e.target, async () => { await api("POST", `${path}/access-requests/${r.id}`, { approve: true }); reload(); })),
-            button("Reject", (e) => busy(e.target, async () => { await api("POST", `${path}/access-requests/${r.id}`, { approve: false }); reload(); }), { class: "secondary" }))]))
+            button("Approve", (e) => busy(e.target, async () => { await api("POST", `${path}/access-requests/${r.id}`, { approve: true }); rerender(); })),
+            button("Reject", (e) => busy(e.target, async () => { await api("POST", `${path}/access-requests/${r.id}`, { approve: false }); rerender(); }), { class: "secondary" }))]))
         : empty("No pending requests.");
     })),
-    d.visibility === "private" ? section("Members", orError(members, (ms) => membersView(path, ms, reload))) : null,
-    section("Flags", orError(flags, (fs) => flagsView(path, fs, reload))),
+    d.visibility === "private" ? section("Members", orError(members, (ms) => membersView(path, ms))) : null,
+    section("Flags", orError(flags, (fs) => flagsView(path, fs))),
     section("Price", orError(pricing, (p) => pricingView(path, p))),
-    section("Sponsor budget", orError(sponsor, (s) => sponsorView(path, s, reload))),
+    section("Sponsor budget", orError(sponsor, (s) => sponsorView(path, s))),
   );
 }
 
-function reviewToggle(d, path, reload) {
+function reviewToggle(d, path) {
   const box = h("input", { type: "checkbox", id: uid("review"), checked: d.review });
   const out = h("div", { role: "status" });
   box.addEventListener("change", () => busy(box, async () => {
     await api("PATCH", path, { review: box.checked });
-    reload();
+    rerender();
   }, out));
   return h("div", {}, h("div", { class: "check" }, box, h("label", { for: box.id }, "Hold uploads from contributors for review")), h("p", { class: "hint" }, "Members may accept or reject too, never their own uploads. Pending uploads stay pending if you turn this off."), out);
 }
 
-function membersView(path, members, reload) {
+function membersView(path, members) {
   const address = h("input", { type: "text", placeholder: "0x…", spellcheck: "false" });
   const out = h("div", { role: "status" });
   const add = h("button", { type: "submit" }, "Add member");
   const form = h("form", { class: "inline-form" }, field("Address", address), h("div", { class: "actions" }, add), out);
   form.addEventListener("submit", (e) => {
     e.preventDefault();
-    busy(add, async () => { await api("POST", `${path}/members`, { address: address.value.trim() }); reload(); }, out);
+    busy(add, async () => { await api("POST", `${path}/members`, { address: address.value.trim() }); rerender(); }, out);
   });
-  return h("div", {}, members.length ? table("Members", ["Address", "Since", ""], members.map((m) => [h("code", {}, m.address), time(m.added_at_ms), button("Remove", (ev) => busy(ev.target, async () => { await api("DELETE", `${path}/members/${m.address}`); reload(); }), { class: "secondary" })])) : empty("No members yet."), form);
+  return h("div", {}, members.length ? table("Members", ["Address", "Since", ""], members.map((m) => [h("code", {}, m.address), time(m.added_at_ms), button("Remove", (ev) => busy(ev.target, async () => { await api("DELETE", `${path}/members/${m.address}`); rerender(); }), { class: "secondary" })])) : empty("No members yet."), form);
 }
 
-function flagsView(path, flags, reload) {
+function flagsView(path, flags) {
   const kind = h("select", {}, h("option", { value: "chunk" }, "Chunk id"), h("option", { value: "document" }, "Document id"), h("option", { value: "contributor" }, "Contributor address"));
   const target = h("input", { type: "text", spellcheck: "false", required: true });
   const reason = h("input", { type: "text", required: true, maxlength: "500" });
@@ -303,13 +301,13 @@ function flagsView(path, flags, reload) {
   const form = h("form", { class: "inline-form" }, field("Flag a", kind), field("Target", target), field("Reason", reason), h("div", { class: "actions" }, submit), out);
   form.addEventListener("submit", (e) => {
     e.preventDefault();
-    busy(submit, async () => { await api("POST", `${path}/flags`, { [kind.value]: target.value.trim(), reason: reason.value }); reload(); }, out);
+    busy(submit, async () => { await api("POST", `${path}/flags`, { [kind.value]: target.value.trim(), reason: reason.value }); rerender(); }, out);
   });
   return h(
     "div",
     {},
     flags.length
-      ? table("Flags", ["Target", "Reason", "By", "State", ""], flags.map((f) => [h("code", { title: f.target }, `${f.kind} ${f.target.slice(0, 12)}`), f.reason, short(f.actor), f.active ? "active" : "lifted", f.active ? button("Lift", (ev) => busy(ev.target, async () => { await api("POST", `${path}/flags/${f.id}/lift`, {}); reload(); }), { class: "secondary" }) : ""]))
+      ? table("Flags", ["Target", "Reason", "By", "State", ""], flags.map((f) => [h("code", { title: f.target }, `${f.kind} ${f.target.slice(0, 12)}`), f.reason, short(f.actor), f.active ? "active" : "lifted", f.active ? button("Lift", (ev) => busy(ev.target, async () => { await api("POST", `${path}/flags/${f.id}/lift`, {}); rerender(); }), { class: "secondary" }) : ""]))
       : empty("No flags. A flag takes a chunk, document or contributor out of retrieval and slashes unsettled credits."),
     form,
   );
@@ -333,14 +331,14 @@ function pricingView(path, p) {
   return form;
 }
 
-function sponsorView(path, s, reload) {
+function sponsorView(path, s) {
   const amount = h("input", { type: "text", inputmode: "decimal", required: true });
   const out = h("div", { role: "status" });
   const submit = h("button", { type: "submit" }, "Add to budget");
   const form = h("form", { class: "inline-form" }, field(`Amount (${TOKEN}) from the owner's balance`, amount), h("div", { class: "actions" }, submit), out);
   form.addEventListener("submit", (e) => {
     e.preventDefault();
-    busy(submit, async () => { await api("POST", `${path}/sponsor`, { amount: units(amount.value), key: uid("sponsor") + Date.now() }); reload(); }, out);
+    busy(submit, async () => { await api("POST", `${path}/sponsor`, { amount: units(amount.value), key: uid("sponsor") + Date.now() }); rerender(); }, out);
   });
   return h("div", {}, h("p", {}, "Budget: ", h("strong", {}, `${tokens(s.balance)} ${TOKEN}`), ". It pays for questions on this Datanet that nobody else pays for."), form);
 }

@@ -1,6 +1,6 @@
 // A document with the chunk a citation points to highlighted and scrolled to.
 
-import { api, apiKey, get, me, short, byteSlicer, tokens, TOKEN } from "./api.js";
+import { api, apiKey, get, governs, me, short, byteSlicer, tokens, TOKEN } from "./api.js";
 import { h, fill, field, busy, section } from "./dom.js";
 
 export async function documentPage(datanet, id, chunk) {
@@ -10,7 +10,6 @@ export async function documentPage(datanet, id, chunk) {
     get(path),
     apiKey() ? me().catch(() => ({})) : Promise.resolve({}),
   ]);
-  const governs = who.role === "admin" || (who.role === "owner" && who.address && who.address.toLowerCase() === net.owner.toLowerCase());
   const slice = byteSlicer(doc.text);
   const target = chunk ? doc.spans.find((s) => s.chunk_id === chunk) : null;
   const body = h("div", { class: "doc-text" });
@@ -47,7 +46,7 @@ export async function documentPage(datanet, id, chunk) {
     chunk && !target ? h("p", { class: "warn" }, "The cited chunk is no longer in this document.") : null,
     target ? h("p", { class: "muted" }, "The cited passage is highlighted.") : null,
     h("article", { class: "card" }, body),
-    governs && target ? flagForm(path, target.chunk_id) : null,
+    governs(who, net) && target ? flagForm(path, target.chunk_id) : null,
   );
 }
 

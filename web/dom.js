@@ -1,6 +1,8 @@
 // Small DOM helpers. Text always goes in as text nodes (never as HTML), so nothing a user or
 // the API sends can become markup.
 
+import { tokens, TOKEN } from "./api.js";
+
 /** h("a", {href: "#/x", class: "link", onclick: fn}, "text", child, ...) */
 export function h(tag, props = {}, ...children) {
   const el = document.createElement(tag);
@@ -129,4 +131,15 @@ export async function busy(btn, task, out) {
 /** "1 chunk", "3 chunks". */
 export function plural(n, word) {
   return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
+/** Renders the current page again (after a change it shows). */
+export function rerender() {
+  window.dispatchEvent(new HashChangeEvent("hashchange"));
+}
+
+/** A tile with an amount in tokens; `data-amount` keeps the exact units. */
+export function amountStat(label, amount, props = {}) {
+  const dataset = { ...(props.dataset || {}), amount };
+  return h("div", { class: "stat" }, h("span", { class: "stat-label" }, label), h("span", { class: "stat-value", ...props, dataset }, `${tokens(amount)} ${TOKEN}`));
 }

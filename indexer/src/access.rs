@@ -7,7 +7,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::catalog::{Catalog, Datanet, Visibility, now_ms};
+use crate::catalog::{Catalog, Datanet, Visibility, now_ms, parse_address};
 use crate::{Address, Error, Result};
 
 /// An address allowed into a Datanet.
@@ -66,8 +66,7 @@ pub struct DatanetUpdate {
 }
 
 fn address_of(row: &AnyRow, column: &str) -> Result<Address> {
-    let text: String = row.try_get(column)?;
-    text.parse().map_err(|_| Error::Inconsistent(format!("stored address {text:?} is not valid")))
+    parse_address(&row.try_get::<String, _>(column)?)
 }
 
 fn request_from_row(row: &AnyRow) -> Result<AccessRequest> {

@@ -148,7 +148,7 @@ pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-fn parse_address(s: &str) -> Result<Address> {
+pub(crate) fn parse_address(s: &str) -> Result<Address> {
     s.parse().map_err(|_| Error::Inconsistent(format!("stored address {s:?} is not valid")))
 }
 

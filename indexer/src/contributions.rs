@@ -12,7 +12,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::catalog::{Catalog, now_ms};
+use crate::catalog::{Catalog, now_ms, parse_address};
 use crate::{Address, Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -91,14 +91,11 @@ const COLUMNS: &str = "id, datanet_id, contributor, status, content_hash, names,
                        decided_at, decided_by";
 
 fn from_row(row: &AnyRow) -> Result<Contribution> {
-    let contributor: String = row.try_get("contributor")?;
     let names: String = row.try_get("names")?;
     Ok(Contribution {
         id: row.try_get("id")?,
         datanet_id: row.try_get("datanet_id")?,
-        contributor: contributor
-            .parse()
-            .map_err(|_| Error::Inconsistent(format!("stored address {contributor:?} is not valid")))?,
+        contributor: parse_address(&row.try_get::<String, _>("contributor")?)?,
         status: ContributionStatus::parse(&row.try_get::<String, _>("status")?)?,
         content_hash: row.try_get("content_hash")?,
         names: serde_json::from_str(&names).map_err(|e| Error::Inconsistent(format!("stored names: {e}")))?,
@@ -306,9 +303,7 @@ impl Catalog {
         tallies
             .into_iter()
             .map(|(address, (accepted_uploads, chunks))| {
-                let contributor =
-                    address.parse().map_err(|_| Error::Inconsistent(format!("stored address {address:?}")))?;
-                Ok(ContributorTally { contributor, accepted_uploads, chunks })
+                Ok(ContributorTally { contributor: parse_address(&address)?, accepted_uploads, chunks })
             })
             .collect()
     }

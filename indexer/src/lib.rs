@@ -41,7 +41,7 @@ pub use embed_onnx::{ORT_LIBRARY_ENV, OnnxEmbedder, locate_onnxruntime, onnx_mod
 pub use error::{Error, Result};
 pub use ingest::{IngestOptions, IngestReport, NoProgress, Progress, ingest, ingest_documents};
 pub use keywords::{KeywordDoc, KeywordHit, KeywordIndex, TantivyKeywordIndex};
-pub use qdrant::{QdrantSettings, QdrantVectorIndex};
+pub use qdrant::{QdrantCollection, QdrantSettings, QdrantVectorIndex};
 pub use query_cache::QueryCache;
 pub use source::{SourceDocument, read_file, read_sources, read_upload};
 pub use store::{Consistency, DEFAULT_MIN_FREE_BYTES, DatanetIndexes, Store, StoreConfig};

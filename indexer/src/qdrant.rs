@@ -105,6 +105,15 @@ fn failed(what: &str) -> impl Fn(qdrant_client::QdrantError) -> Error + '_ {
     move |e| Error::VectorIndex(format!("Qdrant {what}: {e}"))
 }
 
+/// The deployment's collection: one connection (gRPC channel) that every Datanet's
+/// [`QdrantVectorIndex`] shares.
+#[derive(Clone)]
+pub struct QdrantCollection {
+    client: Arc<Qdrant>,
+    settings: Arc<QdrantSettings>,
+    dimension: usize,
+}
+
 /// One Datanet's view of the deployment's collection.
 pub struct QdrantVectorIndex {
     client: Arc<Qdrant>,
@@ -114,8 +123,15 @@ pub struct QdrantVectorIndex {
 }
 
 impl QdrantVectorIndex {
-    /// Connects, creating the collection and its payload indexes when they are missing.
+    /// [`QdrantCollection::connect`], then the Datanet's view of it.
     pub fn open(settings: &QdrantSettings, datanet_id: i64, dimension: usize) -> Result<QdrantVectorIndex> {
+        Ok(QdrantCollection::connect(settings, dimension)?.index(datanet_id))
+    }
+}
+
+impl QdrantCollection {
+    /// Connects, creating the collection and its payload indexes when they are missing.
+    pub fn connect(settings: &QdrantSettings, dimension: usize) -> Result<QdrantCollection> {
         let settings = Arc::new(settings.clone());
         let client = {
             let settings = settings.clone();
@@ -127,12 +143,22 @@ impl QdrantVectorIndex {
                 config.build().map_err(failed("connection"))
             })?
         };
-        let index = QdrantVectorIndex { client: Arc::new(client), settings, datanet_id, dimension };
-        index.ensure_collection()?;
-        Ok(index)
+        let collection = QdrantCollection { client: Arc::new(client), settings, dimension };
+        collection.ensure()?;
+        Ok(collection)
     }
 
-    fn ensure_collection(&self) -> Result<()> {
+    /// The Datanet's view: its points only.
+    pub fn index(&self, datanet_id: i64) -> QdrantVectorIndex {
+        QdrantVectorIndex {
+            client: self.client.clone(),
+            settings: self.settings.clone(),
+            datanet_id,
+            dimension: self.dimension,
+        }
+    }
+
+    fn ensure(&self) -> Result<()> {
         let (client, settings, dimension) = (self.client.clone(), self.settings.clone(), self.dimension);
         run(async move {
             let name = settings.collection.clone();
@@ -173,7 +199,9 @@ impl QdrantVectorIndex {
             Ok(())
         })
     }
+}
 
+impl QdrantVectorIndex {
     /// The tenant key: the Datanet's id, as the keyword Qdrant groups a tenant's points by.
     fn tenant(&self) -> String {
         self.datanet_id.to_string()

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use crate::catalog::{Catalog, ChunkRecord, Datanet};
 use crate::chunk::{indexed_text, keyword_text};
 use crate::keywords::{KeywordDoc, KeywordIndex, TantivyKeywordIndex};
-use crate::qdrant::{QdrantSettings, QdrantVectorIndex};
+use crate::qdrant::{QdrantCollection, QdrantSettings};
 use crate::vectors::{EdgeIndexConfig, EdgeVectorIndex, VectorIndex, VectorPoint};
 use crate::{ChunkId, Embedder, Error, Result};
 
@@ -88,6 +88,8 @@ pub struct Store {
     catalog: Catalog,
     config: StoreConfig,
     indexes: Mutex<HashMap<i64, Arc<DatanetIndexes>>>,
+    /// The Qdrant backend's collection, connected on first use and shared by every Datanet.
+    qdrant: Mutex<Option<QdrantCollection>>,
 }
 
 impl Store {
@@ -99,7 +101,7 @@ impl Store {
             None => format!("sqlite://{}?mode=rwc", config.data_dir.join("tributary.db").display()),
         };
         let catalog = Catalog::connect(&url).await?;
-        let store = Store { catalog, config, indexes: Mutex::new(HashMap::new()) };
+        let store = Store { catalog, config, indexes: Mutex::new(HashMap::new()), qdrant: Mutex::new(None) };
         // Upgrade first: recovery opens indexes, which stamps them with the current format.
         store.upgrade_keyword_indexes().await?;
         store.recover().await?;
@@ -141,13 +143,25 @@ impl Store {
         }
         let dir = self.index_dir(datanet_id);
         let vectors: Box<dyn VectorIndex> = match &self.config.qdrant {
-            Some(settings) => Box::new(QdrantVectorIndex::open(settings, datanet_id, self.config.vectors.dimension)?),
+            Some(settings) => Box::new(self.qdrant_collection(settings)?.index(datanet_id)),
             None => Box::new(EdgeVectorIndex::open(&dir.join("vectors"), self.config.vectors)?),
         };
         let indexes =
             Arc::new(DatanetIndexes { vectors, keywords: Box::new(TantivyKeywordIndex::open(&dir.join("keywords"))?) });
         open.insert(datanet_id, indexes.clone());
         Ok(indexes)
+    }
+
+    /// The Qdrant collection, connected (and created if missing) once; a failed connection is
+    /// tried again at the next use.
+    fn qdrant_collection(&self, settings: &QdrantSettings) -> Result<QdrantCollection> {
+        let mut connected = self.qdrant.lock().map_err(|_| Error::VectorIndex("Qdrant connection poisoned".into()))?;
+        if let Some(collection) = connected.as_ref() {
+            return Ok(collection.clone());
+        }
+        let collection = QdrantCollection::connect(settings, self.config.vectors.dimension)?;
+        *connected = Some(collection.clone());
+        Ok(collection)
     }
 
     /// Rolls back index writes whose catalog commit never happened.

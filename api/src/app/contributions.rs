@@ -147,15 +147,17 @@ pub async fn resume(app: &App) -> Result<usize> {
     let catalog = app.store.catalog();
     let accepting = catalog.accepting().await?;
     let count = accepting.len();
+    if count == 0 {
+        return Ok(0);
+    }
+    let datanets = catalog.datanets().await?;
     for contribution in accepting {
-        let datanet = catalog
-            .datanets()
-            .await?
-            .into_iter()
+        let datanet = datanets
+            .iter()
             .find(|d| d.id == contribution.datanet_id)
             .with_context(|| format!("contribution {} names no Datanet", contribution.id))?;
         tracing::info!(id = contribution.id, datanet = %datanet.name, "indexing an accepted contribution a stop interrupted");
-        index_accepted(app, &datanet, contribution).await?;
+        index_accepted(app, datanet, contribution).await?;
     }
     Ok(count)
 }

@@ -5,7 +5,10 @@
 //! with an address sees their own. Who decides: the owner, admins and members, never on their
 //! own contribution (a member cannot wave their own upload through).
 
+use std::collections::BTreeMap;
+
 use axum::extract::State;
+use tributary_indexer::Address;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -58,12 +61,7 @@ async fn list_contributions(
         Some(*caller.address().ok_or_else(|| ApiError::forbidden("this key has no address"))?)
     };
     let (after, limit) = page_bounds::<i64>(params.cursor.as_deref(), params.limit)?;
-    let status = params.status.map(|s| match s {
-        wire::ContributionStatus::Pending => tributary_indexer::ContributionStatus::Pending,
-        wire::ContributionStatus::Accepting => tributary_indexer::ContributionStatus::Accepting,
-        wire::ContributionStatus::Accepted => tributary_indexer::ContributionStatus::Accepted,
-        wire::ContributionStatus::Rejected => tributary_indexer::ContributionStatus::Rejected,
-    });
+    let status = params.status.map(Into::into);
     // One more than the page, to know whether another follows.
     let mut items =
         state.catalog().contributions(datanet.id, only.as_ref(), status, after, limit.saturating_add(1)).await?;
@@ -111,10 +109,7 @@ async fn decide_contribution(
     let decided = if body.accept {
         state.embedder().await?;
         let (accepted, report) = contributions::accept(state.app(), &datanet, id, &caller.actor()).await?;
-        let metrics = state.metrics();
-        metrics.ingested_documents.inc_by(report.documents_stored as u64);
-        metrics.ingested_chunks.inc_by(report.new_chunks as u64);
-        metrics.duplicate_chunks.inc_by(report.duplicate_chunks as u64);
+        state.metrics().ingested(&report);
         accepted
     } else {
         contributions::reject(state.app(), &datanet, id, &caller.actor(), &body.reason).await?
@@ -136,30 +131,41 @@ async fn leaderboard(
     let datanet = readable(&state, &caller, &name).await?;
     let tallies = state.catalog().contributor_tallies(datanet.id).await?;
     let earnings = state.app().ledger().contributor_earnings(datanet.id).await?;
-    let mut rows: std::collections::BTreeMap<String, (u64, u64, u64, i128)> = Default::default();
+    // Per contributor: what they earned (kept as a number to sort by), and their row.
+    let mut rows: BTreeMap<Address, (i128, wire::LeaderboardRow)> = BTreeMap::new();
     for t in tallies {
-        let row = rows.entry(t.contributor.to_checksummed()).or_default();
-        row.0 = t.accepted_uploads;
-        row.1 = t.chunks;
+        let (_, r) = leaderboard_row(&mut rows, t.contributor);
+        (r.accepted_uploads, r.chunks) = (t.accepted_uploads, t.chunks);
     }
     for e in earnings {
-        let row = rows.entry(e.contributor.to_checksummed()).or_default();
-        row.2 = e.citations;
-        row.3 = e.earned;
+        let (earned, r) = leaderboard_row(&mut rows, e.contributor);
+        (*earned, r.citations, r.earned) = (e.earned, e.citations, e.earned.to_string());
     }
-    let mut contributors: Vec<(String, (u64, u64, u64, i128))> = rows.into_iter().collect();
-    contributors.sort_by(|a, b| b.1.3.cmp(&a.1.3).then(b.1.2.cmp(&a.1.2)).then(b.1.0.cmp(&a.1.0)).then(a.0.cmp(&b.0)));
+    let mut contributors: Vec<(i128, wire::LeaderboardRow)> = rows.into_values().collect();
+    // Most earned first, then most cited, then most accepted uploads; ties by address.
+    contributors.sort_by(|(a_earned, a), (b_earned, b)| {
+        (b_earned, b.citations, b.accepted_uploads)
+            .cmp(&(a_earned, a.citations, a.accepted_uploads))
+            .then_with(|| a.contributor.cmp(&b.contributor))
+    });
     Ok(Json(wire::Leaderboard {
         datanet: datanet.name,
-        contributors: contributors
-            .into_iter()
-            .map(|(contributor, (accepted_uploads, chunks, citations, earned))| wire::LeaderboardRow {
-                contributor,
-                accepted_uploads,
-                chunks,
-                citations,
-                earned: earned.to_string(),
-            })
-            .collect(),
+        contributors: contributors.into_iter().map(|(_, r)| r).collect(),
     }))
+}
+
+fn leaderboard_row(
+    rows: &mut BTreeMap<Address, (i128, wire::LeaderboardRow)>,
+    contributor: Address,
+) -> &mut (i128, wire::LeaderboardRow) {
+    rows.entry(contributor).or_insert_with(|| {
+        let row = wire::LeaderboardRow {
+            contributor: contributor.to_checksummed(),
+            accepted_uploads: 0,
+            chunks: 0,
+            citations: 0,
+            earned: "0".into(),
+        };
+        (0, row)
+    })
 }

@@ -588,10 +588,7 @@ async fn store_upload(
     }
     let outcome = contributions::submit(state.app(), datanet, submission, review).await?;
     if let contributions::Outcome::Indexed(_, report) = &outcome {
-        let metrics = state.metrics();
-        metrics.ingested_documents.inc_by(report.documents_stored as u64);
-        metrics.ingested_chunks.inc_by(report.new_chunks as u64);
-        metrics.duplicate_chunks.inc_by(report.duplicate_chunks as u64);
+        state.metrics().ingested(report);
     }
     Ok(outcome)
 }

@@ -112,6 +112,13 @@ impl Metrics {
         }
     }
 
+    /// Counts what an ingest stored (an upload indexed now, or a contribution accepted).
+    pub fn ingested(&self, report: &tributary_indexer::IngestReport) {
+        self.ingested_documents.inc_by(report.documents_stored as u64);
+        self.ingested_chunks.inc_by(report.new_chunks as u64);
+        self.duplicate_chunks.inc_by(report.duplicate_chunks as u64);
+    }
+
     /// The text exposition, with the adapter and query caches and the scheduler read now.
     pub fn render(
         &self,

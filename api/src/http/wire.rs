@@ -349,6 +349,23 @@ pub enum ContributionStatus {
     Rejected,
 }
 
+/// The wire's states are the catalog's, one for one.
+macro_rules! same_states {
+    ($($state:ident),*) => {
+        impl From<tributary_indexer::ContributionStatus> for ContributionStatus {
+            fn from(s: tributary_indexer::ContributionStatus) -> Self {
+                match s { $(tributary_indexer::ContributionStatus::$state => ContributionStatus::$state),* }
+            }
+        }
+        impl From<ContributionStatus> for tributary_indexer::ContributionStatus {
+            fn from(s: ContributionStatus) -> Self {
+                match s { $(ContributionStatus::$state => tributary_indexer::ContributionStatus::$state),* }
+            }
+        }
+    };
+}
+same_states!(Pending, Accepting, Accepted, Rejected);
+
 /// One upload to a Datanet and what became of it.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -378,12 +395,7 @@ impl Contribution {
             id: c.id,
             datanet: datanet.to_string(),
             contributor: c.contributor.to_checksummed(),
-            status: match c.status {
-                tributary_indexer::ContributionStatus::Pending => ContributionStatus::Pending,
-                tributary_indexer::ContributionStatus::Accepting => ContributionStatus::Accepting,
-                tributary_indexer::ContributionStatus::Accepted => ContributionStatus::Accepted,
-                tributary_indexer::ContributionStatus::Rejected => ContributionStatus::Rejected,
-            },
+            status: c.status.into(),
             content_hash: c.content_hash.clone(),
             documents: c.names.clone(),
             bytes: c.bytes,

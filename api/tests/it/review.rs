@@ -37,6 +37,7 @@ async fn review(database_url: Option<String>) {
     let bob = s.key(Role::Contributor, Some(BOB), None).await;
     let carol = s.key(Role::Contributor, Some(CAROL), None).await;
     let dave = s.key(Role::Contributor, Some(DAVE), None).await;
+    let dave_owner = s.key(Role::Owner, Some(DAVE), None).await;
     let payer = s.key(Role::Reader, Some(PAYER), None).await;
     let create = json!({"name": "reviewed", "review": true, "description": "reviewed uploads"});
     let created = s.call("POST", "/v1/datanets", Some(&alice), Some(create)).await;
@@ -77,6 +78,14 @@ async fn review(database_url: Option<String>) {
         let refused = s.call("POST", &decide, Some(key), Some(accept.clone())).await;
         assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
     }
+    assert_eq!(found(&s, "Missouri longest river").await, 0);
+    // Nor through a Datanet of one's own: accepting it there would make its owner the Datanet
+    // owner paid for every citation of it.
+    let own = s.call("POST", "/v1/datanets", Some(&dave_owner), Some(json!({"name": "daves"}))).await;
+    assert_eq!(own.status, StatusCode::CREATED, "{}", own.body);
+    let uri = format!("/v1/datanets/daves/contributions/{pending}");
+    let elsewhere = s.call("POST", &uri, Some(&dave_owner), Some(accept.clone())).await;
+    assert_eq!(elsewhere.status, StatusCode::NOT_FOUND, "a contribution is decided in its own Datanet only");
     assert_eq!(found(&s, "Missouri longest river").await, 0);
     // A member may review, once.
     let added = s.call("POST", "/v1/datanets/reviewed/members", Some(&alice), Some(json!({"address": CAROL}))).await;

@@ -98,8 +98,7 @@ impl RemoteGenerator {
         })
     }
 
-    fn body(&self, request: &ChatRequest) -> Result<serde_json::Value> {
-        let model = self.model_of(request)?;
+    fn body(request: &ChatRequest, model: &str) -> serde_json::Value {
         let p = &request.params;
         let mut body = serde_json::json!({
             "model": model,
@@ -116,7 +115,7 @@ impl RemoteGenerator {
         if !p.stop.is_empty() {
             body["stop"] = p.stop.clone().into();
         }
-        Ok(body)
+        body
     }
 }
 
@@ -332,7 +331,10 @@ impl Generator for RemoteGenerator {
     fn stream(&self, request: ChatRequest) -> mpsc::Receiver<Result<StreamEvent>> {
         let (tx, rx) = mpsc::channel(64);
         let adapter = !request.adapters.is_empty();
-        let body = self.body(&request).and_then(|body| Ok((self.model_of(&request)?, body)));
+        let body = self.model_of(&request).map(|model| {
+            let body = Self::body(&request, &model);
+            (model, body)
+        });
         let (http, key) = (self.http.clone(), self.config.api_key.clone());
         let engines = self.engines.clone();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
