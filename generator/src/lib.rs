@@ -34,7 +34,7 @@ pub use adapters::registry::{AdapterCache, AdapterEntry, AdapterRegistry, CacheS
 pub use answers::answer::{Answer, AnswerEvent, AnswerRequest, Citation, Influence, answer};
 pub use answers::cite::{
     CitationKind, CitationPolicy, CitationStats, CitedSentence, INSTRUCTION, NOT_FOUND, Origin, Source, attribute,
-    messages, numbered_messages, select_sources,
+    messages, numbered_messages, numbered_texts, select_sources,
 };
 pub use answers::facts::{states_facts, unheld_facts};
 pub use config::{Architecture, ModelConfig, Projection};

@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod keys;
 pub mod onchain;
 pub mod search;
+pub mod training;
 pub mod uploads;
 
 pub use context::{App, QUERY_CACHE_BYTES, Settings, Writing, parse_address};

@@ -119,7 +119,7 @@ fn registry_address(config: &ChainConfig) -> Result<EvmAddress> {
 
 /// The contribution tree of a Datanet: every chunk with its first contributor, and where each
 /// leaf sits.
-async fn contribution_tree(
+pub(crate) async fn contribution_tree(
     app: &App,
     datanet: &tributary_indexer::Datanet,
 ) -> Result<(MerkleTree, Vec<(tributary_indexer::ChunkId, tributary_indexer::Address, usize)>)> {

@@ -1,11 +1,16 @@
-//! `tributary adapter add|list|remove`: the LoRA adapter registry.
+//! `tributary adapter add|list|remove|train|show|verify`: the LoRA adapter registry, and
+//! adapters trained here (Model Factory).
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 
+use indicatif::{ProgressBar, ProgressStyle};
+use tributary_trainer::{Control, LoraShape, TrainSettings};
+
 use crate::app::App;
+use crate::app::training;
 
 #[derive(Subcommand)]
 pub enum AdapterCommand {
@@ -25,6 +30,57 @@ pub enum AdapterCommand {
         json: bool,
     },
     Remove {
+        id: String,
+    },
+    /// Fine-tune a LoRA adapter on a Datanet's question/answer pairs, evaluate it on pairs
+    /// held out of training, and register it. Started again after an interruption, a run with
+    /// the same name and settings resumes from its last checkpoint.
+    Train {
+        name: String,
+        #[arg(long)]
+        datanet: String,
+        /// JSONL, one {"question", "answer", "chunks"?: [chunk ids]} per line.
+        #[arg(long)]
+        pairs: PathBuf,
+        #[arg(long, default_value_t = 16)]
+        rank: usize,
+        #[arg(long, default_value_t = 32.0)]
+        alpha: f64,
+        /// Projections to adapt, comma-separated PEFT names.
+        #[arg(long, value_delimiter = ',', default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")]
+        targets: Vec<String>,
+        #[arg(long, default_value_t = 3)]
+        epochs: usize,
+        #[arg(long, default_value_t = 2e-4)]
+        lr: f64,
+        /// Examples per optimizer step.
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+        /// Examples per forward pass (the step accumulates the rest).
+        #[arg(long, default_value_t = 1)]
+        micro_batch: usize,
+        #[arg(long)]
+        max_steps: Option<usize>,
+        /// Warmup steps (default: 6% of the run's steps).
+        #[arg(long)]
+        warmup: Option<usize>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Share of the pairs held out of training to evaluate the adapter on.
+        #[arg(long, default_value_t = 0.2)]
+        holdout: f64,
+        /// Longest example in tokens (passages, question and answer).
+        #[arg(long, default_value_t = 1024)]
+        max_tokens: usize,
+    },
+    /// An adapter's registry entry, and how it was trained where it was trained here.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Checks a trained adapter's training log against its recorded root.
+    Verify {
         id: String,
     },
 }
@@ -61,6 +117,118 @@ pub async fn adapter(app: &App, command: AdapterCommand) -> Result<()> {
                 bail!("adapter {id} is not registered");
             }
             println!("removed {id}");
+        }
+        AdapterCommand::Train {
+            name,
+            datanet,
+            pairs,
+            rank,
+            alpha,
+            targets,
+            epochs,
+            lr,
+            batch,
+            micro_batch,
+            max_steps,
+            warmup,
+            seed,
+            holdout,
+            max_tokens,
+        } => {
+            let pairs = training::read_pairs(&pairs)?;
+            let mut settings = TrainSettings {
+                epochs,
+                learning_rate: lr,
+                batch_size: batch,
+                micro_batch,
+                max_steps,
+                seed,
+                ..TrainSettings::default()
+            };
+            let train_pairs = pairs.len() - training::held_out(pairs.len(), holdout);
+            let (_, total) = settings.plan(train_pairs.max(1))?;
+            settings.warmup_steps = warmup.unwrap_or((total as f64 * 0.06).ceil() as usize);
+            let request = training::TrainRequest {
+                name,
+                datanet,
+                pairs,
+                lora: LoraShape { rank, alpha, targets },
+                settings,
+                holdout,
+                max_tokens,
+            };
+            let bar = ProgressBar::new(total as u64);
+            bar.set_style(
+                ProgressStyle::with_template("{bar:40} step {pos}/{len}  {msg}  ETA {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            let shown = bar.clone();
+            let record = training::train_adapter(app, request, move |step, _| {
+                shown.set_position(step.step as u64);
+                shown.set_message(format!("loss {:.4}", step.loss));
+                Control::Continue
+            })
+            .await;
+            bar.finish_and_clear();
+            let record = record?;
+            let e = &record.evaluation;
+            println!(
+                "trained {} on {} pairs of {}: {} steps, final loss {:.4}, {:.0} tokens/s",
+                record.adapter,
+                record.train_pairs,
+                record.datanet,
+                record.steps,
+                record.final_loss,
+                record.tokens_per_second
+            );
+            println!(
+                "held out {} pairs: loss {:.4} with the adapter, {:.4} base; answer F1 {:.3}, base {:.3} ({})",
+                e.heldout_pairs,
+                e.adapter_loss,
+                e.base_loss,
+                e.adapter_answer_f1,
+                e.base_answer_f1,
+                if e.beats_base() { "better than the base" } else { "NOT better than the base" }
+            );
+            println!("training log root {}", record.log_root);
+        }
+        AdapterCommand::Show { id, json } => {
+            let entry = registry.get(&id)?;
+            let record = training::training_record(app, &id)?;
+            if json {
+                let value = serde_json::json!({ "adapter": entry, "training": record });
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                println!("{}  rank {}  {}  {:?}", entry.id, entry.rank, entry.target_modules.join(","), entry.source);
+                match record {
+                    Some(r) => {
+                        println!(
+                            "trained on Datanet {} ({} pairs, {} steps, seed {})",
+                            r.datanet, r.train_pairs, r.steps, r.settings.seed
+                        );
+                        for d in &r.datanets {
+                            println!("  {} at root {} ({} chunks)", d.name, d.root, d.chunks);
+                        }
+                        println!("base model {} (blake3 {})", r.base_model, r.base_model_blake3);
+                        let e = &r.evaluation;
+                        println!(
+                            "held-out loss {:.4} (base {:.4}), answer F1 {:.3} (base {:.3}) over {} pairs",
+                            e.adapter_loss, e.base_loss, e.adapter_answer_f1, e.base_answer_f1, e.heldout_pairs
+                        );
+                        println!("training log root {}", r.log_root);
+                    }
+                    None => println!("not trained here"),
+                }
+            }
+        }
+        AdapterCommand::Verify { id } => {
+            let verified = training::verify_training(app, &id)?;
+            println!(
+                "training log of {id} verifies: root {}, {} steps over {} examples",
+                verified.root,
+                verified.steps.len(),
+                verified.header.examples.len()
+            );
         }
     }
     Ok(())

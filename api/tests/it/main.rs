@@ -14,6 +14,7 @@ mod ledger;
 mod review;
 mod serve;
 mod soak;
+mod training;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

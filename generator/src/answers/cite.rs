@@ -192,7 +192,7 @@ pub fn numbered_messages(question: &str, sources: &[(usize, &Source)]) -> Vec<Ch
 }
 
 /// [`numbered_messages`] over passages' texts.
-pub(crate) fn numbered_texts(question: &str, passages: &[(usize, &str)]) -> Vec<ChatMessage> {
+pub fn numbered_texts(question: &str, passages: &[(usize, &str)]) -> Vec<ChatMessage> {
     // Markdown heading marks invite the model to answer in markdown: the words are enough.
     let clean = |t: &str| t.split_whitespace().filter(|w| !w.chars().all(|c| c == '#')).collect::<Vec<_>>().join(" ");
     let mut prompt = String::from("Passages:\n");

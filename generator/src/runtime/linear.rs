@@ -198,6 +198,12 @@ impl Stack {
         block.linear.rows_slice(offset, width, device)?.dense_weight(device)
     }
 
+    /// `projection`'s bias, where the stack has biases.
+    pub(crate) fn bias(&self, projection: Projection) -> Result<Option<Tensor>> {
+        let (b, offset, width) = self.find(projection).ok_or_else(|| missing(projection))?;
+        Ok(self.blocks[b].linear.bias.as_ref().map(|bias| bias.narrow(0, offset, width)).transpose()?)
+    }
+
     /// Replaces `projection`'s weight (its bias stays). Its block is split first, so the other
     /// projections keep their weights exactly as they were, in their own format.
     pub(crate) fn set_weight(&mut self, projection: Projection, weight: QMatMul, device: &Device) -> Result<()> {

@@ -623,6 +623,38 @@ impl Model {
         }
     }
 
+    /// `projection`'s bias in `layer` (Qwen2's q/k/v have one), as the forward pass adds it.
+    pub fn projection_bias(&self, layer: usize, projection: Projection) -> Result<Option<Tensor>> {
+        let layer = self.layers.get(layer).ok_or_else(|| Error::Model(format!("no layer {layer}")))?;
+        match projection {
+            Projection::Q | Projection::K | Projection::V => layer.qkv.bias(projection),
+            Projection::Gate | Projection::Up => layer.gate_up.bias(projection),
+            Projection::O => Ok(layer.o.bias.clone()),
+            Projection::Down => Ok(layer.down.bias.clone()),
+        }
+    }
+
+    /// The token embedding table, (vocab, hidden), in the model's dtype.
+    pub fn embedding_table(&self) -> &Tensor {
+        &self.embeddings
+    }
+
+    /// `layer`'s two RMS norm weights: before attention and before the MLP.
+    pub fn layer_norms(&self, layer: usize) -> Result<(&Tensor, &Tensor)> {
+        let layer = self.layers.get(layer).ok_or_else(|| Error::Model(format!("no layer {layer}")))?;
+        Ok((&layer.attn_norm, &layer.mlp_norm))
+    }
+
+    /// The RMS norm weight after the last layer.
+    pub fn final_norm(&self) -> &Tensor {
+        &self.norm
+    }
+
+    /// The output head as a dense (vocab, hidden) f32 matrix (the embedding table where tied).
+    pub fn head_weight(&self) -> Result<Tensor> {
+        self.lm_head.dense_weight(&self.device)
+    }
+
     /// Replaces one projection's weight with a dense (out, in) matrix (an adapter merged in).
     pub fn set_projection_weight(&mut self, layer: usize, projection: Projection, weight: Tensor) -> Result<()> {
         let weight = QMatMul::Tensor(weight.to_dtype(self.embeddings.dtype())?);

@@ -98,6 +98,8 @@ pub struct LocalModel {
     template: ChatTemplate,
     /// Tokens that end the assistant's turn.
     end_tokens: Vec<u32>,
+    /// The token a chat turn of the assistant ends with (what training appends to a reply).
+    turn_end: Option<u32>,
     name: String,
 }
 
@@ -169,14 +171,16 @@ impl LocalModel {
     }
 
     fn assemble(model: Model, tokenizer: Tokenizer, template: ChatTemplate, eos: &str, name: String) -> Result<Self> {
-        let mut end_tokens: Vec<u32> = ["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>", eos]
+        let mut end_tokens: Vec<u32> = ["<|im_end|>", "<|eot_id|>", "<|endoftext|>", "</s>", eos]
             .iter()
             .filter(|t| !t.is_empty())
             .filter_map(|t| tokenizer.token_to_id(t))
             .collect();
+        // The chat templates' own end of a turn comes first in that list.
+        let turn_end = end_tokens.first().copied();
         end_tokens.sort_unstable();
         end_tokens.dedup();
-        Ok(LocalModel { model, tokenizer, template, end_tokens, name })
+        Ok(LocalModel { model, tokenizer, template, end_tokens, turn_end, name })
     }
 
     pub fn name(&self) -> &str {
@@ -264,6 +268,22 @@ impl LocalModel {
             return Err(Error::ContextOverflow { needed: ids.len() + 1, limit });
         }
         Ok(ids)
+    }
+
+    /// The PEFT adapter in `dir`, loaded for this model (its device, its dtype).
+    pub fn load_adapter(&self, id: &str, dir: &Path) -> Result<Adapter> {
+        Adapter::load(id, dir, self.model.config(), self.model.device(), self.model.embedding_table().dtype())
+    }
+
+    /// A training row: the prompt `messages` as the chat template writes them, then `reply`
+    /// and the token that ends the assistant's turn. Returns the ids and where the reply starts.
+    pub fn training_tokens(&self, messages: &[ChatMessage], reply: &str) -> Result<(Vec<u32>, usize)> {
+        let mut ids = self.encode_prompt(messages)?;
+        let start = ids.len();
+        ids.extend(self.encode(reply)?);
+        let end = self.turn_end.ok_or_else(|| Error::Tokenizer("no end-of-turn token".into()))?;
+        ids.push(end);
+        Ok((ids, start))
     }
 
     /// Whether `token` ends the assistant's turn.

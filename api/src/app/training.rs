@@ -1,0 +1,389 @@
+//! Model Factory (`tributary adapter train`): a LoRA adapter fine-tuned on a Datanet's
+//! question/answer pairs, evaluated on pairs held out of training, saved in PEFT's format with
+//! its training log, and registered.
+//!
+//! A pair names the chunks its answer rests on, or retrieval finds the Datanet's passage that
+//! best supports it (the question and the answer as the query) and the log records which. An
+//! example is laid out as the generator asks (passages, instruction, question), so the adapter
+//! learns to answer from passages and cite them. Runs live in `<data-dir>/training/<name>/`
+//! (checkpoints: a run killed midway resumes when started again with the same settings), the
+//! result in `<data-dir>/adapters/<name>/`: `adapter_config.json`,
+//! `adapter_model.safetensors`, `training_log.jsonl` and `training.json` (the log's root,
+//! the Datanet versions, the evaluation).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use tributary_retriever::{Fusion, Mode, Query};
+use tributary_trainer::{
+    Control, DatanetVersion, Example, FrozenBase, LoraShape, Passage, Row, RunHeader, StepRecord, TokenizedExample,
+    TrainSettings, row_log_likelihoods,
+};
+
+use crate::app::App;
+use crate::app::search::{CLI_SCOPE, retriever};
+
+/// One line of a pairs file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Pair {
+    pub question: String,
+    pub answer: String,
+    /// The ids of the chunks the answer rests on; found by retrieval when absent.
+    #[serde(default)]
+    pub chunks: Vec<String>,
+}
+
+pub fn read_pairs(path: &Path) -> Result<Vec<Pair>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| serde_json::from_str(line).with_context(|| format!("{}:{}", path.display(), i + 1)))
+        .collect()
+}
+
+/// What to train.
+#[derive(Debug, Clone)]
+pub struct TrainRequest {
+    pub name: String,
+    pub datanet: String,
+    pub pairs: Vec<Pair>,
+    pub lora: LoraShape,
+    pub settings: TrainSettings,
+    /// Share of the pairs held out for evaluation (at least one when there are two or more).
+    pub holdout: f64,
+    /// Longest example, in tokens.
+    pub max_tokens: usize,
+}
+
+/// Held-out figures of the adapter against its base.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub heldout_pairs: usize,
+    /// Mean negative log-likelihood per answer token of the held-out answers.
+    pub base_loss: f64,
+    pub adapter_loss: f64,
+    /// Mean token F1 of the answers written to the held-out questions against theirs.
+    pub base_answer_f1: f64,
+    pub adapter_answer_f1: f64,
+}
+
+impl Evaluation {
+    /// Better than the base on held-out pairs: a lower loss, and answers no worse.
+    pub fn beats_base(&self) -> bool {
+        self.heldout_pairs > 0 && self.adapter_loss < self.base_loss && self.adapter_answer_f1 >= self.base_answer_f1
+    }
+}
+
+/// `training.json`, stored with the adapter.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainingRecord {
+    pub adapter: String,
+    pub datanet: String,
+    pub base_model: String,
+    pub base_model_blake3: String,
+    /// The training log's Merkle root (blake3, hex).
+    pub log_root: String,
+    pub datanets: Vec<DatanetVersion>,
+    pub lora: LoraShape,
+    pub settings: TrainSettings,
+    pub train_pairs: usize,
+    pub steps: usize,
+    pub final_loss: f64,
+    pub tokens_per_second: f64,
+    pub seconds: f64,
+    pub evaluation: Evaluation,
+    /// Pairs whose chunks retrieval chose (they named none).
+    pub retrieved_chunks: usize,
+}
+
+pub fn training_dir(app: &App, name: &str) -> PathBuf {
+    app.settings.data_dir.join("training").join(name)
+}
+
+pub fn adapter_dir(app: &App, name: &str) -> PathBuf {
+    app.settings.data_dir.join("adapters").join(name)
+}
+
+/// `training.json` of an adapter this data directory trained, if it trained it.
+pub fn training_record(app: &App, name: &str) -> Result<Option<TrainingRecord>> {
+    let path = adapter_dir(app, name).join("training.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| format!("{}", path.display()))?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("{}", path.display())),
+    }
+}
+
+/// Turns pairs into examples over `datanet`'s chunks: named chunks are read from the catalog
+/// (refused when the Datanet has no such chunk), the others found by retrieval. Returns the
+/// examples and how many chunks retrieval chose.
+async fn examples(app: &App, datanet: &tributary_indexer::Datanet, pairs: &[Pair]) -> Result<(Vec<Example>, usize)> {
+    let catalog = app.store.catalog();
+    let search = retriever(app, Fusion::default(), CLI_SCOPE)?;
+    let datanets = [datanet.clone()];
+    let mut out = Vec::with_capacity(pairs.len());
+    let mut retrieved = 0;
+    for (i, pair) in pairs.iter().enumerate() {
+        let line = i + 1;
+        if pair.question.trim().is_empty() || pair.answer.trim().is_empty() {
+            bail!("pair {line}: question and answer must not be empty");
+        }
+        let passages = if pair.chunks.is_empty() {
+            let text = format!("{} {}", pair.question.trim(), pair.answer.trim());
+            let query = Query { text: &text, datanets: &datanets, contributors: None, k: 1, mode: Mode::Hybrid };
+            let found = search.search(&query).await.with_context(|| format!("pair {line}: finding its passage"))?;
+            let Some(best) = found.into_iter().next() else {
+                bail!("pair {line}: no passage of Datanet {} supports it; name its chunks", datanet.name)
+            };
+            retrieved += 1;
+            vec![Passage { chunk_id: best.chunk_id, text: best.text }]
+        } else {
+            let ids = pair
+                .chunks
+                .iter()
+                .map(|c| {
+                    c.parse::<tributary_indexer::ChunkId>().map_err(|e| anyhow::anyhow!("pair {line}: chunk {c}: {e}"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let records = catalog.chunk_records(datanet.id, &ids).await?;
+            ids.iter()
+                .map(|id| {
+                    let record = records
+                        .iter()
+                        .find(|r| r.chunk_id == *id)
+                        .with_context(|| format!("pair {line}: Datanet {} has no chunk {id}", datanet.name))?;
+                    Ok(Passage { chunk_id: id.to_hex(), text: record.text.clone() })
+                })
+                .collect::<Result<Vec<_>>>()?
+        };
+        out.push(Example { question: pair.question.trim().into(), answer: pair.answer.trim().into(), passages });
+    }
+    Ok((out, retrieved))
+}
+
+/// How many of `n` pairs a `holdout` share keeps out of training: at least one when there
+/// are two or more and the share is not zero, never all.
+pub fn held_out(n: usize, holdout: f64) -> usize {
+    if n < 2 || holdout <= 0.0 { 0 } else { ((n as f64 * holdout).ceil() as usize).clamp(1, n - 1) }
+}
+
+/// Splits `examples` into (train, held out): the held-out ones are those whose hash, salted
+/// with the seed, sorts first, so the split is fixed by the data and the seed.
+fn split(examples: Vec<Example>, holdout: f64, seed: u64) -> (Vec<Example>, Vec<Example>) {
+    let held = held_out(examples.len(), holdout);
+    let mut keyed: Vec<(String, Example)> = examples
+        .into_iter()
+        .map(|e| (blake3::hash(format!("{seed}:{}", e.hash()).as_bytes()).to_hex().to_string(), e))
+        .collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut train: Vec<Example> = keyed.into_iter().map(|(_, e)| e).collect();
+    let heldout = train.drain(..held).collect();
+    (train, heldout)
+}
+
+fn file_blake3(path: &Path) -> Result<String> {
+    let mut hasher = blake3::Hasher::new();
+    let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    std::io::copy(&mut file, &mut hasher).with_context(|| format!("hashing {}", path.display()))?;
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+/// Trains `request.name`, calling `on_step` after every step; returns what `training.json`
+/// records. Resumes a run of the same name and settings that a kill interrupted.
+pub async fn train_adapter(
+    app: &App,
+    request: TrainRequest,
+    on_step: impl FnMut(&StepRecord, usize) -> Control + Send + 'static,
+) -> Result<TrainingRecord> {
+    tributary_generator::validate_adapter_id(&request.name)?;
+    if request.name.contains('/') {
+        bail!("a trained adapter's name is one path segment (no /)");
+    }
+    if !(0.0..1.0).contains(&request.holdout) {
+        bail!("--holdout must be in [0, 1)");
+    }
+    let registry = app.adapters()?;
+    if registry.get(&request.name).is_ok() {
+        bail!("adapter {} is already registered; train under another name", request.name);
+    }
+    let datanet = app.datanet(&request.datanet).await?;
+    let (examples, retrieved) = examples(app, &datanet, &request.pairs).await?;
+    let (train, heldout) = split(examples, request.holdout, request.settings.seed);
+    let (tree, _) = crate::app::onchain::contribution_tree(app, &datanet).await?;
+    let chunks = app.store.catalog().chunk_ids(datanet.id).await?.len() as u64;
+    let version = DatanetVersion { name: datanet.name.clone(), root: hex::encode(tree.root()), chunks };
+    let model_path = tributary_generator::locate_model(app.settings.llm.as_deref())?;
+    let generator = app.generator()?;
+    let run_dir = training_dir(app, &request.name);
+    let out_dir = adapter_dir(app, &request.name);
+    let name = request.name.clone();
+    let datanet_name = datanet.name.clone();
+    let record = tokio::task::spawn_blocking(move || -> Result<TrainingRecord> {
+        let local = generator.model();
+        let tokenize = |examples: &[Example], what: &str| {
+            tributary_trainer::tokenize(local, examples, request.max_tokens).with_context(|| format!("{what} pairs"))
+        };
+        let (train_rows, heldout_rows) = (tokenize(&train, "training")?, tokenize(&heldout, "held-out")?);
+        let heldout: Vec<(Example, TokenizedExample)> = heldout.into_iter().zip(heldout_rows).collect();
+        let header = RunHeader {
+            adapter: name.clone(),
+            base_model: local.name().to_string(),
+            base_model_blake3: file_blake3(&model_path)?,
+            lora: request.lora.clone(),
+            settings: request.settings.clone(),
+            datanets: vec![version],
+            examples: train_rows.iter().map(|e| e.hash.clone()).collect(),
+        };
+        let (_, total) = request.settings.plan(train_rows.len())?;
+        let base = FrozenBase::new(local.model())?;
+        let started = std::time::Instant::now();
+        let mut on_step = on_step;
+        let mut tokens = 0usize;
+        let mut last_loss = f64::NAN;
+        let outcome = tributary_trainer::train(&base, &train_rows, &header, &run_dir, &mut |step| {
+            tokens += step_tokens(step, &train_rows);
+            last_loss = step.loss;
+            on_step(step, total)
+        })?;
+        let seconds = started.elapsed().as_secs_f64();
+        if !outcome.finished() {
+            bail!(
+                "training of {name} stopped at step {} of {}; run it again to resume",
+                outcome.steps_done,
+                outcome.total_steps
+            );
+        }
+        std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+        outcome.params.save_peft(&out_dir, local.name())?;
+        // Evaluated as it will serve: the saved files, loaded as the registry loads them.
+        let adapter = local.load_adapter(&name, &out_dir)?;
+        let evaluation = evaluate(&base, &outcome.params, local, Arc::new(adapter), &heldout)?;
+        std::fs::copy(&outcome.log_path, out_dir.join(tributary_trainer::LOG_FILE))
+            .with_context(|| format!("copying the training log into {}", out_dir.display()))?;
+        let record = TrainingRecord {
+            adapter: name,
+            datanet: datanet_name,
+            base_model: header.base_model.clone(),
+            base_model_blake3: header.base_model_blake3.clone(),
+            log_root: outcome.log_root.clone(),
+            datanets: header.datanets.clone(),
+            lora: header.lora.clone(),
+            settings: header.settings.clone(),
+            train_pairs: train_rows.len(),
+            steps: outcome.steps_done,
+            final_loss: last_loss,
+            tokens_per_second: if seconds > 0.0 { tokens as f64 / seconds } else { 0.0 },
+            seconds,
+            evaluation,
+            retrieved_chunks: retrieved,
+        };
+        let json = serde_json::to_vec_pretty(&record)?;
+        std::fs::write(out_dir.join("training.json"), json).context("writing training.json")?;
+        Ok(record)
+    })
+    .await
+    .context("the training task")??;
+    let dir = std::fs::canonicalize(adapter_dir(app, &record.adapter))?;
+    registry.register(
+        &record.adapter,
+        tributary_generator::AdapterSource::Path(dir),
+        app.generator()?.model().model().config(),
+    )?;
+    Ok(record)
+}
+
+/// Every token a step's examples hold (prompt and reply): what tokens per second counts, as
+/// trainers count the tokens they run.
+fn step_tokens(step: &StepRecord, rows: &[TokenizedExample]) -> usize {
+    step.examples.iter().filter_map(|h| rows.iter().find(|r| &r.hash == h)).map(|r| r.tokens.len()).sum()
+}
+
+/// Held-out figures: mean loss per answer token, and the answers each model writes (greedy,
+/// from the pair's passages, as `ask` prompts) scored against the pair's answer.
+fn evaluate(
+    base: &FrozenBase<'_>,
+    params: &tributary_trainer::LoraParams,
+    local: &tributary_generator::LocalModel,
+    adapter: Arc<tributary_generator::Adapter>,
+    heldout: &[(Example, TokenizedExample)],
+) -> Result<Evaluation> {
+    let rows: Vec<Row<'_>> =
+        heldout.iter().map(|(_, e)| Row { tokens: &e.tokens, target_start: e.target_start }).collect();
+    let tokens: usize = rows.iter().map(Row::targets).sum();
+    let mean = |lls: Vec<f64>| if tokens == 0 { f64::NAN } else { -lls.iter().sum::<f64>() / tokens as f64 };
+    let generation = tributary_generator::GenerationParams { max_tokens: 96, ..Default::default() };
+    let mut f1 = [0f64; 2];
+    for (example, _) in heldout {
+        let texts: Vec<(usize, &str)> =
+            example.passages.iter().enumerate().map(|(i, p)| (i + 1, p.text.as_str())).collect();
+        let messages = tributary_generator::numbered_texts(&example.question, &texts);
+        for (slot, mix) in f1.iter_mut().zip([Vec::new(), vec![(adapter.clone(), 1.0)]]) {
+            let reply = local.complete(&messages, &generation, &mix, &mut |_| true)?;
+            *slot += answer_f1(&reply.text, &example.answer);
+        }
+    }
+    let n = heldout.len().max(1) as f64;
+    Ok(Evaluation {
+        heldout_pairs: rows.len(),
+        base_loss: mean(row_log_likelihoods(base, None, &rows)?),
+        adapter_loss: mean(row_log_likelihoods(base, Some(params), &rows)?),
+        base_answer_f1: f1[0] / n,
+        adapter_answer_f1: f1[1] / n,
+    })
+}
+
+/// SQuAD's token F1 of an answer against the expected one: lowercased words, punctuation and
+/// citation markers dropped.
+pub fn answer_f1(got: &str, expected: &str) -> f64 {
+    let words = |t: &str| -> Vec<String> {
+        t.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
+    };
+    let (got, expected) = (words(&strip_markers(got)), words(expected));
+    if got.is_empty() || expected.is_empty() {
+        return if got == expected { 1.0 } else { 0.0 };
+    }
+    let mut pool = expected.clone();
+    let mut common = 0;
+    for w in &got {
+        if let Some(i) = pool.iter().position(|e| e == w) {
+            pool.swap_remove(i);
+            common += 1;
+        }
+    }
+    if common == 0 {
+        return 0.0;
+    }
+    let (p, r) = (common as f64 / got.len() as f64, common as f64 / expected.len() as f64);
+    2.0 * p * r / (p + r)
+}
+
+/// `text` without `[n]` citation markers.
+fn strip_markers(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('[') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        match after.find(']') {
+            Some(close) if after[..close].chars().all(|c| c.is_ascii_digit() || c == ',' || c == ' ') => {
+                rest = &after[close + 1..];
+            }
+            _ => {
+                out.push('[');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The adapter's training log checked against the root its `training.json` records.
+pub fn verify_training(app: &App, name: &str) -> Result<tributary_trainer::VerifiedLog> {
+    let record = training_record(app, name)?.with_context(|| format!("adapter {name} was not trained here"))?;
+    let log = adapter_dir(app, name).join(tributary_trainer::LOG_FILE);
+    Ok(tributary_trainer::verify_log(&log, Some(&record.log_root))?)
+}
