@@ -50,10 +50,16 @@ impl CustomOp1 for FrozenMatmul {
     }
 }
 
+/// Dense f32 projections up to this many bytes are kept for the whole run instead of
+/// dequantized at every forward pass (SmolLM2-135M's take 0.43 GB).
+pub const DENSE_CACHE_BYTES: usize = 1 << 30;
+
 /// A loaded model's weights, read for training.
 pub struct FrozenBase<'m> {
     model: &'m Model,
     config: ModelConfig,
+    /// Every projection's dense weight (Hugging Face order), when they fit [`DENSE_CACHE_BYTES`].
+    dense: Option<Vec<[Tensor; 7]>>,
     /// (vocab, hidden), f32: read at every step, so dequantized once.
     head: Tensor,
     embeddings: Tensor,
@@ -64,7 +70,15 @@ pub struct FrozenBase<'m> {
 }
 
 impl<'m> FrozenBase<'m> {
+    /// The base, its projections kept dense for the run when they fit [`DENSE_CACHE_BYTES`]
+    /// (speed: a quantized projection's dequantization and its fresh pages cost as much as its
+    /// matmul), else dequantized one at a time at each pass (memory: the QLoRA way).
     pub fn new(model: &'m Model) -> Result<Self> {
+        Self::with_cache_budget(model, DENSE_CACHE_BYTES)
+    }
+
+    /// [`FrozenBase::new`] with another budget for the dense copies (0: never keep them).
+    pub fn with_cache_budget(model: &'m Model, budget: usize) -> Result<Self> {
         let config = model.config().clone();
         let device = model.device();
         let f32 = |t: &Tensor| t.to_dtype(DType::F32);
@@ -81,7 +95,15 @@ impl<'m> FrozenBase<'m> {
         let positions =
             Tensor::arange(0u32, config.max_positions as u32, device)?.to_dtype(DType::F32)?.unsqueeze(1)?;
         let angles = positions.matmul(&inv_freq)?;
-        Ok(FrozenBase {
+        let dense_bytes: usize = Projection::ALL
+            .iter()
+            .map(|p| {
+                let (i, o) = p.shape(&config);
+                i * o * 4
+            })
+            .sum::<usize>()
+            * config.num_layers;
+        let mut base = FrozenBase {
             head: f32(&model.head_weight()?)?,
             embeddings: f32(model.embedding_table())?,
             final_norm: f32(model.final_norm())?,
@@ -90,7 +112,24 @@ impl<'m> FrozenBase<'m> {
             sin: angles.sin()?,
             config,
             model,
-        })
+            dense: None,
+        };
+        if dense_bytes <= budget {
+            let layers = (0..base.config.num_layers)
+                .map(|l| {
+                    let weights = Projection::ALL.map(|p| base.dequantized(l, p));
+                    let [q, k, v, o, gate, up, down] = weights;
+                    Ok([q?, k?, v?, o?, gate?, up?, down?])
+                })
+                .collect::<Result<Vec<_>>>()?;
+            base.dense = Some(layers);
+        }
+        Ok(base)
+    }
+
+    /// Whether the projections are kept dense for the run.
+    pub fn keeps_dense(&self) -> bool {
+        self.dense.is_some()
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -121,6 +160,16 @@ impl<'m> FrozenBase<'m> {
     /// (GGUF Llama files permute q/k rows for interleaved rotary embeddings; undone here, so
     /// the adapter trains in the order PEFT and every server expect).
     pub(crate) fn weight(&self, layer: usize, projection: Projection) -> Result<Tensor> {
+        match &self.dense {
+            Some(layers) => {
+                let slot = Projection::ALL.iter().position(|p| *p == projection).unwrap_or_default();
+                Ok(layers[layer][slot].clone())
+            }
+            None => self.dequantized(layer, projection),
+        }
+    }
+
+    fn dequantized(&self, layer: usize, projection: Projection) -> Result<Tensor> {
         let w = self.model.projection_weight(layer, projection)?.to_dtype(DType::F32)?;
         Ok(self.hf_order(w, projection)?)
     }

@@ -56,9 +56,10 @@ pub enum AdapterCommand {
         /// Examples per optimizer step.
         #[arg(long, default_value_t = 4)]
         batch: usize,
-        /// Examples per forward pass (the step accumulates the rest).
-        #[arg(long, default_value_t = 1)]
-        micro_batch: usize,
+        /// Examples per forward pass (the step accumulates the rest; default: the batch, the
+        /// fastest on a CPU while memory allows).
+        #[arg(long)]
+        micro_batch: Option<usize>,
         #[arg(long)]
         max_steps: Option<usize>,
         /// Warmup steps (default: 6% of the run's steps).
@@ -140,7 +141,7 @@ pub async fn adapter(app: &App, command: AdapterCommand) -> Result<()> {
                 epochs,
                 learning_rate: lr,
                 batch_size: batch,
-                micro_batch,
+                micro_batch: micro_batch.unwrap_or(batch),
                 max_steps,
                 seed,
                 ..TrainSettings::default()

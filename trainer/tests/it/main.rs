@@ -28,8 +28,21 @@ pub fn smollm2() -> PathBuf {
     path
 }
 
+/// Reproducible random values (uniform, with standard deviation `scale`): every test process
+/// draws the same sequence, so a test's models and factors are the same on every run.
 pub fn random(shape: &[usize], scale: f64) -> Tensor {
-    (Tensor::randn(0f32, 1.0, shape, &Device::Cpu).unwrap() * scale).unwrap()
+    static STATE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0x5EED);
+    let n: usize = shape.iter().product();
+    let values: Vec<f32> = (0..n)
+        .map(|_| {
+            let mut z = STATE.fetch_add(0x9E37_79B9_7F4A_7C15, std::sync::atomic::Ordering::Relaxed);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            let unit = ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64;
+            ((unit * 2.0 - 1.0) * 3f64.sqrt() * scale) as f32
+        })
+        .collect();
+    Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
 }
 
 /// A tiny random model of `arch` in Hugging Face's layout, loaded by the generator.
