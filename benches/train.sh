@@ -4,6 +4,7 @@
 # passage), 20% held out; `tributary adapter train` fine-tunes a LoRA adapter on SmolLM2 and
 # reports held-out loss and answer F1 against the base, then the log is verified.
 #   benches/train.sh [extra `adapter train` flags, e.g. --epochs 2 --rank 8]
+# Then the attribution check: how often a training question's answer ranks its own example first.
 set -euo pipefail
 source "$(dirname "$0")/../scripts/env.sh"
 set_dir=${FACTS_SET:-benches/data/facts}
@@ -28,3 +29,6 @@ for line in open(sys.argv[1]):
 grep -E "Maximum resident|Elapsed" "$data/time.txt"
 "$bin" adapter show facts-lora
 "$bin" adapter verify facts-lora
+# Training-data attribution: each training question asked as `ask` asks it; how often the
+# adapter's answer ranks its own training example first (every fact is in one example).
+"$bin" adapter influence facts-lora --datanet facts --check

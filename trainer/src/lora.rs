@@ -135,6 +135,15 @@ impl LoraParams {
         std::fs::write(&path, text).map_err(|e| Error::Io(path.display().to_string(), e))
     }
 
+    /// Sets every variable from the PEFT adapter saved in `dir` ([`LoraParams::save_peft`]).
+    pub fn load_peft(&self, dir: &Path) -> Result<()> {
+        let path = dir.join("adapter_model.safetensors");
+        let device = self.vars().first().map(|v| v.device().clone()).unwrap_or(Device::Cpu);
+        let tensors = candle_core::safetensors::load(&path, &device)
+            .map_err(|e| Error::Checkpoint { path: path.display().to_string(), reason: e.to_string() })?;
+        self.restore(&tensors, &path)
+    }
+
     /// Sets every variable from `tensors` (a checkpoint), by PEFT name.
     pub(crate) fn restore(&self, tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
         for (name, var) in self.named() {

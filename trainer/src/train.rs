@@ -53,7 +53,7 @@ impl Default for TrainSettings {
             epochs: 3,
             learning_rate: 2e-4,
             batch_size: 4,
-            micro_batch: 4,
+            micro_batch: 1,
             max_steps: None,
             warmup_steps: 0,
             clip_norm: 1.0,

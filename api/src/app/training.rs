@@ -18,8 +18,8 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use tributary_retriever::{Fusion, Mode, Query};
 use tributary_trainer::{
-    Control, DatanetVersion, Example, FrozenBase, LoraShape, Passage, Row, RunHeader, StepRecord, TokenizedExample,
-    TrainSettings, row_log_likelihoods,
+    Control, DatanetVersion, Example, FrozenBase, InfluenceIndex, LoraShape, Passage, Row, RunHeader, StepRecord,
+    TokenizedExample, TrainSettings, row_log_likelihoods,
 };
 
 use crate::app::App;
@@ -97,7 +97,30 @@ pub struct TrainingRecord {
     pub evaluation: Evaluation,
     /// Pairs whose chunks retrieval chose (they named none).
     pub retrieved_chunks: usize,
+    /// When `adapter publish` registered it (seconds since the Unix epoch); until then only
+    /// `adapter try` runs it.
+    #[serde(default)]
+    pub published_at: Option<u64>,
+    /// Whether it was published though it does not beat its base (`--force`).
+    #[serde(default)]
+    pub forced: bool,
+    /// Seconds spent sketching the training examples' gradients (training-data attribution).
+    #[serde(default)]
+    pub influence_seconds: f64,
 }
+
+/// A training example as `examples.jsonl` beside the adapter lists it: what its hash in the
+/// training log stands for (anyone can recompute the hash from it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExampleRecord {
+    pub hash: String,
+    pub question: String,
+    pub answer: String,
+    pub chunks: Vec<String>,
+}
+
+/// The training examples beside a trained adapter.
+pub const EXAMPLES_FILE: &str = "examples.jsonl";
 
 pub fn training_dir(app: &App, name: &str) -> PathBuf {
     app.settings.data_dir.join("training").join(name)
@@ -206,8 +229,8 @@ pub async fn train_adapter(
         bail!("--holdout must be in [0, 1)");
     }
     let registry = app.adapters()?;
-    if registry.get(&request.name).is_ok() {
-        bail!("adapter {} is already registered; train under another name", request.name);
+    if registry.get(&request.name).is_ok() || training_record(app, &request.name)?.is_some() {
+        bail!("adapter {} already exists; train under another name", request.name);
     }
     let datanet = app.datanet(&request.datanet).await?;
     let (examples, retrieved) = examples(app, &datanet, &request.pairs).await?;
@@ -261,6 +284,23 @@ pub async fn train_adapter(
         // Evaluated as it will serve: the saved files, loaded as the registry loads them.
         let adapter = local.load_adapter(&name, &out_dir)?;
         let evaluation = evaluate(&base, &outcome.params, local, Arc::new(adapter), &heldout)?;
+        // Training-data attribution: every training example's gradient sketch at the result.
+        let sketching = std::time::Instant::now();
+        InfluenceIndex::build(&base, &outcome.params, &train_rows, &mut |_| {})?.save(&out_dir)?;
+        let influence_seconds = sketching.elapsed().as_secs_f64();
+        let listed: Vec<String> = train
+            .iter()
+            .map(|e| {
+                let record = ExampleRecord {
+                    hash: e.hash(),
+                    question: e.question.clone(),
+                    answer: e.answer.clone(),
+                    chunks: e.passages.iter().map(|p| p.chunk_id.clone()).collect(),
+                };
+                serde_json::to_string(&record)
+            })
+            .collect::<Result<_, _>>()?;
+        std::fs::write(out_dir.join(EXAMPLES_FILE), listed.join("\n") + "\n").context("writing examples.jsonl")?;
         std::fs::copy(&outcome.log_path, out_dir.join(tributary_trainer::LOG_FILE))
             .with_context(|| format!("copying the training log into {}", out_dir.display()))?;
         let record = TrainingRecord {
@@ -279,20 +319,242 @@ pub async fn train_adapter(
             seconds,
             evaluation,
             retrieved_chunks: retrieved,
+            published_at: None,
+            forced: false,
+            influence_seconds,
         };
-        let json = serde_json::to_vec_pretty(&record)?;
-        std::fs::write(out_dir.join("training.json"), json).context("writing training.json")?;
+        write_record(&out_dir, &record)?;
         Ok(record)
     })
     .await
     .context("the training task")??;
-    let dir = std::fs::canonicalize(adapter_dir(app, &record.adapter))?;
-    registry.register(
-        &record.adapter,
-        tributary_generator::AdapterSource::Path(dir),
-        app.generator()?.model().model().config(),
-    )?;
     Ok(record)
+}
+
+fn write_record(dir: &Path, record: &TrainingRecord) -> Result<()> {
+    let path = dir.join("training.json");
+    let tmp = dir.join("training.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(record)?).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Registers a trained adapter, so questions may name it: refused when it does not beat its
+/// base on the held-out pairs (a higher loss, or worse answers), unless `force`.
+pub fn publish(app: &App, name: &str, force: bool) -> Result<TrainingRecord> {
+    let mut record = training_record(app, name)?.with_context(|| format!("adapter {name} was not trained here"))?;
+    if record.published_at.is_some() {
+        bail!("adapter {name} is already published");
+    }
+    let e = &record.evaluation;
+    if !e.beats_base() && !force {
+        bail!(
+            "adapter {name} does not beat its base on {} held-out pairs (loss {:.4} against {:.4}, answer F1 {:.3} \
+             against {:.3}); publish it anyway with --force",
+            e.heldout_pairs,
+            e.adapter_loss,
+            e.base_loss,
+            e.adapter_answer_f1,
+            e.base_answer_f1
+        );
+    }
+    let dir = std::fs::canonicalize(adapter_dir(app, name))?;
+    let generator = app.generator()?;
+    app.adapters()?.register(
+        name,
+        tributary_generator::AdapterSource::Path(dir.clone()),
+        generator.model().model().config(),
+    )?;
+    record.published_at = Some(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default(),
+    );
+    record.forced = !record.evaluation.beats_base();
+    write_record(&dir, &record)?;
+    Ok(record)
+}
+
+/// One question answered by the base and by a trained adapter (published or not), from the
+/// same passages: what `adapter try` shows side by side. Nothing is charged or recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct Trial {
+    pub passages: Vec<(String, String)>,
+    pub base: String,
+    pub adapter: String,
+}
+
+/// The passages `ask` would offer for `question` in `datanet` (retrieved, then selected by the
+/// citation policy), as the generator's sources.
+async fn offered(app: &App, datanet: &str, question: &str) -> Result<Vec<tributary_generator::Source>> {
+    let datanet = app.datanet(datanet).await?;
+    let search = retriever(app, Fusion::default(), CLI_SCOPE)?;
+    let datanets = [datanet];
+    let query = Query { text: question, datanets: &datanets, contributors: None, k: 5, mode: Mode::Hybrid };
+    let found = search.search(&query).await?;
+    let generator = app.generator()?;
+    let local = generator.model();
+    let sources: Vec<tributary_generator::Source> = found.iter().map(crate::app::answers::source_of).collect();
+    Ok(tributary_generator::select_sources(
+        &sources,
+        &tributary_generator::CitationPolicy::default(),
+        local.context_length() / 2,
+        &|t| local.count_tokens(t),
+    ))
+}
+
+pub async fn try_adapter(app: &App, name: &str, datanet: &str, question: &str) -> Result<Trial> {
+    training_record(app, name)?.with_context(|| format!("adapter {name} was not trained here"))?;
+    let chosen = offered(app, datanet, question).await?;
+    let generator = app.generator()?;
+    let dir = adapter_dir(app, name);
+    let question = question.to_string();
+    let name = name.to_string();
+    tokio::task::spawn_blocking(move || -> Result<Trial> {
+        let local = generator.model();
+        let messages = tributary_generator::messages(&question, &chosen);
+        let adapter = Arc::new(local.load_adapter(&name, &dir)?);
+        let params = tributary_generator::GenerationParams::default();
+        let run = |mix: tributary_generator::AdapterMix| -> Result<String> {
+            Ok(local.complete(&messages, &params, &mix, &mut |_| true)?.text)
+        };
+        Ok(Trial {
+            passages: chosen.iter().map(|s| (s.chunk_id.clone(), s.text.clone())).collect(),
+            base: run(Vec::new())?,
+            adapter: run(vec![(adapter, 1.0)])?,
+        })
+    })
+    .await
+    .context("the trial task")?
+}
+
+/// A training example's influence on an answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Influential {
+    /// Cosine similarity of the two loss gradients on the adapter's parameters.
+    pub score: f64,
+    pub example: ExampleRecord,
+}
+
+/// An adapter's answer with the training examples it owes most to.
+#[derive(Debug, Clone, Serialize)]
+pub struct Influences {
+    pub answer: String,
+    pub examples: Vec<Influential>,
+    /// The attribution's own cost: one forward and backward pass, the sketch and the ranking.
+    pub seconds: f64,
+}
+
+/// A trained adapter's parameters, training examples and their sketches.
+struct Trained {
+    params: tributary_trainer::LoraParams,
+    examples: Vec<ExampleRecord>,
+    index: InfluenceIndex,
+    adapter: Arc<tributary_generator::Adapter>,
+}
+
+fn read_examples(dir: &Path) -> Result<Vec<ExampleRecord>> {
+    let path = dir.join(EXAMPLES_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).with_context(|| format!("{}", path.display())))
+        .collect()
+}
+
+fn load_trained(local: &tributary_generator::LocalModel, name: &str, dir: &Path) -> Result<Trained> {
+    let record_path = dir.join("training.json");
+    let bytes = std::fs::read(&record_path).with_context(|| format!("reading {}", record_path.display()))?;
+    let record: TrainingRecord =
+        serde_json::from_slice(&bytes).with_context(|| format!("{}", record_path.display()))?;
+    let model = local.model();
+    let params = tributary_trainer::LoraParams::init(&record.lora, model.config(), 0, model.device())?;
+    params.load_peft(dir)?;
+    let examples = read_examples(dir)?;
+    let index = InfluenceIndex::load(dir)?;
+    if index.hashes.len() != examples.len() || index.hashes.iter().zip(&examples).any(|(h, e)| *h != e.hash) {
+        bail!("{}: the sketches do not match the examples", dir.display());
+    }
+    Ok(Trained { params, examples, index, adapter: Arc::new(local.load_adapter(name, dir)?) })
+}
+
+/// The training examples behind the answer `trained` gives to `question` over `sources`.
+fn attribute_answer(
+    local: &tributary_generator::LocalModel,
+    base: &FrozenBase<'_>,
+    trained: &Trained,
+    question: &str,
+    sources: &[tributary_generator::Source],
+    top: usize,
+) -> Result<Influences> {
+    let messages = tributary_generator::messages(question, sources);
+    let params = tributary_generator::GenerationParams::default();
+    let answer = local.complete(&messages, &params, &vec![(trained.adapter.clone(), 1.0)], &mut |_| true)?.text;
+    let started = std::time::Instant::now();
+    let (tokens, target_start) = local.training_tokens(&messages, answer.trim())?;
+    let sketch = tributary_trainer::gradient_sketch(base, &trained.params, Row { tokens: &tokens, target_start })?;
+    let examples = trained
+        .index
+        .rank(&sketch, top)
+        .into_iter()
+        .map(|(i, score)| Influential { score, example: trained.examples[i].clone() })
+        .collect();
+    Ok(Influences { answer, examples, seconds: started.elapsed().as_secs_f64() })
+}
+
+/// `adapter influence`: an answer of the trained adapter and its most influential examples.
+pub async fn influence(app: &App, name: &str, datanet: &str, question: &str, top: usize) -> Result<Influences> {
+    training_record(app, name)?.with_context(|| format!("adapter {name} was not trained here"))?;
+    let sources = offered(app, datanet, question).await?;
+    let generator = app.generator()?;
+    let dir = adapter_dir(app, name);
+    let (name, question) = (name.to_string(), question.to_string());
+    tokio::task::spawn_blocking(move || -> Result<Influences> {
+        let local = generator.model();
+        let trained = load_trained(local, &name, &dir)?;
+        let base = FrozenBase::new(local.model())?;
+        attribute_answer(local, &base, &trained, &question, &sources, top)
+    })
+    .await
+    .context("the attribution task")?
+}
+
+/// How often the answer to a training example's own question ranks that example first, each
+/// question asked as `ask` asks it (retrieved passages, the adapter's own answer): the
+/// attribution's sanity check where every fact occurs in exactly one example.
+#[derive(Debug, Clone, Serialize)]
+pub struct InfluenceCheck {
+    pub questions: usize,
+    pub top1: usize,
+    pub top1_rate: f64,
+    /// Mean seconds of attribution per answer (beyond generating it).
+    pub mean_seconds: f64,
+}
+
+pub async fn influence_check(app: &App, name: &str, datanet: &str, limit: usize) -> Result<InfluenceCheck> {
+    training_record(app, name)?.with_context(|| format!("adapter {name} was not trained here"))?;
+    let dir = adapter_dir(app, name);
+    let mut asked = Vec::new();
+    for e in read_examples(&dir)?.into_iter().take(limit) {
+        let sources = offered(app, datanet, &e.question).await?;
+        asked.push((e.hash, e.question, sources));
+    }
+    let generator = app.generator()?;
+    let name = name.to_string();
+    tokio::task::spawn_blocking(move || -> Result<InfluenceCheck> {
+        let local = generator.model();
+        let trained = load_trained(local, &name, &dir)?;
+        let base = FrozenBase::new(local.model())?;
+        let (mut top1, mut seconds) = (0, 0.0);
+        for (hash, question, sources) in &asked {
+            let found = attribute_answer(local, &base, &trained, question, sources, 1)?;
+            seconds += found.seconds;
+            if found.examples.first().is_some_and(|e| e.example.hash == *hash) {
+                top1 += 1;
+            }
+        }
+        let n = asked.len().max(1) as f64;
+        Ok(InfluenceCheck { questions: asked.len(), top1, top1_rate: top1 as f64 / n, mean_seconds: seconds / n })
+    })
+    .await
+    .context("the attribution task")?
 }
 
 /// Every token a step's examples hold (prompt and reply): what tokens per second counts, as

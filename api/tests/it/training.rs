@@ -1,5 +1,6 @@
-//! Model Factory from the command line: pairs in, a trained, evaluated, registered adapter out,
-//! whose training log verifies (and fails once changed), and which answers questions.
+//! Model Factory from the command line: pairs in, a trained and evaluated adapter out, tried
+//! beside its base, published only when it beats the base (or forced), whose training log
+//! verifies (and fails once changed), and which then answers questions.
 
 use std::path::Path;
 use std::process::Command;
@@ -46,8 +47,6 @@ fn train_show_verify_and_answer_with_a_trained_adapter() {
             "2",
             "--max-steps",
             "2",
-            "--lr",
-            "1e-3",
         ]);
         cmd
     };
@@ -56,17 +55,22 @@ fn train_show_verify_and_answer_with_a_trained_adapter() {
     let bad = data.join("bad.jsonl");
     let bogus = serde_json::json!({"question": "q?", "answer": "a", "chunks": ["ab".repeat(32)]});
     std::fs::write(&bad, format!("{}\n{}\n", lines[0], bogus)).unwrap();
-    let err = fails(&mut train("bad", &bad));
+    let err = fails(train("bad", &bad).args(["--lr", "1e-3"]));
     assert!(err.contains("pair 2") && err.contains("has no chunk"), "{err}");
     assert!(!run_ok(tributary(data).args(["adapter", "list"])).contains("bad"));
+    assert!(!data.join("adapters/bad").exists());
 
-    let out = run_ok(&mut train("facts-lora", &pairs_path));
+    let out = run_ok(train("facts-lora", &pairs_path).args(["--lr", "1e-3"]));
     assert!(out.contains("trained facts-lora on 4 pairs of facts: 2 steps"), "{out}");
     assert!(out.contains("held out 1 pairs"), "{out}");
-    let shown: serde_json::Value =
-        serde_json::from_str(&run_ok(tributary(data).args(["adapter", "show", "facts-lora", "--json"]))).unwrap();
+    let show = || -> serde_json::Value {
+        serde_json::from_str(&run_ok(tributary(data).args(["adapter", "show", "facts-lora", "--json"]))).unwrap()
+    };
+    let shown = show();
     let training = &shown["training"];
-    assert_eq!(shown["adapter"]["rank"], 4);
+    assert!(shown["adapter"].is_null(), "trained, not yet published: {shown}");
+    assert!(training["published_at"].is_null());
+    assert_eq!(training["lora"]["rank"], 4);
     assert_eq!(training["steps"], 2);
     assert_eq!(training["retrieved_chunks"], 5, "every pair's passage found by retrieval");
     assert_eq!(training["evaluation"]["heldout_pairs"], 1);
@@ -84,16 +88,96 @@ fn train_show_verify_and_answer_with_a_trained_adapter() {
     let found = run_ok(tributary(data).args(["search", "--datanet", "facts", "--json", "--k", "40", "Varne Corran"]));
     assert!(found.contains(chunk), "step 1 read chunk {chunk}, which the Datanet should hold");
 
-    // The trained adapter answers.
-    let answer = run_ok(tributary(data).args([
-        "ask",
+    // Unpublished, questions cannot name it; `adapter try` runs it beside the base.
+    let question = "How long is the River Varne from its source to the sea?";
+    let ask = || {
+        let mut cmd = tributary(data);
+        cmd.args(["ask", "--datanet", "facts", "--adapter", "facts-lora", question]);
+        cmd
+    };
+    fails(&mut ask());
+    let trial: serde_json::Value = serde_json::from_str(&run_ok(tributary(data).args([
+        "adapter",
+        "try",
+        "facts-lora",
         "--datanet",
         "facts",
-        "--adapter",
+        "--json",
+        question,
+    ])))
+    .unwrap();
+    assert!(!trial["base"].as_str().unwrap().trim().is_empty() && !trial["adapter"].as_str().unwrap().is_empty());
+    assert!(trial["passages"][0][1].as_str().unwrap().contains("Varne"), "{trial}");
+
+    // Training-data attribution: the answer's most influential training examples, from the
+    // examples listed beside the adapter (their hashes are the log's).
+    let found: serde_json::Value = serde_json::from_str(&run_ok(tributary(data).args([
+        "adapter",
+        "influence",
         "facts-lora",
-        "How long is the River Varne from its source to the sea?",
-    ]));
-    assert!(!answer.trim().is_empty());
+        "--datanet",
+        "facts",
+        "--top",
+        "2",
+        "--json",
+        question,
+    ])))
+    .unwrap();
+    let influential = found["examples"].as_array().unwrap();
+    assert_eq!(influential.len(), 2, "{found}");
+    let header: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(data.join("adapters/facts-lora/training_log.jsonl")).unwrap().lines().next().unwrap(),
+    )
+    .unwrap();
+    for e in influential {
+        assert!(e["score"].as_f64().unwrap().abs() <= 1.0 + 1e-9);
+        let hash = e["example"]["hash"].as_str().unwrap();
+        assert!(header["examples"].as_array().unwrap().iter().any(|h| h == hash), "{hash} is not a training example");
+    }
+    assert!(influential[0]["score"].as_f64() >= influential[1]["score"].as_f64());
+    let check: serde_json::Value = serde_json::from_str(&run_ok(tributary(data).args([
+        "adapter",
+        "influence",
+        "facts-lora",
+        "--datanet",
+        "facts",
+        "--check",
+        "--limit",
+        "2",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(check["questions"], 2);
+    assert!(shown["training"]["influence_seconds"].as_f64().unwrap() > 0.0);
+
+    // Published (forced where two steps did not beat the base), it answers questions.
+    let beats = {
+        let e = &training["evaluation"];
+        e["adapter_loss"].as_f64() < e["base_loss"].as_f64()
+            && e["adapter_answer_f1"].as_f64() >= e["base_answer_f1"].as_f64()
+    };
+    let mut publish = tributary(data);
+    publish.args(["adapter", "publish", "facts-lora"]);
+    if !beats {
+        publish.arg("--force");
+    }
+    assert!(run_ok(&mut publish).contains("published facts-lora"));
+    assert_eq!(show()["adapter"]["rank"], 4);
+    assert!(show()["training"]["published_at"].as_u64().is_some());
+    assert!(!run_ok(&mut ask()).trim().is_empty());
+    let err = fails(tributary(data).args(["adapter", "publish", "facts-lora"]));
+    assert!(err.contains("already published"), "{err}");
+
+    // An adapter trained into the ground (a learning rate of 0.5) is worse than its base: not
+    // published unless forced.
+    let mut wreck = train("wrecked", &pairs_path);
+    wreck.args(["--lr", "0.5", "--seed", "1"]);
+    let out = run_ok(&mut wreck);
+    assert!(out.contains("NOT better than the base"), "{out}");
+    let err = fails(tributary(data).args(["adapter", "publish", "wrecked"]));
+    assert!(err.contains("does not beat its base"), "{err}");
+    assert!(!run_ok(tributary(data).args(["adapter", "list"])).contains("wrecked"));
+    assert!(run_ok(tributary(data).args(["adapter", "publish", "wrecked", "--force"])).contains("forced"));
 
     // One changed character in the log and it no longer verifies.
     std::fs::write(&log_path, log.replacen("\"loss\":", "\"loss\":9", 1)).unwrap();
@@ -101,5 +185,5 @@ fn train_show_verify_and_answer_with_a_trained_adapter() {
     assert!(err.contains("does not verify"), "{err}");
     // A second adapter of the same name is refused.
     let err = fails(&mut train("facts-lora", &pairs_path));
-    assert!(err.contains("already registered"), "{err}");
+    assert!(err.contains("already exists"), "{err}");
 }

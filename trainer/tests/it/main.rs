@@ -1,6 +1,7 @@
 //! Integration tests of the trainer: one binary (it links once).
 
 mod gradients;
+mod influence;
 mod peft;
 mod provenance;
 mod resume;
