@@ -37,6 +37,12 @@ impl LoraShape {
         self.alpha / self.rank as f64
     }
 
+    /// Refuses a shape that cannot train: a rank outside 1..=1024, a non-positive alpha, no
+    /// or unknown target modules.
+    pub fn check(&self) -> Result<()> {
+        self.projections().map(|_| ())
+    }
+
     pub(crate) fn projections(&self) -> Result<Vec<Projection>> {
         if self.rank == 0 || self.rank > 1024 {
             return Err(Error::Invalid(format!("rank {} is not in 1..=1024", self.rank)));

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod onchain;
 pub mod search;
 pub mod training;
+pub mod training_jobs;
 pub mod uploads;
 
 pub use context::{App, QUERY_CACHE_BYTES, Settings, Writing, parse_address};

@@ -45,7 +45,7 @@ pub fn read_pairs(path: &Path) -> Result<Vec<Pair>> {
 }
 
 /// What to train.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainRequest {
     pub name: String,
     pub datanet: String,
@@ -107,6 +107,9 @@ pub struct TrainingRecord {
     /// Seconds spent sketching the training examples' gradients (training-data attribution).
     #[serde(default)]
     pub influence_seconds: f64,
+    /// The step a killed or stopped run resumed from, if it did.
+    #[serde(default)]
+    pub resumed_at: Option<usize>,
 }
 
 /// A training example as `examples.jsonl` beside the adapter lists it: what its hash in the
@@ -322,6 +325,7 @@ pub async fn train_adapter(
             published_at: None,
             forced: false,
             influence_seconds,
+            resumed_at: outcome.resumed_at,
         };
         write_record(&out_dir, &record)?;
         Ok(record)
@@ -575,7 +579,8 @@ fn evaluate(
     let rows: Vec<Row<'_>> =
         heldout.iter().map(|(_, e)| Row { tokens: &e.tokens, target_start: e.target_start }).collect();
     let tokens: usize = rows.iter().map(Row::targets).sum();
-    let mean = |lls: Vec<f64>| if tokens == 0 { f64::NAN } else { -lls.iter().sum::<f64>() / tokens as f64 };
+    // No held-out pairs: zeros, which `beats_base` never counts as better.
+    let mean = |lls: Vec<f64>| if tokens == 0 { 0.0 } else { -lls.iter().sum::<f64>() / tokens as f64 };
     let generation = tributary_generator::GenerationParams { max_tokens: 96, ..Default::default() };
     let mut f1 = [0f64; 2];
     for (example, _) in heldout {

@@ -74,6 +74,9 @@ pub enum AdapterCommand {
         /// Longest example in tokens (passages, question and answer).
         #[arg(long, default_value_t = 1024)]
         max_tokens: usize,
+        /// Steps between checkpoints (a killed run resumes from the last one).
+        #[arg(long, default_value_t = 10)]
+        checkpoint_every: usize,
     },
     /// Registers a trained adapter so questions may name it; refused when it does not beat its
     /// base on the held-out pairs, unless --force.
@@ -173,6 +176,7 @@ pub async fn adapter(app: &App, command: AdapterCommand) -> Result<()> {
             seed,
             holdout,
             max_tokens,
+            checkpoint_every,
         } => {
             let pairs = training::read_pairs(&pairs)?;
             let mut settings = TrainSettings {
@@ -182,6 +186,7 @@ pub async fn adapter(app: &App, command: AdapterCommand) -> Result<()> {
                 micro_batch,
                 max_steps,
                 seed,
+                checkpoint_every,
                 ..TrainSettings::default()
             };
             let train_pairs = pairs.len() - training::held_out(pairs.len(), holdout);
@@ -211,6 +216,9 @@ pub async fn adapter(app: &App, command: AdapterCommand) -> Result<()> {
             bar.finish_and_clear();
             let record = record?;
             let e = &record.evaluation;
+            if let Some(step) = record.resumed_at {
+                println!("resumed from the checkpoint of step {step}");
+            }
             println!(
                 "trained {} on {} pairs of {}: {} steps, final loss {:.4}, {:.0} tokens/s",
                 record.adapter,

@@ -70,6 +70,7 @@ pub const CODES: &[(&str, u16, &str)] = &[
     ("conflict", 409, "Conflict"),
     ("datanet_exists", 409, "Conflict"),
     ("signature_replayed", 409, "Conflict"),
+    ("worse_than_base", 409, "Conflict"),
     ("insufficient_balance", 402, "Payment required"),
     ("insufficient_funds", 422, "Insufficient funds"),
     ("payer_required", 402, "Payment required"),

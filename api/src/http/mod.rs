@@ -23,6 +23,7 @@ mod onchain;
 mod openai;
 pub mod rate_limit;
 mod state;
+mod training;
 pub mod web;
 pub mod wire;
 
@@ -101,6 +102,7 @@ fn routers() -> OpenApiRouter<AppState> {
         .merge(ledger::router())
         .merge(openai::router())
         .merge(onchain::router())
+        .merge(training::router())
         .merge(operations_router())
 }
 
@@ -214,6 +216,8 @@ pub async fn serve(app: Arc<App>, args: ServeArgs) -> anyhow::Result<()> {
         Ok(resumed) => tracing::info!(resumed, "indexed accepted contributions a stop had interrupted"),
         Err(e) => tracing::error!(error = %e, "indexing an accepted contribution failed; it stays accepting"),
     }
+    // Training jobs a stop interrupted are queued again (each resumes from its checkpoint).
+    state.training()?;
     let listener = tokio::net::TcpListener::bind(args.bind).await.with_context(|| format!("binding {}", args.bind))?;
     let local = listener.local_addr()?;
     // Tests and scripts read this line to find a port chosen by the OS (`--bind 127.0.0.1:0`).

@@ -92,6 +92,8 @@ struct StateInner {
     metrics: Arc<metrics::Metrics>,
     config: ServeConfig,
     generating: Arc<Semaphore>,
+    /// Training jobs, started on first use (at serve start, to pick up unfinished ones).
+    training: std::sync::OnceLock<Arc<crate::app::training_jobs::TrainingJobs>>,
 }
 
 impl AppState {
@@ -106,6 +108,7 @@ impl AppState {
                 metrics: Arc::new(metrics::Metrics::new()),
                 config,
                 generating,
+                training: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -128,6 +131,15 @@ impl AppState {
 
     pub(super) fn metrics(&self) -> &Arc<metrics::Metrics> {
         &self.inner.metrics
+    }
+
+    /// The training jobs and their worker (started on the current runtime on first call).
+    pub fn training(&self) -> anyhow::Result<&Arc<crate::app::training_jobs::TrainingJobs>> {
+        if let Some(jobs) = self.inner.training.get() {
+            return Ok(jobs);
+        }
+        let started = crate::app::training_jobs::TrainingJobs::start(self.inner.app.clone())?;
+        Ok(self.inner.training.get_or_init(|| started))
     }
 
     pub fn config(&self) -> &ServeConfig {

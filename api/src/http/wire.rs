@@ -1429,3 +1429,117 @@ pub struct Consistency {
     pub orphan_vectors: Vec<String>,
     pub orphan_keywords: Vec<String>,
 }
+
+// ---- Model Factory: training jobs ------------------------------------------------------------
+
+/// A question/answer pair to train on; `chunks` are the ids of the Datanet's chunks its answer
+/// rests on (found by retrieval when absent).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingPair {
+    pub question: String,
+    pub answer: String,
+    #[serde(default)]
+    pub chunks: Vec<String>,
+}
+
+/// A training job: the adapter's name, the Datanet and its pairs, and settings (defaults:
+/// rank 16, alpha 32, every projection, 3 epochs, learning rate 2e-4, batch 4, 20% held out).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrainAdapter {
+    #[schema(pattern = "^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")]
+    pub name: String,
+    pub datanet: String,
+    #[schema(min_items = 1, max_items = 10000)]
+    pub pairs: Vec<TrainingPair>,
+    #[schema(minimum = 1, maximum = 256)]
+    pub rank: Option<usize>,
+    pub alpha: Option<f64>,
+    /// PEFT module names: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj.
+    pub targets: Option<Vec<String>>,
+    #[schema(minimum = 1, maximum = 100)]
+    pub epochs: Option<usize>,
+    pub learning_rate: Option<f64>,
+    #[schema(minimum = 1, maximum = 64)]
+    pub batch_size: Option<usize>,
+    #[schema(minimum = 1)]
+    pub max_steps: Option<usize>,
+    pub seed: Option<u64>,
+    /// Share of the pairs held out to evaluate on, in [0, 1).
+    pub holdout: Option<f64>,
+}
+
+/// One optimizer step of a job.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TrainingStep {
+    pub step: usize,
+    pub total: usize,
+    /// Mean negative log-likelihood per answer token.
+    pub loss: f64,
+    pub learning_rate: f64,
+}
+
+/// A finished job's adapter: its held-out evaluation against the base and its provenance.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TrainingResult {
+    /// The training log's blake3 Merkle root.
+    pub log_root: String,
+    pub steps: usize,
+    pub train_pairs: usize,
+    pub heldout_pairs: usize,
+    pub base_loss: f64,
+    pub adapter_loss: f64,
+    pub base_answer_f1: f64,
+    pub adapter_answer_f1: f64,
+    /// A lower held-out loss and answers no worse: what `publish` requires without `force`.
+    pub beats_base: bool,
+    pub tokens_per_second: f64,
+    pub seconds: f64,
+    pub published: bool,
+    pub forced: bool,
+}
+
+/// A training job as it stands: `queued`, `running`, `succeeded` or `failed`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TrainingJob {
+    pub name: String,
+    pub datanet: String,
+    pub state: String,
+    pub owner: Option<String>,
+    pub submitted_at: u64,
+    pub steps: Vec<TrainingStep>,
+    pub error: Option<String>,
+    pub result: Option<TrainingResult>,
+}
+
+/// A question to try a trained adapter on, beside its base.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TryAdapter {
+    pub datanet: String,
+    #[schema(min_length = 1, max_length = 8192)]
+    pub question: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TrialPassage {
+    pub chunk_id: String,
+    pub text: String,
+}
+
+/// The base's answer and the adapter's, from the same passages (numbered from 1).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AdapterTrial {
+    pub passages: Vec<TrialPassage>,
+    pub base: String,
+    pub adapter: String,
+}
+
+/// Publish a trained adapter; `force` publishes one that does not beat its base.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishAdapter {
+    #[serde(default)]
+    pub force: bool,
+}

@@ -1566,3 +1566,111 @@ fn a_follow_up_is_searched_in_context() {
     let long = "x".repeat(tributary_retriever::MAX_QUERY_CHARS - 10);
     assert_eq!(retrieval_query(&long, &history), long, "earlier turns only where they fit");
 }
+
+/// Model Factory over HTTP: a Datanet's owner starts a training job (others cannot), follows
+/// it over server-sent events to its end, tries the adapter beside the base, and publishes it
+/// (refused when worse than the base unless forced); then questions may name it.
+#[tokio::test(flavor = "multi_thread")]
+async fn training_jobs_start_stream_try_and_publish() {
+    let s = Server::start(ServeConfig::default(), None).await;
+    let (admin, _) = s.rivers_and_payer().await;
+    let alice = s.key(Role::Owner, Some(ALICE), None).await;
+    let bob = s.key(Role::Owner, Some(BOB), None).await;
+    let pairs = json!([
+        {"question": "How long is the Missouri River?", "answer": "3,767 km"},
+        {"question": "Where does the Missouri River rise?", "answer": "In the Rocky Mountains"},
+        {"question": "What does the Mississippi River drain?", "answer": "Most of the continental United States"}
+    ]);
+    let job = json!({
+        "name": "rivers-lora", "datanet": "rivers", "pairs": pairs, "rank": 2, "targets": ["v_proj"],
+        "epochs": 2, "batch_size": 1, "learning_rate": 0.001, "holdout": 0.3
+    });
+    // Only the Datanet's owner (or an admin) trains on it; settings that train nothing are refused.
+    let refused = s.call("POST", "/v1/training", Some(&bob), Some(job.clone())).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    let mut zero = job.clone();
+    zero["rank"] = json!(0);
+    assert_eq!(s.call("POST", "/v1/training", Some(&alice), Some(zero)).await.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let mut nothing = job.clone();
+    nothing["pairs"] = json!([]);
+    assert_eq!(
+        s.call("POST", "/v1/training", Some(&alice), Some(nothing)).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+
+    let started = s.call("POST", "/v1/training", Some(&alice), Some(job.clone())).await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    assert_eq!(started.body["owner"], ALICE);
+    let again = s.call("POST", "/v1/training", Some(&admin), Some(job.clone())).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+    // Someone else's job does not exist for them.
+    assert_eq!(s.call("GET", "/v1/training/rivers-lora", Some(&bob), None).await.status, StatusCode::NOT_FOUND);
+
+    // Followed to its end: the job, a step event per step, then finished.
+    let url = listen(&s).await;
+    let text = reqwest::Client::new()
+        .get(format!("{url}/v1/training/rivers-lora/events"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events = sse_events(&text);
+    let names: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(names.first(), Some(&"job"), "{names:?}");
+    assert_eq!(names.last(), Some(&"finished"), "{names:?}");
+    let finished: Value = serde_json::from_str(&events.last().unwrap().1).unwrap();
+    assert_eq!(finished["state"], "succeeded", "{finished}");
+    let result = &finished["result"];
+    assert_eq!(result["steps"], 4);
+    assert_eq!(result["train_pairs"], 2);
+    assert_eq!(result["heldout_pairs"], 1);
+    assert_eq!(result["log_root"].as_str().unwrap().len(), 64);
+    // Steps seen live, or in the job's list when the stream began after them.
+    let steps = names.iter().filter(|n| **n == "step").count();
+    let job_now = s.call("GET", "/v1/training/rivers-lora", Some(&alice), None).await;
+    assert_eq!(job_now.body["steps"].as_array().unwrap().len(), 4, "{}", job_now.body);
+    let listed_at_start = serde_json::from_str::<Value>(&events[0].1).unwrap()["steps"].as_array().unwrap().len();
+    assert_eq!(steps + listed_at_start, 4, "{names:?}");
+    // A finished job's stream says so at once.
+    let replay = reqwest::Client::new()
+        .get(format!("{url}/v1/training/rivers-lora/events"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let replay: Vec<String> = sse_events(&replay).into_iter().map(|(e, _)| e).collect();
+    assert_eq!(replay, ["job", "finished"]);
+
+    // Tried beside the base, unpublished: questions cannot name it yet.
+    let question = json!({"datanet": "rivers", "question": "How long is the Missouri River?"});
+    let trial = s.call("POST", "/v1/training/rivers-lora/try", Some(&alice), Some(question)).await;
+    assert_eq!(trial.status, StatusCode::OK, "{}", trial.body);
+    assert!(trial.body["passages"][0]["text"].as_str().unwrap().contains("Missouri"));
+    assert!(trial.body["base"].is_string() && trial.body["adapter"].is_string());
+    let listed = s.call("GET", "/v1/adapters", None, None).await;
+    assert!(!listed.body.to_string().contains("rivers-lora"));
+
+    // Published: refused without force when it does not beat the base.
+    let publish =
+        |force: bool| s.call("POST", "/v1/training/rivers-lora/publish", Some(&alice), Some(json!({"force": force})));
+    if result["beats_base"] == true {
+        assert_eq!(publish(false).await.status, StatusCode::OK);
+    } else {
+        let worse = publish(false).await;
+        assert_eq!((worse.status, worse.body["code"].as_str()), (StatusCode::CONFLICT, Some("worse_than_base")));
+        let forced = publish(true).await;
+        assert_eq!(forced.status, StatusCode::OK, "{}", forced.body);
+        assert_eq!(forced.body["result"]["forced"], true);
+    }
+    let published = s.call("GET", "/v1/training/rivers-lora", Some(&alice), None).await;
+    assert_eq!(published.body["result"]["published"], true, "{}", published.body);
+    assert_eq!(publish(true).await.status, StatusCode::CONFLICT, "published once");
+    let listed = s.call("GET", "/v1/adapters", None, None).await;
+    assert!(listed.body.to_string().contains("rivers-lora"), "{}", listed.body);
+}

@@ -187,3 +187,75 @@ fn train_show_verify_and_answer_with_a_trained_adapter() {
     let err = fails(&mut train("facts-lora", &pairs_path));
     assert!(err.contains("already exists"), "{err}");
 }
+
+/// `kill -9` during training, then the same command again: the run resumes from its last
+/// checkpoint and ends with the factors an uninterrupted run ends with, to the bit.
+#[test]
+fn a_killed_training_run_resumes_to_the_same_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    run_ok(tributary(data).args(["datanet", "create", "facts"]));
+    run_ok(
+        tributary(data)
+            .args(["ingest", "--datanet", "facts", "--contributor", ALICE])
+            .arg(facts().join("documents/varne-river.md")),
+    );
+    let pairs: Vec<String> = std::fs::read_to_string(facts().join("questions.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|q| q["document"] == "varne-river.md")
+        .take(3)
+        .map(|q| serde_json::json!({"question": q["question"], "answer": q["answer"]}).to_string())
+        .collect();
+    let pairs_path = data.join("pairs.jsonl");
+    std::fs::write(&pairs_path, pairs.join("\n")).unwrap();
+    let train = |name: &str| {
+        let mut cmd = tributary(data);
+        cmd.args(["adapter", "train", name, "--datanet", "facts", "--pairs"]).arg(&pairs_path).args([
+            "--rank",
+            "2",
+            "--targets",
+            "v_proj",
+            "--batch",
+            "1",
+            "--epochs",
+            "2",
+            "--holdout",
+            "0",
+            "--lr",
+            "1e-3",
+            "--checkpoint-every",
+            "1",
+        ]);
+        cmd
+    };
+    let straight = run_ok(&mut train("straight"));
+    assert!(straight.contains("trained straight on 3 pairs of facts: 6 steps"), "{straight}");
+
+    let pointer = data.join("training/killed/checkpoint.json");
+    let mut child =
+        train("killed").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let step = std::fs::read(&pointer)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|p| p["step"].as_u64());
+        if step.is_some_and(|s| s >= 2) {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        assert!(std::time::Instant::now() < deadline, "no checkpoint after 300 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!data.join("adapters/killed/training.json").exists(), "killed before it finished");
+    let resumed = run_ok(&mut train("killed"));
+    assert!(resumed.contains("resumed from the checkpoint of step"), "{resumed}");
+    assert!(resumed.contains("6 steps"), "{resumed}");
+    let weights = |name: &str| std::fs::read(data.join(format!("adapters/{name}/adapter_model.safetensors"))).unwrap();
+    assert_eq!(weights("killed"), weights("straight"), "the resumed run's factors differ");
+    run_ok(tributary(data).args(["adapter", "verify", "killed"]));
+}

@@ -1,0 +1,280 @@
+//! `/v1/training`: Model Factory over HTTP. A Datanet's owner (or an admin) starts a training
+//! job on its pairs (queued; one runs at a time), follows it (`/events`: server-sent `step`
+//! events, then `finished`), tries the adapter beside the base, and publishes it (refused when
+//! it does not beat the base unless `force`). The job's owner and admins see it.
+
+use std::convert::Infallible;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use tokio::sync::broadcast::error::RecvError;
+use tributary_trainer::{LoraShape, TrainSettings};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::auth::Caller;
+use super::datanets::governed;
+use super::error::{ApiError, ApiResult, Errors};
+use super::extract::{Json, Path};
+use super::state::AppState;
+use super::wire;
+use crate::app::training::{self, Pair, TrainRequest};
+use crate::app::training_jobs::{JobConflict, JobEvent, JobState, JobView};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(start_training))
+        .routes(routes!(get_training))
+        .routes(routes!(training_events))
+        .routes(routes!(try_trained))
+        .routes(routes!(publish_trained))
+}
+
+fn view(job: &JobView) -> wire::TrainingJob {
+    let r = &job.record;
+    wire::TrainingJob {
+        name: r.request.name.clone(),
+        datanet: r.request.datanet.clone(),
+        state: match r.state {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+        }
+        .into(),
+        owner: r.owner.clone(),
+        submitted_at: r.submitted_at,
+        steps: job
+            .steps
+            .iter()
+            .map(|s| wire::TrainingStep { step: s.step, total: s.total, loss: s.loss, learning_rate: s.learning_rate })
+            .collect(),
+        error: r.error.clone(),
+        result: job.result.as_ref().map(|t| wire::TrainingResult {
+            log_root: t.log_root.clone(),
+            steps: t.steps,
+            train_pairs: t.train_pairs,
+            heldout_pairs: t.evaluation.heldout_pairs,
+            base_loss: t.evaluation.base_loss,
+            adapter_loss: t.evaluation.adapter_loss,
+            base_answer_f1: t.evaluation.base_answer_f1,
+            adapter_answer_f1: t.evaluation.adapter_answer_f1,
+            beats_base: t.evaluation.beats_base(),
+            tokens_per_second: t.tokens_per_second,
+            seconds: t.seconds,
+            published: t.published_at.is_some(),
+            forced: t.forced,
+        }),
+    }
+}
+
+/// The job `name` if the caller may see it: its owner or an admin (others: 404, as for a job
+/// that does not exist).
+fn visible(state: &AppState, caller: &Caller, name: &str) -> ApiResult<JobView> {
+    let job = state.training()?.get(name).ok_or_else(|| ApiError::not_found(format!("no training job {name}")))?;
+    let owns = caller.address().is_some_and(|a| job.record.owner.as_deref() == Some(a.to_string().as_str()));
+    if caller.is_admin() || owns { Ok(job) } else { Err(ApiError::not_found(format!("no training job {name}"))) }
+}
+
+/// Starts training a LoRA adapter on a Datanet's question/answer pairs (its owner or an
+/// admin): queued at once (202), run one job at a time; follow it at `/events`.
+#[utoipa::path(
+    post, path = "/v1/training", tag = "adapters", request_body = wire::TrainAdapter, security(("api_key" = [])),
+    responses((status = 202, body = wire::TrainingJob), Errors)
+)]
+async fn start_training(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<wire::TrainAdapter>,
+) -> ApiResult<impl IntoResponse> {
+    let datanet = governed(&state, &caller, &body.datanet).await?;
+    if body.pairs.len() > 10_000 {
+        return Err(ApiError::invalid("at most 10,000 pairs a job"));
+    }
+    let over = |value: Option<usize>, max: usize| value.is_some_and(|v| v > max);
+    if over(body.rank, 256) || over(body.epochs, 100) || over(body.batch_size, 64) {
+        return Err(ApiError::invalid("rank at most 256, epochs at most 100, batch size at most 64"));
+    }
+    let defaults = LoraShape::default_for_training();
+    let lora = LoraShape {
+        rank: body.rank.unwrap_or(defaults.rank),
+        alpha: body.alpha.unwrap_or(defaults.alpha),
+        targets: body.targets.unwrap_or(defaults.targets),
+    };
+    lora.check().map_err(|e| ApiError::invalid(e.to_string()))?;
+    let d = TrainSettings::default();
+    let mut settings = TrainSettings {
+        epochs: body.epochs.unwrap_or(d.epochs),
+        learning_rate: body.learning_rate.unwrap_or(d.learning_rate),
+        batch_size: body.batch_size.unwrap_or(d.batch_size),
+        max_steps: body.max_steps,
+        seed: body.seed.unwrap_or(d.seed),
+        ..d
+    };
+    let holdout = body.holdout.unwrap_or(0.2);
+    if !(0.0..1.0).contains(&holdout) {
+        return Err(ApiError::invalid("holdout must be in [0, 1)"));
+    }
+    let train_pairs = body.pairs.len() - training::held_out(body.pairs.len(), holdout);
+    let (_, total) = settings.plan(train_pairs).map_err(|e| ApiError::invalid(e.to_string()))?;
+    settings.warmup_steps = (total as f64 * 0.06).ceil() as usize;
+    let request = TrainRequest {
+        name: body.name,
+        datanet: datanet.name,
+        pairs: body
+            .pairs
+            .into_iter()
+            .map(|p| Pair { question: p.question, answer: p.answer, chunks: p.chunks })
+            .collect(),
+        lora,
+        settings,
+        holdout,
+        max_tokens: 1024,
+    };
+    let owner = caller.address().map(|a| a.to_string());
+    let job = state.training()?.submit(state.app(), request, owner).await.map_err(|e| {
+        if let Some(conflict) = e.downcast_ref::<JobConflict>() {
+            ApiError::conflict(conflict.to_string())
+        } else {
+            ApiError::from(e)
+        }
+    })?;
+    Ok((StatusCode::ACCEPTED, Json(view(&job))))
+}
+
+/// A training job: its state, every step so far, and once finished its held-out evaluation.
+#[utoipa::path(
+    get, path = "/v1/training/{name}", tag = "adapters", params(("name" = String, Path)), security(("api_key" = [])),
+    responses((status = 200, body = wire::TrainingJob), Errors)
+)]
+async fn get_training(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<wire::TrainingJob>> {
+    Ok(Json(view(&visible(&state, &caller, &name)?)))
+}
+
+/// Follows a training job as server-sent events: `job` (the job as it stands, steps so far
+/// included), a `step` event (`TrainingStep`) per optimizer step, then `finished` (the
+/// `TrainingJob`, with its result or error). A finished job sends `job` and `finished` at once.
+#[utoipa::path(
+    get, path = "/v1/training/{name}/events", tag = "adapters", params(("name" = String, Path)),
+    security(("api_key" = [])),
+    responses((status = 200, description = "The job's events", content((wire::SseEvent = "text/event-stream"))), Errors)
+)]
+async fn training_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    visible(&state, &caller, &name)?;
+    let (job, receiver) =
+        state.training()?.follow(&name).ok_or_else(|| ApiError::not_found(format!("no training job {name}")))?;
+    Ok(Sse::new(job_events(job, receiver)).keep_alive(KeepAlive::default()))
+}
+
+fn event(name: &str, value: &impl serde::Serialize) -> Event {
+    Event::default().event(name).json_data(value).unwrap_or_else(|_| Event::default().event(name))
+}
+
+fn job_events(
+    job: JobView,
+    receiver: tokio::sync::broadcast::Receiver<JobEvent>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let finished = matches!(job.record.state, JobState::Succeeded | JobState::Failed);
+    let mut first = vec![event("job", &view(&job))];
+    if finished {
+        first.push(event("finished", &view(&job)));
+    }
+    let head = futures_util::stream::iter(first.into_iter().map(Ok));
+    let tail = futures_util::stream::unfold((receiver, finished), |(mut receiver, done)| async move {
+        if done {
+            return None;
+        }
+        loop {
+            match receiver.recv().await {
+                Ok(JobEvent::Step(s)) => {
+                    let step = wire::TrainingStep {
+                        step: s.step,
+                        total: s.total,
+                        loss: s.loss,
+                        learning_rate: s.learning_rate,
+                    };
+                    return Some((Ok(event("step", &step)), (receiver, false)));
+                }
+                Ok(JobEvent::Finished(job)) => return Some((Ok(event("finished", &view(&job))), (receiver, true))),
+                // A slow follower missed steps: it sees the next ones (the job has them all).
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    futures_util::StreamExt::chain(head, tail)
+}
+
+/// Answers a question with the base model and with a job's trained adapter, side by side,
+/// from the same passages (nothing charged or recorded): its owner or an admin, before or
+/// after publishing.
+#[utoipa::path(
+    post, path = "/v1/training/{name}/try", tag = "adapters", params(("name" = String, Path)),
+    request_body = wire::TryAdapter, security(("api_key" = [])),
+    responses((status = 200, body = wire::AdapterTrial), Errors)
+)]
+async fn try_trained(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(body): Json<wire::TryAdapter>,
+) -> ApiResult<Json<wire::AdapterTrial>> {
+    let job = visible(&state, &caller, &name)?;
+    if job.record.state != JobState::Succeeded {
+        return Err(ApiError::conflict(format!("training job {name} has not finished")));
+    }
+    super::datanets::readable(&state, &caller, &body.datanet).await?;
+    let _slot = state.generation_slot()?;
+    let trial = training::try_adapter(state.app(), &name, &body.datanet, &body.question).await?;
+    Ok(Json(wire::AdapterTrial {
+        passages: trial.passages.into_iter().map(|(chunk_id, text)| wire::TrialPassage { chunk_id, text }).collect(),
+        base: trial.base,
+        adapter: trial.adapter,
+    }))
+}
+
+/// Registers a job's adapter so questions may name it: refused (409 `worse_than_base`) when
+/// it does not beat its base on the held-out pairs, unless `force`.
+#[utoipa::path(
+    post, path = "/v1/training/{name}/publish", tag = "adapters", params(("name" = String, Path)),
+    request_body = wire::PublishAdapter, security(("api_key" = [])),
+    responses((status = 200, body = wire::TrainingJob), Errors)
+)]
+async fn publish_trained(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(body): Json<wire::PublishAdapter>,
+) -> ApiResult<Json<wire::TrainingJob>> {
+    let job = visible(&state, &caller, &name)?;
+    let Some(result) = &job.result else {
+        return Err(ApiError::conflict(format!("training job {name} has not finished")));
+    };
+    if result.published_at.is_some() {
+        return Err(ApiError::conflict(format!("adapter {name} is already published")));
+    }
+    if !result.evaluation.beats_base() && !body.force {
+        return Err(ApiError::new(
+            "worse_than_base",
+            format!("adapter {name} does not beat its base on the held-out pairs; publish with force to override"),
+        ));
+    }
+    let app = state.app().clone();
+    let published = name.clone();
+    tokio::task::spawn_blocking(move || training::publish(&app, &published, body.force))
+        .await
+        .map_err(ApiError::internal)??;
+    state.training()?.refresh(state.app(), &name);
+    Ok(Json(view(&visible(&state, &caller, &name)?)))
+}
