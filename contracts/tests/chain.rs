@@ -133,6 +133,30 @@ async fn deploy_settle_claim_and_reconcile_on_anvil() {
     expect_revert(bob.registry(deployment.registry).commitRoot(id, root).send().await, "NotDatanetOwner").await;
     expect_revert(registry.register("rivers".into()).send().await, "DatanetExists").await;
 
+    // Adapter training roots: written once under the committer, read back by id; the same
+    // name under another address is another adapter.
+    let training = B256::repeat_byte(0x5a);
+    registry.commitAdapterTraining("rivers".into(), training).send().await.unwrap().get_receipt().await.unwrap();
+    let adapter = keccak256((settler.signer(), "adapter".to_string(), "rivers".to_string()).abi_encode_params());
+    assert_ne!(adapter, id, "an adapter's id is apart from a Datanet's of the same name");
+    assert_eq!(registry.adapterId(settler.signer(), "rivers".into()).call().await.unwrap(), adapter);
+    assert_eq!(registry.adapterTrainingRoot(adapter).call().await.unwrap(), training);
+    let again = registry.commitAdapterTraining("rivers".into(), B256::repeat_byte(1)).send().await;
+    expect_revert(again, "AdapterCommitted").await;
+    expect_revert(registry.commitAdapterTraining("other".into(), B256::ZERO).send().await, "EmptyRoot").await;
+    expect_revert(registry.commitAdapterTraining(String::new(), training).send().await, "EmptyName").await;
+    expect_revert(registry.adapterTrainingRoot(B256::repeat_byte(3)).call().await, "UnknownAdapter").await;
+    bobs.commitAdapterTraining("rivers".into(), B256::repeat_byte(0x6b))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let bobs_adapter = keccak256((b, "adapter".to_string(), "rivers".to_string()).abi_encode_params());
+    assert_eq!(registry.adapterTrainingRoot(bobs_adapter).call().await.unwrap(), B256::repeat_byte(0x6b));
+    assert_eq!(registry.adapterTrainingRoot(adapter).call().await.unwrap(), training, "bob's commit is his own");
+
     // Epoch 1: alice at index 0, bob at 1 (one storage word holds both).
     let tree1 = payout_tree(&[(0, a, 100), (1, b, 50)]);
     let root1 = root_of(&tree1);

@@ -246,6 +246,52 @@ pub async fn register(app: &App, datanet: &tributary_indexer::Datanet) -> Result
     Ok(Registered { datanet: datanet.name.clone(), id: id.to_string(), version, root: root.to_string() })
 }
 
+/// What the registry holds of a trained adapter: its id (under the signer), its training root,
+/// and the transaction that wrote it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct AdapterOnChain {
+    pub id: String,
+    pub training_root: String,
+    pub transaction: String,
+    pub registry: String,
+}
+
+fn adapter_id(operator: EvmAddress, name: &str) -> B256 {
+    keccak256((operator, "adapter".to_string(), name.to_string()).abi_encode_params())
+}
+
+/// Commits the training root of the adapter `name` in the registry, under the signer (once:
+/// the contract refuses a second commit of the same adapter).
+pub async fn commit_adapter_training(app: &App, name: &str, root: &str) -> Result<AdapterOnChain> {
+    let config = load_config(&config_path(app))?;
+    let chain = connect(app, &config)?;
+    let address = registry_address(&config)?;
+    let registry = chain.registry(address);
+    let training_root: B256 = format!("0x{}", root.trim_start_matches("0x")).parse().context("training root")?;
+    let sent = registry.commitAdapterTraining(name.to_string(), training_root).send().await.map_err(revert)?;
+    let receipt = sent.get_receipt().await.context("committing the training root")?;
+    Ok(AdapterOnChain {
+        id: adapter_id(chain.signer(), name).to_string(),
+        training_root: training_root.to_string(),
+        transaction: receipt.transaction_hash.to_string(),
+        registry: address.to_string(),
+    })
+}
+
+/// The training root the registry holds for `name` under the signer, if any.
+pub async fn adapter_training_root(app: &App, name: &str) -> Result<Option<B256>> {
+    let config = load_config(&config_path(app))?;
+    let chain = connect(app, &config)?;
+    let registry = chain.registry(registry_address(&config)?);
+    match registry.adapterTrainingRoot(adapter_id(chain.signer(), name)).call().await {
+        Ok(root) => Ok(Some(root)),
+        Err(e) => {
+            let e = revert(e);
+            if e.to_string().contains("UnknownAdapter") { Ok(None) } else { Err(e.into()) }
+        }
+    }
+}
+
 /// Checks on chain that `chunk` was contributed by its first contributor at the latest version.
 pub async fn prove(
     app: &App,

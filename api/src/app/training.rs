@@ -110,6 +110,9 @@ pub struct TrainingRecord {
     /// The step a killed or stopped run resumed from, if it did.
     #[serde(default)]
     pub resumed_at: Option<usize>,
+    /// Where the registry contract holds its training root, once `adapter commit` wrote it.
+    #[serde(default)]
+    pub chain: Option<crate::app::onchain::AdapterOnChain>,
 }
 
 /// A training example as `examples.jsonl` beside the adapter lists it: what its hash in the
@@ -326,6 +329,7 @@ pub async fn train_adapter(
             forced: false,
             influence_seconds,
             resumed_at: outcome.resumed_at,
+            chain: None,
         };
         write_record(&out_dir, &record)?;
         Ok(record)
@@ -648,9 +652,35 @@ fn strip_markers(text: &str) -> String {
     out
 }
 
-/// The adapter's training log checked against the root its `training.json` records.
-pub fn verify_training(app: &App, name: &str) -> Result<tributary_trainer::VerifiedLog> {
+/// The adapter's training log checked against the root its `training.json` records, and,
+/// once committed, against the root the registry contract holds.
+pub async fn verify_training(app: &App, name: &str) -> Result<(tributary_trainer::VerifiedLog, bool)> {
     let record = training_record(app, name)?.with_context(|| format!("adapter {name} was not trained here"))?;
     let log = adapter_dir(app, name).join(tributary_trainer::LOG_FILE);
-    Ok(tributary_trainer::verify_log(&log, Some(&record.log_root))?)
+    let verified = tributary_trainer::verify_log(&log, Some(&record.log_root))?;
+    if record.chain.is_none() {
+        return Ok((verified, false));
+    }
+    let on_chain = crate::app::onchain::adapter_training_root(app, name).await?;
+    let expected = format!("0x{}", verified.root);
+    match on_chain {
+        Some(root) if root.to_string() == expected => Ok((verified, true)),
+        Some(root) => bail!("the registry holds training root {root} for {name}, not the log's {expected}"),
+        None => bail!("the registry holds no training root for {name}, though training.json says it was committed"),
+    }
+}
+
+/// Commits a published adapter's training root in the registry contract (once).
+pub async fn commit_training(app: &App, name: &str) -> Result<crate::app::onchain::AdapterOnChain> {
+    let mut record = training_record(app, name)?.with_context(|| format!("adapter {name} was not trained here"))?;
+    if record.published_at.is_none() {
+        bail!("adapter {name} is not published: publish it before committing its training on chain");
+    }
+    if let Some(done) = &record.chain {
+        bail!("adapter {name}'s training root is already on chain (transaction {})", done.transaction);
+    }
+    let committed = crate::app::onchain::commit_adapter_training(app, name, &record.log_root).await?;
+    record.chain = Some(committed.clone());
+    write_record(&adapter_dir(app, name), &record)?;
+    Ok(committed)
 }

@@ -121,8 +121,13 @@ pub enum AdapterCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Checks a trained adapter's training log against its recorded root.
+    /// Checks a trained adapter's training log against its recorded root (and against the
+    /// registry contract's, once committed).
     Verify {
+        id: String,
+    },
+    /// Commits a published adapter's training root in the registry contract (chain.toml).
+    Commit {
         id: String,
     },
 }
@@ -323,12 +328,20 @@ pub async fn adapter(app: &App, command: AdapterCommand) -> Result<()> {
             }
         }
         AdapterCommand::Verify { id } => {
-            let verified = training::verify_training(app, &id)?;
+            let (verified, on_chain) = training::verify_training(app, &id).await?;
             println!(
-                "training log of {id} verifies: root {}, {} steps over {} examples",
+                "training log of {id} verifies: root {}, {} steps over {} examples{}",
                 verified.root,
                 verified.steps.len(),
-                verified.header.examples.len()
+                verified.header.examples.len(),
+                if on_chain { "; the registry contract holds the same root" } else { "" }
+            );
+        }
+        AdapterCommand::Commit { id } => {
+            let committed = training::commit_training(app, &id).await?;
+            println!(
+                "committed {id}'s training root {} as adapter {} (transaction {})",
+                committed.training_root, committed.id, committed.transaction
             );
         }
     }

@@ -259,3 +259,62 @@ fn a_killed_training_run_resumes_to_the_same_adapter() {
     assert_eq!(weights("killed"), weights("straight"), "the resumed run's factors differ");
     run_ok(tributary(data).args(["adapter", "verify", "killed"]));
 }
+
+/// A published adapter's training root committed in the registry contract on anvil: once,
+/// and `adapter verify` then checks the log against the chain's root too.
+#[tokio::test]
+async fn a_training_root_is_committed_on_chain_once() {
+    use tributary_contracts::chain::{ANVIL_KEYS, Anvil};
+    let anvil = Anvil::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let on_chain = |cmd: &mut Command| {
+        cmd.env("TRIBUTARY_RPC_URL", anvil.url()).env("TRIBUTARY_SIGNER_KEY", ANVIL_KEYS[0]);
+    };
+    run_ok(tributary(data).args(["datanet", "create", "facts"]));
+    run_ok(
+        tributary(data)
+            .args(["ingest", "--datanet", "facts", "--contributor", ALICE])
+            .arg(facts().join("documents/varne-river.md")),
+    );
+    let pair = serde_json::json!({"question": "How long is the River Varne?", "answer": "212 kilometres"});
+    let pairs_path = data.join("pairs.jsonl");
+    std::fs::write(&pairs_path, pair.to_string()).unwrap();
+    run_ok(
+        tributary(data).args(["adapter", "train", "varne", "--datanet", "facts", "--pairs"]).arg(&pairs_path).args([
+            "--rank",
+            "2",
+            "--targets",
+            "v_proj",
+            "--max-steps",
+            "1",
+            "--holdout",
+            "0",
+        ]),
+    );
+    let commit = || {
+        let mut cmd = tributary(data);
+        on_chain(cmd.args(["adapter", "commit", "varne"]));
+        cmd
+    };
+    // Not published yet; then published (no held-out pairs: forced), but no contracts yet.
+    assert!(fails(&mut commit()).contains("not published"));
+    run_ok(tributary(data).args(["adapter", "publish", "varne", "--force"]));
+    fails(&mut commit());
+    let mut deploy = tributary(data);
+    on_chain(deploy.args(["chain", "deploy", "--json"]));
+    run_ok(&mut deploy);
+    let out = run_ok(&mut commit());
+    let root =
+        serde_json::from_slice::<serde_json::Value>(&std::fs::read(data.join("adapters/varne/training.json")).unwrap())
+            .unwrap()["log_root"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    assert!(out.contains(&root), "{out}");
+    assert!(fails(&mut commit()).contains("already on chain"));
+    let mut verify = tributary(data);
+    on_chain(verify.args(["adapter", "verify", "varne"]));
+    let verified = run_ok(&mut verify);
+    assert!(verified.contains("the registry contract holds the same root"), "{verified}");
+}
