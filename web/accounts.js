@@ -2,6 +2,7 @@
 
 import { all, api, get, me, apiKey, tokens, TOKEN, short, sameAddress } from "./api.js";
 import { h, field, errorBox, table, time, section, empty, busy, amountStat, rerender } from "./dom.js";
+import { factorySection } from "./factory.js";
 
 export async function payerPage() {
   const heading = h("h1", {}, "Payer account");
@@ -61,7 +62,8 @@ export async function adaptersPage() {
         time(a.added_at * 1000),
       ]))
     : empty("No adapters yet: answers use the base model.");
-  return h("div", {}, h("h1", {}, "LoRA adapters"), section("Registered", list), who.role === "admin" ? registerForm() : null);
+  const factory = who.role === "admin" || who.role === "owner" ? await factorySection(who) : null;
+  return h("div", {}, h("h1", {}, "LoRA adapters"), section("Registered", list), factory, who.role === "admin" ? registerForm() : null);
 }
 
 function registerForm() {

@@ -87,15 +87,15 @@ export async function me() {
 }
 
 /**
- * POSTs `body` and reads the reply as server-sent events: `on[event](data)` for each, data
- * parsed as JSON. A failure before the stream starts throws an ApiError.
+ * POSTs `body` (GETs when it is undefined) and reads the reply as server-sent events:
+ * `on[event](data)` for each, data parsed as JSON. A failure before the stream starts throws
+ * an ApiError.
  */
 export async function stream(path, body, on, signal) {
-  const response = await send("POST", path, {
-    headers: headers({ "Content-Type": "application/json", Accept: "text/event-stream" }),
-    body: JSON.stringify(body),
-    signal,
-  });
+  const init = body === undefined
+    ? { headers: headers({ Accept: "text/event-stream" }), signal }
+    : { headers: headers({ "Content-Type": "application/json", Accept: "text/event-stream" }), body: JSON.stringify(body), signal };
+  const response = await send(body === undefined ? "GET" : "POST", path, init);
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   for (;;) {

@@ -7,6 +7,7 @@ import { documentPage } from "./document.js";
 import { contributorPage } from "./contributor.js";
 import { datanetsPage, datanetPage } from "./datanets.js";
 import { payerPage, adaptersPage } from "./accounts.js";
+import { trainingPage } from "./factory.js";
 
 const routes = [
   [/^#?\/?(ask)?$/, "ask", () => askPage()],
@@ -17,6 +18,7 @@ const routes = [
   [/^#\/datanets\/([^/]+)$/, "datanets", (m) => datanetPage(decodeURIComponent(m[1]))],
   [/^#\/payer$/, "payer", () => payerPage()],
   [/^#\/adapters$/, "adapters", () => adaptersPage()],
+  [/^#\/training\/([^/]+)$/, "adapters", (m) => trainingPage(decodeURIComponent(m[1]))],
 ];
 
 let generation = 0;

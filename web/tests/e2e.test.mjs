@@ -412,3 +412,43 @@ test("the payer, adapters and Datanets pages pass axe and show their data", asyn
   await shoot(page, "datanets");
   await page.close();
 });
+
+test("Model Factory: an owner trains an adapter, follows its loss, tries it and publishes it", async () => {
+  const page = await open("#/adapters");
+  await signIn(page, KEYS.alice);
+  await go(page, "#/adapters");
+  await page.getByRole("heading", { name: "Train an adapter" }).waitFor();
+  await page.getByLabel("Adapter name").fill("demo-lora");
+  await page.getByLabel("Datanet", { exact: true }).selectOption("rivers-demo");
+  const pairs = [
+    { question: "What is a tributary?", answer: "A stream or river that flows into a larger river." },
+    { question: "What is a confluence?", answer: "The place where two rivers meet." },
+    { question: "What is a watershed?", answer: "The land that drains into one river." },
+  ];
+  await page.getByLabel("Question/answer pairs (JSON lines)").fill(pairs.map((p) => JSON.stringify(p)).join("\n"));
+  await page.getByLabel("Rank").fill("2");
+  await page.getByLabel("Epochs").fill("1");
+  await page.getByLabel("Learning rate").fill("0.001");
+  await page.getByRole("button", { name: "Start training" }).click();
+  await page.waitForURL(/#\/training\/demo-lora$/);
+  // Followed live to its end: the loss curve, then the held-out evaluation.
+  await page.getByRole("heading", { name: "Result", exact: true }).waitFor({ timeout: 180_000 });
+  await page.locator("svg.chart circle.dot").first().waitFor();
+  assert.match(await page.locator("main").innerText(), /Training log root [0-9a-f]{64}/);
+  await axe(page, "a finished training job");
+  await shoot(page, "training");
+
+  await page.getByLabel("Question").fill("What is a tributary?");
+  await page.getByRole("button", { name: "Try" }).click();
+  await page.locator(".side-by-side .trial-adapter").waitFor({ timeout: 120_000 });
+  const force = page.getByLabel("Publish though it does not beat the base");
+  if (await force.count()) await force.check();
+  await page.getByRole("button", { name: "Publish" }).click();
+  await page.getByRole("heading", { name: "Published" }).waitFor({ timeout: 60_000 });
+  const adapters = await (await fetch(`${URL}/v1/adapters`)).json();
+  assert.ok(adapters.items.some((a) => a.id === "demo-lora"), "published: registered");
+  await go(page, "#/adapters");
+  await page.locator("table a", { hasText: "demo-lora" }).waitFor();
+  await axe(page, "the adapters page with a training job");
+  await page.close();
+});

@@ -176,6 +176,11 @@ impl TrainingJobs {
         Ok(view)
     }
 
+    /// Every job, by name.
+    pub fn list(&self) -> Vec<JobView> {
+        self.lock().values().map(|j| j.view.clone()).collect()
+    }
+
     pub fn get(&self, name: &str) -> Option<JobView> {
         self.lock().get(name).map(|j| j.view.clone())
     }

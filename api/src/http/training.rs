@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 use super::auth::Caller;
 use super::datanets::governed;
 use super::error::{ApiError, ApiResult, Errors};
-use super::extract::{Json, Path};
+use super::extract::{Json, Path, Query, paginate};
 use super::state::AppState;
 use super::wire;
 use crate::app::training::{self, Pair, TrainRequest};
@@ -26,7 +26,7 @@ use crate::app::training_jobs::{JobConflict, JobEvent, JobState, JobView};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(start_training))
+        .routes(routes!(start_training, list_training))
         .routes(routes!(get_training))
         .routes(routes!(training_events))
         .routes(routes!(try_trained))
@@ -75,8 +75,29 @@ fn view(job: &JobView) -> wire::TrainingJob {
 /// that does not exist).
 fn visible(state: &AppState, caller: &Caller, name: &str) -> ApiResult<JobView> {
     let job = state.training()?.get(name).ok_or_else(|| ApiError::not_found(format!("no training job {name}")))?;
-    let owns = caller.address().is_some_and(|a| job.record.owner.as_deref() == Some(a.to_string().as_str()));
-    if caller.is_admin() || owns { Ok(job) } else { Err(ApiError::not_found(format!("no training job {name}"))) }
+    if sees(caller, &job) { Ok(job) } else { Err(ApiError::not_found(format!("no training job {name}"))) }
+}
+
+fn sees(caller: &Caller, job: &JobView) -> bool {
+    caller.is_admin() || caller.address().is_some_and(|a| job.record.owner.as_deref() == Some(a.to_string().as_str()))
+}
+
+/// The caller's training jobs (an admin's: every job), by name.
+#[utoipa::path(
+    get, path = "/v1/training", tag = "adapters", params(wire::PageParams), security(("api_key" = [])),
+    responses((status = 200, body = wire::TrainingJobPage), Errors)
+)]
+async fn list_training(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(page): Query<wire::PageParams>,
+) -> ApiResult<Json<wire::TrainingJobPage>> {
+    if caller.role().is_none() {
+        return Err(ApiError::new("missing_api_key", "training jobs are shown to keys: sign in"));
+    }
+    let jobs: Vec<JobView> = state.training()?.list().into_iter().filter(|j| sees(&caller, j)).collect();
+    let (items, next_cursor) = paginate(jobs, |j| j.record.request.name.clone(), page.cursor.as_deref(), page.limit)?;
+    Ok(Json(wire::TrainingJobPage { items: items.iter().map(view).collect(), next_cursor }))
 }
 
 /// Starts training a LoRA adapter on a Datanet's question/answer pairs (its owner or an

@@ -43,6 +43,7 @@ const ASSETS: &[Asset] = assets![
     ("contributor.js", "text/javascript; charset=utf-8"),
     ("datanets.js", "text/javascript; charset=utf-8"),
     ("accounts.js", "text/javascript; charset=utf-8"),
+    ("factory.js", "text/javascript; charset=utf-8"),
 ];
 
 /// The names of the embedded files, for the test that `web/` and this list agree.

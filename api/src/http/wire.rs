@@ -1182,6 +1182,7 @@ pub struct Adapter {
 }
 
 page!(AdapterPage, Adapter);
+page!(TrainingJobPage, TrainingJob);
 
 /// A PEFT adapter directory on the server, or a hub repository in the server's hub cache.
 #[derive(Debug, Deserialize, ToSchema)]
