@@ -30,4 +30,4 @@ pub use influence::{InfluenceIndex, SKETCH_DIM, cosine, gradient_sketch};
 pub use lora::{Factors, LoraParams, LoraShape, peft_name};
 pub use optim::{AdamW, AdamWSettings, Schedule, clip_global_norm};
 pub use provenance::{DatanetVersion, LogLine, RunHeader, StepRecord, VerifiedLog, log_root, verify_log};
-pub use train::{Control, LOG_FILE, Outcome, TrainSettings, train};
+pub use train::{Control, LOG_FILE, Outcome, TrainSettings, train, tune_allocator};

@@ -274,7 +274,7 @@ pub fn train(
 /// clears) pages it just gave back: measured here as a quarter of a step's time. Raising both
 /// thresholds and padding each heap growth, once per process, keeps the freed memory for the
 /// next step (SmolLM2, 300 tokens: 102 -> 151 tokens/s).
-fn tune_allocator() {
+pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         static ONCE: std::sync::Once = std::sync::Once::new();
