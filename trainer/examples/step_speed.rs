@@ -19,7 +19,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let base = FrozenBase::new(model)?;
     let params = LoraParams::init(&LoraShape::default_for_training(), model.config(), 0, &Device::Cpu)?;
     let tokens: Vec<u32> = (0..len as u32).map(|i| (i * 37 + 11) % 49_000).collect();
-    let batch: Vec<Row<'_>> = (0..rows).map(|_| Row { tokens: &tokens, target_start: len.saturating_sub(20) }).collect();
+    let batch: Vec<Row<'_>> =
+        (0..rows).map(|_| Row { tokens: &tokens, target_start: len.saturating_sub(20) }).collect();
     for pass in ["warm-up", "measured"] {
         let started = Instant::now();
         let loss = nll(&base, Some(&params), &batch)?;

@@ -74,6 +74,9 @@ fn view(job: &JobView) -> wire::TrainingJob {
 /// The job `name` if the caller may see it: its owner or an admin (others: 404, as for a job
 /// that does not exist).
 fn visible(state: &AppState, caller: &Caller, name: &str) -> ApiResult<JobView> {
+    if caller.role().is_none() {
+        return Err(ApiError::new("missing_api_key", "training jobs are shown to keys: sign in"));
+    }
     let job = state.training()?.get(name).ok_or_else(|| ApiError::not_found(format!("no training job {name}")))?;
     if sees(caller, &job) { Ok(job) } else { Err(ApiError::not_found(format!("no training job {name}"))) }
 }

@@ -1454,18 +1454,23 @@ pub struct TrainAdapter {
     pub datanet: String,
     #[schema(min_items = 1, max_items = 10000)]
     pub pairs: Vec<TrainingPair>,
+    #[serde(default, deserialize_with = "super::extract::integer::option")]
     #[schema(minimum = 1, maximum = 256)]
     pub rank: Option<usize>,
     pub alpha: Option<f64>,
     /// PEFT module names: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj.
     pub targets: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "super::extract::integer::option")]
     #[schema(minimum = 1, maximum = 100)]
     pub epochs: Option<usize>,
     pub learning_rate: Option<f64>,
+    #[serde(default, deserialize_with = "super::extract::integer::option")]
     #[schema(minimum = 1, maximum = 64)]
     pub batch_size: Option<usize>,
+    #[serde(default, deserialize_with = "super::extract::integer::option")]
     #[schema(minimum = 1)]
     pub max_steps: Option<usize>,
+    #[serde(default, deserialize_with = "super::extract::integer::option")]
     pub seed: Option<u64>,
     /// Share of the pairs held out to evaluate on, in [0, 1).
     pub holdout: Option<f64>,
