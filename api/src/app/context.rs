@@ -193,3 +193,13 @@ impl App {
 pub fn parse_address(s: &str) -> Result<Address> {
     Ok(s.parse::<Address>()?)
 }
+
+/// Every non-blank line of the JSON-lines file at `path` as a `T`; an error names the line.
+pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<Vec<T>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| serde_json::from_str(line).with_context(|| format!("{}:{}", path.display(), i + 1)))
+        .collect()
+}

@@ -44,12 +44,7 @@ pub struct GoldQuestion {
 }
 
 pub fn read_questions(path: &Path) -> Result<Vec<GoldQuestion>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| serde_json::from_str(line).with_context(|| format!("{}:{}", path.display(), i + 1)))
-        .collect()
+    crate::app::read_jsonl(path)
 }
 
 /// How one answer fared.

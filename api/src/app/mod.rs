@@ -19,4 +19,4 @@ pub mod training;
 pub mod training_jobs;
 pub mod uploads;
 
-pub use context::{App, QUERY_CACHE_BYTES, Settings, Writing, parse_address};
+pub use context::{App, QUERY_CACHE_BYTES, Settings, Writing, parse_address, read_jsonl};
