@@ -273,6 +273,12 @@ pub async fn train_adapter(
             on_step(step, total)
         })?;
         let seconds = started.elapsed().as_secs_f64();
+        if last_loss.is_nan() {
+            // Resumed from the last step's checkpoint (killed while saving the adapter): no
+            // step ran now, and the log has the last loss.
+            let logged = tributary_trainer::verify_log(&outcome.log_path, Some(&outcome.log_root))?;
+            last_loss = logged.steps.last().map_or(0.0, |s| s.loss);
+        }
         if !outcome.finished() {
             bail!(
                 "training of {name} stopped at step {} of {}; run it again to resume",

@@ -258,6 +258,16 @@ fn a_killed_training_run_resumes_to_the_same_adapter() {
     let weights = |name: &str| std::fs::read(data.join(format!("adapters/{name}/adapter_model.safetensors"))).unwrap();
     assert_eq!(weights("killed"), weights("straight"), "the resumed run's factors differ");
     run_ok(tributary(data).args(["adapter", "verify", "killed"]));
+
+    // Killed after the last checkpoint, before training.json: the rerun trains no step and
+    // writes the adapter again, with the last step's loss from the log.
+    std::fs::remove_file(data.join("adapters/killed/training.json")).unwrap();
+    let again = run_ok(&mut train("killed"));
+    assert!(again.contains("resumed from the checkpoint of step 6") && !again.contains("NaN"), "{again}");
+    let shown: serde_json::Value =
+        serde_json::from_str(&run_ok(tributary(data).args(["adapter", "show", "killed", "--json"]))).unwrap();
+    assert!(shown["training"]["final_loss"].as_f64().is_some_and(|l| l > 0.0), "{shown}");
+    assert_eq!(weights("killed"), weights("straight"));
 }
 
 /// A published adapter's training root committed in the registry contract on anvil: once,
