@@ -141,6 +141,11 @@ pub fn training_record(app: &App, name: &str) -> Result<Option<TrainingRecord>> 
     }
 }
 
+/// `training.json` of an adapter this data directory trained; an error when it did not.
+fn trained(app: &App, name: &str) -> Result<TrainingRecord> {
+    training_record(app, name)?.with_context(|| format!("adapter {name} was not trained here"))
+}
+
 /// Turns pairs into examples over `datanet`'s chunks: named chunks are read from the catalog
 /// (refused when the Datanet has no such chunk), the others found by retrieval. Returns the
 /// examples and how many chunks retrieval chose.
@@ -186,6 +191,11 @@ async fn examples(app: &App, datanet: &tributary_indexer::Datanet, pairs: &[Pair
         out.push(Example { question: pair.question.trim().into(), answer: pair.answer.trim().into(), passages });
     }
     Ok((out, retrieved))
+}
+
+/// The default warmup of a run of `total` steps: its first 6%.
+pub fn default_warmup(total: usize) -> usize {
+    (total as f64 * 0.06).ceil() as usize
 }
 
 /// How many of `n` pairs a `holdout` share keeps out of training: at least one when there
@@ -347,24 +357,29 @@ fn write_record(dir: &Path, record: &TrainingRecord) -> Result<()> {
     std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
 }
 
+/// Why `publish` refuses (the HTTP API answers each with its own code).
+#[derive(Debug, thiserror::Error)]
+pub enum PublishRefused {
+    #[error("adapter {0} is already published")]
+    AlreadyPublished(String),
+    #[error(
+        "adapter {name} does not beat its base on {} held-out pairs (loss {:.4} against {:.4}, answer F1 {:.3} \
+         against {:.3}); publish it anyway with force (--force)",
+        evaluation.heldout_pairs, evaluation.adapter_loss, evaluation.base_loss, evaluation.adapter_answer_f1,
+        evaluation.base_answer_f1
+    )]
+    WorseThanBase { name: String, evaluation: Evaluation },
+}
+
 /// Registers a trained adapter, so questions may name it: refused when it does not beat its
 /// base on the held-out pairs (a higher loss, or worse answers), unless `force`.
 pub fn publish(app: &App, name: &str, force: bool) -> Result<TrainingRecord> {
-    let mut record = training_record(app, name)?.with_context(|| format!("adapter {name} was not trained here"))?;
+    let mut record = trained(app, name)?;
     if record.published_at.is_some() {
-        bail!("adapter {name} is already published");
+        bail!(PublishRefused::AlreadyPublished(name.to_string()));
     }
-    let e = &record.evaluation;
-    if !e.beats_base() && !force {
-        bail!(
-            "adapter {name} does not beat its base on {} held-out pairs (loss {:.4} against {:.4}, answer F1 {:.3} \
-             against {:.3}); publish it anyway with --force",
-            e.heldout_pairs,
-            e.adapter_loss,
-            e.base_loss,
-            e.adapter_answer_f1,
-            e.base_answer_f1
-        );
+    if !record.evaluation.beats_base() && !force {
+        bail!(PublishRefused::WorseThanBase { name: name.to_string(), evaluation: record.evaluation.clone() });
     }
     let dir = std::fs::canonicalize(adapter_dir(app, name))?;
     let generator = app.generator()?;
@@ -410,7 +425,7 @@ async fn offered(app: &App, datanet: &str, question: &str) -> Result<Vec<tributa
 }
 
 pub async fn try_adapter(app: &App, name: &str, datanet: &str, question: &str) -> Result<Trial> {
-    training_record(app, name)?.with_context(|| format!("adapter {name} was not trained here"))?;
+    trained(app, name)?;
     let chosen = offered(app, datanet, question).await?;
     let generator = app.generator()?;
     let dir = adapter_dir(app, name);
@@ -510,7 +525,7 @@ fn attribute_answer(
 
 /// `adapter influence`: an answer of the trained adapter and its most influential examples.
 pub async fn influence(app: &App, name: &str, datanet: &str, question: &str, top: usize) -> Result<Influences> {
-    training_record(app, name)?.with_context(|| format!("adapter {name} was not trained here"))?;
+    trained(app, name)?;
     let sources = offered(app, datanet, question).await?;
     let generator = app.generator()?;
     let dir = adapter_dir(app, name);
@@ -538,7 +553,7 @@ pub struct InfluenceCheck {
 }
 
 pub async fn influence_check(app: &App, name: &str, datanet: &str, limit: usize) -> Result<InfluenceCheck> {
-    training_record(app, name)?.with_context(|| format!("adapter {name} was not trained here"))?;
+    trained(app, name)?;
     let dir = adapter_dir(app, name);
     let mut asked = Vec::new();
     for e in read_examples(&dir)?.into_iter().take(limit) {
@@ -656,7 +671,7 @@ fn strip_markers(text: &str) -> String {
 /// The adapter's training log checked against the root its `training.json` records, and,
 /// once committed, against the root the registry contract holds.
 pub async fn verify_training(app: &App, name: &str) -> Result<(tributary_trainer::VerifiedLog, bool)> {
-    let record = training_record(app, name)?.with_context(|| format!("adapter {name} was not trained here"))?;
+    let record = trained(app, name)?;
     let log = adapter_dir(app, name).join(tributary_trainer::LOG_FILE);
     let verified = tributary_trainer::verify_log(&log, Some(&record.log_root))?;
     if record.chain.is_none() {
@@ -673,7 +688,7 @@ pub async fn verify_training(app: &App, name: &str) -> Result<(tributary_trainer
 
 /// Commits a published adapter's training root in the registry contract (once).
 pub async fn commit_training(app: &App, name: &str) -> Result<crate::app::onchain::AdapterOnChain> {
-    let mut record = training_record(app, name)?.with_context(|| format!("adapter {name} was not trained here"))?;
+    let mut record = trained(app, name)?;
     if record.published_at.is_none() {
         bail!("adapter {name} is not published: publish it before committing its training on chain");
     }

@@ -196,7 +196,7 @@ pub async fn adapter(app: &App, command: AdapterCommand) -> Result<()> {
             };
             let train_pairs = pairs.len() - training::held_out(pairs.len(), holdout);
             let (_, total) = settings.plan(train_pairs.max(1))?;
-            settings.warmup_steps = warmup.unwrap_or((total as f64 * 0.06).ceil() as usize);
+            settings.warmup_steps = warmup.unwrap_or(training::default_warmup(total));
             let request = training::TrainRequest {
                 name,
                 datanet,

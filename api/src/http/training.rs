@@ -21,8 +21,8 @@ use super::error::{ApiError, ApiResult, Errors};
 use super::extract::{Json, Path, Query, paginate};
 use super::state::AppState;
 use super::wire;
-use crate::app::training::{self, Pair, TrainRequest};
-use crate::app::training_jobs::{JobConflict, JobEvent, JobState, JobView};
+use crate::app::training::{self, Pair, PublishRefused, TrainRequest};
+use crate::app::training_jobs::{JobConflict, JobEvent, JobState, JobView, StepPoint};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -31,6 +31,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(training_events))
         .routes(routes!(try_trained))
         .routes(routes!(publish_trained))
+}
+
+fn step_view(s: &StepPoint) -> wire::TrainingStep {
+    wire::TrainingStep { step: s.step, total: s.total, loss: s.loss, learning_rate: s.learning_rate }
 }
 
 fn view(job: &JobView) -> wire::TrainingJob {
@@ -47,11 +51,7 @@ fn view(job: &JobView) -> wire::TrainingJob {
         .into(),
         owner: r.owner.clone(),
         submitted_at: r.submitted_at,
-        steps: job
-            .steps
-            .iter()
-            .map(|s| wire::TrainingStep { step: s.step, total: s.total, loss: s.loss, learning_rate: s.learning_rate })
-            .collect(),
+        steps: job.steps.iter().map(step_view).collect(),
         error: r.error.clone(),
         result: job.result.as_ref().map(|t| wire::TrainingResult {
             log_root: t.log_root.clone(),
@@ -144,7 +144,7 @@ async fn start_training(
     }
     let train_pairs = body.pairs.len() - training::held_out(body.pairs.len(), holdout);
     let (_, total) = settings.plan(train_pairs).map_err(|e| ApiError::invalid(e.to_string()))?;
-    settings.warmup_steps = (total as f64 * 0.06).ceil() as usize;
+    settings.warmup_steps = training::default_warmup(total);
     let request = TrainRequest {
         name: body.name,
         datanet: datanet.name,
@@ -222,13 +222,7 @@ fn job_events(
         loop {
             match receiver.recv().await {
                 Ok(JobEvent::Step(s)) => {
-                    let step = wire::TrainingStep {
-                        step: s.step,
-                        total: s.total,
-                        loss: s.loss,
-                        learning_rate: s.learning_rate,
-                    };
-                    return Some((Ok(event("step", &step)), (receiver, false)));
+                    return Some((Ok(event("step", &step_view(&s))), (receiver, false)));
                 }
                 Ok(JobEvent::Finished(job)) => return Some((Ok(event("finished", &view(&job))), (receiver, true))),
                 // A slow follower missed steps: it sees the next ones (the job has them all).
@@ -282,23 +276,21 @@ async fn publish_trained(
     Json(body): Json<wire::PublishAdapter>,
 ) -> ApiResult<Json<wire::TrainingJob>> {
     let job = visible(&state, &caller, &name)?;
-    let Some(result) = &job.result else {
+    if job.result.is_none() {
         return Err(ApiError::conflict(format!("training job {name} has not finished")));
-    };
-    if result.published_at.is_some() {
-        return Err(ApiError::conflict(format!("adapter {name} is already published")));
-    }
-    if !result.evaluation.beats_base() && !body.force {
-        return Err(ApiError::new(
-            "worse_than_base",
-            format!("adapter {name} does not beat its base on the held-out pairs; publish with force to override"),
-        ));
     }
     let app = state.app().clone();
     let published = name.clone();
     tokio::task::spawn_blocking(move || training::publish(&app, &published, body.force))
         .await
-        .map_err(ApiError::internal)??;
+        .map_err(ApiError::internal)?
+        .map_err(|e| match e.downcast_ref::<PublishRefused>() {
+            Some(refused @ PublishRefused::AlreadyPublished(_)) => ApiError::conflict(refused.to_string()),
+            Some(refused @ PublishRefused::WorseThanBase { .. }) => {
+                ApiError::new("worse_than_base", refused.to_string())
+            }
+            None => ApiError::from(e),
+        })?;
     state.training()?.refresh(state.app(), &name);
     Ok(Json(view(&visible(&state, &caller, &name)?)))
 }
