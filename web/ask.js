@@ -356,13 +356,37 @@ function excerpt(text) {
   return text.length > 140 ? `${text.slice(0, 140).trimEnd()}…` : text;
 }
 
+/** The training data a trained adapter's answer credited: chunks per adapter, with how many
+ * of its influential training examples hold each. */
+function trainedOn(trained) {
+  if (!trained.length) return [];
+  const adapters = [...new Set(trained.map((t) => t.adapter))];
+  return [
+    h("dt", {}, "Trained on"),
+    h(
+      "dd",
+      { class: "trained-on" },
+      adapters.map((a) => {
+        const chunks = trained.filter((t) => t.adapter === a);
+        const examples = new Set(chunks.flatMap((t) => t.examples)).size;
+        return h(
+          "p",
+          {},
+          `${a}: ${chunks.length} chunk${chunks.length === 1 ? "" : "s"} of ${examples} influential training example${examples === 1 ? "" : "s"} `,
+          chunks.map((t, i) => [i ? " " : "", h("code", { title: `${t.chunk_id} (weight ${t.weight})` }, t.chunk_id.slice(0, 10))]),
+        );
+      }),
+    ),
+  ];
+}
+
 function receipt(r) {
   const paidBy = r.payment ? r.payment.paid_by : "unpaid";
   const payer = r.payment && r.payment.payer ? r.payment.payer : null;
   const who = paidBy === "payer" ? `paid by ${short(payer)}` : paidBy === "sponsor" ? "paid by the Datanet's sponsor" : "unpaid: nobody was credited";
   const credits = r.credits.map((c) => [
     c.account.startsWith("0x") ? h("a", { href: `#/contributor/${c.account}` }, short(c.account)) : c.account,
-    c.role.replace("_", " "),
+    c.role.replaceAll("_", " "),
     h("span", { class: "amt" }, `${tokens(c.amount)} ${TOKEN}`),
     c.datanet || "",
     c.chunk_id ? h("code", { title: c.chunk_id }, c.chunk_id.slice(0, 10)) : "",
@@ -381,6 +405,7 @@ function receipt(r) {
       h("dd", {}, h("code", { class: "wrap" }, r.hash)),
       h("dt", {}, "Weighting"),
       h("dd", {}, r.weighting),
+      ...trainedOn(r.trained || []),
     ),
   );
 }

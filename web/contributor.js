@@ -80,7 +80,7 @@ function earningsView(e) {
               x.receipt_id ? h("span", { class: "question", dataset: { receipt: x.receipt_id } }, "…") : x.kind === "slash" ? "slashed by a flag" : "",
               x.sentences && x.sentences.length ? x.sentences.join(" ") : "",
               x.chunk_id && x.datanet ? h("code", { title: x.chunk_id }, x.chunk_id.slice(0, 10)) : "",
-              x.role.replace("_", " "),
+              x.role.replaceAll("_", " "),
               h("span", { class: BigInt(x.amount) < 0n ? "amt neg" : "amt" }, `${tokens(x.amount)} ${TOKEN}`),
             ]),
           )

@@ -15,7 +15,7 @@ use tributary_indexer::{Address, Backend, Catalog, Datanet};
 use crate::merkle::{self, PayoutLeaf, PayoutTree};
 use crate::payers::{self, FEES, Move, Payer};
 use crate::policy::{
-    self, AdapterPricing, Amount, CitedChunk, DatanetPricing, Policy, Role, Shares, Weighting, split_fee,
+    self, AdapterPricing, Amount, CitedChunk, DatanetPricing, Policy, Role, Shares, TrainedChunk, Weighting, split_fee,
 };
 use crate::{Error, Result};
 
@@ -108,6 +108,10 @@ pub struct NewReceipt {
     /// Cited chunks with their weights; contributor and Datanet owner are taken from the
     /// catalog, not from here (a duplicate chunk pays its first contributor only).
     pub cited: Vec<CitedChunk>,
+    /// Chunks of the answer's adapters' training data, with their weights: each must be
+    /// registered for its adapter and training root ([`Ledger::register_training`]), the
+    /// adapter must be one the answer used, and the contributor is taken from the catalog.
+    pub trained: Vec<TrainedChunk>,
     pub quote: Quote,
     pub payment: Payment,
 }
@@ -134,6 +138,9 @@ pub struct SplitSummary {
     pub datanet_owners: Amount,
     #[serde(with = "crate::amount_string")]
     pub contributors: Amount,
+    /// The training data's credits (absent in receipts written before they existed).
+    #[serde(default, with = "crate::amount_string")]
+    pub training: Amount,
 }
 
 /// A receipt: everything about one answer that the payment depends on. The JSON of this
@@ -152,6 +159,9 @@ pub struct Receipt {
     pub answer: String,
     pub retrieved: Vec<RetrievedChunk>,
     pub cited: Vec<CitedChunk>,
+    /// The trained adapters' training-data chunks credited (none without a trained adapter).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trained: Vec<TrainedChunk>,
     pub weighting: Weighting,
     #[serde(with = "crate::amount_string")]
     pub fee: Amount,
@@ -180,13 +190,16 @@ impl Receipt {
 
 /// Recomputes a receipt's split from the inputs it records; `Some(why)` when it differs.
 fn check_split(receipt: &Receipt) -> Option<String> {
+    if let Err(e) = receipt.shares.validate() {
+        return Some(format!("its shares are not a policy's: {e}"));
+    }
     let protocol: Address = receipt.protocol_account.parse().ok()?;
     let owners: Vec<Address> = receipt.adapter_owners.iter().filter_map(|a| a.parse().ok()).collect();
     if owners.len() != receipt.adapter_owners.len() {
         return Some("an adapter owner is not an address".into());
     }
-    let splits = split_fee(receipt.fee, &receipt.shares, protocol, &owners, &receipt.cited);
-    (receipt_credits(&splits, &receipt.cited) != receipt.credits)
+    let splits = split_fee(receipt.fee, &receipt.shares, protocol, &owners, &receipt.cited, &receipt.trained);
+    (receipt_credits(&splits, &receipt.cited, &receipt.trained) != receipt.credits)
         .then(|| "its credits are not the split of its fee".into())
 }
 
@@ -223,8 +236,16 @@ fn check_payment(receipt: &Receipt, charge: Option<(String, Amount)>) -> Option<
 }
 
 /// The receipt's view of a split: accounts by their checksummed address, Datanets by name.
-fn receipt_credits(splits: &[crate::policy::Split], cited: &[CitedChunk]) -> Vec<ReceiptCredit> {
-    let names: BTreeMap<i64, &str> = cited.iter().map(|c| (c.datanet_id, c.datanet.as_str())).collect();
+fn receipt_credits(
+    splits: &[crate::policy::Split],
+    cited: &[CitedChunk],
+    trained: &[TrainedChunk],
+) -> Vec<ReceiptCredit> {
+    let names: BTreeMap<i64, &str> = cited
+        .iter()
+        .map(|c| (c.datanet_id, c.datanet.as_str()))
+        .chain(trained.iter().map(|c| (c.datanet_id, c.datanet.as_str())))
+        .collect();
     splits
         .iter()
         .map(|s| ReceiptCredit {
@@ -468,7 +489,8 @@ async fn payees(tx: &mut Transaction<'static, Any>, mut chunks: Vec<(i64, String
 /// Chunk (Datanet id, chunk id) -> (contributor, Datanet owner).
 type Payees = BTreeMap<(i64, String), (Address, Address)>;
 
-/// Offsets one contributor credit (`row`: its id, account, amount and chunk) with a slash
+/// Offsets one contributor credit, cited or trained on (`row`: its id, account, role, amount
+/// and chunk), with a slash
 /// pair for `flag_id`: the credit's amount back from its account, to the slash sink. What
 /// was slashed.
 async fn slash_credit(
@@ -483,8 +505,10 @@ async fn slash_credit(
     let account: String = row.try_get("account")?;
     let amount = parse_signed(&row.try_get::<String, _>("amount")?)?;
     let chunk_id: Option<String> = row.try_get("chunk_id")?;
+    let stored: String = row.try_get("role")?;
+    let credited = Role::parse(&stored).ok_or_else(|| Error::Inconsistent(format!("stored role {stored:?}")))?;
     for (who, role, signed) in
-        [(account.clone(), Role::Contributor, -amount), (policy.slash_sink.to_lower_hex(), Role::Sink, amount)]
+        [(account.clone(), credited, -amount), (policy.slash_sink.to_lower_hex(), Role::Sink, amount)]
     {
         sqlx::query(
             "INSERT INTO ledger_entries (kind, flag_id, offsets, account, role, amount, datanet_id, chunk_id, \
@@ -504,7 +528,7 @@ async fn slash_credit(
     Ok(amount.max(0) as Amount)
 }
 
-/// Slashes the contributor credits written after entry `after` whose chunk, document or
+/// Slashes the contributor credits (cited or trained on) written after entry `after` whose chunk, document or
 /// contributor an active flag names. Runs inside the recording transaction, under the ledger
 /// lock, which flagging takes too: a flag either came first and is found here, or comes after
 /// and finds these credits. The entries after `after` are this transaction's credits only, so
@@ -512,9 +536,9 @@ async fn slash_credit(
 /// instead of the id range).
 async fn slash_flagged_since(tx: &mut Transaction<'static, Any>, after: i64, policy: &Policy, now: i64) -> Result<()> {
     let rows = sqlx::query(
-        "SELECT e.id, e.account, e.amount, e.chunk_id, e.datanet_id, f.id AS flag_id FROM ledger_entries e \
+        "SELECT e.id, e.account, e.role, e.amount, e.chunk_id, e.datanet_id, f.id AS flag_id FROM ledger_entries e \
          JOIN flags f ON f.datanet_id = e.datanet_id AND f.active = 1 \
-         WHERE e.id > $1 AND e.role = 'contributor' \
+         WHERE e.id > $1 AND e.role IN ('contributor', 'training_contributor') \
          AND ((f.kind = 'chunk' AND f.target = e.chunk_id) \
            OR (f.kind = 'contributor' AND f.target = e.account) \
            OR (f.kind = 'document' AND e.chunk_id IN (SELECT c.chunk_id FROM chunks c \
@@ -531,6 +555,38 @@ async fn slash_flagged_since(tx: &mut Transaction<'static, Any>, after: i64, pol
         if done.insert(credit_id) {
             let (flag_id, datanet_id): (i64, i64) = (row.try_get("flag_id")?, row.try_get("datanet_id")?);
             slash_credit(tx, row, flag_id, datanet_id, policy, now).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuses training chunks that were not registered for their adapter and training root, in
+/// their Datanet, when the adapter was published: an answer credits only the data its adapter
+/// was trained on.
+async fn check_trained<'a>(
+    tx: &mut Transaction<'static, Any>,
+    trained: impl Iterator<Item = &'a TrainedChunk>,
+) -> Result<()> {
+    let mut wanted: Vec<(&str, &str, i64, &str)> =
+        trained.map(|c| (c.adapter.as_str(), c.training_root.as_str(), c.datanet_id, c.chunk_id.as_str())).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    for (adapter, root, datanet_id, chunk_id) in wanted {
+        let found = sqlx::query(
+            "SELECT 1 AS x FROM adapter_training_chunks c JOIN adapter_training_sets s \
+             ON s.adapter = c.adapter AND s.root = c.root \
+             WHERE c.adapter = $1 AND c.root = $2 AND s.datanet_id = $3 AND c.chunk_id = $4",
+        )
+        .bind(adapter)
+        .bind(root)
+        .bind(datanet_id)
+        .bind(chunk_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if found.is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "chunk {chunk_id} is not in the training data registered for adapter {adapter} (root {root})"
+            )));
         }
     }
     Ok(())
@@ -771,6 +827,53 @@ impl Ledger {
         self.set_setting(&format!("datanet:{datanet_id}"), pricing).await
     }
 
+    /// Registers the training data of an adapter as published: the chunks of Datanet
+    /// `datanet_id` its training log (root `root`) names. Answers of the adapter may then
+    /// credit those chunks, and only those. Idempotent; a set, once registered, never changes
+    /// (a republished adapter has another root, hence another set).
+    pub async fn register_training(&self, adapter: &str, root: &str, datanet_id: i64, chunks: &[String]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        lock(&mut tx).await?;
+        let existing = sqlx::query("SELECT datanet_id FROM adapter_training_sets WHERE adapter = $1 AND root = $2")
+            .bind(adapter)
+            .bind(root)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = existing {
+            if row.try_get::<i64, _>("datanet_id")? != datanet_id {
+                return Err(Error::InvalidArgument(format!(
+                    "adapter {adapter}'s training root {root} is registered for another Datanet"
+                )));
+            }
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO adapter_training_sets (adapter, root, datanet_id, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(adapter)
+        .bind(root)
+        .bind(datanet_id)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        let mut chunks: Vec<&String> = chunks.iter().collect();
+        chunks.sort_unstable();
+        chunks.dedup();
+        let rows = chunks
+            .into_iter()
+            .map(|c| {
+                vec![
+                    Param::Text(Some(adapter.to_string())),
+                    Param::Text(Some(root.to_string())),
+                    Param::Text(Some(c.clone())),
+                ]
+            })
+            .collect();
+        insert_rows(&mut tx, "INSERT INTO adapter_training_chunks (adapter, root, chunk_id) VALUES", rows).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn adapter_pricing(&self, adapter: &str) -> Result<AdapterPricing> {
         Ok(self.setting(&format!("adapter:{adapter}")).await?.unwrap_or_default())
     }
@@ -855,15 +958,29 @@ impl Ledger {
                     return Err(Error::InvalidArgument(format!("cited chunk {} was not retrieved", chunk.chunk_id)));
                 }
             }
+            for chunk in &new.trained {
+                if !new.adapters.iter().any(|(name, _)| *name == chunk.adapter) {
+                    return Err(Error::InvalidArgument(format!(
+                        "training chunk {} is credited for adapter {}, which the answer did not use",
+                        chunk.chunk_id, chunk.adapter
+                    )));
+                }
+            }
             owners_of.push(adapter_owners);
         }
         let mut tx = self.pool.begin().await?;
         lock(&mut tx).await?;
         let policy: Policy = read_setting(&mut *tx, "policy").await?.unwrap_or_default();
         let mut prev = head(&mut tx).await?;
-        let wanted: Vec<(i64, String)> =
-            batch.iter().flat_map(|n| n.cited.iter().map(|c| (c.datanet_id, c.chunk_id.clone()))).collect();
+        let wanted: Vec<(i64, String)> = batch
+            .iter()
+            .flat_map(|n| {
+                let cited = n.cited.iter().map(|c| (c.datanet_id, c.chunk_id.clone()));
+                cited.chain(n.trained.iter().map(|c| (c.datanet_id, c.chunk_id.clone())))
+            })
+            .collect();
         let (payees, flagged) = payees(&mut tx, wanted).await?;
+        check_trained(&mut tx, batch.iter().flat_map(|n| &n.trained)).await?;
         let mut out = Vec::with_capacity(batch.len());
         let (mut receipt_rows, mut entry_rows) = (Vec::new(), Vec::new());
         let (mut charges, mut holds) = (Vec::new(), Vec::new());
@@ -891,7 +1008,14 @@ impl Ledger {
                 };
                 (chunk.contributor, chunk.datanet_owner) = (*contributor, *owner);
             }
-            let splits = split_fee(fee, &policy.shares, policy.protocol_account, &adapter_owners, &cited);
+            let mut trained = new.trained.clone();
+            for chunk in &mut trained {
+                let Some((contributor, _)) = payees.get(&(chunk.datanet_id, chunk.chunk_id.clone())) else {
+                    return Err(Error::NotFound(format!("chunk {} in Datanet {}", chunk.chunk_id, chunk.datanet)));
+                };
+                chunk.contributor = *contributor;
+            }
+            let splits = split_fee(fee, &policy.shares, policy.protocol_account, &adapter_owners, &cited, &trained);
             let mut split = SplitSummary::default();
             for s in &splits {
                 let group = match s.role {
@@ -899,6 +1023,7 @@ impl Ledger {
                     Role::AdapterOwner => &mut split.adapter_owners,
                     Role::DatanetOwner => &mut split.datanet_owners,
                     Role::Contributor => &mut split.contributors,
+                    Role::TrainingContributor => &mut split.training,
                 };
                 *group += s.amount;
             }
@@ -907,7 +1032,7 @@ impl Ledger {
             let question_hash = blake3::hash(new.question.as_bytes()).to_hex().to_string();
             let id_seed = format!("{prev_hash}:{created_at_ms}:{question_hash}:{}", new.answer.len());
             let id = blake3::hash(id_seed.as_bytes()).to_hex()[..32].to_string();
-            let credits = receipt_credits(&splits, &cited);
+            let credits = receipt_credits(&splits, &cited, &trained);
             let mut receipt = Receipt {
                 id,
                 created_at_ms,
@@ -920,6 +1045,7 @@ impl Ledger {
                 answer: new.answer.clone(),
                 retrieved: new.retrieved.clone(),
                 cited,
+                trained,
                 weighting: new.quote.weighting,
                 fee,
                 shares: policy.shares,
@@ -1097,6 +1223,9 @@ impl Ledger {
             if let Some(problem) = check_split(&receipt) {
                 problems.push(format!("receipt {id}: {problem}"));
             }
+            if let Some(problem) = self.check_trained_registered(&receipt).await? {
+                problems.push(format!("receipt {id}: {problem}"));
+            }
             if let Some(problem) = check_payment(&receipt, charges.remove(&id)) {
                 problems.push(format!("receipt {id}: {problem}"));
             }
@@ -1114,6 +1243,25 @@ impl Ledger {
         }
         let epochs = self.verify_epochs(&mut problems).await?;
         Ok(VerifyReport { receipts: rows.len(), epochs, head, problems })
+    }
+
+    /// Whether every training chunk a receipt credits was registered for its adapter and root,
+    /// and its adapter is one the receipt names; `Some(why)` when not.
+    async fn check_trained_registered(&self, receipt: &Receipt) -> Result<Option<String>> {
+        if receipt.trained.is_empty() {
+            return Ok(None);
+        }
+        if let Some(chunk) =
+            receipt.trained.iter().find(|c| !receipt.adapters.iter().any(|(name, _)| *name == c.adapter))
+        {
+            return Ok(Some(format!("it credits training data of adapter {}, which it did not use", chunk.adapter)));
+        }
+        let mut tx = self.pool.begin().await?;
+        match check_trained(&mut tx, receipt.trained.iter()).await {
+            Ok(()) => Ok(None),
+            Err(Error::InvalidArgument(why)) => Ok(Some(why)),
+            Err(e) => Err(e),
+        }
     }
 
     async fn verify_epochs(&self, problems: &mut Vec<String>) -> Result<usize> {
@@ -1185,11 +1333,13 @@ impl Ledger {
     /// order, at most `limit` (all without one), and the id to continue after when more
     /// remain. The totals cover every entry but read only their amounts; a page reads only
     /// its own entries (it read them all, sentences included, for every page).
-    /// Per contributor of a Datanet, what their chunks' citations earned there (the
-    /// contributor role only: a Datanet owner's share is not a contribution).
+    /// Per contributor of a Datanet, what their chunks earned there, cited or trained on (the
+    /// contributor roles only: a Datanet owner's share is not a contribution); `citations`
+    /// counts the citations' credits.
     pub async fn contributor_earnings(&self, datanet_id: i64) -> Result<Vec<ContributorEarnings>> {
         let rows = sqlx::query(
-            "SELECT account, kind, amount FROM ledger_entries WHERE datanet_id = $1 AND role = 'contributor'",
+            "SELECT account, kind, role, amount FROM ledger_entries WHERE datanet_id = $1 \
+             AND role IN ('contributor', 'training_contributor')",
         )
         .bind(datanet_id)
         .fetch_all(&self.pool)
@@ -1197,7 +1347,7 @@ impl Ledger {
         let mut by_account: BTreeMap<String, (u64, i128)> = BTreeMap::new();
         for row in &rows {
             let tally = by_account.entry(row.try_get("account")?).or_default();
-            if row.try_get::<String, _>("kind")? == "credit" {
+            if row.try_get::<String, _>("kind")? == "credit" && row.try_get::<String, _>("role")? == "contributor" {
                 tally.0 += 1;
             }
             tally.1 += parse_signed(&row.try_get::<String, _>("amount")?)?;
@@ -1276,7 +1426,8 @@ impl Ledger {
     }
 
     /// Flags a chunk, document or contributor of a Datanet: retrieval leaves it out from now
-    /// on (the catalog reads `flags`), and its unsettled contributor credits are slashed to the
+    /// on (the catalog reads `flags`), and its unsettled contributor credits (for citations and
+    /// for training data alike) are slashed to the
     /// policy's slash sink. Flagging an already-flagged target changes nothing.
     pub async fn flag(&self, datanet_id: i64, target: &FlagTarget, reason: &str, actor: &str) -> Result<FlagOutcome> {
         if reason.trim().is_empty() {
@@ -1350,8 +1501,9 @@ impl Ledger {
             }
         };
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT e.id, e.account, e.amount, e.chunk_id FROM ledger_entries e \
-             WHERE e.kind = 'credit' AND e.role = 'contributor' AND e.id > $3 AND e.datanet_id = $1 \
+            "SELECT e.id, e.account, e.role, e.amount, e.chunk_id FROM ledger_entries e \
+             WHERE e.kind = 'credit' AND e.role IN ('contributor', 'training_contributor') AND e.id > $3 \
+             AND e.datanet_id = $1 \
              AND {matching} AND NOT EXISTS (SELECT 1 FROM ledger_entries s WHERE s.kind = 'slash' AND s.offsets = e.id) \
              ORDER BY e.id"
         )))

@@ -1,13 +1,17 @@
 //! Prices, shares and the split of one answer's fee: integer arithmetic that conserves the fee.
 //!
-//! The fee is divided into four pools by basis points: protocol, adapter owners, Datanet owners
-//! and data contributors. The contributors' pool (and the Datanet owners' pool) is divided among
-//! the cited chunks in proportion to their influence weights; each cited chunk's contributor (the
-//! chunk's first contributor: a duplicate earns for no one else) and its Datanet's owner are
-//! credited. Every division rounds down, and all rounding dust goes to the protocol account, as
-//! do the pools nobody can receive: the adapter pool when no adapter has an owner, the data
+//! The fee is divided into five pools by basis points: protocol, adapter owners, Datanet owners,
+//! data contributors and training data. The contributors' pool (and the Datanet owners' pool) is
+//! divided among the cited chunks in proportion to their influence weights; each cited chunk's
+//! contributor (the chunk's first contributor: a duplicate earns for no one else) and its
+//! Datanet's owner are credited. The training pool is divided the same way among the chunks of
+//! the training examples that most influenced the answer of a trained adapter
+//! ([`TrainedChunk`]), to their first contributors. Every division rounds down, and all
+//! rounding dust goes to the protocol account, as do the pools nobody can receive: the data
 //! pools when no chunk is cited, and any share of the zero address (a Datanet created without
-//! an owner). So an answer's credits always sum exactly to its fee.
+//! an owner). The adapter pool with no adapter owner, and the training pool with no trained
+//! chunk, join the contributors' pool (the protocol's when nothing is cited). So an answer's
+//! credits always sum exactly to its fee.
 
 use tributary_indexer::Address;
 
@@ -34,18 +38,32 @@ pub struct Shares {
     pub adapter_bps: u32,
     pub datanet_bps: u32,
     pub contributors_bps: u32,
+    /// The training data of the answer's trained adapters. Absent (0) in policies and
+    /// receipts written before training credits existed.
+    #[serde(default)]
+    pub training_bps: u32,
 }
 
 impl Default for Shares {
+    /// Without a trained adapter, the training share joins the contributors': 60% to the cited
+    /// data, as before training credits existed.
     fn default() -> Self {
-        Shares { protocol_bps: 1_000, adapter_bps: 1_000, datanet_bps: 2_000, contributors_bps: 6_000 }
+        Shares {
+            protocol_bps: 1_000,
+            adapter_bps: 1_000,
+            datanet_bps: 2_000,
+            contributors_bps: 5_000,
+            training_bps: 1_000,
+        }
     }
 }
 
 impl Shares {
     pub fn validate(&self) -> Result<()> {
-        let sum =
-            self.protocol_bps as u64 + self.adapter_bps as u64 + self.datanet_bps as u64 + self.contributors_bps as u64;
+        let sum = [self.protocol_bps, self.adapter_bps, self.datanet_bps, self.contributors_bps, self.training_bps]
+            .iter()
+            .map(|&b| b as u64)
+            .sum::<u64>();
         if sum != 10_000 {
             return Err(Error::InvalidArgument(format!("shares must sum to 10000 basis points, not {sum}")));
         }
@@ -200,6 +218,8 @@ pub enum Role {
     AdapterOwner,
     DatanetOwner,
     Contributor,
+    /// The first contributor of a chunk a trained adapter learned from.
+    TrainingContributor,
     /// The slash sink's side of a slash.
     Sink,
 }
@@ -211,6 +231,7 @@ impl Role {
             Role::AdapterOwner => "adapter_owner",
             Role::DatanetOwner => "datanet_owner",
             Role::Contributor => "contributor",
+            Role::TrainingContributor => "training_contributor",
             Role::Sink => "sink",
         }
     }
@@ -221,6 +242,7 @@ impl Role {
             "adapter_owner" => Role::AdapterOwner,
             "datanet_owner" => Role::DatanetOwner,
             "contributor" => Role::Contributor,
+            "training_contributor" => Role::TrainingContributor,
             "sink" => Role::Sink,
             _ => return None,
         })
@@ -242,6 +264,27 @@ pub struct CitedChunk {
     /// Its retrieval score (fused).
     pub score: f32,
     /// Influence weight, an integer (see [`citation_weights`], [`ablation_weights`]).
+    pub weight: u64,
+}
+
+/// A chunk of the training data of an adapter the answer used, credited for the influence of
+/// the training examples it belongs to on the answer (training-data attribution).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainedChunk {
+    /// The adapter, as the answer named it.
+    pub adapter: String,
+    /// The root of the adapter's training log: the ledger credits only chunks registered for
+    /// this (adapter, root) when it was published.
+    pub training_root: String,
+    pub datanet: String,
+    pub datanet_id: i64,
+    pub chunk_id: String,
+    /// Taken from the catalog when recorded (the chunk's first contributor).
+    #[serde(with = "crate::address_string")]
+    pub contributor: Address,
+    /// The hashes of the influential training examples that hold the chunk.
+    pub examples: Vec<String>,
+    /// Integer influence weight (the examples' gradient similarity to the answer's).
     pub weight: u64,
 }
 
@@ -283,6 +326,13 @@ pub fn ablation_weights(drops: &[f64]) -> Option<Vec<u64>> {
     weights.iter().any(|w| *w > 0).then_some(weights)
 }
 
+/// Training-data weighting: the gradient similarity of each influential training example to
+/// the answer, non-positive ones as zero (an example whose gradient opposes the answer's did
+/// not help write it).
+pub fn training_weights(similarities: &[f64]) -> Vec<u64> {
+    to_integer_weights(&similarities.iter().map(|d| d.max(0.0)).collect::<Vec<_>>())
+}
+
 /// `amount * numerator / denominator`, rounded down, without overflow for amounts <= 1e31 and
 /// denominators < 2^64.
 fn mul_div(amount: Amount, numerator: u64, denominator: u64) -> Amount {
@@ -298,10 +348,12 @@ pub fn split_fee(
     protocol: Address,
     adapter_owners: &[Address],
     cited: &[CitedChunk],
+    trained: &[TrainedChunk],
 ) -> Vec<Split> {
     let part = |bps: u32| mul_div(fee, bps as u64, 10_000);
     let total_weight: u64 = cited.iter().map(|c| c.weight).sum();
     let data_cited = total_weight > 0;
+    let trained_weight: u64 = trained.iter().map(|c| c.weight).sum();
     let mut out = Vec::new();
     let pay = |out: &mut Vec<Split>, split: Split| {
         if split.amount > 0 {
@@ -313,7 +365,11 @@ pub fn split_fee(
     let payee = |account: Address, role: Role| if account == Address::ZERO { None } else { Some((account, role)) };
 
     // Adapter owners: equal parts of the adapter pool.
-    let mut contributors_pool = if data_cited { part(shares.contributors_bps) } else { 0 };
+    // No training data to credit: the training share rewards the cited data instead (one
+    // pool, so the split is to the unit the one of a policy without a training share).
+    let contributors_bps =
+        shares.contributors_bps.saturating_add(if trained_weight == 0 { shares.training_bps } else { 0 });
+    let mut contributors_pool = if data_cited { part(contributors_bps) } else { 0 };
     if adapter_owners.is_empty() {
         // No adapter owner: the adapter share rewards the data instead.
         if data_cited {
@@ -347,6 +403,23 @@ pub fn split_fee(
                 };
                 pay(&mut out, split);
             }
+        }
+    }
+
+    // The training pool, by weight, to each trained chunk's first contributor.
+    if trained_weight > 0 {
+        let training_pool = part(shares.training_bps);
+        for chunk in trained {
+            let Some((account, role)) = payee(chunk.contributor, Role::TrainingContributor) else { continue };
+            let split = Split {
+                account,
+                role,
+                amount: mul_div(training_pool, chunk.weight, trained_weight),
+                datanet_id: Some(chunk.datanet_id),
+                chunk_id: Some(chunk.chunk_id.clone()),
+                sentences: Vec::new(),
+            };
+            pay(&mut out, split);
         }
     }
 
@@ -394,7 +467,7 @@ mod tests {
         let shares = Shares::default();
         let protocol = address(100);
         let cited = [chunk(1, 3), chunk(2, 1)];
-        let splits = split_fee(1_000_000, &shares, protocol, &[address(50)], &cited);
+        let splits = split_fee(1_000_000, &shares, protocol, &[address(50)], &cited, &[]);
         assert_eq!(total(&splits), 1_000_000);
         let of = |role: Role, account: Address| -> Amount {
             splits.iter().filter(|s| s.role == role && s.account == account).map(|s| s.amount).sum()
@@ -409,12 +482,18 @@ mod tests {
 
     #[test]
     fn dust_goes_to_the_protocol_and_nothing_is_lost() {
-        let shares = Shares { protocol_bps: 1, adapter_bps: 3_333, datanet_bps: 3_333, contributors_bps: 3_333 };
+        let shares = Shares {
+            protocol_bps: 1,
+            adapter_bps: 3_333,
+            datanet_bps: 3_333,
+            contributors_bps: 3_333,
+            training_bps: 0,
+        };
         let protocol = address(100);
         for fee in [0u128, 1, 7, 9_999, 10_001, 123_456_789, MAX_PRICE * 10] {
             for owners in [vec![], vec![address(50)], vec![address(50), address(51), address(52)]] {
                 let cited = [chunk(1, 1), chunk(2, 1), chunk(3, 1)];
-                let splits = split_fee(fee, &shares, protocol, &owners, &cited);
+                let splits = split_fee(fee, &shares, protocol, &owners, &cited, &[]);
                 assert_eq!(total(&splits), fee, "fee {fee}, {} owners", owners.len());
                 assert!(splits.iter().all(|s| s.amount > 0));
             }
@@ -426,17 +505,80 @@ mod tests {
         let shares = Shares::default();
         let protocol = address(100);
         // Nothing cited: the data pools and (no owner) the adapter pool are the protocol's.
-        let splits = split_fee(1_000, &shares, protocol, &[], &[]);
+        let splits = split_fee(1_000, &shares, protocol, &[], &[], &[]);
         assert_eq!(splits.len(), 1);
         assert_eq!((splits[0].role, splits[0].amount), (Role::Protocol, 1_000));
         // Cited, no adapter owner: the adapter share joins the contributors' pool.
-        let splits = split_fee(1_000, &shares, protocol, &[], &[chunk(1, 5)]);
+        let splits = split_fee(1_000, &shares, protocol, &[], &[chunk(1, 5)], &[]);
         let contributor: Amount = splits.iter().filter(|s| s.role == Role::Contributor).map(|s| s.amount).sum();
         assert_eq!(contributor, 700);
         // A zero-weight chunk earns nothing.
-        let splits = split_fee(1_000, &shares, protocol, &[], &[chunk(1, 5), chunk(2, 0)]);
+        let splits = split_fee(1_000, &shares, protocol, &[], &[chunk(1, 5), chunk(2, 0)], &[]);
         assert!(!splits.iter().any(|s| s.account == address(2)));
         assert_eq!(total(&splits), 1_000);
+    }
+
+    fn trained(n: u8, weight: u64) -> TrainedChunk {
+        TrainedChunk {
+            adapter: "a".into(),
+            training_root: "00".repeat(32),
+            datanet: "d".into(),
+            datanet_id: 1,
+            chunk_id: format!("{n:064x}"),
+            contributor: address(n),
+            examples: vec![format!("example {n}")],
+            weight,
+        }
+    }
+
+    #[test]
+    fn the_training_pool_goes_to_the_trained_chunks_by_weight() {
+        let shares = Shares::default();
+        let protocol = address(100);
+        let of = |splits: &[Split], role: Role, account: Address| -> Amount {
+            splits.iter().filter(|s| s.role == role && s.account == account).map(|s| s.amount).sum()
+        };
+        // 10% to the training data, 1:3; the cited data keeps its 50%.
+        let splits =
+            split_fee(1_000_000, &shares, protocol, &[address(50)], &[chunk(1, 1)], &[trained(7, 1), trained(8, 3)]);
+        assert_eq!(total(&splits), 1_000_000);
+        assert_eq!(of(&splits, Role::TrainingContributor, address(7)), 25_000);
+        assert_eq!(of(&splits, Role::TrainingContributor, address(8)), 75_000);
+        assert_eq!(of(&splits, Role::Contributor, address(1)), 500_000);
+        // A contributor both cited and trained on is credited in each capacity.
+        let splits = split_fee(1_000, &shares, protocol, &[], &[chunk(1, 1)], &[trained(1, 1)]);
+        assert_eq!(of(&splits, Role::Contributor, address(1)), 600, "50% + the ownerless adapter's 10%");
+        assert_eq!(of(&splits, Role::TrainingContributor, address(1)), 100);
+        // Nothing cited: the training pool still pays the training data, the rest the protocol.
+        let splits = split_fee(1_000, &shares, protocol, &[], &[], &[trained(7, 2)]);
+        assert_eq!(of(&splits, Role::TrainingContributor, address(7)), 100);
+        assert_eq!(of(&splits, Role::Protocol, protocol), 900);
+        // Zero-weight trained chunks (no influence) count as none: the cited data gets the share.
+        let with_zero = split_fee(1_000, &shares, protocol, &[], &[chunk(1, 1)], &[trained(7, 0)]);
+        assert_eq!(with_zero, split_fee(1_000, &shares, protocol, &[], &[chunk(1, 1)], &[]));
+        // The zero address is never paid: its training share is the protocol's.
+        let mut nobody = trained(7, 1);
+        nobody.contributor = Address::ZERO;
+        let splits = split_fee(1_000, &shares, protocol, &[], &[], &[nobody]);
+        assert_eq!(splits.len(), 1);
+        assert_eq!((splits[0].role, splits[0].amount), (Role::Protocol, 1_000));
+    }
+
+    #[test]
+    fn without_training_data_the_split_is_the_one_before_training_shares() {
+        // A policy stored before training shares existed (training 0, contributors 6,000) and the
+        // default (training 1,000, contributors 5,000) split an answer without trained chunks alike.
+        let old = Shares { contributors_bps: 6_000, training_bps: 0, ..Shares::default() };
+        let old_json = r#"{"protocol_bps":1000,"adapter_bps":1000,"datanet_bps":2000,"contributors_bps":6000}"#;
+        assert_eq!(serde_json::from_str::<Shares>(old_json).unwrap(), old);
+        for fee in [0u128, 1, 999, 1_000_003, MAX_PRICE] {
+            for owners in [vec![], vec![address(50)]] {
+                let cited = [chunk(1, 3), chunk(2, 1)];
+                let a = split_fee(fee, &old, address(100), &owners, &cited, &[]);
+                let b = split_fee(fee, &Shares::default(), address(100), &owners, &cited, &[]);
+                assert_eq!(a, b, "fee {fee}");
+            }
+        }
     }
 
     #[test]
@@ -446,6 +588,7 @@ mod tests {
         assert_eq!(ablation_weights(&[2.0, -3.0, 0.5]), Some(vec![1_000_000, 0, 250_000]));
         assert_eq!(ablation_weights(&[f64::NAN, 1.0]), Some(vec![0, 1_000_000]));
         assert!(Shares { protocol_bps: 1, ..Shares::default() }.validate().is_err());
+        assert!(Shares { training_bps: 0, ..Shares::default() }.validate().is_err());
         assert!(Shares::default().validate().is_ok());
     }
 }

@@ -64,6 +64,18 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     if na == 0.0 || nb == 0.0 { 0.0 } else { dot / (na.sqrt() * nb.sqrt()) }
 }
 
+/// How an answer's sketch is compared with the training examples'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Similarity {
+    /// The cosine of the two sketches.
+    Cosine,
+    /// The cosine after subtracting the training examples' mean sketch from both: what every
+    /// example of the task shares (the answer format, the citation marker, the turn's end)
+    /// leaves the comparison, what sets one example apart stays.
+    Centered,
+}
+
 /// Training examples' sketches, in the training log's example order.
 #[derive(Debug, Clone)]
 pub struct InfluenceIndex {
@@ -89,10 +101,35 @@ impl InfluenceIndex {
 
     /// The examples most similar to `sketch`, best first, with their cosine similarity.
     pub fn rank(&self, sketch: &[f32], top: usize) -> Vec<(usize, f64)> {
-        let mut scored: Vec<(usize, f64)> = self.sketches.iter().map(|s| cosine(s, sketch)).enumerate().collect();
+        self.rank_by(sketch, top, Similarity::Cosine)
+    }
+
+    /// [`InfluenceIndex::rank`] with a chosen similarity.
+    pub fn rank_by(&self, sketch: &[f32], top: usize, similarity: Similarity) -> Vec<(usize, f64)> {
+        let mut scored: Vec<(usize, f64)> = match similarity {
+            Similarity::Cosine => self.sketches.iter().map(|s| cosine(s, sketch)).enumerate().collect(),
+            Similarity::Centered => {
+                let mean = self.mean();
+                let centre = |s: &[f32]| -> Vec<f32> { s.iter().zip(&mean).map(|(x, m)| x - m).collect() };
+                let query = centre(sketch);
+                self.sketches.iter().map(|s| cosine(&centre(s), &query)).enumerate().collect()
+            }
+        };
         scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         scored.truncate(top);
         scored
+    }
+
+    /// The mean of the training examples' sketches (zeros without examples).
+    pub fn mean(&self) -> Vec<f32> {
+        let mut mean = vec![0f64; SKETCH_DIM];
+        for s in &self.sketches {
+            for (m, x) in mean.iter_mut().zip(s) {
+                *m += *x as f64;
+            }
+        }
+        let n = self.sketches.len().max(1) as f64;
+        mean.into_iter().map(|m| (m / n) as f32).collect()
     }
 
     /// Writes the sketches (safetensors, `sketches`: examples x dim) and their hashes (JSON).
@@ -125,3 +162,37 @@ impl InfluenceIndex {
 
 pub const SKETCHES_FILE: &str = "influence_sketches.safetensors";
 pub const HASHES_FILE: &str = "influence_examples.json";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sketch(seed: u64) -> Vec<f32> {
+        (0..SKETCH_DIM as u64).map(|i| ((mix(seed ^ i) % 2001) as f32 - 1000.0) / 1000.0).collect()
+    }
+
+    #[test]
+    fn centering_ignores_what_every_example_shares() {
+        let examples: Vec<Vec<f32>> = (1..=5).map(sketch).collect();
+        let query: Vec<f32> = examples[2].iter().zip(sketch(99)).map(|(a, b)| a + 0.5 * b).collect();
+        let index = InfluenceIndex { hashes: (0..5).map(|i| i.to_string()).collect(), sketches: examples.clone() };
+        // A large direction every example and the answer share (the format, the end of turn).
+        let shared: Vec<f32> = sketch(7).iter().map(|x| 40.0 * x).collect();
+        let plus = |s: &[f32]| -> Vec<f32> { s.iter().zip(&shared).map(|(a, b)| a + b).collect() };
+        let shifted =
+            InfluenceIndex { hashes: index.hashes.clone(), sketches: examples.iter().map(|s| plus(s)).collect() };
+        let centered = index.rank_by(&query, 5, Similarity::Centered);
+        assert_eq!(centered[0].0, 2);
+        let after = shifted.rank_by(&plus(&query), 5, Similarity::Centered);
+        for (a, b) in centered.iter().zip(&after) {
+            assert_eq!(a.0, b.0);
+            assert!((a.1 - b.1).abs() < 1e-4, "{a:?} {b:?}");
+        }
+        // Plain cosines are swamped by the shared direction: every example looks alike.
+        let cosines = shifted.rank_by(&plus(&query), 5, Similarity::Cosine);
+        assert!(cosines[4].1 > 0.9, "{cosines:?}");
+        let mean = index.mean();
+        let direct: f32 = examples.iter().map(|s| s[17]).sum::<f32>() / 5.0;
+        assert!((mean[17] - direct).abs() < 1e-6);
+    }
+}

@@ -26,7 +26,7 @@ pub use data::{Example, Passage, TokenizedExample, tokenize};
 pub use error::{Error, Result};
 pub use forward::{Row, nll, row_log_likelihoods};
 pub use frozen::{DENSE_CACHE_BYTES, FrozenBase};
-pub use influence::{InfluenceIndex, SKETCH_DIM, cosine, gradient_sketch};
+pub use influence::{InfluenceIndex, SKETCH_DIM, Similarity, cosine, gradient_sketch};
 pub use lora::{Factors, LoraParams, LoraShape, peft_name};
 pub use optim::{AdamW, AdamWSettings, Schedule, clip_global_norm};
 pub use provenance::{DatanetVersion, LogLine, RunHeader, StepRecord, VerifiedLog, log_root, verify_log};

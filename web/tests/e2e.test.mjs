@@ -451,4 +451,22 @@ test("Model Factory: an owner trains an adapter, follows its loss, tries it and 
   await page.locator("table a", { hasText: "demo-lora" }).waitFor();
   await axe(page, "the adapters page with a training job");
   await page.close();
+
+  // A paid question with the published adapter: its receipt credits the training data the
+  // answer owes most to, beside the passages it cites.
+  const asker = await open("#/ask/rivers-demo");
+  await signIn(asker, KEYS.carol);
+  await go(asker, "#/ask/rivers-demo");
+  await asker.getByLabel("Adapter").selectOption("demo-lora");
+  await asker.getByLabel("Question").fill(QUESTION);
+  await asker.getByRole("button", { name: "Ask", exact: true }).click();
+  await asker.locator("article.answer[aria-busy=false]").waitFor({ timeout: 180_000 });
+  await asker.locator(".receipt-details summary").click();
+  const details = asker.locator(".receipt-details");
+  await details.locator(".trained-on").waitFor();
+  assert.match(await details.innerText(), /demo-lora: \d+ chunks? of \d+ influential training examples?/);
+  assert.match(await details.locator("table").innerText(), /training contributor/);
+  await axe(asker, "a receipt with training-data credits");
+  await shoot(asker, "ask-trained-receipt");
+  await asker.close();
 });

@@ -378,17 +378,46 @@ pub async fn answer(
     generate(app, generator, prepared, None, &mut |_| {}, on_token).await
 }
 
+/// The training data a paid answer of trained adapters credits. Nothing for an answer that
+/// pays nothing, under a policy without a training share, or from a remote engine. A failure
+/// to attribute is logged and the answer recorded without training credits (its share then
+/// goes to the cited data, as for an adapter trained elsewhere): the payer's answer is not
+/// lost for it.
+async fn trained_chunks(app: &App, answered: &Answered, fee: Amount) -> Vec<tributary_attribution::TrainedChunk> {
+    let paid = matches!(answered.funding.payment, Payment::Charge { .. });
+    if !paid || fee == 0 || answered.adapters.is_empty() || answered.answer.prompt.is_empty() {
+        return Vec::new();
+    }
+    let attributed = async {
+        if app.ledger().policy().await?.shares.training_bps == 0 {
+            return Ok(Vec::new());
+        }
+        let Some(credits) = app.training_credits()? else { return Ok(Vec::new()) };
+        credits.attribute(app, &answered.adapters, &answered.answer.prompt, answered.answer.model_text()).await
+    };
+    match attributed.await {
+        Ok(trained) => trained,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "training-data attribution failed; recorded without it");
+            Vec::new()
+        }
+    }
+}
+
 /// Writes the answer's receipt and credits. The fee is the quote for the Datanets searched and
 /// the adapters used; an answer that found no relevant passage (the model was not called) is
 /// free. Weights: the measured log-likelihood drops under ablation weighting; otherwise, or
 /// when they could not be measured (a remote engine) or are all zero, sentences citing a chunk
-/// times its retrieval score. The receipt records the weighting actually used.
+/// times its retrieval score. The receipt records the weighting actually used. A paid answer
+/// of an adapter trained here also credits its most influential training data
+/// ([`crate::app::training_credits`]).
 pub async fn record(app: &App, question: &str, answered: &Answered, private_question: bool) -> Result<Receipt> {
     let Answered { answer, passages, datanets, adapters, quote, funding } = answered;
     let mut quote = quote.clone();
     if answer.sources_offered == 0 {
         quote.fee = 0;
     }
+    let trained = trained_chunks(app, answered, quote.fee).await;
     let datanet_id = |name: &str| datanets.iter().find(|d| d.name == name).map(|d| d.id);
     let mut cited = Vec::new();
     let mut basis = Vec::new();
@@ -440,6 +469,7 @@ pub async fn record(app: &App, question: &str, answered: &Answered, private_ques
             .map(|p| RetrievedChunk { datanet: p.datanet.clone(), chunk_id: p.chunk_id.clone(), score: p.score })
             .collect(),
         cited,
+        trained,
         quote,
         payment: funding.payment.clone(),
     };

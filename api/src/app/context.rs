@@ -42,6 +42,7 @@ pub struct App {
     adapters: Mutex<Option<Arc<tributary_generator::AdapterRegistry>>>,
     local: Mutex<Option<Arc<tributary_generator::LocalGenerator>>>,
     answer_backend: Mutex<Option<Arc<dyn tributary_generator::Generator>>>,
+    training_credits: Mutex<Option<Arc<crate::app::training_credits::TrainingCredits>>>,
     /// One writer per Datanet at a time (the ingest protocol's assumption), across every
     /// front end of this process.
     writers: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
@@ -85,6 +86,7 @@ impl App {
             adapters: Mutex::new(None),
             local: Mutex::new(None),
             answer_backend: Mutex::new(None),
+            training_credits: Mutex::new(None),
             writers: Mutex::new(HashMap::new()),
         })
     }
@@ -156,6 +158,18 @@ impl App {
             };
             Ok(backend)
         })
+    }
+
+    /// Training-data attribution for answers of adapters trained here (started on first use);
+    /// `None` when answers come from a remote engine, whose gradients cannot be taken here.
+    pub fn training_credits(&self) -> Result<Option<Arc<crate::app::training_credits::TrainingCredits>>> {
+        if self.settings.remote.is_some() {
+            return Ok(None);
+        }
+        cached(&self.training_credits, || {
+            Ok(Arc::new(crate::app::training_credits::TrainingCredits::start(self.generator()?)?))
+        })
+        .map(Some)
     }
 
     /// The ledger's group commit: holds and receipts of concurrent answers share transactions.

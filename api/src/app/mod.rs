@@ -16,6 +16,7 @@ pub mod keys;
 pub mod onchain;
 pub mod search;
 pub mod training;
+pub mod training_credits;
 pub mod training_jobs;
 pub mod uploads;
 

@@ -18,8 +18,8 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use tributary_retriever::{Fusion, Mode, Query};
 use tributary_trainer::{
-    Control, DatanetVersion, Example, FrozenBase, InfluenceIndex, LoraShape, Passage, Row, RunHeader, StepRecord,
-    TokenizedExample, TrainSettings, row_log_likelihoods,
+    Control, DatanetVersion, Example, FrozenBase, InfluenceIndex, LoraShape, Passage, Row, RunHeader, Similarity,
+    StepRecord, TokenizedExample, TrainSettings, row_log_likelihoods,
 };
 
 use crate::app::App;
@@ -467,11 +467,34 @@ pub struct Influences {
 }
 
 /// A trained adapter's parameters, training examples and their sketches.
-struct Trained {
+pub(crate) struct Trained {
     params: tributary_trainer::LoraParams,
-    examples: Vec<ExampleRecord>,
+    pub(crate) examples: Vec<ExampleRecord>,
     index: InfluenceIndex,
     adapter: Arc<tributary_generator::Adapter>,
+}
+
+/// How answers are compared with training examples: see [`Similarity`].
+pub const SIMILARITY: Similarity = Similarity::Cosine;
+
+impl Trained {
+    /// The sketch of the gradient of `text` as the reply to `messages` (the prompt the model
+    /// was given) on the adapter's parameters: one forward and backward pass.
+    pub(crate) fn sketch(
+        &self,
+        local: &tributary_generator::LocalModel,
+        base: &FrozenBase<'_>,
+        messages: &[tributary_generator::ChatMessage],
+        text: &str,
+    ) -> Result<Vec<f32>> {
+        let (tokens, target_start) = local.training_tokens(messages, text.trim())?;
+        Ok(tributary_trainer::gradient_sketch(base, &self.params, Row { tokens: &tokens, target_start })?)
+    }
+
+    /// The training examples most similar to `sketch`, best first, with their similarity.
+    pub(crate) fn rank(&self, sketch: &[f32], top: usize, similarity: Similarity) -> Vec<(usize, f64)> {
+        self.index.rank_by(sketch, top, similarity)
+    }
 }
 
 fn read_examples(dir: &Path) -> Result<Vec<ExampleRecord>> {
@@ -483,7 +506,7 @@ fn read_examples(dir: &Path) -> Result<Vec<ExampleRecord>> {
         .collect()
 }
 
-fn load_trained(local: &tributary_generator::LocalModel, name: &str, dir: &Path) -> Result<Trained> {
+pub(crate) fn load_trained(local: &tributary_generator::LocalModel, name: &str, dir: &Path) -> Result<Trained> {
     let record_path = dir.join("training.json");
     let bytes = std::fs::read(&record_path).with_context(|| format!("reading {}", record_path.display()))?;
     let record: TrainingRecord =
@@ -512,11 +535,9 @@ fn attribute_answer(
     let params = tributary_generator::GenerationParams::default();
     let answer = local.complete(&messages, &params, &vec![(trained.adapter.clone(), 1.0)], &mut |_| true)?.text;
     let started = std::time::Instant::now();
-    let (tokens, target_start) = local.training_tokens(&messages, answer.trim())?;
-    let sketch = tributary_trainer::gradient_sketch(base, &trained.params, Row { tokens: &tokens, target_start })?;
+    let sketch = trained.sketch(local, base, &messages, &answer)?;
     let examples = trained
-        .index
-        .rank(&sketch, top)
+        .rank(&sketch, top, SIMILARITY)
         .into_iter()
         .map(|(i, score)| Influential { score, example: trained.examples[i].clone() })
         .collect();
@@ -546,8 +567,19 @@ pub async fn influence(app: &App, name: &str, datanet: &str, question: &str, top
 #[derive(Debug, Clone, Serialize)]
 pub struct InfluenceCheck {
     pub questions: usize,
+    /// Answers whose own example ranks first ([`SIMILARITY`], what credits use).
     pub top1: usize,
     pub top1_rate: f64,
+    /// The same with the other similarity ([`Similarity::Centered`] or cosine), for comparison.
+    pub other_similarity: Similarity,
+    pub other_top1_rate: f64,
+    /// Answers whose first-ranked example rests on a chunk of their own example's (the chunk
+    /// is what a credit pays: several examples may share one).
+    pub chunk_top1_rate: f64,
+    /// Answers whose own example is among those the training credits pay
+    /// ([`crate::app::training_credits::credited_examples`]), and how many those are on average.
+    pub credited_rate: f64,
+    pub mean_credited: f64,
     /// Mean seconds of attribution per answer (beyond generating it).
     pub mean_seconds: f64,
 }
@@ -558,7 +590,7 @@ pub async fn influence_check(app: &App, name: &str, datanet: &str, limit: usize)
     let mut asked = Vec::new();
     for e in read_examples(&dir)?.into_iter().take(limit) {
         let sources = offered(app, datanet, &e.question).await?;
-        asked.push((e.hash, e.question, sources));
+        asked.push((e, sources));
     }
     let generator = app.generator()?;
     let name = name.to_string();
@@ -566,16 +598,43 @@ pub async fn influence_check(app: &App, name: &str, datanet: &str, limit: usize)
         let local = generator.model();
         let trained = load_trained(local, &name, &dir)?;
         let base = FrozenBase::new(local.model())?;
-        let (mut top1, mut seconds) = (0, 0.0);
-        for (hash, question, sources) in &asked {
-            let found = attribute_answer(local, &base, &trained, question, sources, 1)?;
-            seconds += found.seconds;
-            if found.examples.first().is_some_and(|e| e.example.hash == *hash) {
-                top1 += 1;
-            }
+        let other = match SIMILARITY {
+            Similarity::Cosine => Similarity::Centered,
+            Similarity::Centered => Similarity::Cosine,
+        };
+        let (mut top1, mut other_top1, mut chunk_top1, mut credited, mut n_credited) = (0, 0, 0, 0, 0);
+        let mut seconds = 0.0;
+        let params = tributary_generator::GenerationParams::default();
+        for (own, sources) in &asked {
+            let messages = tributary_generator::messages(&own.question, sources);
+            let mix = vec![(trained.adapter.clone(), 1.0)];
+            let answer = local.complete(&messages, &params, &mix, &mut |_| true)?.text;
+            let started = std::time::Instant::now();
+            let sketch = trained.sketch(local, &base, &messages, &answer)?;
+            let ranked = trained.rank(&sketch, trained.examples.len(), SIMILARITY);
+            seconds += started.elapsed().as_secs_f64();
+            let first = ranked.first().map(|(i, _)| &trained.examples[*i]);
+            top1 += usize::from(first.is_some_and(|e| e.hash == own.hash));
+            chunk_top1 += usize::from(first.is_some_and(|e| e.chunks.iter().any(|c| own.chunks.contains(c))));
+            let scored: Vec<(&ExampleRecord, f64)> = ranked.iter().map(|(i, s)| (&trained.examples[*i], *s)).collect();
+            let chosen = crate::app::training_credits::credited_examples(&scored, |_| true);
+            credited += usize::from(chosen.iter().any(|(e, _)| e.hash == own.hash));
+            n_credited += chosen.len();
+            let other_first = trained.rank(&sketch, 1, other).first().map(|(i, _)| *i);
+            other_top1 += usize::from(other_first.is_some_and(|i| trained.examples[i].hash == own.hash));
         }
         let n = asked.len().max(1) as f64;
-        Ok(InfluenceCheck { questions: asked.len(), top1, top1_rate: top1 as f64 / n, mean_seconds: seconds / n })
+        Ok(InfluenceCheck {
+            questions: asked.len(),
+            top1,
+            top1_rate: top1 as f64 / n,
+            other_similarity: other,
+            other_top1_rate: other_top1 as f64 / n,
+            chunk_top1_rate: chunk_top1 as f64 / n,
+            credited_rate: credited as f64 / n,
+            mean_credited: n_credited as f64 / n,
+            mean_seconds: seconds / n,
+        })
     })
     .await
     .context("the attribution task")?

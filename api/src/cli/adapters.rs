@@ -246,8 +246,10 @@ pub async fn adapter(app: &App, command: AdapterCommand) -> Result<()> {
         }
         AdapterCommand::Publish { id, force } => {
             let record = training::publish(app, &id, force)?;
+            let registered = crate::app::training_credits::register(app, &id).await?;
             let note = if record.forced { " (forced: it does not beat its base)" } else { "" };
             println!("published {id}{note}");
+            println!("its answers credit its training data: {} chunks of {}", registered.chunks, registered.datanet);
         }
         AdapterCommand::Try { id, datanet, question, json } => {
             let trial = training::try_adapter(app, &id, &datanet, &question).await?;
@@ -275,6 +277,15 @@ pub async fn adapter(app: &App, command: AdapterCommand) -> Result<()> {
                     println!(
                         "{} of {} answers rank their own training example first ({:.2}); attribution {:.2} s an answer",
                         result.top1, result.questions, result.top1_rate, result.mean_seconds
+                    );
+                    println!(
+                        "  {:?} similarity instead: {:.2}; first example on the answer's own chunk: {:.2}; own example \
+                         among those credited: {:.2} ({:.1} credited an answer)",
+                        result.other_similarity,
+                        result.other_top1_rate,
+                        result.chunk_top1_rate,
+                        result.credited_rate,
+                        result.mean_credited
                     );
                 }
             } else {

@@ -105,6 +105,7 @@ pub async fn ask(app: &App, args: AskArgs) -> Result<()> {
         value["fee"] = receipt.fee.to_string().into();
         value["credits"] = serde_json::to_value(&receipt.credits)?;
         value["payment"] = serde_json::to_value(&receipt.payment)?;
+        value["trained"] = serde_json::to_value(&receipt.trained)?;
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!("\n\nSources:");

@@ -20,7 +20,22 @@ pub fn print_receipt(receipt: &Receipt) {
     println!("receipt {}  fee {}  {paid_by}  ({} weighting)", receipt.id, receipt.fee, receipt.weighting.as_str());
     for c in &receipt.credits {
         let chunk = c.chunk_id.as_deref().map(|id| format!("  chunk {}", &id[..12.min(id.len())])).unwrap_or_default();
-        println!("  {:>28}  {:<14} {}{chunk}", c.amount, c.role.as_str(), c.account);
+        println!("  {:>28}  {:<20} {}{chunk}", c.amount, c.role.as_str(), c.account);
+    }
+    for t in &receipt.trained {
+        let examples = t.examples.len();
+        println!(
+            "  trained on chunk {} of {} ({} of adapter {}, weight {})",
+            &t.chunk_id[..12.min(t.chunk_id.len())],
+            t.datanet,
+            if examples == 1 {
+                "1 influential example".to_string()
+            } else {
+                format!("{examples} influential examples")
+            },
+            t.adapter,
+            t.weight
+        );
     }
 }
 

@@ -19,7 +19,8 @@ pub enum PricingCommand {
         /// Fee per answer per Datanet searched, in the token's smallest unit.
         #[arg(long)]
         default_fee: Option<Amount>,
-        /// Basis points for protocol,adapter,datanet,contributors (sum 10000).
+        /// Basis points for protocol,adapter,datanet,contributors[,training] (sum 10000; the
+        /// training share is 0 when left out).
         #[arg(long, value_delimiter = ',')]
         shares: Option<Vec<u32>>,
         #[arg(long)]
@@ -88,11 +89,16 @@ pub async fn pricing(app: &App, command: PricingCommand) -> Result<()> {
                 policy.default_fee = fee;
             }
             if let Some(s) = shares {
-                if s.len() != 4 {
-                    bail!("--shares takes four numbers: protocol,adapter,datanet,contributors");
+                if !(4..=5).contains(&s.len()) {
+                    bail!("--shares takes four or five numbers: protocol,adapter,datanet,contributors[,training]");
                 }
-                policy.shares =
-                    Shares { protocol_bps: s[0], adapter_bps: s[1], datanet_bps: s[2], contributors_bps: s[3] };
+                policy.shares = Shares {
+                    protocol_bps: s[0],
+                    adapter_bps: s[1],
+                    datanet_bps: s[2],
+                    contributors_bps: s[3],
+                    training_bps: s.get(4).copied().unwrap_or(0),
+                };
             }
             if let Some(a) = protocol_account {
                 policy.protocol_account = parse_address(&a)?;

@@ -291,6 +291,17 @@ async fn publish_trained(
             }
             None => ApiError::from(e),
         })?;
+    crate::app::training_credits::register(state.app(), &name).await?;
+    // The one who trained it owns it: the adapter share of its answers is theirs, unless an
+    // admin named an owner for this adapter before.
+    if let Some(owner) = job.record.owner.as_deref() {
+        let ledger = state.app().ledger();
+        let mut pricing = ledger.adapter_pricing(&name).await?;
+        if pricing.owner.is_none() {
+            pricing.owner = Some(crate::app::parse_address(owner)?);
+            ledger.set_adapter_pricing(&name, &pricing).await?;
+        }
+    }
     state.training()?.refresh(state.app(), &name);
     Ok(Json(view(&visible(&state, &caller, &name)?)))
 }

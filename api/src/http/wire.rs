@@ -770,6 +770,8 @@ pub enum CreditRole {
     AdapterOwner,
     DatanetOwner,
     Contributor,
+    /// The first contributor of a chunk a trained adapter the answer used learned from.
+    TrainingContributor,
     Sink,
 }
 
@@ -795,6 +797,25 @@ pub struct CitedChunk {
     pub weight: u64,
 }
 
+/// A chunk of a trained adapter's training data, credited for the influence of the training
+/// examples that hold it on the answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrainedChunk {
+    pub adapter: String,
+    /// The adapter's training log root, under which its training data was registered.
+    pub training_root: String,
+    pub datanet: String,
+    pub datanet_id: i64,
+    pub chunk_id: String,
+    /// The chunk's first contributor, from the catalog.
+    pub contributor: String,
+    /// Hashes of the influential training examples that hold the chunk.
+    pub examples: Vec<String>,
+    /// Integer influence weight (gradient similarity).
+    pub weight: u64,
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Shares {
@@ -810,6 +831,11 @@ pub struct Shares {
     #[serde(deserialize_with = "super::extract::integer::required")]
     #[schema(maximum = 10000)]
     pub contributors_bps: u32,
+    /// The training data of the answer's trained adapters (0 when absent). Without one, it
+    /// joins the contributors' share.
+    #[serde(default, deserialize_with = "super::extract::integer::required")]
+    #[schema(maximum = 10000)]
+    pub training_bps: u32,
 }
 
 /// Amounts are decimal strings of the token's smallest unit (they overflow JSON numbers).
@@ -824,6 +850,14 @@ pub struct Split {
     pub datanet_owners: String,
     #[schema(pattern = "^[0-9]+$")]
     pub contributors: String,
+    /// To the training data (0 on receipts recorded before training credits).
+    #[serde(default = "zero_amount")]
+    #[schema(pattern = "^[0-9]+$")]
+    pub training: String,
+}
+
+fn zero_amount() -> String {
+    "0".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -854,6 +888,9 @@ pub struct Receipt {
     pub answer: String,
     pub retrieved: Vec<RetrievedChunk>,
     pub cited: Vec<CitedChunk>,
+    /// The trained adapters' training-data chunks credited (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trained: Vec<TrainedChunk>,
     pub weighting: Weighting,
     #[schema(pattern = "^[0-9]+$")]
     pub fee: String,

@@ -20,6 +20,7 @@ fn receipt(payer: Payer, hold: String, fee: u128) -> NewReceipt {
         answer: "a".into(),
         retrieved: Vec::new(),
         cited: Vec::new(),
+        trained: Vec::new(),
         quote: Quote { fee, weighting: Weighting::Citation, adapter_owners: Vec::new() },
         payment: Payment::Charge { payer, hold: Some(hold) },
     }

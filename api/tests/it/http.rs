@@ -1573,7 +1573,7 @@ fn a_follow_up_is_searched_in_context() {
 #[tokio::test(flavor = "multi_thread")]
 async fn training_jobs_start_stream_try_and_publish() {
     let s = Server::start(ServeConfig::default(), None).await;
-    let (admin, _) = s.rivers_and_payer().await;
+    let (admin, payer) = s.rivers_and_payer().await;
     let alice = s.key(Role::Owner, Some(ALICE), None).await;
     let bob = s.key(Role::Owner, Some(BOB), None).await;
     let pairs = json!([
@@ -1673,4 +1673,38 @@ async fn training_jobs_start_stream_try_and_publish() {
     assert_eq!(publish(true).await.status, StatusCode::CONFLICT, "published once");
     let listed = s.call("GET", "/v1/adapters", None, None).await;
     assert!(listed.body.to_string().contains("rivers-lora"), "{}", listed.body);
+
+    // Its trainer owns it: the adapter share of its answers is ALICE's. A paid answer of it
+    // credits the chunk it was trained on to that chunk's first contributor (BOB uploaded the
+    // Datanet), under the training share, and the receipt names the adapter's training root.
+    let pricing = s.call("GET", "/v1/adapters/rivers-lora/pricing", None, None).await;
+    assert_eq!(pricing.body["owner"], ALICE, "{}", pricing.body);
+    let ask = json!({
+        "question": "How long is the Missouri River?", "datanets": ["rivers"], "max_tokens": 24,
+        "adapters": [{"id": "rivers-lora"}]
+    });
+    let answered = s.call("POST", "/v1/answers", Some(&payer), Some(ask)).await;
+    assert_eq!(answered.status, StatusCode::OK, "{}", answered.body);
+    let receipt = &answered.body["receipt"];
+    let trained = receipt["trained"].as_array().unwrap_or_else(|| panic!("no training credits: {receipt}"));
+    assert!(trained.iter().all(|t| t["adapter"] == "rivers-lora" && t["contributor"] == BOB), "{receipt}");
+    assert!(trained.iter().all(|t| t["training_root"] == result["log_root"]), "{receipt}");
+    let credits = receipt["credits"].as_array().unwrap();
+    let sum = |role: &str| -> u128 {
+        credits
+            .iter()
+            .filter(|c| c["role"] == role)
+            .map(|c| c["amount"].as_str().unwrap().parse::<u128>().unwrap())
+            .sum()
+    };
+    let fee: u128 = receipt["fee"].as_str().unwrap().parse().unwrap();
+    // 10% of the fee, less the rounding dust of dividing it by weight (the protocol's).
+    let to_training = sum("training_contributor");
+    assert!(to_training <= fee / 10 && to_training + trained.len() as u128 >= fee / 10, "{receipt}");
+    assert_eq!(receipt["split"]["training"].as_str().unwrap().parse::<u128>().unwrap(), to_training);
+    assert_eq!(sum("adapter_owner"), fee / 10);
+    assert!(credits.iter().any(|c| c["role"] == "adapter_owner" && c["account"] == ALICE), "{receipt}");
+    let verified = s.call("GET", "/v1/admin/verify", Some(&admin), None).await;
+    assert_eq!(verified.status, StatusCode::OK, "{}", verified.body);
+    assert_eq!(verified.body["problems"], json!([]), "{}", verified.body);
 }

@@ -161,10 +161,48 @@ fn train_show_verify_and_answer_with_a_trained_adapter() {
     if !beats {
         publish.arg("--force");
     }
-    assert!(run_ok(&mut publish).contains("published facts-lora"));
+    let published = run_ok(&mut publish);
+    assert!(published.contains("published facts-lora"), "{published}");
+    let registered: std::collections::BTreeSet<String> = log
+        .lines()
+        .skip(1)
+        .flat_map(|l| {
+            let step: serde_json::Value = serde_json::from_str(l).unwrap();
+            step["chunks"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(published.contains(&format!("{} chunks of facts", registered.len())), "{published}");
     assert_eq!(show()["adapter"]["rank"], 4);
     assert!(show()["training"]["published_at"].as_u64().is_some());
     assert!(!run_ok(&mut ask()).trim().is_empty());
+
+    // A paid answer of the published adapter credits, beside the passages it cites, the
+    // chunks of its most influential training examples under the training share (10% by
+    // default): chunks its log trained on, paid to their first contributor (ALICE), and the
+    // credits still sum to the fee the payer paid; the ledger verifies.
+    const TREASURY: &str = "0x90F79bf6EB2c4f870365E785982E1f101E93b906";
+    const CAROL: &str = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC";
+    run_ok(tributary(data).args(["pricing", "set", "--protocol-account", TREASURY]));
+    run_ok(tributary(data).args(["account", "fund", CAROL, "1000000000000000000"]));
+    let paid: serde_json::Value = serde_json::from_str(&run_ok(ask().args(["--json", "--payer", CAROL]))).unwrap();
+    let amount = |v: &serde_json::Value| v.as_str().unwrap().parse::<u128>().unwrap();
+    let fee = amount(&paid["fee"]);
+    let credits = paid["credits"].as_array().unwrap();
+    assert_eq!(credits.iter().map(|c| amount(&c["amount"])).sum::<u128>(), fee, "{paid}");
+    let trained = paid["trained"].as_array().unwrap();
+    assert!(!trained.is_empty(), "{paid}");
+    for t in trained {
+        assert_eq!(t["adapter"], "facts-lora");
+        assert_eq!(t["training_root"].as_str(), Some(root.as_str()));
+        assert_eq!(t["contributor"], ALICE);
+        assert!(registered.contains(t["chunk_id"].as_str().unwrap()), "{t} was not trained on");
+        assert!(t["weight"].as_u64().unwrap() > 0);
+    }
+    let to_training: u128 =
+        credits.iter().filter(|c| c["role"] == "training_contributor").map(|c| amount(&c["amount"])).sum();
+    assert!(to_training <= fee / 10 && to_training + trained.len() as u128 >= fee / 10, "{to_training} of {fee}");
+    assert!(credits.iter().filter(|c| c["role"] == "training_contributor").all(|c| c["account"] == ALICE));
+    run_ok(tributary(data).arg("verify"));
     let err = fails(tributary(data).args(["adapter", "publish", "facts-lora"]));
     assert!(err.contains("already published"), "{err}");
 

@@ -62,6 +62,7 @@ fn answer(fx: &Fixture, chunks: &[(&ChunkRecord, usize)], fee: Amount, claimed: 
             })
             .collect(),
         cited,
+        trained: Vec::new(),
         quote: Quote { fee, weighting: Weighting::Citation, adapter_owners: Vec::new() },
         payment: Payment::Charge { payer: Payer::Address(payer()), hold: None },
     }

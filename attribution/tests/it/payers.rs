@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use tributary_attribution::{
-    AdapterPricing, Amount, CitedChunk, DatanetPricing, Deposit, Error, Ledger, NewReceipt, PaidBy, Payer, Payment,
-    Policy, Quote, RetrievedChunk, Role, Shares, Weighting, split_fee,
+    AdapterPricing, Amount, CitedChunk, DatanetPricing, Deposit, Error, FlagTarget, Ledger, NewReceipt, PaidBy, Payer,
+    Payment, Policy, Quote, RetrievedChunk, Role, Shares, TrainedChunk, Weighting, split_fee,
 };
 use tributary_indexer::{Address, ChunkRecord};
 
@@ -57,6 +57,7 @@ fn answer(fx: &Fixture, cited: &[&ChunkRecord], quote: Quote, payment: Payment) 
                 weight: 1,
             })
             .collect(),
+        trained: Vec::new(),
         quote,
         payment,
     }
@@ -265,6 +266,7 @@ async fn the_zero_address_is_never_paid() {
             score: 1.0,
             weight: 1,
         }],
+        &[],
     );
     assert!(owners_pool_to_protocol.iter().all(|s| s.account != Address::ZERO));
     let protocol: Amount = owners_pool_to_protocol.iter().filter(|s| s.role == Role::Protocol).map(|s| s.amount).sum();
@@ -602,4 +604,130 @@ async fn a_charge_is_the_named_payers_and_happens_once() {
     .await;
     assert!(twice.is_err(), "the charge's key is unique");
     assert!(ledger.verify().await.unwrap().ok());
+}
+
+/// A training chunk of adapter `adapter` (root `root`) with `weight`, claiming `claimed` as its
+/// contributor (the ledger reads the catalog's).
+fn trained(
+    fx: &Fixture,
+    adapter: &str,
+    root: &str,
+    chunk: &ChunkRecord,
+    weight: u64,
+    claimed: Address,
+) -> TrainedChunk {
+    TrainedChunk {
+        adapter: adapter.into(),
+        training_root: root.into(),
+        datanet: fx.datanet.name.clone(),
+        datanet_id: fx.datanet.id,
+        chunk_id: chunk.chunk_id.to_hex(),
+        contributor: claimed,
+        examples: vec!["e".repeat(64)],
+        weight,
+    }
+}
+
+/// Training-data credits (issue #25): the training share pays the first contributors of the
+/// chunks an adapter was trained on, as registered when it was published, and nothing else. A
+/// chunk outside the registered set, the set of another adapter or root, an adapter the answer
+/// did not use, or a claimed contributor mints or redirects nothing; a flag slashes a training
+/// credit as it slashes a citation's; `verify` recomputes the training split and rechecks the
+/// registered set.
+#[tokio::test]
+async fn training_credits_pay_only_the_registered_training_data() {
+    for backend in BOTH {
+        let fx = fixture(backend).await;
+        let ledger = ledger(&fx).await;
+        let chunks = chunks(&fx).await;
+        let of = |who: Address| chunks.iter().find(|c| c.contributor == who).unwrap().clone();
+        let (alices, bobs) = (of(alice()), of(bob()));
+        let (root, other_root) = ("11".repeat(32), "22".repeat(32));
+        ledger.register_training("tuned", &root, fx.datanet.id, &[alices.chunk_id.to_hex()]).await.unwrap();
+        // Registering again is a no-op; the same root for another Datanet is refused.
+        ledger.register_training("tuned", &root, fx.datanet.id, &[bobs.chunk_id.to_hex()]).await.unwrap();
+        assert!(ledger.register_training("tuned", &root, fx.datanet.id + 1, &[]).await.is_err());
+        ledger.grant(&carol(), 10 * TOKEN, None).await.unwrap();
+        let quote = Quote { fee: 1_000_000, weighting: Weighting::Citation, adapter_owners: Vec::new() };
+        let ask = |trained: Vec<TrainedChunk>, adapters: &[&str]| {
+            let mut new = answer(&fx, &[&bobs], quote.clone(), charge(carol(), None));
+            new.adapters = adapters.iter().map(|a| (a.to_string(), 1.0)).collect();
+            new.trained = trained;
+            new
+        };
+
+        // The registered chunk, its contributor claimed to be carol: alice (the catalog's) is
+        // credited the whole training share (10%), bob's cited chunk the rest of the data's.
+        let receipt =
+            ledger.record(ask(vec![trained(&fx, "tuned", &root, &alices, 5, carol())], &["tuned"])).await.unwrap();
+        let credited = |role: Role, who: Address| -> Amount {
+            receipt
+                .credits
+                .iter()
+                .filter(|c| c.role == role && c.account == who.to_checksummed())
+                .map(|c| c.amount)
+                .sum()
+        };
+        assert_eq!(credited(Role::TrainingContributor, alice()), 100_000, "{backend:?}: {:?}", receipt.credits);
+        assert_eq!(credited(Role::TrainingContributor, carol()), 0);
+        assert_eq!(credited(Role::Contributor, bob()), 600_000, "50% + the ownerless adapter's 10%");
+        assert_eq!(receipt.split.training, 100_000);
+        assert_eq!(receipt.credits.iter().map(|c| c.amount).sum::<Amount>(), 1_000_000);
+        assert_eq!(receipt.trained[0].contributor, alice(), "the receipt names the catalog's contributor");
+        let alice_before = wealth(&ledger, alice()).await;
+
+        // Each way to redirect the training share is refused, and nothing is written.
+        let refused = [
+            // A chunk the adapter was not trained on (bob's, cited in the same answer).
+            ask(vec![trained(&fx, "tuned", &root, &bobs, 1, bob())], &["tuned"]),
+            // The right chunk under a root nobody registered.
+            ask(vec![trained(&fx, "tuned", &other_root, &alices, 1, alice())], &["tuned"]),
+            // Another adapter's name, though its answer used it.
+            ask(vec![trained(&fx, "other", &root, &alices, 1, alice())], &["other"]),
+            // Training data of an adapter the answer did not use.
+            ask(vec![trained(&fx, "tuned", &root, &alices, 1, alice())], &["other"]),
+            ask(vec![trained(&fx, "tuned", &root, &alices, 1, alice())], &[]),
+        ];
+        let receipts_before = ledger.verify().await.unwrap().receipts;
+        for (i, new) in refused.into_iter().enumerate() {
+            let err = ledger.record(new).await.unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{backend:?} case {i}: {err}");
+        }
+        let report = ledger.verify().await.unwrap();
+        assert_eq!(report.receipts, receipts_before, "{backend:?}: nothing recorded");
+        assert!(report.ok(), "{backend:?}: {:?}", report.problems);
+        assert_eq!(wealth(&ledger, alice()).await, alice_before);
+
+        // A flag on the trained chunk slashes its unsettled training credit.
+        let outcome =
+            ledger.flag(fx.datanet.id, &FlagTarget::Chunk(alices.chunk_id.to_hex()), "copied", "owner").await.unwrap();
+        assert_eq!((outcome.slashed_credits, outcome.slashed), (1, 100_000), "{backend:?}");
+        assert_eq!(wealth(&ledger, alice()).await, alice_before - 100_000);
+        assert!(ledger.verify().await.unwrap().ok());
+
+        // A receipt whose training weights were rewritten (and its chain re-hashed) no longer
+        // checks: its credits are not the split of its fee.
+        let pool = fx.store.catalog().pool();
+        let body: String = sqlx::query_scalar("SELECT body FROM receipts WHERE id = $1")
+            .bind(&receipt.id)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        let mut value: serde_json::Value = serde_json::from_str(&body).unwrap();
+        value["trained"][0]["chunk_id"] = serde_json::json!(bobs.chunk_id.to_hex());
+        let forged = value.to_string();
+        let hash = blake3::hash(forged.as_bytes()).to_hex().to_string();
+        sqlx::query("UPDATE receipts SET body = $1, hash = $2 WHERE id = $3")
+            .bind(&forged)
+            .bind(&hash)
+            .bind(&receipt.id)
+            .execute(pool)
+            .await
+            .unwrap();
+        let problems = ledger.verify().await.unwrap().problems;
+        assert!(
+            problems.iter().any(|p| p.contains(&receipt.id) && p.contains("not in the training data registered")),
+            "{backend:?}: {problems:?}"
+        );
+    }
 }

@@ -3,7 +3,8 @@
 
 use proptest::prelude::*;
 use tributary_attribution::{
-    Amount, CitedChunk, Ledger, NewReceipt, Payer, Payment, Policy, Quote, RetrievedChunk, Shares, Weighting,
+    Amount, CitedChunk, Ledger, NewReceipt, Payer, Payment, Policy, Quote, RetrievedChunk, Role, Shares, TrainedChunk,
+    Weighting,
 };
 use tributary_attribution::{merkle, split_fee};
 use tributary_indexer::Address;
@@ -13,14 +14,15 @@ fn account(n: u8) -> Address {
 }
 
 fn shares() -> impl Strategy<Value = Shares> {
-    (0u32..=10_000, 0u32..=10_000, 0u32..=10_000).prop_map(|(a, b, c)| {
-        let mut cuts = [a, b, c];
+    (0u32..=10_000, 0u32..=10_000, 0u32..=10_000, 0u32..=10_000).prop_map(|(a, b, c, d)| {
+        let mut cuts = [a, b, c, d];
         cuts.sort_unstable();
         Shares {
             protocol_bps: cuts[0],
             adapter_bps: cuts[1] - cuts[0],
             datanet_bps: cuts[2] - cuts[1],
-            contributors_bps: 10_000 - cuts[2],
+            contributors_bps: cuts[3] - cuts[2],
+            training_bps: 10_000 - cuts[3],
         }
     })
 }
@@ -42,6 +44,24 @@ fn cited(weights: &[(u8, u64)]) -> Vec<CitedChunk> {
         .collect()
 }
 
+fn trained(weights: &[(u8, u64)]) -> Vec<TrainedChunk> {
+    weights
+        .iter()
+        .enumerate()
+        .map(|(i, (who, weight))| TrainedChunk {
+            adapter: "a".into(),
+            training_root: "00".repeat(32),
+            datanet: "d".into(),
+            datanet_id: 1,
+            chunk_id: format!("{:064x}", 1000 + i),
+            // 0: a chunk of a contributor without an address (its share is the protocol's).
+            contributor: if *who == 0 { Address::ZERO } else { account(*who) },
+            examples: vec![],
+            weight: *weight,
+        })
+        .collect()
+}
+
 proptest! {
     #[test]
     fn every_answer_conserves_its_fee(
@@ -49,18 +69,29 @@ proptest! {
         shares in shares(),
         owners in 0usize..4,
         weights in proptest::collection::vec((1u8..30, 0u64..=1_000_000), 0..8),
+        training in proptest::collection::vec((0u8..30, 0u64..=1_000_000), 0..6),
     ) {
         let owners: Vec<Address> = (0..owners).map(|i| account(100 + i as u8)).collect();
-        let splits = split_fee(fee, &shares, account(250), &owners, &cited(&weights));
+        let splits = split_fee(fee, &shares, account(250), &owners, &cited(&weights), &trained(&training));
         prop_assert_eq!(splits.iter().map(|s| s.amount).sum::<Amount>(), fee);
-        prop_assert!(splits.iter().all(|s| s.amount > 0));
-        // Nobody with zero weight is paid as a contributor.
+        prop_assert!(splits.iter().all(|s| s.amount > 0 && s.account != Address::ZERO));
+        // Nobody with zero weight is paid as a contributor, cited or trained on.
         for (i, (_, w)) in weights.iter().enumerate() {
             if *w == 0 {
                 let id = format!("{i:064x}");
                 prop_assert!(!splits.iter().any(|s| s.chunk_id.as_deref() == Some(id.as_str())));
             }
         }
+        for (i, (_, w)) in training.iter().enumerate() {
+            if *w == 0 {
+                let id = format!("{:064x}", 1000 + i);
+                prop_assert!(!splits.iter().any(|s| s.chunk_id.as_deref() == Some(id.as_str())));
+            }
+        }
+        // The training data never gets more than its share.
+        let to_training: Amount =
+            splits.iter().filter(|s| s.role == Role::TrainingContributor).map(|s| s.amount).sum();
+        prop_assert!(to_training * 10_000 <= fee * shares.training_bps as Amount);
     }
 
     #[test]
@@ -132,6 +163,7 @@ fn epochs_conserve_and_cumulative_totals_never_fall() {
                         datanet: fx.datanet.name.clone(), datanet_id: fx.datanet.id, datanet_owner: Address::ZERO,
                         chunk_id: c.chunk_id.to_hex(), contributor: Address::ZERO, sentences: vec![], score: 1.0, weight: i as u64 + 1,
                     }).collect(),
+                    trained: Vec::new(),
                     quote: Quote { fee, weighting: Weighting::Citation, adapter_owners: vec![] },
                     payment: Payment::Charge { payer: Payer::Address(account(252)), hold: None },
                 };

@@ -180,6 +180,7 @@ async fn main() -> Result<()> {
                     weight: k as u64 + 1,
                 })
                 .collect(),
+            trained: Vec::new(),
             quote: Quote { fee: FEE, weighting: Weighting::Citation, adapter_owners: Vec::new() },
             payment: Payment::Unpaid,
         }

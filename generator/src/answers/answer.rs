@@ -101,6 +101,18 @@ pub struct Answer {
     /// Why influence was asked for but not measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub influence_error: Option<String>,
+    /// The conversation the model was given (earlier turns, then the passages and the
+    /// question); empty when the model was not called. What training-data attribution
+    /// scores the model's text under; not part of the answer's JSON.
+    #[serde(skip)]
+    pub prompt: Vec<ChatMessage>,
+}
+
+impl Answer {
+    /// The model's own text: the draft when the checks changed it, else the answer.
+    pub fn model_text(&self) -> &str {
+        self.draft.as_deref().unwrap_or(&self.answer)
+    }
 }
 
 /// What [`answer`] streams.
@@ -158,6 +170,7 @@ async fn run_answer(
             completion_tokens: 0,
             influence: Vec::new(),
             influence_error: None,
+            prompt: Vec::new(),
         });
     }
     let chat = ChatRequest {
@@ -165,6 +178,7 @@ async fn run_answer(
         params: request.params.clone(),
         adapters: request.adapters.clone(),
     };
+    let prompt = chat.messages.clone();
     let mut events = generator.stream(chat);
     let mut completion = None;
     while let Some(event) = events.recv().await {
@@ -230,6 +244,7 @@ async fn run_answer(
         finish_reason: completion.finish_reason,
         prompt_tokens: completion.prompt_tokens,
         completion_tokens: completion.completion_tokens,
+        prompt,
     })
 }
 
