@@ -68,7 +68,9 @@ export async function askPage(preselect) {
       return;
     }
     try {
-      const [q, who] = await Promise.all([api("POST", "/v1/quotes", sel), apiKey() ? me() : Promise.resolve({})]);
+      // A quote names adapters by id; an answer takes {id, weight} choices.
+      const priced = { datanets: sel.datanets, adapters: sel.adapters.map((a) => a.id) };
+      const [q, who] = await Promise.all([api("POST", "/v1/quotes", priced), apiKey() ? me() : Promise.resolve({})]);
       let balance = null;
       if (who.address) balance = await get(`/v1/accounts/${who.address}`).catch(() => null);
       if (mine !== quoted) return;

@@ -458,6 +458,9 @@ test("Model Factory: an owner trains an adapter, follows its loss, tries it and 
   await signIn(asker, KEYS.carol);
   await go(asker, "#/ask/rivers-demo");
   await asker.getByLabel("Adapter").selectOption("demo-lora");
+  // Priced with the adapter (its surcharge included), not refused.
+  await asker.locator(".price", { hasText: "This answer costs" }).waitFor();
+  assert.equal(await asker.locator(".price .error, .price [role=alert]").count(), 0);
   await asker.getByLabel("Question").fill(QUESTION);
   await asker.getByRole("button", { name: "Ask", exact: true }).click();
   await asker.locator("article.answer[aria-busy=false]").waitFor({ timeout: 180_000 });
