@@ -895,6 +895,17 @@ impl Ledger {
         self.set_setting(&format!("adapter:{adapter}"), pricing).await
     }
 
+    /// Forgets an adapter's surcharge and owner (it was unregistered): another adapter
+    /// registered later under the same name starts unpriced and unowned. Receipts keep the
+    /// owners they paid.
+    pub async fn clear_adapter_pricing(&self, adapter: &str) -> Result<()> {
+        sqlx::query("DELETE FROM ledger_settings WHERE scope = $1")
+            .bind(format!("adapter:{adapter}"))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// The fee of a question over `datanets` with `adapters`: each distinct Datanet's price (or
     /// the default) plus each distinct adapter's surcharge, each within the policy's caps; at
     /// most [`MAX_DATANETS`] Datanets and [`MAX_ADAPTERS`] adapters. Ablation weighting when any

@@ -36,6 +36,7 @@ pub use answers::cite::{
     CitationKind, CitationPolicy, CitationStats, CitedSentence, INSTRUCTION, NOT_FOUND, Origin, Source, attribute,
     messages, numbered_messages, numbered_texts, select_sources,
 };
+pub use answers::evidence::answering_sentence;
 pub use answers::facts::{states_facts, unheld_facts};
 pub use config::{Architecture, ModelConfig, Projection};
 pub use error::{Error, Result};

@@ -6,6 +6,7 @@
 //! (`crate::http`) parse their input, call in here, and present the result their own way.
 
 pub mod accounts;
+pub mod adapters;
 pub mod answers;
 pub mod batch;
 mod context;

@@ -51,6 +51,9 @@ pub struct TrainRequest {
     pub holdout: f64,
     /// Longest example, in tokens.
     pub max_tokens: usize,
+    /// Pairs to write from the Datanet's own chunks besides `pairs` (see [`synthesized_pairs`]).
+    #[serde(default)]
+    pub synthesize: usize,
 }
 
 /// Held-out figures of the adapter against its base.
@@ -92,6 +95,9 @@ pub struct TrainingRecord {
     pub evaluation: Evaluation,
     /// Pairs whose chunks retrieval chose (they named none).
     pub retrieved_chunks: usize,
+    /// Pairs written from the Datanet's chunks (`--synthesize`), of the pairs above.
+    #[serde(default)]
+    pub synthesized_pairs: usize,
     /// When `adapter publish` registered it (seconds since the Unix epoch); until then only
     /// `adapter try` runs it.
     #[serde(default)]
@@ -244,14 +250,25 @@ pub async fn train_adapter(
         bail!("adapter {} already exists; train under another name", request.name);
     }
     let datanet = app.datanet(&request.datanet).await?;
-    let (examples, retrieved) = examples(app, &datanet, &request.pairs).await?;
+    let run_dir = training_dir(app, &request.name);
+    let mut pairs = request.pairs.clone();
+    let synthesized = if request.synthesize > 0 {
+        synthesized_pairs(app, &datanet, &run_dir, request.synthesize, request.settings.seed).await?
+    } else {
+        Vec::new()
+    };
+    let synthesized_count = synthesized.len();
+    pairs.extend(synthesized);
+    if pairs.is_empty() {
+        bail!("no training pairs: give pairs, or have some written from the Datanet's chunks (--synthesize N)");
+    }
+    let (examples, retrieved) = examples(app, &datanet, &pairs).await?;
     let (train, heldout) = split(examples, request.holdout, request.settings.seed);
     let (tree, _) = crate::app::onchain::contribution_tree(app, &datanet).await?;
     let chunks = app.store.catalog().chunk_ids(datanet.id).await?.len() as u64;
     let version = DatanetVersion { name: datanet.name.clone(), root: hex::encode(tree.root()), chunks };
     let model_path = tributary_generator::locate_model(app.settings.llm.as_deref())?;
     let generator = app.generator()?;
-    let run_dir = training_dir(app, &request.name);
     let out_dir = adapter_dir(app, &request.name);
     let name = request.name.clone();
     let datanet_name = datanet.name.clone();
@@ -336,6 +353,7 @@ pub async fn train_adapter(
             seconds,
             evaluation,
             retrieved_chunks: retrieved,
+            synthesized_pairs: synthesized_count,
             published_at: None,
             forced: false,
             influence_seconds,
@@ -348,6 +366,77 @@ pub async fn train_adapter(
     .await
     .context("the training task")??;
     Ok(record)
+}
+
+/// Chunks a synthesized question must share content words with to be kept.
+const MIN_SHARED_WORDS: usize = 1;
+
+/// Pairs written from `datanet`'s own chunks, for a Datanet without question/answer pairs:
+/// `count` chunks drawn in an order fixed by the seed (blake3 of seed and chunk id), and for
+/// each, the base model writes one question the chunk answers (greedy); the answer is the
+/// chunk's own sentence that answers it ([`tributary_generator::answering_sentence`]: the one
+/// holding the fact of the kind asked), never the model's words. A question that is not one
+/// (no `?`, too short or long), shares no word with its chunk, or finds no answering sentence
+/// is skipped, so fewer than `count` may come back. Each pair names its chunk. They are kept in
+/// the run directory, so a run resumed after a kill trains on the same pairs.
+pub async fn synthesized_pairs(
+    app: &App,
+    datanet: &tributary_indexer::Datanet,
+    run_dir: &Path,
+    count: usize,
+    seed: u64,
+) -> Result<Vec<Pair>> {
+    let kept = run_dir.join(format!("synthesized-{count}-{seed}.jsonl"));
+    if kept.exists() {
+        return read_pairs(&kept);
+    }
+    let catalog = app.store.catalog();
+    let mut ids = catalog.chunk_ids(datanet.id).await?;
+    ids.sort_by_cached_key(|id| blake3::hash(format!("{seed}:{}", id.to_hex()).as_bytes()).to_hex().to_string());
+    ids.truncate(count);
+    let mut records = catalog.chunk_records(datanet.id, &ids).await?;
+    records.sort_by_key(|r| ids.iter().position(|id| *id == r.chunk_id));
+    let generator = app.generator()?;
+    let pairs = tokio::task::spawn_blocking(move || -> Result<Vec<Pair>> {
+        let local = generator.model();
+        let params =
+            tributary_generator::GenerationParams { max_tokens: 48, stop: vec!["\n".into()], ..Default::default() };
+        let mut pairs = Vec::new();
+        for record in &records {
+            let prompt = format!(
+                "Passage:\n{}\n\nWrite one question that this passage answers, about a fact it states. Reply \
+                 with the question only.",
+                record.text.trim()
+            );
+            let reply =
+                local
+                    .complete(&[tributary_generator::ChatMessage::user(prompt)], &params, &Vec::new(), &mut |_| true)?;
+            let question = reply.text.trim().trim_start_matches(|c: char| !c.is_alphanumeric()).trim().to_string();
+            let is_question = question.ends_with('?') && (12..=300).contains(&question.len());
+            if !is_question || question_shares(&question, &record.text) < MIN_SHARED_WORDS {
+                continue;
+            }
+            let Some(answer) = tributary_generator::answering_sentence(&question, &record.text) else { continue };
+            pairs.push(Pair { question, answer, chunks: vec![record.chunk_id.to_hex()] });
+        }
+        Ok(pairs)
+    })
+    .await
+    .context("the question-writing task")??;
+    std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let tmp = run_dir.join("synthesized.jsonl.tmp");
+    let lines: Vec<String> = pairs.iter().map(serde_json::to_string).collect::<Result<_, _>>()?;
+    std::fs::write(&tmp, lines.join("\n") + "\n").with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &kept).with_context(|| format!("writing {}", kept.display()))?;
+    Ok(pairs)
+}
+
+/// Lowercased alphanumeric words of four letters or more that `question` and `text` share.
+fn question_shares(question: &str, text: &str) -> usize {
+    let words = |t: &str| -> std::collections::HashSet<String> {
+        t.split(|c: char| !c.is_alphanumeric()).filter(|w| w.len() >= 4).map(str::to_lowercase).collect()
+    };
+    words(question).intersection(&words(text)).count()
 }
 
 fn write_record(dir: &Path, record: &TrainingRecord) -> Result<()> {

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow, bail};
 use tributary_attribution::{TrainedChunk, training_weights};
-use tributary_generator::{ChatMessage, LocalGenerator};
+use tributary_generator::{AdapterSource, ChatMessage, LocalGenerator};
 use tributary_indexer::Address;
 use tributary_trainer::FrozenBase;
 
@@ -78,9 +78,14 @@ pub async fn register(app: &App, name: &str) -> Result<Registered> {
     })
 }
 
-/// `training.json` of `name` when it was trained here and is published.
+/// `training.json` of `name` when it was trained here, is published, and is the adapter the
+/// registry serves under that name (an admin may have removed it and registered another).
 fn published(app: &App, name: &str) -> Result<Option<TrainingRecord>> {
-    Ok(training_record(app, name)?.filter(|r| r.published_at.is_some()))
+    let Some(record) = training_record(app, name)?.filter(|r| r.published_at.is_some()) else { return Ok(None) };
+    let Ok(entry) = app.adapters()?.get(name) else { return Ok(None) };
+    let here = std::fs::canonicalize(adapter_dir(app, name)).ok();
+    let served_here = matches!(&entry.source, AdapterSource::Path(path) if Some(path) == here.as_ref());
+    Ok(served_here.then_some(record))
 }
 
 /// One answer to attribute.

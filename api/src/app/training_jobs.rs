@@ -148,13 +148,16 @@ impl TrainingJobs {
                 "a trained adapter's name is one path segment (no /)".into()
             ));
         }
-        if request.pairs.is_empty() {
-            bail!(tributary_generator::Error::InvalidRequest("no training pairs".into()));
+        if request.pairs.is_empty() && request.synthesize == 0 {
+            bail!(tributary_generator::Error::InvalidRequest(
+                "no training pairs: give pairs, or ask for pairs written from the Datanet (synthesize)".into()
+            ));
         }
         if !(0.0..1.0).contains(&request.holdout) {
             bail!(tributary_generator::Error::InvalidRequest("holdout must be in [0, 1)".into()));
         }
-        let train_pairs = request.pairs.len() - held_out(request.pairs.len(), request.holdout);
+        let planned = request.pairs.len() + request.synthesize;
+        let train_pairs = planned - held_out(planned, request.holdout);
         request.settings.plan(train_pairs).map_err(|e| tributary_generator::Error::InvalidRequest(e.to_string()))?;
         app.datanet(&request.datanet).await?;
         let taken = app.adapters()?.get(&request.name).is_ok() || training_record(app, &request.name)?.is_some();

@@ -41,8 +41,12 @@ pub enum AdapterCommand {
         #[arg(long)]
         datanet: String,
         /// JSONL, one {"question", "answer", "chunks"?: [chunk ids]} per line.
+        #[arg(long, required_unless_present = "synthesize")]
+        pairs: Option<PathBuf>,
+        /// Also write N pairs from the Datanet's own chunks: the base model writes a question
+        /// a chunk answers, the chunk's sentence that answers it is the answer.
         #[arg(long)]
-        pairs: PathBuf,
+        synthesize: Option<usize>,
         #[arg(long, default_value_t = 16)]
         rank: usize,
         #[arg(long, default_value_t = 32.0)]
@@ -160,7 +164,7 @@ pub async fn adapter(app: &App, command: AdapterCommand) -> Result<()> {
             }
         }
         AdapterCommand::Remove { id } => {
-            if !registry.remove(&id)? {
+            if !crate::app::adapters::remove(app, &id).await? {
                 bail!("adapter {id} is not registered");
             }
             println!("removed {id}");
@@ -169,6 +173,7 @@ pub async fn adapter(app: &App, command: AdapterCommand) -> Result<()> {
             name,
             datanet,
             pairs,
+            synthesize,
             rank,
             alpha,
             targets,
@@ -183,7 +188,8 @@ pub async fn adapter(app: &App, command: AdapterCommand) -> Result<()> {
             max_tokens,
             checkpoint_every,
         } => {
-            let pairs = training::read_pairs(&pairs)?;
+            let pairs = pairs.as_deref().map(training::read_pairs).transpose()?.unwrap_or_default();
+            let synthesize = synthesize.unwrap_or(0);
             let mut settings = TrainSettings {
                 epochs,
                 learning_rate: lr,
@@ -194,7 +200,9 @@ pub async fn adapter(app: &App, command: AdapterCommand) -> Result<()> {
                 checkpoint_every,
                 ..TrainSettings::default()
             };
-            let train_pairs = pairs.len() - training::held_out(pairs.len(), holdout);
+            // Synthesized pairs count as planned (some may be skipped when written).
+            let planned = pairs.len() + synthesize;
+            let train_pairs = planned - training::held_out(planned, holdout);
             let (_, total) = settings.plan(train_pairs.max(1))?;
             settings.warmup_steps = warmup.unwrap_or(training::default_warmup(total));
             let request = training::TrainRequest {
@@ -205,6 +213,7 @@ pub async fn adapter(app: &App, command: AdapterCommand) -> Result<()> {
                 settings,
                 holdout,
                 max_tokens,
+                synthesize,
             };
             let bar = ProgressBar::new(total as u64);
             bar.set_style(
@@ -212,7 +221,11 @@ pub async fn adapter(app: &App, command: AdapterCommand) -> Result<()> {
                     .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             let shown = bar.clone();
-            let record = training::train_adapter(app, request, move |step, _| {
+            if synthesize > 0 {
+                bar.set_message(format!("writing {synthesize} questions from the Datanet's chunks"));
+            }
+            let record = training::train_adapter(app, request, move |step, total| {
+                shown.set_length(total as u64);
                 shown.set_position(step.step as u64);
                 shown.set_message(format!("loss {:.4}", step.loss));
                 Control::Continue
@@ -242,6 +255,9 @@ pub async fn adapter(app: &App, command: AdapterCommand) -> Result<()> {
                 e.base_answer_f1,
                 if e.beats_base() { "better than the base" } else { "NOT better than the base" }
             );
+            if record.synthesized_pairs > 0 {
+                println!("{} of the pairs were written from the Datanet's chunks", record.synthesized_pairs);
+            }
             println!("training log root {}", record.log_root);
         }
         AdapterCommand::Publish { id, force } => {

@@ -426,8 +426,9 @@ async fn register_adapter(
     Ok((StatusCode::CREATED, Json(view::<_, wire::Adapter>(&entry)?)))
 }
 
-/// Unregisters an adapter (admin) and drops it from the cache. Ids with `/` are sent
-/// percent-encoded.
+/// Unregisters an adapter (admin), drops it from the cache and forgets its pricing (another
+/// adapter registered under the name later starts unpriced and unowned). Ids with `/` are
+/// sent percent-encoded.
 #[utoipa::path(
     delete, path = "/v1/adapters/{id}", tag = "adapters", params(("id" = String, Path)), security(("api_key" = [])),
     responses((status = 204, description = "Removed"), Errors)
@@ -438,11 +439,8 @@ async fn remove_adapter(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require(&[])?;
-    if !state.app().adapters()?.remove(&id)? {
+    if !crate::app::adapters::remove(state.app(), &id).await? {
         return Err(tributary_generator::Error::UnknownAdapter(id).into());
-    }
-    if let Some(local) = state.app().loaded_generator() {
-        local.adapter_cache().evict(&id)?;
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -115,9 +115,10 @@ async fn start_training(
     Json(body): Json<wire::TrainAdapter>,
 ) -> ApiResult<impl IntoResponse> {
     let datanet = governed(&state, &caller, &body.datanet).await?;
-    if body.pairs.len() > 10_000 {
-        return Err(ApiError::invalid("at most 10,000 pairs a job"));
+    if body.pairs.len() > 10_000 || body.synthesize.is_some_and(|n| n > 1_000) {
+        return Err(ApiError::invalid("at most 10,000 pairs and 1,000 synthesized pairs a job"));
     }
+    let synthesize = body.synthesize.unwrap_or(0);
     let over = |value: Option<usize>, max: usize| value.is_some_and(|v| v > max);
     if over(body.rank, 256) || over(body.epochs, 100) || over(body.batch_size, 64) {
         return Err(ApiError::invalid("rank at most 256, epochs at most 100, batch size at most 64"));
@@ -142,7 +143,9 @@ async fn start_training(
     if !(0.0..1.0).contains(&holdout) {
         return Err(ApiError::invalid("holdout must be in [0, 1)"));
     }
-    let train_pairs = body.pairs.len() - training::held_out(body.pairs.len(), holdout);
+    // Synthesized pairs count as planned (some may be skipped when written).
+    let planned = body.pairs.len() + synthesize;
+    let train_pairs = planned - training::held_out(planned, holdout);
     let (_, total) = settings.plan(train_pairs).map_err(|e| ApiError::invalid(e.to_string()))?;
     settings.warmup_steps = training::default_warmup(total);
     let request = TrainRequest {
@@ -157,6 +160,7 @@ async fn start_training(
         settings,
         holdout,
         max_tokens: 1024,
+        synthesize,
     };
     let owner = caller.address().map(|a| a.to_string());
     let job = state.training()?.submit(state.app(), request, owner).await.map_err(|e| {

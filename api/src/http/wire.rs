@@ -1489,8 +1489,17 @@ pub struct TrainAdapter {
     #[schema(pattern = "^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")]
     pub name: String,
     pub datanet: String,
-    #[schema(min_items = 1, max_items = 10000)]
+    /// Question/answer pairs; may be left out when `synthesize` asks for pairs written from
+    /// the Datanet's chunks.
+    #[serde(default)]
+    #[schema(max_items = 10000)]
     pub pairs: Vec<TrainingPair>,
+    /// Pairs to write from the Datanet's own chunks besides `pairs`: for each of this many
+    /// chunks the base model writes a question the chunk answers, and the chunk's sentence
+    /// that answers it is the answer.
+    #[serde(default, deserialize_with = "super::extract::integer::option")]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub synthesize: Option<usize>,
     #[serde(default, deserialize_with = "super::extract::integer::option")]
     #[schema(minimum = 1, maximum = 256)]
     pub rank: Option<usize>,

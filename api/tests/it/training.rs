@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::{ALICE, run_ok, tributary};
+use crate::{ALICE, BOB, run_ok, tributary};
 
 fn fails(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
@@ -59,6 +59,41 @@ fn train_show_verify_and_answer_with_a_trained_adapter() {
     assert!(err.contains("pair 2") && err.contains("has no chunk"), "{err}");
     assert!(!run_ok(tributary(data).args(["adapter", "list"])).contains("bad"));
     assert!(!data.join("adapters/bad").exists());
+
+    // Without pairs: questions written by the base model from the Datanet's chunks, each
+    // answered by its chunk's own sentence, and the pair naming that chunk.
+    let out = run_ok(tributary(data).args([
+        "adapter",
+        "train",
+        "written",
+        "--datanet",
+        "facts",
+        "--synthesize",
+        "4",
+        "--rank",
+        "2",
+        "--targets",
+        "v_proj",
+        "--max-steps",
+        "1",
+        "--holdout",
+        "0",
+    ]));
+    assert!(out.contains("of the pairs were written from the Datanet's chunks"), "{out}");
+    let written = std::fs::read_to_string(data.join("training/written/synthesized-4-0.jsonl")).unwrap();
+    let documents: String = docs.iter().map(|d| std::fs::read_to_string(d).unwrap()).collect::<Vec<_>>().join(" ");
+    let documents = documents.split_whitespace().collect::<Vec<_>>().join(" ");
+    let written: Vec<serde_json::Value> = written.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!written.is_empty());
+    for pair in &written {
+        assert!(pair["question"].as_str().unwrap().ends_with('?'), "{pair}");
+        assert!(documents.contains(pair["answer"].as_str().unwrap()), "the answer is a document's sentence: {pair}");
+        assert_eq!(pair["chunks"].as_array().unwrap().len(), 1, "{pair}");
+    }
+    let shown: serde_json::Value =
+        serde_json::from_str(&run_ok(tributary(data).args(["adapter", "show", "written", "--json"]))).unwrap();
+    assert_eq!(shown["training"]["synthesized_pairs"].as_u64(), Some(written.len() as u64), "{shown}");
+    assert_eq!(shown["training"]["retrieved_chunks"], 0, "the pairs name their chunks");
 
     let out = run_ok(train("facts-lora", &pairs_path).args(["--lr", "1e-3"]));
     assert!(out.contains("trained facts-lora on 4 pairs of facts: 2 steps"), "{out}");
@@ -216,6 +251,18 @@ fn train_show_verify_and_answer_with_a_trained_adapter() {
     assert!(err.contains("does not beat its base"), "{err}");
     assert!(!run_ok(tributary(data).args(["adapter", "list"])).contains("wrecked"));
     assert!(run_ok(tributary(data).args(["adapter", "publish", "wrecked", "--force"])).contains("forced"));
+
+    // Replaced under its name by another adapter (removed, then another added as
+    // facts-lora), its answers no longer credit the first one's training data, nor pay the
+    // first one's owner (its pricing went with it).
+    run_ok(tributary(data).args(["pricing", "adapter", "facts-lora", "--fee", "0", "--owner", BOB]));
+    run_ok(tributary(data).args(["adapter", "remove", "facts-lora"]));
+    run_ok(tributary(data).args(["adapter", "add", "facts-lora"]).arg(data.join("adapters/wrecked")));
+    let replaced: serde_json::Value = serde_json::from_str(&run_ok(ask().args(["--json", "--payer", CAROL]))).unwrap();
+    assert_eq!(replaced["trained"], serde_json::json!([]), "{replaced}");
+    let roles: Vec<&str> =
+        replaced["credits"].as_array().unwrap().iter().map(|c| c["role"].as_str().unwrap()).collect();
+    assert!(!roles.contains(&"training_contributor") && !roles.contains(&"adapter_owner"), "{replaced}");
 
     // One changed character in the log and it no longer verifies.
     std::fs::write(&log_path, log.replacen("\"loss\":", "\"loss\":9", 1)).unwrap();

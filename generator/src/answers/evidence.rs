@@ -376,9 +376,36 @@ impl Evidence {
     }
 }
 
+/// The sentence of `passage` that answers `question`: the one holding the fact of the kind
+/// asked that the question's words point to, else the one sharing the most content words with
+/// it (the first of equals). None when no sentence shares a content word with the question.
+pub fn answering_sentence(question: &str, passage: &str) -> Option<String> {
+    if let Some(span) = Evidence::new(question, &[passage]).best_sentence(None) {
+        return Some(span.text);
+    }
+    let wanted = content_words(question);
+    let mut best: Option<(usize, &str)> = None;
+    for sentence in sentences(passage).into_iter().filter(|s| !s.starts_with('#')) {
+        let shared = content_words(sentence).intersection(&wanted).count();
+        if shared > 0 && best.is_none_or(|(n, _)| shared > n) {
+            best = Some((shared, sentence));
+        }
+    }
+    best.map(|(_, s)| s.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_answering_sentence_holds_the_fact_asked() {
+        let got = answering_sentence("How long is the Varne?", VARNE).unwrap();
+        assert!(got.contains("212 kilometres"), "{got}");
+        let got = answering_sentence("Which river is the Varne's largest tributary?", VARNE).unwrap();
+        assert!(got.starts_with("Its largest tributary, the Lesk"), "{got}");
+        assert_eq!(answering_sentence("What colour is the sky?", VARNE), None);
+    }
 
     const VARNE: &str = "# The Varne\n\nThe Varne rises at 1,840 metres on the eastern slopes of Mount Osric and \
         flows 212 kilometres to the sea at Caldmouth. Its largest tributary, the Lesk, adds 48 kilometres of \
