@@ -669,6 +669,10 @@ pub struct InfluenceCheck {
     /// ([`crate::app::training_credits::credited_examples`]), and how many those are on average.
     pub credited_rate: f64,
     pub mean_credited: f64,
+    /// Answers that state their own example's answer (token F1 >= 0.5 against it), and the
+    /// top-1 rate among them: an answer that states another fact is not about its example's.
+    pub right_answers: usize,
+    pub right_top1_rate: f64,
     /// Mean seconds of attribution per answer (beyond generating it).
     pub mean_seconds: f64,
 }
@@ -692,6 +696,7 @@ pub async fn influence_check(app: &App, name: &str, datanet: &str, limit: usize)
             Similarity::Centered => Similarity::Cosine,
         };
         let (mut top1, mut other_top1, mut chunk_top1, mut credited, mut n_credited) = (0, 0, 0, 0, 0);
+        let (mut right, mut right_top1) = (0, 0);
         let mut seconds = 0.0;
         let params = tributary_generator::GenerationParams::default();
         for (own, sources) in &asked {
@@ -703,7 +708,12 @@ pub async fn influence_check(app: &App, name: &str, datanet: &str, limit: usize)
             let ranked = trained.rank(&sketch, trained.examples.len(), SIMILARITY);
             seconds += started.elapsed().as_secs_f64();
             let first = ranked.first().map(|(i, _)| &trained.examples[*i]);
-            top1 += usize::from(first.is_some_and(|e| e.hash == own.hash));
+            let hit = first.is_some_and(|e| e.hash == own.hash);
+            top1 += usize::from(hit);
+            if answer_f1(&answer, &own.answer) >= 0.5 {
+                right += 1;
+                right_top1 += usize::from(hit);
+            }
             chunk_top1 += usize::from(first.is_some_and(|e| e.chunks.iter().any(|c| own.chunks.contains(c))));
             let scored: Vec<(&ExampleRecord, f64)> = ranked.iter().map(|(i, s)| (&trained.examples[*i], *s)).collect();
             let chosen = crate::app::training_credits::credited_examples(&scored, |_| true);
@@ -722,6 +732,8 @@ pub async fn influence_check(app: &App, name: &str, datanet: &str, limit: usize)
             chunk_top1_rate: chunk_top1 as f64 / n,
             credited_rate: credited as f64 / n,
             mean_credited: n_credited as f64 / n,
+            right_answers: right,
+            right_top1_rate: right_top1 as f64 / right.max(1) as f64,
             mean_seconds: seconds / n,
         })
     })

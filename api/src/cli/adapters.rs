@@ -303,6 +303,10 @@ pub async fn adapter(app: &App, command: AdapterCommand) -> Result<()> {
                         result.credited_rate,
                         result.mean_credited
                     );
+                    println!(
+                        "  of the {} answers that state their own example's answer, {:.2} rank it first",
+                        result.right_answers, result.right_top1_rate
+                    );
                 }
             } else {
                 let question = question.unwrap_or_default();
