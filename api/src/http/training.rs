@@ -120,8 +120,13 @@ async fn start_training(
     }
     let synthesize = body.synthesize.unwrap_or(0);
     let over = |value: Option<usize>, max: usize| value.is_some_and(|v| v > max);
-    if over(body.rank, 256) || over(body.epochs, 100) || over(body.batch_size, 64) {
-        return Err(ApiError::invalid("rank at most 256, epochs at most 100, batch size at most 64"));
+    if over(body.rank, 256) || over(body.epochs, 100) || over(body.batch_size, 64) || over(body.max_steps, 1_000_000) {
+        return Err(ApiError::invalid(
+            "rank at most 256, epochs at most 100, batch size at most 64, max steps at most 1,000,000",
+        ));
+    }
+    if body.seed.is_some_and(|seed| seed > (1 << 53) - 1) {
+        return Err(ApiError::invalid("the seed is a whole number up to 2^53 - 1"));
     }
     let defaults = LoraShape::default_for_training();
     let lora = LoraShape {

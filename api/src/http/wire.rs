@@ -230,6 +230,7 @@ pub struct Upload {
     pub nonce: Option<String>,
     /// The signed message's deadline, Unix seconds.
     #[serde(default, deserialize_with = "super::extract::integer::option")]
+    #[schema(minimum = 0, maximum = 9007199254740991_u64)]
     pub deadline: Option<u64>,
     /// SPDX identifier (default "unspecified").
     pub license: Option<String>,
@@ -1514,9 +1515,11 @@ pub struct TrainAdapter {
     #[schema(minimum = 1, maximum = 64)]
     pub batch_size: Option<usize>,
     #[serde(default, deserialize_with = "super::extract::integer::option")]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 1000000)]
     pub max_steps: Option<usize>,
+    /// Any whole number up to 2^53 - 1 (JSON's exact integers).
     #[serde(default, deserialize_with = "super::extract::integer::option")]
+    #[schema(minimum = 0, maximum = 9007199254740991_u64)]
     pub seed: Option<u64>,
     /// Share of the pairs held out to evaluate on, in [0, 1).
     pub holdout: Option<f64>,
