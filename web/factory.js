@@ -117,7 +117,7 @@ function lossChart(steps) {
   if (steps.length <= 200) for (const s of steps) svg.append(el("circle", { cx: x(s.step), cy: y(s.loss), r: 3, class: "dot" }));
   svg.append(el("text", { x: pad + 4, y: pad - 10, class: "label" }, `loss ${max.toFixed(3)}`));
   svg.append(el("text", { x: W - pad, y: H - 12, class: "label end" }, `step ${total}`));
-  return h("figure", {}, svg, h("figcaption", { class: "muted" }, `Mean loss per answer token, ${steps.length} of ${total} steps.`));
+  return h("figure", {}, svg, h("figcaption", { class: "muted" }, `Mean loss per answer token, ${steps.length} of ${total} step${total === 1 ? "" : "s"}.`));
 }
 
 function resultView(job) {
