@@ -193,6 +193,9 @@ fn check_split(receipt: &Receipt) -> Option<String> {
     if let Err(e) = receipt.shares.validate() {
         return Some(format!("its shares are not a policy's: {e}"));
     }
+    if let Err(e) = policy::check_weights(&receipt.cited, &receipt.trained) {
+        return Some(format!("its weights cannot be split: {e}"));
+    }
     let protocol: Address = receipt.protocol_account.parse().ok()?;
     let owners: Vec<Address> = receipt.adapter_owners.iter().filter_map(|a| a.parse().ok()).collect();
     if owners.len() != receipt.adapter_owners.len() {
@@ -969,6 +972,7 @@ impl Ledger {
                     return Err(Error::InvalidArgument(format!("cited chunk {} was not retrieved", chunk.chunk_id)));
                 }
             }
+            policy::check_weights(&new.cited, &new.trained)?;
             for chunk in &new.trained {
                 if !new.adapters.iter().any(|(name, _)| *name == chunk.adapter) {
                     return Err(Error::InvalidArgument(format!(

@@ -28,8 +28,8 @@ pub use ledger::{
 };
 pub use payers::{Balance, DEFAULT_HOLD_TTL, Deposit, FEES, Hold, Payer, Transfer, WORLD_CHAIN, WORLD_GRANT};
 pub use policy::{
-    AdapterPricing, Amount, CitedChunk, DatanetPricing, Policy, Role, Shares, TrainedChunk, Weighting,
-    ablation_weights, citation_weights, split_fee, training_weights,
+    AdapterPricing, Amount, CitedChunk, DatanetPricing, MAX_WEIGHED_CHUNKS, MAX_WEIGHT, Policy, Role, Shares,
+    TrainedChunk, Weighting, ablation_weights, check_weights, citation_weights, split_fee, training_weights,
 };
 
 /// Serde for amounts as decimal strings (uint256 values overflow JSON numbers).

@@ -302,6 +302,25 @@ pub struct Split {
 /// Scale of the integer weights: the largest weight of an answer is this.
 pub const WEIGHT_SCALE: f64 = 1_000_000.0;
 
+/// The largest influence weight a chunk may carry, and the most chunks one answer may weigh:
+/// within them the weights' sums fit a u64 and every product in [`split_fee`] fits a u128.
+/// (Weights made here are at most a few times [`WEIGHT_SCALE`].)
+pub const MAX_WEIGHT: u64 = 1 << 32;
+pub const MAX_WEIGHED_CHUNKS: usize = 1 << 16;
+
+/// Refuses weights [`split_fee`] cannot divide by exactly: any above [`MAX_WEIGHT`], or more
+/// than [`MAX_WEIGHED_CHUNKS`] chunks in all.
+pub fn check_weights(cited: &[CitedChunk], trained: &[TrainedChunk]) -> Result<()> {
+    if cited.len() + trained.len() > MAX_WEIGHED_CHUNKS {
+        return Err(Error::InvalidArgument(format!("an answer weighs at most {MAX_WEIGHED_CHUNKS} chunks")));
+    }
+    let weights = cited.iter().map(|c| c.weight).chain(trained.iter().map(|c| c.weight));
+    if let Some(w) = weights.into_iter().find(|w| *w > MAX_WEIGHT) {
+        return Err(Error::InvalidArgument(format!("an influence weight may be at most {MAX_WEIGHT}, not {w}")));
+    }
+    Ok(())
+}
+
 fn to_integer_weights(raw: &[f64]) -> Vec<u64> {
     let max = raw.iter().copied().filter(|w| w.is_finite()).fold(0.0f64, f64::max);
     if max <= 0.0 {
@@ -341,7 +360,7 @@ fn mul_div(amount: Amount, numerator: u64, denominator: u64) -> Amount {
 }
 
 /// Splits `fee` (see the module docs). The returned amounts sum to `fee` exactly; zero amounts
-/// are left out.
+/// are left out. The weights must pass [`check_weights`] (the ledger checks before it splits).
 pub fn split_fee(
     fee: Amount,
     shares: &Shares,

@@ -705,8 +705,22 @@ async fn training_credits_pay_only_the_registered_training_data() {
         assert_eq!(wealth(&ledger, alice()).await, alice_before - 100_000);
         assert!(ledger.verify().await.unwrap().ok());
 
-        // A receipt whose training weights were rewritten (and its chain re-hashed) no longer
-        // checks: its credits are not the split of its fee.
+        // Weights whose sum would wrap a u64 (an overflow to steer the split) are refused
+        // before anything is split or written.
+        let mut huge = answer(&fx, &[&bobs, &alices], quote.clone(), charge(carol(), None));
+        for c in &mut huge.cited {
+            c.weight = u64::MAX;
+        }
+        let err = ledger.record(huge).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{backend:?}: {err}");
+        let mut huge = ask(vec![trained(&fx, "tuned", &root, &alices, u64::MAX, alice())], &["tuned"]);
+        huge.trained.push(trained(&fx, "tuned", &root, &alices, u64::MAX, alice()));
+        let err = ledger.record(huge).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{backend:?}: {err}");
+        assert_eq!(ledger.verify().await.unwrap().receipts, receipts_before, "{backend:?}: nothing recorded");
+
+        // A receipt whose training data and weights were rewritten (and its chain re-hashed)
+        // no longer checks, and verify reports it rather than overflowing.
         let pool = fx.store.catalog().pool();
         let body: String = sqlx::query_scalar("SELECT body FROM receipts WHERE id = $1")
             .bind(&receipt.id)
@@ -715,6 +729,9 @@ async fn training_credits_pay_only_the_registered_training_data() {
             .unwrap();
         let mut value: serde_json::Value = serde_json::from_str(&body).unwrap();
         value["trained"][0]["chunk_id"] = serde_json::json!(bobs.chunk_id.to_hex());
+        value["trained"][0]["weight"] = serde_json::json!(u64::MAX);
+        let twin = value["trained"][0].clone();
+        value["trained"].as_array_mut().unwrap().push(twin);
         let forged = value.to_string();
         let hash = blake3::hash(forged.as_bytes()).to_hex().to_string();
         sqlx::query("UPDATE receipts SET body = $1, hash = $2 WHERE id = $3")
@@ -727,6 +744,10 @@ async fn training_credits_pay_only_the_registered_training_data() {
         let problems = ledger.verify().await.unwrap().problems;
         assert!(
             problems.iter().any(|p| p.contains(&receipt.id) && p.contains("not in the training data registered")),
+            "{backend:?}: {problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.contains(&receipt.id) && p.contains("weights cannot be split")),
             "{backend:?}: {problems:?}"
         );
     }
