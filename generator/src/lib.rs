@@ -28,6 +28,8 @@ mod error;
 mod kernels;
 mod runtime;
 mod serving;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use adapters::lora::{Adapter, AdapterConfig, AdapterMix, AdapterSource, BatchAdapters, factor_dtype};
 pub use adapters::registry::{AdapterCache, AdapterEntry, AdapterRegistry, CacheStats, validate_adapter_id};

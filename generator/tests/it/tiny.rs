@@ -1,19 +1,15 @@
 //! Tiny random-weight models of the real architectures, written as Hugging Face checkpoints,
 //! run by our forward pass and by candle-transformers' own implementations.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
+use tributary_generator::testing::{TINY, write_tiny_checkpoint};
 use tributary_generator::{Architecture, BatchAdapters, Model};
 
-pub const VOCAB: usize = 96;
-pub const HIDDEN: usize = 32;
-pub const INTERMEDIATE: usize = 48;
-pub const LAYERS: usize = 2;
-pub const HEADS: usize = 4;
-pub const KV_HEADS: usize = 2;
+pub const VOCAB: usize = TINY.vocab;
+pub const LAYERS: usize = TINY.layers;
 
 fn random(shape: &[usize], scale: f64) -> Tensor {
     (Tensor::randn(0f32, 1.0, shape, &Device::Cpu).unwrap() * scale).unwrap()
@@ -21,41 +17,7 @@ fn random(shape: &[usize], scale: f64) -> Tensor {
 
 /// Writes config.json and model.safetensors of a random model into `dir`.
 pub fn write_tiny(dir: &Path, arch: Architecture) {
-    let head_dim = HIDDEN / HEADS;
-    let mut tensors: HashMap<String, Tensor> = HashMap::new();
-    tensors.insert("model.embed_tokens.weight".into(), random(&[VOCAB, HIDDEN], 0.5));
-    tensors.insert("model.norm.weight".into(), (random(&[HIDDEN], 0.1) + 1.0).unwrap());
-    tensors.insert("lm_head.weight".into(), random(&[VOCAB, HIDDEN], 0.2));
-    for i in 0..LAYERS {
-        let p = format!("model.layers.{i}");
-        let mut put = |name: &str, shape: &[usize]| {
-            tensors.insert(format!("{p}.{name}"), random(shape, 0.15));
-        };
-        put("self_attn.q_proj.weight", &[HEADS * head_dim, HIDDEN]);
-        put("self_attn.k_proj.weight", &[KV_HEADS * head_dim, HIDDEN]);
-        put("self_attn.v_proj.weight", &[KV_HEADS * head_dim, HIDDEN]);
-        put("self_attn.o_proj.weight", &[HIDDEN, HEADS * head_dim]);
-        put("mlp.gate_proj.weight", &[INTERMEDIATE, HIDDEN]);
-        put("mlp.up_proj.weight", &[INTERMEDIATE, HIDDEN]);
-        put("mlp.down_proj.weight", &[HIDDEN, INTERMEDIATE]);
-        if arch == Architecture::Qwen2 {
-            put("self_attn.q_proj.bias", &[HEADS * head_dim]);
-            put("self_attn.k_proj.bias", &[KV_HEADS * head_dim]);
-            put("self_attn.v_proj.bias", &[KV_HEADS * head_dim]);
-        }
-        tensors.insert(format!("{p}.input_layernorm.weight"), (random(&[HIDDEN], 0.1) + 1.0).unwrap());
-        tensors.insert(format!("{p}.post_attention_layernorm.weight"), (random(&[HIDDEN], 0.1) + 1.0).unwrap());
-    }
-    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
-    let config = serde_json::json!({
-        "model_type": match arch { Architecture::Llama => "llama", Architecture::Qwen2 => "qwen2" },
-        "vocab_size": VOCAB, "hidden_size": HIDDEN, "intermediate_size": INTERMEDIATE,
-        "num_hidden_layers": LAYERS, "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
-        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 64,
-        "tie_word_embeddings": false, "sliding_window": 64, "max_window_layers": LAYERS,
-        "use_sliding_window": false, "hidden_act": "silu"
-    });
-    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    write_tiny_checkpoint(dir, arch, TINY, &mut random).unwrap();
 }
 
 pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
