@@ -29,7 +29,8 @@ function stateBadge(job) {
 function trainForm(datanets) {
   const name = h("input", { type: "text", required: true, pattern: "[A-Za-z0-9_\\-][A-Za-z0-9_.\\-]{0,127}", spellcheck: "false" });
   const datanet = h("select", { required: true }, datanets.map((d) => h("option", { value: d.name }, d.name)));
-  const pairs = h("textarea", { rows: 6, required: true, spellcheck: "false", placeholder: '{"question": "How long is the River Varne?", "answer": "212 kilometres"}' });
+  const pairs = h("textarea", { rows: 6, spellcheck: "false", placeholder: '{"question": "How long is the River Varne?", "answer": "212 kilometres"}' });
+  const synthesize = h("input", { type: "number", min: 0, max: 1000, value: 0 });
   const rank = h("input", { type: "number", min: 1, max: 256, value: 16 });
   const epochs = h("input", { type: "number", min: 1, max: 100, value: 3 });
   const lr = h("input", { type: "text", value: "2e-4", inputmode: "decimal" });
@@ -39,6 +40,7 @@ function trainForm(datanets) {
     field("Adapter name", name),
     field("Datanet", datanet),
     field("Question/answer pairs (JSON lines)", pairs, "One {\"question\", \"answer\"} object per line; add \"chunks\": [ids] to name the passages an answer rests on, else retrieval finds them. A fifth is held out to evaluate on."),
+    field("Pairs to write from the Datanet", synthesize, "The base model writes questions from the Datanet's passages; each answer is the passage's own sentence that states the fact asked. 0 for none; give pairs, this, or both."),
     field("Rank", rank), field("Epochs", epochs), field("Learning rate", lr),
     h("div", { class: "actions" }, submit), out);
   form.addEventListener("submit", (e) => {
@@ -51,8 +53,10 @@ function trainForm(datanets) {
       } catch (err) {
         throw new Error(`The pairs are not JSON lines: ${err.message}`);
       }
+      const written = Number(synthesize.value) || 0;
+      if (!parsed.length && !written) throw new Error("Give question/answer pairs, or a number of pairs to write from the Datanet.");
       const job = await api("POST", "/v1/training", {
-        name: name.value.trim(), datanet: datanet.value, pairs: parsed,
+        name: name.value.trim(), datanet: datanet.value, pairs: parsed, synthesize: written,
         rank: Number(rank.value), epochs: Number(epochs.value), learning_rate: Number(lr.value),
       });
       location.hash = `#/training/${encodeURIComponent(job.name)}`;
@@ -129,7 +133,7 @@ function resultView(job) {
   const verdict = h("p", { class: r.beats_base ? "ok" : "bad" }, r.beats_base
     ? `Better than the base on ${plural(r.heldout_pairs, "held-out pair")}.`
     : `Not better than the base on ${plural(r.heldout_pairs, "held-out pair")}.`);
-  const provenance = h("p", { class: "muted" }, "Training log root ", h("code", { class: "wrap" }, r.log_root), `: ${plural(r.train_pairs, "pair")}, ${plural(r.steps, "step")}, ${Math.round(r.tokens_per_second)} tokens/s.`);
+  const provenance = h("p", { class: "muted" }, "Training log root ", h("code", { class: "wrap" }, r.log_root), `: ${plural(r.train_pairs, "pair")}${r.synthesized_pairs ? ` (of ${r.train_pairs + r.heldout_pairs}, ${r.synthesized_pairs} written from the Datanet)` : ""}, ${plural(r.steps, "step")}, ${Math.round(r.tokens_per_second)} tokens/s.`);
   return h("div", {}, section("Result", figures, verdict, provenance), tryForm(job), publishView(job));
 }
 
@@ -160,6 +164,6 @@ function publishView(job) {
     await api("POST", `/v1/training/${encodeURIComponent(job.name)}/publish`, { force: force.checked });
     rerender();
   }, out));
-  return section("Publish", h("p", {}, "Publishing registers the adapter: questions may then name it."),
+  return section("Publish", h("p", {}, "Publishing registers the adapter: questions may then name it. A paid answer from it credits its own cited passages and, from the training share of the fee, the contributors of the training examples that most shaped it."),
     r.beats_base ? null : field("Publish though it does not beat the base", force), h("div", { class: "actions" }, submit), out);
 }

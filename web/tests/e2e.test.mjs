@@ -426,6 +426,8 @@ test("Model Factory: an owner trains an adapter, follows its loss, tries it and 
     { question: "What is a watershed?", answer: "The land that drains into one river." },
   ];
   await page.getByLabel("Question/answer pairs (JSON lines)").fill(pairs.map((p) => JSON.stringify(p)).join("\n"));
+  // Two more pairs written by the model from the Datanet's own passages.
+  await page.getByLabel("Pairs to write from the Datanet").fill("2");
   await page.getByLabel("Rank").fill("2");
   await page.getByLabel("Epochs").fill("1");
   await page.getByLabel("Learning rate").fill("0.001");
@@ -435,6 +437,9 @@ test("Model Factory: an owner trains an adapter, follows its loss, tries it and 
   await page.getByRole("heading", { name: "Result", exact: true }).waitFor({ timeout: 180_000 });
   await page.locator("svg.chart circle.dot").first().waitFor();
   assert.match(await page.locator("main").innerText(), /Training log root [0-9a-f]{64}/);
+  const job = await call("GET", "/v1/training/demo-lora", KEYS.alice);
+  assert.ok(job.result.synthesized_pairs >= 1, `pairs written from the Datanet: ${JSON.stringify(job.result)}`);
+  assert.match(await page.locator("main").innerText(), new RegExp(`${job.result.synthesized_pairs} written from the Datanet`));
   await axe(page, "a finished training job");
   await shoot(page, "training");
 

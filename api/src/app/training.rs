@@ -460,9 +460,17 @@ pub enum PublishRefused {
     WorseThanBase { name: String, evaluation: Evaluation },
 }
 
-/// Registers a trained adapter, so questions may name it: refused when it does not beat its
-/// base on the held-out pairs (a higher loss, or worse answers), unless `force`.
-pub fn publish(app: &App, name: &str, force: bool) -> Result<TrainingRecord> {
+/// Publishes a trained adapter, the use case of both front ends: refused when it does not
+/// beat its base on the held-out pairs (a higher loss, or worse answers), unless `force`. The
+/// adapter is registered (loaded off the async runtime), so questions may name it; the training
+/// data its answers may credit is registered in the ledger; and `owner`, when given, becomes the
+/// adapter's pricing owner unless one was set before (an admin's choice stands).
+pub async fn publish_adapter(
+    app: &App,
+    name: &str,
+    force: bool,
+    owner: Option<tributary_indexer::Address>,
+) -> Result<(TrainingRecord, crate::app::training_credits::Registered)> {
     let mut record = trained(app, name)?;
     if record.published_at.is_some() {
         bail!(PublishRefused::AlreadyPublished(name.to_string()));
@@ -471,18 +479,26 @@ pub fn publish(app: &App, name: &str, force: bool) -> Result<TrainingRecord> {
         bail!(PublishRefused::WorseThanBase { name: name.to_string(), evaluation: record.evaluation.clone() });
     }
     let dir = std::fs::canonicalize(adapter_dir(app, name))?;
-    let generator = app.generator()?;
-    app.adapters()?.register(
-        name,
-        tributary_generator::AdapterSource::Path(dir.clone()),
-        generator.model().model().config(),
-    )?;
+    let (generator, registry) = (app.generator()?, app.adapters()?);
+    let (source, adapter) = (tributary_generator::AdapterSource::Path(dir.clone()), name.to_string());
+    tokio::task::spawn_blocking(move || registry.register(&adapter, source, generator.model().model().config()))
+        .await
+        .context("the adapter-loading task")??;
     record.published_at = Some(
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default(),
     );
     record.forced = !record.evaluation.beats_base();
     write_record(&dir, &record)?;
-    Ok(record)
+    let registered = crate::app::training_credits::register(app, name).await?;
+    if let Some(owner) = owner {
+        let ledger = app.ledger();
+        let mut pricing = ledger.adapter_pricing(name).await?;
+        if pricing.owner.is_none() {
+            pricing.owner = Some(owner);
+            ledger.set_adapter_pricing(name, &pricing).await?;
+        }
+    }
+    Ok((record, registered))
 }
 
 /// One question answered by the base and by a trained adapter (published or not), from the

@@ -261,8 +261,7 @@ pub async fn adapter(app: &App, command: AdapterCommand) -> Result<()> {
             println!("training log root {}", record.log_root);
         }
         AdapterCommand::Publish { id, force } => {
-            let record = training::publish(app, &id, force)?;
-            let registered = crate::app::training_credits::register(app, &id).await?;
+            let (record, registered) = training::publish_adapter(app, &id, force, None).await?;
             let note = if record.forced { " (forced: it does not beat its base)" } else { "" };
             println!("published {id}{note}");
             println!("its answers credit its training data: {} chunks of {}", registered.chunks, registered.datanet);

@@ -57,6 +57,7 @@ fn view(job: &JobView) -> wire::TrainingJob {
             log_root: t.log_root.clone(),
             steps: t.steps,
             train_pairs: t.train_pairs,
+            synthesized_pairs: t.synthesized_pairs,
             heldout_pairs: t.evaluation.heldout_pairs,
             base_loss: t.evaluation.base_loss,
             adapter_loss: t.evaluation.adapter_loss,
@@ -288,29 +289,17 @@ async fn publish_trained(
     if job.result.is_none() {
         return Err(ApiError::conflict(format!("training job {name} has not finished")));
     }
-    let app = state.app().clone();
-    let published = name.clone();
-    tokio::task::spawn_blocking(move || training::publish(&app, &published, body.force))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| match e.downcast_ref::<PublishRefused>() {
+    // The one who trained it owns it: the adapter share of its answers is theirs.
+    let owner = job.record.owner.as_deref().map(crate::app::parse_address).transpose()?;
+    training::publish_adapter(state.app(), &name, body.force, owner).await.map_err(|e| {
+        match e.downcast_ref::<PublishRefused>() {
             Some(refused @ PublishRefused::AlreadyPublished(_)) => ApiError::conflict(refused.to_string()),
             Some(refused @ PublishRefused::WorseThanBase { .. }) => {
                 ApiError::new("worse_than_base", refused.to_string())
             }
             None => ApiError::from(e),
-        })?;
-    crate::app::training_credits::register(state.app(), &name).await?;
-    // The one who trained it owns it: the adapter share of its answers is theirs, unless an
-    // admin named an owner for this adapter before.
-    if let Some(owner) = job.record.owner.as_deref() {
-        let ledger = state.app().ledger();
-        let mut pricing = ledger.adapter_pricing(&name).await?;
-        if pricing.owner.is_none() {
-            pricing.owner = Some(crate::app::parse_address(owner)?);
-            ledger.set_adapter_pricing(&name, &pricing).await?;
         }
-    }
+    })?;
     state.training()?.refresh(state.app(), &name);
     Ok(Json(view(&visible(&state, &caller, &name)?)))
 }

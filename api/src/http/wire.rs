@@ -1542,6 +1542,8 @@ pub struct TrainingResult {
     pub log_root: String,
     pub steps: usize,
     pub train_pairs: usize,
+    /// Pairs written from the Datanet's chunks (`synthesize`), of all the job's pairs.
+    pub synthesized_pairs: usize,
     pub heldout_pairs: usize,
     pub base_loss: f64,
     pub adapter_loss: f64,
