@@ -431,6 +431,7 @@ test("Model Factory: an owner trains an adapter, follows its loss, tries it and 
   await page.getByLabel("Rank").fill("2");
   await page.getByLabel("Epochs").fill("1");
   await page.getByLabel("Learning rate").fill("0.001");
+  await shoot(page, "train-form");
   await page.getByRole("button", { name: "Start training" }).click();
   await page.waitForURL(/#\/training\/demo-lora$/);
   // Followed live to its end: the loss curve, then the held-out evaluation.
