@@ -1718,4 +1718,32 @@ async fn training_jobs_start_stream_try_and_publish() {
     let verified = s.call("GET", "/v1/admin/verify", Some(&admin), None).await;
     assert_eq!(verified.status, StatusCode::OK, "{}", verified.body);
     assert_eq!(verified.body["problems"], json!([]), "{}", verified.body);
+
+    // An adapter name an admin priced first keeps the owner the admin named: a trainer who
+    // publishes under it does not take its adapter share.
+    let priced = json!({"fee": "1", "owner": CAROL});
+    let put = s.call("PUT", "/v1/adapters/rivers-lora-2/pricing", Some(&admin), Some(priced)).await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+    let mut second = job.clone();
+    (second["name"], second["max_steps"]) = (json!("rivers-lora-2"), json!(1));
+    let started = s.call("POST", "/v1/training", Some(&alice), Some(second)).await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    let finished = reqwest::Client::new()
+        .get(format!("{url}/v1/training/rivers-lora-2/events"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (last, body) = sse_events(&finished).pop().unwrap();
+    assert_eq!(
+        (last.as_str(), serde_json::from_str::<Value>(&body).unwrap()["state"].clone()),
+        ("finished", json!("succeeded"))
+    );
+    let forced = s.call("POST", "/v1/training/rivers-lora-2/publish", Some(&alice), Some(json!({"force": true}))).await;
+    assert_eq!(forced.status, StatusCode::OK, "{}", forced.body);
+    let pricing = s.call("GET", "/v1/adapters/rivers-lora-2/pricing", None, None).await;
+    assert_eq!(pricing.body["owner"], CAROL, "{}", pricing.body);
 }
